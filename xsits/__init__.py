@@ -1,0 +1,26 @@
+"""xsits: satellite image time series for many places at once, as lazy xarray cubes.
+
+Examples
+--------
+>>> import xsits
+>>> hasattr(xsits, "open_cubes")
+True
+"""
+
+from xsits import accessor as _accessor  # noqa: F401  (registers the .sits accessor)
+from xsits import errors
+from xsits.aoi import read_aoi
+from xsits.load import GridSpec, open_cubes
+from xsits.search import SearchResult, StacQuery, search
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GridSpec",
+    "SearchResult",
+    "StacQuery",
+    "errors",
+    "open_cubes",
+    "read_aoi",
+    "search",
+]

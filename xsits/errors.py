@@ -1,0 +1,76 @@
+"""One exception hierarchy for everything xsits raises on purpose.
+
+Every message is one line that names the offending file, row or feature and
+says how to fix it.  Catch :class:`XsitsError` to catch them all.
+
+Examples
+--------
+>>> from xsits.errors import AOIError, XsitsError
+>>> issubclass(AOIError, XsitsError)
+True
+"""
+
+from __future__ import annotations
+
+
+class XsitsError(Exception):
+    """Base class of every error raised by xsits."""
+
+
+class AOIError(XsitsError, ValueError):
+    """The AOI file or GeoDataFrame cannot be used (missing, malformed, bad ids...)."""
+
+
+class FeatureIdError(AOIError):
+    """A feature id is missing, duplicated or not safe as a file name."""
+
+
+class QueryError(XsitsError, ValueError):
+    """The STAC query is malformed: unknown preset, bad dates, bad query/filter."""
+
+
+class SearchError(XsitsError, RuntimeError):
+    """The STAC search failed (server unreachable after retries, bad answer)."""
+
+
+class NoItemsError(SearchError):
+    """No STAC item matched a feature (outside every tile, or all too cloudy)."""
+
+
+class LoadError(XsitsError, RuntimeError):
+    """Pixels could not be read (COG unreachable after retries, truncated data)."""
+
+
+class BandError(XsitsError, KeyError):
+    """A band or variable needed by an operation is missing from the cube."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line
+        return str(self.args[0]) if self.args else ""
+
+
+class GridError(XsitsError, ValueError):
+    """A grid/CRS/resolution/size parameter is invalid."""
+
+
+class IndexNameError(XsitsError, ValueError):
+    """An unknown spectral index was asked for."""
+
+
+class ExportError(XsitsError, OSError):
+    """An output cannot be written (exists, unsafe path, unknown format)."""
+
+
+class OutputExistsError(ExportError, FileExistsError):
+    """The output file exists and ``overwrite=False``."""
+
+
+class UnsafePathError(ExportError):
+    """A feature id or path would escape the output directory."""
+
+
+class CatalogError(XsitsError, ValueError):
+    """An Intake catalog entry or parameter is invalid."""
+
+
+class MissingDependencyError(XsitsError, ImportError):
+    """An optional extra is needed (e.g. ``pip install xsits[indices]``)."""
