@@ -101,7 +101,8 @@ def make_cube(
     coords = dict(xr_coords(geobox))
     coords["time"] = times
     coords["cloud_cover"] = ("time", np.round(rng.uniform(0, 10, n_times), 2))
-    coords["platform"] = ("time", ["Sentinel-2A" if k % 2 else "Sentinel-2B" for k in range(n_times)])
+    platforms = ["Sentinel-2A" if k % 2 else "Sentinel-2B" for k in range(n_times)]
+    coords["platform"] = ("time", platforms)
     coords["processing_baseline"] = ("time", baselines)
     coords["mgrs_tile"] = ("time", ["32UMA"] * n_times)
     coords["boa_offset_applied"] = ("time", np.zeros(n_times, dtype=bool))
