@@ -1,0 +1,226 @@
+"""Launcher: a threaded HTTP file server with Range support, counting and fault injection.
+
+Run as ``python -m xsits.testing._cog_app --root DIR --port-file FILE``.  Built on
+the ``rangehttpserver`` package's ``RangeRequestHandler`` and
+:class:`http.server.ThreadingHTTPServer` (HTTP/1.1 keep-alive).  Counters are
+served, uncounted, at ``/__stats`` and cleared by ``/__stats/reset``.  Used by
+:class:`xsits.testing.servers.CogServer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from functools import partial
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from RangeHTTPServer import RangeRequestHandler
+
+from xsits.testing._child import bind_free_socket, watch_parent, write_port_file
+
+STATS_PATH = "/__stats"
+
+
+class Faults:
+    """Seeded, thread-safe decision of which requests fail.
+
+    Parameters
+    ----------
+    rate : float
+        Probability that a request fails.
+    seed : int
+        Seed of the random generator (same arrival order, same failures).
+    max_consecutive : int
+        Never fail more than this many requests in a row (0 means no bound).
+
+    Examples
+    --------
+    >>> f = Faults(rate=1.0, seed=0, max_consecutive=2)
+    >>> [f.next() is not None for _ in range(3)]
+    [True, True, False]
+    """
+
+    def __init__(self, rate: float, seed: int, max_consecutive: int = 0) -> None:
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.max_consecutive = max_consecutive
+        self.run = 0
+        self.lock = threading.Lock()
+
+    def next(self, kinds: tuple[str, ...] = ("drop", "truncate")) -> str | None:
+        """Return the fault kind for the next request, or None when it succeeds."""
+        if self.rate <= 0:
+            return None
+        with self.lock:
+            hit = self.rng.random() < self.rate
+            kind = self.rng.choice(kinds)
+            if hit and self.max_consecutive and self.run >= self.max_consecutive:
+                hit = False
+            self.run = self.run + 1 if hit else 0
+        return kind if hit else None
+
+
+class Stats:
+    """Thread-safe request counters."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear every counter."""
+        self.counts: Counter[str] = Counter()
+        self.paths: Counter[str] = Counter()
+
+    def add(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``key``."""
+        with self.lock:
+            self.counts[key] += n
+
+    def as_dict(self) -> dict[str, Any]:
+        """Snapshot of the counters as a JSON-able dict."""
+        with self.lock:
+            keys = ("requests", "get", "head", "range_requests", "bytes_served", "faults",
+                    "dropped", "truncated", "not_found")
+            out: dict[str, Any] = {k: self.counts.get(k, 0) for k in keys}
+            out["paths"] = dict(self.paths)
+        return out
+
+
+class Handler(RangeRequestHandler):
+    """Range request handler with counting, added latency and injected faults."""
+
+    protocol_version = "HTTP/1.1"
+    stats: Stats
+    faults: Faults
+    latency_s: float = 0.0
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Stay quiet."""
+
+    def _stats_endpoint(self) -> bool:
+        path = self.path.split("?", 1)[0]
+        if path not in (STATS_PATH, STATS_PATH + "/reset"):
+            return False
+        if path.endswith("/reset"):
+            with self.stats.lock:
+                self.stats.reset()
+        body = json.dumps(self.stats.as_dict()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return True
+
+    def _serve(self, method: str) -> None:
+        if self._stats_endpoint():
+            return
+        self.stats.add("requests")
+        self.stats.add(method.lower())
+        with self.stats.lock:
+            self.stats.paths[self.path.split("?", 1)[0]] += 1
+        if "Range" in self.headers:
+            self.stats.add("range_requests")
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        self.fault = self.faults.next()
+        if self.fault == "drop":
+            self.stats.add("faults")
+            self.stats.add("dropped")
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        f = self.send_head()
+        if f is None:
+            self.stats.add("not_found")
+            return
+        try:
+            if method == "GET":
+                self.copyfile(f, self.wfile)
+        finally:
+            f.close()
+
+    def do_GET(self) -> None:  # noqa: N802
+        """Serve a file (or a byte range of it)."""
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        """Serve the headers of a file."""
+        self._serve("HEAD")
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        """Copy the whole file or the asked range, counting bytes; truncate on a fault."""
+        size = os.fstat(source.fileno()).st_size
+        start, stop = 0, size - 1
+        if self.range:
+            first, last = self.range
+            start = first or 0
+            stop = size - 1 if last is None or last >= size else last
+        length = stop - start + 1
+        if self.fault == "truncate":
+            length = length // 2
+        source.seek(start)
+        sent = 0
+        while sent < length:
+            buf = source.read(min(64 * 1024, length - sent))
+            if not buf:
+                break
+            outputfile.write(buf)
+            sent += len(buf)
+        self.stats.add("bytes_served", sent)
+        if self.fault == "truncate":
+            self.stats.add("faults")
+            self.stats.add("truncated")
+            self.close_connection = True
+            try:
+                outputfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve ``--root`` on a free 127.0.0.1 port and write the port to ``--port-file``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--max-consecutive-faults", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    watch_parent(args.parent_pid)
+    Handler.stats = Stats()
+    Handler.faults = Faults(args.fault_rate, args.seed, args.max_consecutive_faults)
+    Handler.latency_s = args.latency_ms / 1000.0
+    handler = partial(Handler, directory=os.path.abspath(args.root))
+    sock = bind_free_socket()
+    server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_address = sock.getsockname()
+    write_port_file(args.port_file, sock.getsockname()[1])
+    server.serve_forever(poll_interval=0.2)
+
+
+if __name__ == "__main__":
+    main()
