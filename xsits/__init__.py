@@ -10,12 +10,14 @@ True
 from xsits import accessor as _accessor  # noqa: F401  (registers the .sits accessor)
 from xsits import errors
 from xsits.aoi import read_aoi
-from xsits.load import GridSpec, open_cubes
+from xsits.grid import GridSpec
+from xsits.load import Cubes, open_cubes
 from xsits.search import SearchResult, StacQuery, search
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cubes",
     "GridSpec",
     "SearchResult",
     "StacQuery",

@@ -1,20 +1,412 @@
-"""STAC search (stub: being written)."""
+"""Find the STAC items of many features with one search per group of nearby features.
+
+Features are grouped spatially (UTM zone, then ``group_size_deg`` cells); each group is
+searched once with the union of its features' footprints (pystac-client, paged, with retries),
+or filtered in-process for a local ItemCollection / catalog (``cql2`` evaluates
+``query``/``filter``). Items are then assigned to the features they actually intersect with a
+shapely STRtree. ``aoi → grid → search → load``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pystac
+from shapely import STRtree
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from xsits.errors import MissingDependencyError, QueryError, SearchError
+
+#: Named STAC APIs.
+PRESETS: dict[str, str] = {
+    "planetary-computer": "https://planetarycomputer.microsoft.com/api/stac/v1",
+    "earth-search": "https://earth-search.aws.element84.com/v1",
+}
+
+#: HTTP statuses retried with exponential backoff by every STAC API request.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+_QUERY_OPS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
 
 @dataclass(frozen=True)
 class StacQuery:
-    """What to search (stub)."""
+    """What to search: where (``stac``), which collection, dates, bands and item filters.
+
+    Parameters
+    ----------
+    stac
+        A preset (``"planetary-computer"``, ``"earth-search"``), a STAC API URL, or the path
+        of a local ItemCollection (``.json``/``.geojson``) or static catalog (``catalog.json``).
+    collection
+        Collection id. Default ``"sentinel-2-l2a"``.
+    start, end
+        Inclusive date range (``"YYYY-MM-DD"``). ``end`` includes that whole day.
+    bands
+        Asset keys to load. Default ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
+    query
+        STAC query-extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``.
+    filter
+        CQL2 filter (JSON dict or CQL2 text).
+    max_cloud
+        Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``).
+    limit
+        Page size of API searches. Default 1000 (fewer requests).
+    retries
+        Retries (with exponential backoff) per API request on 429/5xx. Default 6.
+
+    Examples
+    --------
+    >>> q = StacQuery(stac="earth-search", start="2024-01-01", end="2024-02-01", max_cloud=10)
+    >>> q.endpoint, q.api_query()
+    ('https://earth-search.aws.element84.com/v1', {'eo:cloud_cover': {'lt': 10}})
+    """
+
+    stac: str = "planetary-computer"
+    collection: str = "sentinel-2-l2a"
+    start: str = "2024-01-01"
+    end: str = "2024-12-31"
+    bands: tuple[str, ...] = ("B03", "B04", "B08", "SCL")
+    query: Mapping[str, Any] | None = field(default=None, hash=False)
+    filter: Mapping[str, Any] | str | None = field(default=None, hash=False)
+    max_cloud: float | None = None
+    limit: int = 1000
+    retries: int = 6
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bands, str):
+            object.__setattr__(self, "bands", tuple(b.strip() for b in self.bands.split(",")))
+        else:
+            object.__setattr__(self, "bands", tuple(self.bands))
+        if not self.bands:
+            raise QueryError("bands is empty; ask for at least one band, e.g. bands=['B04']")
+        try:
+            start, end = pd.Timestamp(self.start), pd.Timestamp(self.end)
+        except (ValueError, TypeError) as err:
+            raise QueryError(
+                f"dates start={self.start!r} / end={self.end!r} are not dates; "
+                "use 'YYYY-MM-DD'"
+            ) from err
+        if end < start:
+            raise QueryError(f"end={self.end!r} is before start={self.start!r}; swap them")
+        object.__setattr__(self, "start", str(start.date()))
+        object.__setattr__(self, "end", str(end.date()))
+        if self.query is not None and not isinstance(self.query, Mapping):
+            raise QueryError(f"query={self.query!r} must be a dict like {{'eo:cloud_cover': "
+                             "{'lt': 10}}")
+        if self.max_cloud is not None and not 0 <= float(self.max_cloud) <= 100:
+            raise QueryError(f"max_cloud={self.max_cloud!r} must be a percentage in 0..100")
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``stac`` is a local file searched in-process."""
+        return self.stac not in PRESETS and not re.match(r"^https?://", self.stac)
+
+    @property
+    def endpoint(self) -> str:
+        """The API URL (or local path) without any query string, user info or token."""
+        url = PRESETS.get(self.stac, self.stac)
+        if self.is_local:
+            return str(Path(url).expanduser().resolve())
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    @property
+    def datetime(self) -> str:
+        """The STAC datetime interval covering whole days ``start..end``."""
+        return f"{self.start}T00:00:00Z/{self.end}T23:59:59.999Z"
+
+    def api_query(self) -> dict[str, Any] | None:
+        """The query-extension dict: ``query`` merged with ``max_cloud``."""
+        q = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (self.query or {}).items()}
+        if self.max_cloud is not None:
+            q.setdefault("eo:cloud_cover", {})["lt"] = self.max_cloud
+        return q or None
+
+    def describe(self) -> str:
+        """JSON text of the item filters, for provenance attributes and manifests."""
+        return json.dumps(
+            {"query": self.api_query(), "filter": self.filter, "datetime": self.datetime},
+            sort_keys=True,
+            default=str,
+        )
 
 
 @dataclass
 class SearchResult:
-    """Items per feature (stub)."""
+    """Items found per feature.
+
+    Attributes
+    ----------
+    query
+        The :class:`StacQuery` searched.
+    items
+        ``{feature_id: [pystac.Item, ...]}`` sorted by datetime; features with none are absent.
+    missing
+        ``{feature_id: reason}`` for features without items (or a failed group search).
+    n_searches
+        Number of searches made (one per group of nearby features).
+
+    Examples
+    --------
+    >>> r = SearchResult(StacQuery(), items={}, missing={"7": "no item"}, n_searches=1)
+    >>> r.missing
+    {'7': 'no item'}
+    """
+
+    query: StacQuery
+    items: dict[str, list[pystac.Item]]
+    missing: dict[str, str]
+    n_searches: int = 0
+
+    def summary(self) -> pd.DataFrame:
+        """One row per feature: number of items (dates before grouping) or why there are none."""
+        rows = [{"feature_id": f, "n_items": len(v), "reason": ""} for f, v in self.items.items()]
+        rows += [{"feature_id": f, "n_items": 0, "reason": r} for f, r in self.missing.items()]
+        return pd.DataFrame(rows, columns=["feature_id", "n_items", "reason"])
 
 
-def search(aoi, **kwargs):
-    """One STAC search per group of nearby features (stub)."""
-    raise NotImplementedError
+def group_features(footprints: gpd.GeoSeries, group_size_deg: float = 2.0) -> list[list[str]]:
+    """Group feature ids of nearby footprints: same UTM zone and same ``group_size_deg`` cell.
+
+    Examples
+    --------
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import Point
+    >>> fp = gpd.GeoSeries({"a": Point(8.4, 49.8), "b": Point(8.5, 49.9), "c": Point(23.8, 40.1)},
+    ...                    crs=4326)
+    >>> group_features(fp)
+    [['a', 'b'], ['c']]
+    """
+    centre = footprints.to_crs("EPSG:4326").representative_point()
+    zone = np.floor((centre.x + 180) / 6).astype(int)
+    cell_x = np.floor(centre.x / group_size_deg).astype(int)
+    cell_y = np.floor(centre.y / group_size_deg).astype(int)
+    key = pd.Series(list(zip(zone, cell_x, cell_y, strict=True)), index=footprints.index)
+    return [list(ids) for _, ids in key.groupby(key, sort=True).groups.items()]
+
+
+def _cql2_from_query(query: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate a STAC query-extension dict to CQL2 JSON (evaluated by ``cql2``)."""
+    args = []
+    for prop, ops in query.items():
+        for op, value in ops.items():
+            if op in _QUERY_OPS:
+                args.append({"op": _QUERY_OPS[op], "args": [{"property": prop}, value]})
+            elif op == "in":
+                args.append({"op": "in", "args": [{"property": prop}, list(value)]})
+            elif op == "startsWith":
+                args.append({"op": "like", "args": [{"property": prop}, f"{value}%"]})
+            else:
+                raise QueryError(f"query operator {op!r} on {prop!r} is not supported; use "
+                                 f"one of {sorted([*_QUERY_OPS, 'in', 'startsWith'])}")
+    return {"op": "and", "args": args} if len(args) > 1 else args[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _local_items(path: str, mtime: float) -> tuple[dict, ...]:
+    """Item dicts of a local ItemCollection or static catalog (cached while unchanged)."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SearchError(
+            f"local STAC file '{p}' is not readable JSON ({err}); fix the path"
+        ) from err
+    if doc.get("type") == "FeatureCollection":
+        return tuple(doc["features"])
+    if doc.get("type") in ("Catalog", "Collection"):
+        cat = pystac.read_file(str(p))
+        return tuple(item.to_dict() for item in cat.get_items(recursive=True))
+    raise SearchError(f"local STAC file '{p}' is neither an ItemCollection nor a catalog")
+
+
+def _search_local(q: StacQuery, area) -> list[pystac.Item]:
+    """Filter a local ItemCollection / catalog like a STAC API would."""
+    import cql2
+
+    path = q.endpoint
+    if not os.path.exists(path):
+        raise QueryError(
+            f"stac={q.stac!r} is not a preset ({', '.join(PRESETS)}), not an http(s) URL and "
+            "not an existing local file; fix the value"
+        )
+    exprs = []
+    if q.api_query():
+        exprs.append(cql2.Expr(_cql2_from_query(q.api_query())))
+    if q.filter is not None:
+        exprs.append(cql2.Expr(q.filter if isinstance(q.filter, str) else dict(q.filter)))
+    t0, t1 = pd.Timestamp(q.start, tz="UTC"), pd.Timestamp(q.end, tz="UTC") + pd.Timedelta("1D")
+    out = []
+    for d in _local_items(path, os.path.getmtime(path)):
+        if d.get("collection", q.collection) != q.collection:
+            continue
+        t = pd.Timestamp(d["properties"]["datetime"])
+        if not (t0 <= t < t1) or not shape(d["geometry"]).intersects(area):
+            continue
+        if all(e.matches(d) for e in exprs):
+            out.append(pystac.Item.from_dict(d, preserve_dict=True))
+    return out
+
+
+def _pc_modifier(stac: str):
+    if stac != "planetary-computer" and "planetarycomputer" not in stac:
+        return None
+    try:
+        import planetary_computer
+    except ImportError as err:
+        raise MissingDependencyError(
+            "signing Planetary Computer hrefs needs the extra: pip install 'xsits[pc]'"
+        ) from err
+    return planetary_computer.sign_inplace
+
+
+def open_client(q: StacQuery, *, modifier=None):
+    """A pystac-client ``Client`` with retries and backoff on 429/5xx (and PC signing).
+
+    Examples
+    --------
+    >>> client = open_client(StacQuery(stac="http://127.0.0.1:1"))  # doctest: +SKIP
+    """
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=q.retries,
+        backoff_factor=0.2,
+        backoff_max=10,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+    )
+    io = StacApiIO(max_retries=retry, timeout=60)
+    url = PRESETS.get(q.stac, q.stac)
+    try:
+        return Client.open(url, stac_io=io, modifier=modifier or _pc_modifier(q.stac))
+    except Exception as err:
+        raise SearchError(f"STAC API {q.endpoint} cannot be opened: {_one_line(err)}") from err
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return re.sub(r"([?&](sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token)=)[^&\s]+",
+                  r"\1***", text)[:300]
+
+
+def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
+    search = client.search(
+        collections=[q.collection],
+        intersects=area.__geo_interface__,
+        datetime=q.datetime,
+        query=q.api_query(),
+        filter=q.filter,
+        limit=q.limit,
+    )
+    return list(search.items())
+
+
+def search(
+    aoi: gpd.GeoDataFrame,
+    query: StacQuery | None = None,
+    *,
+    footprints: gpd.GeoSeries | None = None,
+    group_size_deg: float = 2.0,
+    client=None,
+    **query_kwargs: Any,
+) -> SearchResult:
+    """Search STAC once per group of nearby features and assign items to each feature.
+
+    Parameters
+    ----------
+    aoi
+        Features with a ``feature_id`` column (see :func:`xsits.read_aoi`).
+    query
+        A :class:`StacQuery`; or give its fields as keyword arguments (``stac=``, ``start=``...).
+    footprints
+        Area to cover per feature (lon/lat GeoSeries indexed by feature id). Default: the AOI
+        geometries. :func:`xsits.open_cubes` passes each cube's pixel-grid outline.
+    group_size_deg
+        Size of the grouping cell in degrees (within a UTM zone). Default 2.
+    client
+        An open pystac-client ``Client`` to reuse (else :func:`open_client`).
+
+    Returns
+    -------
+    SearchResult
+        Items per feature; features with no item (or whose group search failed) in ``missing``.
+
+    Examples
+    --------
+    >>> import xsits
+    >>> aoi = xsits.read_aoi("notebooks/data/rand_pts.geojson", id_column="pt_id")  # doctest: +SKIP
+    >>> res = search(aoi, stac="planetary-computer", start="2024-01-01", end="2024-02-01",
+    ...              max_cloud=10)  # doctest: +SKIP
+    >>> res.summary()  # doctest: +SKIP
+    """
+    if query is None:
+        query = StacQuery(**query_kwargs)
+    elif query_kwargs:
+        raise QueryError(f"give either query= or its fields, not both: {sorted(query_kwargs)}")
+    if footprints is None:
+        footprints = gpd.GeoSeries(
+            aoi.geometry.to_crs("EPSG:4326").values, index=aoi["feature_id"], crs="EPSG:4326"
+        )
+    items: dict[str, list[pystac.Item]] = {}
+    missing: dict[str, str] = {}
+    groups = group_features(footprints, group_size_deg)
+    if not query.is_local and client is None and groups:
+        client = open_client(query)
+    for ids in groups:
+        shapes = footprints.loc[ids]
+        area = unary_union(list(shapes.values))
+        try:
+            found = _search_local(query, area) if query.is_local else _search_api(query, client,
+                                                                                  area)
+        except (QueryError, MissingDependencyError):
+            raise
+        except Exception as err:  # one failed group must not sink the others
+            for fid in ids:
+                missing[fid] = f"STAC search failed after retries: {_one_line(err)}"
+            continue
+        _assign(found, shapes, query, items, missing)
+    for fid in items:
+        items[fid].sort(key=lambda it: (it.datetime, it.id))
+    return SearchResult(query=query, items=items, missing=missing, n_searches=len(groups))
+
+
+def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
+            items: dict, missing: dict) -> None:
+    """Give each item to the features it intersects (STRtree), keep only items with the bands."""
+    usable = [it for it in found if all(b in it.assets for b in q.bands)]
+    tree = STRtree([shape(it.geometry) for it in usable])
+    hits: dict[str, list[pystac.Item]] = {fid: [] for fid in shapes.index}
+    if usable:
+        feat_idx, item_idx = tree.query(list(shapes.values), predicate="intersects")
+        for f, i in zip(feat_idx, item_idx, strict=True):
+            hits[shapes.index[f]].append(usable[i])
+    for fid, its in hits.items():
+        if its:
+            items[fid] = its
+        elif found and not usable:
+            missing[fid] = f"items found lack bands {list(q.bands)}; check the asset names"
+        else:
+            missing[fid] = (
+                f"no {q.collection} item between {q.start} and {q.end} matches the query here "
+                "(outside every tile, or all too cloudy)"
+            )
