@@ -1,0 +1,1 @@
+"""Picklable processing steps for the batch engine (stub: being written)."""
