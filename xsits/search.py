@@ -323,7 +323,7 @@ def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
 
 def search(
     aoi: gpd.GeoDataFrame,
-    query: StacQuery | None = None,
+    stac_query: StacQuery | None = None,
     *,
     footprints: gpd.GeoSeries | None = None,
     group_size_deg: float = 2.0,
@@ -336,8 +336,9 @@ def search(
     ----------
     aoi
         Features with a ``feature_id`` column (see :func:`xsits.read_aoi`).
-    query
-        A :class:`StacQuery`; or give its fields as keyword arguments (``stac=``, ``start=``...).
+    stac_query
+        A :class:`StacQuery`; or give its fields as keyword arguments (``stac=``, ``start=``,
+        ``query=``...).
     footprints
         Area to cover per feature (lon/lat GeoSeries indexed by feature id). Default: the AOI
         geometries. :func:`xsits.open_cubes` passes each cube's pixel-grid outline.
@@ -359,10 +360,14 @@ def search(
     ...              max_cloud=10)  # doctest: +SKIP
     >>> res.summary()  # doctest: +SKIP
     """
-    if query is None:
+    if stac_query is None:
         query = StacQuery(**query_kwargs)
     elif query_kwargs:
-        raise QueryError(f"give either query= or its fields, not both: {sorted(query_kwargs)}")
+        raise QueryError(
+            f"give either stac_query= or its fields, not both: {sorted(query_kwargs)}"
+        )
+    else:
+        query = stac_query
     if footprints is None:
         footprints = gpd.GeoSeries(
             aoi.geometry.to_crs("EPSG:4326").values, index=aoi["feature_id"], crs="EPSG:4326"
