@@ -89,6 +89,21 @@ def feature_crs(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec) ->
     return CRS(spec.crs)
 
 
+def feature_centre(
+    geometry: BaseGeometry, geometry_crs: object, crs: object
+) -> tuple[float, float]:
+    """Centroid of a feature in ``crs`` (projected first, then the centroid is taken).
+
+    Examples
+    --------
+    >>> from shapely.geometry import Point
+    >>> feature_centre(Point(500000, 5500000), 32632, 32632)
+    (500000.0, 5500000.0)
+    """
+    x, y = geom.Geometry(geometry, crs=geometry_crs).to_crs(crs).centroid.coords[0]
+    return float(x), float(y)
+
+
 def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec) -> GeoBox:
     """The pixel grid of one feature, aligned to multiples of the resolution.
 
@@ -105,16 +120,16 @@ def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec)
     (Shape2d(x=4, y=3), 499980.0, 5500020.0)
     """
     crs = feature_crs(geometry, geometry_crs, spec)
-    shape = geom.Geometry(geometry, crs=geometry_crs).to_crs(crs)
     res = float(spec.resolution)
     if spec.mode == "patch":
         width, height = spec.size
-        cx, cy = shape.centroid.coords[0]
+        cx, cy = feature_centre(geometry, geometry_crs, crs)
         col, row = math.floor(cx / res), math.floor(cy / res)
         x0 = (col - width // 2) * res
         y0 = (row - (height - 1) // 2) * res
         bbox = (x0, y0, x0 + width * res, y0 + height * res)
         return GeoBox.from_bbox(bbox, crs, resolution=res, tight=True)
+    shape = geom.Geometry(geometry, crs=geometry_crs).to_crs(crs)
     minx, miny, maxx, maxy = shape.boundingbox
     b = float(spec.buffer)
     bbox = (minx - b, miny - b, maxx + b, maxy + b)

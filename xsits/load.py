@@ -22,7 +22,7 @@ from odc.geo.geobox import GeoBox
 
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
-from xsits.grid import GridSpec, feature_geoboxes, footprints_4326
+from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.search import SearchResult, StacQuery, search
 
 #: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
@@ -150,7 +150,7 @@ def load_cube(
     if chunks is None:
         chunks = {"time": max(1, min(len(groups), _time_chunk(geobox))), "y": 2048, "x": 2048}
     if isinstance(resampling, str):
-        resampling = {"*": resampling, "SCL": "nearest"}
+        resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
     try:
         ds = odc.stac.load(
             items,
@@ -262,14 +262,15 @@ def open_cubes(
             cubes.missing.setdefault(fid, "no item found")
             continue
         gbox = geoboxes[fid]
-        centre = gpd.GeoSeries([geom], crs=aoi.crs).to_crs(gbox.crs.to_wkt()).centroid.iloc[0]
-        attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": float(centre.x),
-                 "center_y": float(centre.y)}
+        cx, cy = feature_centre(geom, aoi.crs, gbox.crs)
+        attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx, "center_y": cy}
         if grid.mode == "patch":
             attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
         try:
-            cubes[fid] = load_cube(items, gbox, bands=q.bands, chunks=chunks,
-                                   resampling=resampling, attrs=attrs)
+            cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
+                             resampling=resampling, attrs=attrs)
         except LoadError as err:
             cubes.missing[fid] = f"feature {fid!r}: {err}"
+            continue
+        cubes[fid] = cube.rename({a: b for b, a in q.assets.items() if a != b})
     return cubes

@@ -35,6 +35,15 @@ PRESETS: dict[str, str] = {
     "earth-search": "https://earth-search.aws.element84.com/v1",
 }
 
+#: Asset keys of presets whose assets are not named like the bands (``{band: asset key}``).
+ASSET_KEYS: dict[str, dict[str, str]] = {
+    "earth-search": {
+        "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
+        "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+        "B11": "swir16", "B12": "swir22", "SCL": "scl", "AOT": "aot", "WVP": "wvp",
+    },
+}
+
 #: HTTP statuses retried with exponential backoff by every STAC API request.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -130,6 +139,12 @@ class StacQuery:
     def datetime(self) -> str:
         """The STAC datetime interval covering whole days ``start..end``."""
         return f"{self.start}T00:00:00Z/{self.end}T23:59:59.999Z"
+
+    @property
+    def assets(self) -> dict[str, str]:
+        """``{band: asset key}``: band names as asked, asset keys as the provider names them."""
+        keys = ASSET_KEYS.get(self.stac, {})
+        return {band: keys.get(band, band) for band in self.bands}
 
     def api_query(self) -> dict[str, Any] | None:
         """The query-extension dict: ``query`` merged with ``max_cloud``."""
@@ -398,7 +413,7 @@ def search(
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
             items: dict, missing: dict) -> None:
     """Give each item to the features it intersects (STRtree), keep only items with the bands."""
-    usable = [it for it in found if all(b in it.assets for b in q.bands)]
+    usable = [it for it in found if all(a in it.assets for a in q.assets.values())]
     tree = STRtree([shape(it.geometry) for it in usable])
     hits: dict[str, list[pystac.Item]] = {fid: [] for fid in shapes.index}
     if usable:
@@ -409,7 +424,9 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
         if its:
             items[fid] = its
         elif found and not usable:
-            missing[fid] = f"items found lack bands {list(q.bands)}; check the asset names"
+            missing[fid] = (
+                f"items found lack assets {list(q.assets.values())}; check the band names"
+            )
         else:
             missing[fid] = (
                 f"no {q.collection} item between {q.start} and {q.end} matches the query here "
