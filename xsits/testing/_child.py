@@ -20,6 +20,10 @@ def bind_free_socket(host: str = "127.0.0.1", backlog: int = 512) -> socket.sock
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit TCP_NODELAY (Linux): servers writing headers and body
+    # separately (uvicorn, http.server) otherwise stall ~40 ms per keep-alive request
+    # on Nagle + delayed ACK
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, 0))
     sock.listen(backlog)
     sock.set_inheritable(True)

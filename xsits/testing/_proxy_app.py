@@ -1,6 +1,6 @@
 """Launcher: an aiohttp reverse proxy injecting HTTP errors and latency.
 
-Run as ``python -m xsits.testing._proxy_app --target URL --port-file FILE``.
+Run as ``python xsits/testing/_proxy_app.py --target URL --port-file FILE``.
 Absolute links to the target in JSON bodies (and ``Location`` headers) are
 rewritten to the proxy, so paging ``next`` links come back through it.  Counters
 are served, uncounted, at ``/__stats`` and cleared by ``/__stats/reset``.  Used
@@ -19,8 +19,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from xsits.testing._child import bind_free_socket, watch_parent, write_port_file
-from xsits.testing._cog_app import Faults
+if __package__:
+    from ._child import bind_free_socket, watch_parent, write_port_file
+    from ._cog_app import Faults
+else:  # run as a script: do not import the (heavy) xsits package
+    from _child import bind_free_socket, watch_parent, write_port_file  # type: ignore
+    from _cog_app import Faults  # type: ignore
 
 STATS_PATH = "/__stats"
 HOP_BY_HOP = {
@@ -83,6 +87,7 @@ def make_app(
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
         )
+        headers["Accept-Encoding"] = "identity"  # bodies are rewritten; skip (de)compression
         data = await request.read()
         session: aiohttp.ClientSession = state["session"]
         try:

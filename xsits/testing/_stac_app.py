@@ -1,6 +1,6 @@
 """Launcher: stac-fastapi-pgstac behind a request-counting ASGI middleware.
 
-Run as ``python -m xsits.testing._stac_app --port-file FILE``; the database is
+Run as ``python xsits/testing/_stac_app.py --port-file FILE``; the database is
 read from the ``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``/``PGDATABASE``
 environment variables (stac-fastapi-pgstac 7.x ``PostgresSettings``).  The
 server binds a free port on 127.0.0.1 and writes it to ``FILE``.
@@ -16,7 +16,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from xsits.testing._child import bind_free_socket, watch_parent, write_port_file
+if __package__:
+    from ._child import bind_free_socket, watch_parent, write_port_file
+else:  # run as a script: do not import the (heavy) xsits package
+    from _child import bind_free_socket, watch_parent, write_port_file  # type: ignore
 
 STATS_PATH = "/__stats"
 

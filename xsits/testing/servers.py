@@ -64,7 +64,10 @@ class ServerError(XsitsError, RuntimeError):
 def _pg_bindir() -> Path | None:
     """Directory holding ``initdb``/``pg_ctl``: ``$XSITS_PG_BINDIR``, PATH, or Debian's layout."""
     env = os.environ.get("XSITS_PG_BINDIR")
-    candidates = [Path(env)] if env else []
+    if env:  # authoritative when set
+        ok = (Path(env) / "initdb").exists() and (Path(env) / "pg_ctl").exists()
+        return Path(env) if ok else None
+    candidates = []
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -212,7 +215,10 @@ class _ChildServer:
                     "all_proxy"):
             full_env.pop(var, None)
         full_env["NO_PROXY"] = full_env["no_proxy"] = "127.0.0.1,localhost"
-        cmd = [sys.executable, "-m", module, "--port-file", str(port_file),
+        # run the launcher by file path: ``-m xsits.testing...`` would import the whole
+        # (heavy) xsits package first and add a second to every start
+        script = Path(__file__).with_name(module.rsplit(".", 1)[-1] + ".py")
+        cmd = [sys.executable, str(script), "--port-file", str(port_file),
                "--parent-pid", str(os.getpid()), *args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -477,8 +483,20 @@ class PgstacServer(_StatsMixin):
             self._dir = None
 
     # -- data and counters
-    def load(self, collection: dict, items: Iterable[dict] = (), *, chunk: int = 500) -> None:
+    def load(
+        self,
+        collection: dict,
+        items: Iterable[dict] = (),
+        *,
+        chunk: int = 500,
+        queryables: bool = True,
+    ) -> None:
         """Insert or update a collection and its items (pgstac ``upsert_*`` SQL functions).
+
+        With ``queryables``, every scalar item property not yet registered becomes a
+        pgstac queryable typed from the data (pgstac's ``missing_queryables``), as
+        real deployments do: without it pgstac compares and sorts unregistered
+        properties as text (``sortby`` on ``eo:cloud_cover`` would put 100 before 11).
 
         Parameters
         ----------
@@ -488,6 +506,8 @@ class PgstacServer(_StatsMixin):
             STAC items; their ``collection`` field is set to the collection id.
         chunk : int
             Items sent per SQL call.
+        queryables : bool
+            Register the items' scalar properties as typed queryables.
 
         Examples
         --------
@@ -509,6 +529,16 @@ class PgstacServer(_StatsMixin):
                     batch = []
             if batch:
                 conn.execute("SELECT upsert_items(%s::jsonb)", [json.dumps(batch)])
+            if queryables:
+                rows = conn.execute(
+                    "SELECT name, definition FROM missing_queryables(%s, 100, 10)", [cid]
+                ).fetchall()
+                for name, definition in rows:
+                    if (definition or {}).get("type") in ("number", "integer", "string", "boolean"):
+                        conn.execute(
+                            "SELECT upsert_queryable(%s, %s::jsonb, NULL, NULL, %s)",
+                            [name, json.dumps(definition), [cid]],
+                        )
 
     def stats(self) -> dict[str, int]:
         """Return the requests received by the API since start/reset, by URL path.
