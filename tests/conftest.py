@@ -1,0 +1,221 @@
+"""Session fixtures: a synthetic Sentinel-2 world served by a real local STAC API and COG server.
+
+- ``world``: the generated test world (COGs on disk + collection + items).
+- ``cog_server``: a running :class:`xsits.testing.servers.CogServer` over ``world.root``.
+- ``pg_stac``: a running :class:`xsits.testing.servers.PgstacServer` with the world's
+  collection and items loaded (asset hrefs point at ``cog_server.url``).
+- ``stac_url``: ``pg_stac.url``.
+- ``requires_servers``: both servers; the reason to skip (or, with ``CI=true``, fail).
+
+Tests using these fixtures get the ``servers`` marker automatically
+(``pytest -m "not servers"`` runs the rest).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SERVER_FIXTURES = {"pg_stac", "cog_server", "stac_url", "requires_servers", "world_items"}
+
+# The session world: 6 places, 2021-12-01..2022-03-31 every 10 days (the processing
+# baseline 04.00 switch of 2022-01-25 is inside).
+WORLD_POINTS = (
+    (5.90, 45.20),  # UTM 31, Chambery-ish
+    (5.905, 45.203),  # 500 m from the previous one: same window
+    (6.10, 45.20),  # UTM 32, just across the zone border from the pair
+    (25.00, 60.20),  # UTM 35, Helsinki-ish
+    (-3.70, 40.42),  # UTM 30, Madrid-ish
+    (5.9165, 45.2115),  # ~1.3 km NE of the pair: near the edge of its 2.56 km window
+)
+WORLD_START, WORLD_END, WORLD_REVISIT_DAYS = "2021-12-01", "2022-03-31", 10
+WORLD_BANDS = ("B02", "B03", "B04", "B08", "B11", "SCL")
+
+
+def _need_servers(reason: str) -> None:
+    """Fail under CI (``CI=true``), skip otherwise."""
+    msg = f"local STAC/COG servers unavailable: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # local servers only: never route 127.0.0.1 through an HTTP proxy (requests, GDAL/curl)
+    for var in ("NO_PROXY", "no_proxy"):
+        cur = os.environ.get(var, "")
+        if "127.0.0.1" not in cur:
+            os.environ[var] = ",".join(p for p in (cur, "127.0.0.1", "localhost") if p)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+# --------------------------------------------------------------------------- world
+
+
+def _make_session_world(root: Path) -> Any:
+    from xsits.testing.scenes import WorldSpec, make_world
+
+    spec = WorldSpec(
+        points=WORLD_POINTS,
+        start=WORLD_START,
+        end=WORLD_END,
+        revisit_days=WORLD_REVISIT_DAYS,
+        bands=WORLD_BANDS,
+        window_m=2560,
+        blocksize=256,
+        seed=0,
+    )
+    return make_world(root, spec)
+
+
+class _MiniWorld:
+    """Stand-in used only while ``xsits.testing.scenes`` does not exist yet."""
+
+    def __init__(self, root: Path) -> None:
+        import numpy as np
+        import rasterio
+        from rasterio.transform import from_origin
+
+        self.root = root
+        rng = np.random.default_rng(0)
+        self._items: list[dict] = []
+        clouds = [3.0, 25.0, 9.5, 60.0, 0.0]
+        for i, cc in enumerate(clouds):
+            iid = f"S2A_31TGL_2022010{i + 1}_0_L2A"
+            rel = f"31TGL/{iid}"
+            (root / rel).mkdir(parents=True, exist_ok=True)
+            assets = {}
+            for band, dtype in (("B04", "uint16"), ("SCL", "uint8")):
+                path = root / rel / f"{band}.tif"
+                data = rng.integers(1, 10000 if dtype == "uint16" else 12, (512, 512)).astype(dtype)
+                with rasterio.open(
+                    path, "w", driver="GTiff", width=512, height=512, count=1, dtype=dtype,
+                    crs="EPSG:32631", transform=from_origin(715000, 5010000, 10, 10),
+                    tiled=True, blockxsize=256, blockysize=256, compress="deflate", nodata=0,
+                ) as dst:
+                    dst.write(data, 1)
+                assets[band] = {"href": f"{rel}/{band}.tif",
+                                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                                "roles": ["data"]}
+            self._items.append({
+                "type": "Feature", "stac_version": "1.0.0", "id": iid,
+                "collection": "sentinel-2-l2a",
+                "geometry": {"type": "Polygon", "coordinates": [[[5.8, 45.1], [6.0, 45.1],
+                                                                 [6.0, 45.3], [5.8, 45.3],
+                                                                 [5.8, 45.1]]]},
+                "bbox": [5.8, 45.1, 6.0, 45.3],
+                "properties": {"datetime": f"2022-01-0{i + 1}T10:30:00Z", "eo:cloud_cover": cc,
+                               "platform": "sentinel-2a", "proj:epsg": 32631},
+                "links": [], "assets": assets,
+            })
+        self.collection = {
+            "type": "Collection", "stac_version": "1.0.0", "id": "sentinel-2-l2a",
+            "description": "mini test world", "license": "proprietary", "links": [],
+            "extent": {"spatial": {"bbox": [[5.8, 45.1, 6.0, 45.3]]},
+                       "temporal": {"interval": [["2022-01-01T00:00:00Z", None]]}},
+        }
+
+    def item_dicts(self, href_base: str = "") -> list[dict]:
+        import copy
+
+        out = copy.deepcopy(self._items)
+        for it in out:
+            for a in it["assets"].values():
+                a["href"] = href_base + a["href"]
+        return out
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The generated test world (``xsits.testing.scenes.make_world``) in a session temp dir."""
+    root = tmp_path_factory.mktemp("world")
+    try:
+        import xsits.testing.scenes  # noqa: F401
+    except ImportError:
+        return _MiniWorld(root)
+    return _make_session_world(root)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@pytest.fixture(scope="session")
+def _cog_server_or_reason(world: Any) -> Iterator[Any]:
+    from xsits.testing.servers import CogServer, ServerError
+
+    try:
+        server = CogServer(world.root).start()
+    except ServerError as exc:
+        yield str(exc)
+        return
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _pg_stac_or_reason(world: Any, _cog_server_or_reason: Any) -> Iterator[Any]:
+    from xsits.testing.servers import PgstacServer, ServerError, postgres_available
+
+    if isinstance(_cog_server_or_reason, str):
+        yield _cog_server_or_reason
+        return
+    ok, reason = postgres_available()
+    if not ok:
+        yield reason
+        return
+    try:
+        server = PgstacServer().start()
+    except ServerError as exc:
+        yield str(exc)
+        return
+    try:
+        server.load(world.collection, world.item_dicts(_cog_server_or_reason.url))
+        server.reset_stats()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def cog_server(_cog_server_or_reason: Any) -> Any:
+    """Running CogServer over ``world.root`` (``.url`` ends with ``/``)."""
+    if isinstance(_cog_server_or_reason, str):
+        _need_servers(_cog_server_or_reason)
+    return _cog_server_or_reason
+
+
+@pytest.fixture(scope="session")
+def pg_stac(_pg_stac_or_reason: Any) -> Any:
+    """Running PgstacServer with the world's collection and items loaded."""
+    if isinstance(_pg_stac_or_reason, str):
+        _need_servers(_pg_stac_or_reason)
+    return _pg_stac_or_reason
+
+
+@pytest.fixture(scope="session")
+def stac_url(pg_stac: Any) -> str:
+    """Root URL of the local STAC API, no trailing slash."""
+    return pg_stac.url
+
+
+@pytest.fixture(scope="session")
+def world_items(world: Any, cog_server: Any) -> list[dict]:
+    """The item dicts loaded into the API (asset hrefs on ``cog_server.url``)."""
+    return world.item_dicts(cog_server.url)
+
+
+@pytest.fixture(scope="session")
+def requires_servers(pg_stac: Any, cog_server: Any) -> tuple[Any, Any]:
+    """Both servers, ``(pg_stac, cog_server)``; skips (fails under ``CI=true``) without them."""
+    return pg_stac, cog_server
