@@ -974,6 +974,8 @@ class World:
             Output ``.json`` / ``.geojson`` file.
         href_base
             Prefix of asset hrefs; default: absolute local paths under ``root``.
+            The placeholder ``self`` links are dropped (pystac would otherwise resolve
+            local paths against them).
 
         Returns
         -------
@@ -991,7 +993,10 @@ class World:
         """
         path = pathlib.Path(path)
         base = href_base if href_base is not None else self.root.resolve().as_posix() + "/"
-        fc = {"type": "FeatureCollection", "features": self.item_dicts(base)}
+        features = self.item_dicts(base)
+        for it in features:  # a static file has no self; pystac would resolve paths against it
+            it["links"] = [ln for ln in it["links"] if ln["rel"] != "self"]
+        fc = {"type": "FeatureCollection", "features": features}
         _atomic_write_text(path, json.dumps(fc))
         return path
 
