@@ -8,8 +8,9 @@ True
 """
 
 from xsits import accessor as _accessor  # noqa: F401  (registers the .sits accessor)
-from xsits import errors
+from xsits import errors, steps
 from xsits.aoi import read_aoi
+from xsits.batch import compute_all
 from xsits.grid import GridSpec
 from xsits.load import Cubes, open_cubes
 from xsits.search import SearchResult, StacQuery, search
@@ -21,8 +22,10 @@ __all__ = [
     "GridSpec",
     "SearchResult",
     "StacQuery",
+    "compute_all",
     "errors",
     "open_cubes",
     "read_aoi",
     "search",
+    "steps",
 ]

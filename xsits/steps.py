@@ -1,1 +1,258 @@
-"""Picklable processing steps for the batch engine (stub: being written)."""
+"""Picklable processing steps for the batch engine (:func:`xsits.compute_all`).
+
+A step is a small frozen dataclass that remembers the parameters of one operation and applies
+it when called on a cube: ``steps.gapfill("linear")(ds)`` is ``xsits.gapfill.gapfill(ds,
+method="linear")``. Steps travel to dask workers (they pickle by reference to this module),
+and :func:`describe` gives the one-line text recorded in the batch manifest. The operation
+modules are imported inside ``__call__``, so building a step is free.
+
+Any other callable ``Dataset -> Dataset`` is accepted by :func:`xsits.compute_all` too (it must
+be picklable to run on ``"processes"`` or a distributed cluster).
+
+Examples
+--------
+>>> from xsits import steps
+>>> pipeline = [steps.harmonize(), steps.scl_mask(), steps.gapfill("linear")]
+>>> [steps.describe(s) for s in pipeline]
+['harmonize()', 'scl_mask()', "gapfill(method='linear')"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import xarray as xr
+
+__all__ = [
+    "Step",
+    "composite",
+    "describe",
+    "drop_cloudy",
+    "gapfill",
+    "harmonize",
+    "scl_mask",
+    "to_patch",
+]
+
+
+def _tuple_or_none(value: Iterable[int] | None) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(v) for v in value)
+
+
+class Step:
+    """Base class: a readable ``repr`` (only non-default parameters) and :meth:`describe`."""
+
+    def describe(self) -> str:
+        """One-line call text, e.g. ``"gapfill(method='linear')"``; defaults are left out."""
+        args = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            args.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def __repr__(self) -> str:
+        return f"xsits.steps.{self.describe()}"
+
+    def output_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """How the step changes the attributes naming output files (``mode``, ``start``...).
+
+        The batch engine plans each output path from the input cube's attributes passed
+        through this method of every step (other callables are assumed to keep them).
+        """
+        return attrs
+
+    def _kwargs(self) -> dict[str, Any]:
+        """Parameters to pass on: those left at ``None`` use the operation's own default."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore
+                if getattr(self, f.name) is not None}
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:  # pragma: no cover - abstract
+        """Apply the step to ``ds``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, repr=False)
+class harmonize(Step):  # noqa: N801 - named like the function it applies
+    """Step applying :func:`xsits.harmonize.harmonize` (undo the +1000 offset).
+
+    Examples
+    --------
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = make_cube(n_times=2, shape=(2, 2))
+    >>> int(harmonize()(ds).B04[0, 1, 1]) == int(ds.B04[0, 1, 1]) - 1000
+    True
+    """
+
+    offset: int = 1000
+    min_baseline: str = "04.00"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.harmonize import harmonize as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class scl_mask(Step):  # noqa: N801
+    """Step applying :func:`xsits.mask.scl_mask`; ``classes=None`` uses its default classes.
+
+    Examples
+    --------
+    >>> scl_mask(classes=[8, 9])
+    xsits.steps.scl_mask(classes=(8, 9))
+    """
+
+    classes: tuple[int, ...] | None = None
+    keep_band: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", _tuple_or_none(self.classes))
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.mask import scl_mask as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class drop_cloudy(Step):  # noqa: N801
+    """Step applying :func:`xsits.mask.drop_cloudy` (drop dates masked above ``max_fraction``).
+
+    Examples
+    --------
+    >>> drop_cloudy(0.3).describe()
+    'drop_cloudy(max_fraction=0.3)'
+    """
+
+    max_fraction: float = 0.5
+    classes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", _tuple_or_none(self.classes))
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds``."""
+        from xsits.mask import drop_cloudy as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class gapfill(Step):  # noqa: N801
+    """Step applying :func:`xsits.gapfill.gapfill` (temporal interpolation of NaNs).
+
+    Examples
+    --------
+    >>> gapfill("nearest", max_gap="20D").describe()
+    "gapfill(method='nearest', max_gap='20D')"
+    """
+
+    method: str = "linear"
+    max_gap: Any = None
+
+    def describe(self) -> str:
+        """One-line call text; the method is always shown."""
+        gap = "" if self.max_gap is None else f", max_gap={self.max_gap!r}"
+        return f"gapfill(method={self.method!r}{gap})"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.gapfill import gapfill as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class to_patch(Step):  # noqa: N801
+    """Step applying :func:`xsits.patch.to_patch` (``width`` x ``height`` pixels).
+
+    Examples
+    --------
+    >>> to_patch(10, 10)
+    xsits.steps.to_patch(width=10, height=10)
+    """
+
+    width: int
+    height: int | None = None
+
+    def output_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """A patch cube has ``mode="patch"``."""
+        return {**attrs, "mode": "patch"}
+
+    def describe(self) -> str:
+        """One-line call text with both sizes."""
+        return f"to_patch(width={self.width!r}, height={self.height or self.width!r})"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.patch import to_patch as op
+
+        return op(ds, self.width, self.height)
+
+
+@dataclass(frozen=True, repr=False)
+class composite(Step):  # noqa: N801
+    """Step applying :func:`xsits.composite.composite` (regular time axis).
+
+    Examples
+    --------
+    >>> composite("1MS", "median").describe()
+    "composite(freq='1MS', how='median')"
+    """
+
+    freq: str = "1MS"
+    how: str = "median"
+
+    def describe(self) -> str:
+        """One-line call text with both parameters."""
+        return f"composite(freq={self.freq!r}, how={self.how!r})"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.composite import composite as op
+
+        return op(ds, freq=self.freq, how=self.how)
+
+
+def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
+    """One line naming a step: its ``describe()``, else its qualified name or repr.
+
+    Parameters
+    ----------
+    step
+        A step object from this module, or any callable ``Dataset -> Dataset``.
+
+    Returns
+    -------
+    str
+        E.g. ``"scl_mask(keep_band=False)"``, ``"mymodule.my_step"``,
+        ``"functools.partial(xsits.gapfill.gapfill, method='nearest')"``.
+
+    Examples
+    --------
+    >>> import functools
+    >>> from xsits.gapfill import gapfill as gf
+    >>> describe(scl_mask(keep_band=False)), describe(gf)
+    ('scl_mask(keep_band=False)', 'xsits.gapfill.gapfill')
+    >>> describe(functools.partial(gf, method="nearest"))
+    "functools.partial(xsits.gapfill.gapfill, method='nearest')"
+    """
+    if isinstance(step, Step) or callable(getattr(step, "describe", None)):
+        return str(step.describe())
+    if isinstance(step, functools.partial):
+        args = [describe(step.func), *map(repr, step.args),
+                *(f"{k}={v!r}" for k, v in step.keywords.items())]
+        return f"functools.partial({', '.join(args)})"
+    name = getattr(step, "__qualname__", None)
+    module = getattr(step, "__module__", None)
+    if name and module:
+        return f"{module}.{name}"
+    return repr(step)
