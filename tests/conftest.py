@@ -77,72 +77,10 @@ def _make_session_world(root: Path) -> Any:
     return make_world(root, spec)
 
 
-class _MiniWorld:
-    """Stand-in used only while ``xsits.testing.scenes`` does not exist yet."""
-
-    def __init__(self, root: Path) -> None:
-        import numpy as np
-        import rasterio
-        from rasterio.transform import from_origin
-
-        self.root = root
-        rng = np.random.default_rng(0)
-        self._items: list[dict] = []
-        clouds = [3.0, 25.0, 9.5, 60.0, 0.0]
-        for i, cc in enumerate(clouds):
-            iid = f"S2A_31TGL_2022010{i + 1}_0_L2A"
-            rel = f"31TGL/{iid}"
-            (root / rel).mkdir(parents=True, exist_ok=True)
-            assets = {}
-            for band, dtype in (("B04", "uint16"), ("SCL", "uint8")):
-                path = root / rel / f"{band}.tif"
-                data = rng.integers(1, 10000 if dtype == "uint16" else 12, (512, 512)).astype(dtype)
-                with rasterio.open(
-                    path, "w", driver="GTiff", width=512, height=512, count=1, dtype=dtype,
-                    crs="EPSG:32631", transform=from_origin(715000, 5010000, 10, 10),
-                    tiled=True, blockxsize=256, blockysize=256, compress="deflate", nodata=0,
-                ) as dst:
-                    dst.write(data, 1)
-                assets[band] = {"href": f"{rel}/{band}.tif",
-                                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                                "roles": ["data"]}
-            self._items.append({
-                "type": "Feature", "stac_version": "1.0.0", "id": iid,
-                "collection": "sentinel-2-l2a",
-                "geometry": {"type": "Polygon", "coordinates": [[[5.8, 45.1], [6.0, 45.1],
-                                                                 [6.0, 45.3], [5.8, 45.3],
-                                                                 [5.8, 45.1]]]},
-                "bbox": [5.8, 45.1, 6.0, 45.3],
-                "properties": {"datetime": f"2022-01-0{i + 1}T10:30:00Z", "eo:cloud_cover": cc,
-                               "platform": "sentinel-2a", "proj:epsg": 32631},
-                "links": [], "assets": assets,
-            })
-        self.collection = {
-            "type": "Collection", "stac_version": "1.0.0", "id": "sentinel-2-l2a",
-            "description": "mini test world", "license": "proprietary", "links": [],
-            "extent": {"spatial": {"bbox": [[5.8, 45.1, 6.0, 45.3]]},
-                       "temporal": {"interval": [["2022-01-01T00:00:00Z", None]]}},
-        }
-
-    def item_dicts(self, href_base: str = "") -> list[dict]:
-        import copy
-
-        out = copy.deepcopy(self._items)
-        for it in out:
-            for a in it["assets"].values():
-                a["href"] = href_base + a["href"]
-        return out
-
-
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The generated test world (``xsits.testing.scenes.make_world``) in a session temp dir."""
-    root = tmp_path_factory.mktemp("world")
-    try:
-        import xsits.testing.scenes  # noqa: F401
-    except ImportError:
-        return _MiniWorld(root)
-    return _make_session_world(root)
+    return _make_session_world(tmp_path_factory.mktemp("world"))
 
 
 # --------------------------------------------------------------------------- servers

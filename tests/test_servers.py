@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from xsits.testing.servers import CogServer, FaultProxy, postgres_available
 
@@ -220,6 +219,22 @@ def test_cog_server_faults_drop_and_truncate(world, world_items):
     assert stats["faults"] == outcomes["dropped"] + outcomes["truncated"]
 
 
+def test_cog_server_many_concurrent_range_requests(cog_server, world, world_items):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, asset = _first_asset(world_items[0])
+    data = _local_path(world, asset["href"], cog_server.url).read_bytes()
+    ranges = [(i * 97 % max(1, len(data) - 600), i * 97 % max(1, len(data) - 600) + 511)
+              for i in range(128)]
+
+    def fetch(r: tuple[int, int]) -> bool:
+        status, body, _ = _get(asset["href"], {"Range": f"bytes={r[0]}-{r[1]}"})
+        return status == 206 and body == data[r[0]:r[1] + 1]
+
+    with ThreadPoolExecutor(64) as pool:
+        assert all(pool.map(fetch, ranges))
+
+
 def test_cog_server_latency(world, world_items):
     import time
 
@@ -300,9 +315,11 @@ def test_pystac_client_retries_through_faulty_proxy(stac_url, world, world_items
     assert stats["faults"] > 0
 
 
-@pytest.mark.parametrize("n", [1])
-def test_world_fixture_shape(world, world_items, n):
+def test_session_world_covers_the_cases(world, world_items):
+    props = [it["properties"] for it in world_items]
     assert world.collection["id"] == "sentinel-2-l2a"
-    assert len(world_items) >= n
-    for it in world_items:
-        assert "eo:cloud_cover" in it["properties"]
+    assert {p["proj:epsg"] for p in props} >= {32630, 32631, 32632, 32635}
+    baselines = {p["s2:processing_baseline"] for p in props}
+    assert any(b < "04.00" for b in baselines) and any(b >= "04.00" for b in baselines)
+    assert any(p["eo:cloud_cover"] < 10 for p in props)
+    assert any(p["eo:cloud_cover"] >= 10 for p in props)
