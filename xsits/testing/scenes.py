@@ -769,8 +769,15 @@ def _atomic_write_text(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _overview_count(n: int) -> int:
-    return max(1, min(5, int(math.log2(max(n, 2) / 32)))) if n >= 64 else 1
+def _overview_count(n: int, blocksize: int) -> int:
+    """Halvings until the overview fits one block (as GDAL's COG driver), at least one.
+
+    Overviews smaller than a block are padded to a full block, so more would only cost time.
+    """
+    count = 1
+    while (n >> count) > blocksize:
+        count += 1
+    return count
 
 
 def _write_cog(path: pathlib.Path, arr: np.ndarray, w: _Window, res: int, spec: WorldSpec) -> None:
@@ -794,7 +801,7 @@ def _write_cog(path: pathlib.Path, arr: np.ndarray, w: _Window, res: int, spec: 
         blocksize=spec.blocksize,
         compress="DEFLATE",
         predictor=2,
-        overview_count=_overview_count(arr.shape[0]),
+        overview_count=_overview_count(arr.shape[0], spec.blocksize),
         overview_resampling="nearest" if is_scl else "average",
         num_threads=1,
     ) as ds:
