@@ -1,0 +1,233 @@
+"""The ``xsits`` command line: ``xsits fetch`` (the batch engine) and ``xsits demo``.
+
+``xsits fetch AOI`` reads the AOI (invalid geometries are reported, not fatal), builds the
+steps from the flags, and runs :func:`xsits.compute_all` on an
+:class:`xsits.batch.AoiSource` (cubes are searched and opened batch by batch). It prints one
+summary line (``written 22, skipped 0, empty 1, failed 1 → out/manifest.json``) and exits with
+0 when every feature was written or skipped (or is empty), 1 when any failed. Errors in the
+arguments and :class:`xsits.errors.XsitsError` give a one-line ``Error: ...``, no traceback.
+
+Examples
+--------
+>>> from click.testing import CliRunner
+>>> result = CliRunner().invoke(main, ["--help"])
+>>> result.exit_code, "fetch" in result.output
+(0, True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from xsits.errors import XsitsError
+
+#: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.gapfill.gapfill`).
+GAPFILL_METHODS = ("linear", "nearest", "slinear", "quadratic", "cubic", "pchip", "akima")
+#: Export formats offered by ``--format``.
+FORMATS = ("netcdf", "zarr", "csv", "parquet")
+_MAX_LISTED = 10
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
+    """``"10x12"`` -> ``(10, 12)``; ``"10"`` -> ``(10, 10)``."""
+    if value is None:
+        return (10, 10)
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+))?\s*", value)
+    if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
+        raise click.BadParameter(f"{value!r} is not a size WxH such as 10x10 (pixels)")
+    w = int(m.group(1))
+    return (w, int(m.group(2) or w))
+
+
+def _json_dict(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not valid JSON ({err.msg} at char {err.pos})") from err
+    if not isinstance(doc, dict):
+        raise click.BadParameter('must be a JSON object such as \'{"eo:cloud_cover": {"lt": 10}}\'')
+    return doc
+
+
+def _cql2(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """A CQL2 filter: JSON when it parses as a JSON object, CQL2 text otherwise."""
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return doc if isinstance(doc, dict) else value
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    bands = tuple(b.strip() for b in value.split(",") if b.strip())
+    if not bands:
+        raise click.BadParameter("give at least one band, e.g. --bands B04,B08,SCL")
+    return bands
+
+
+def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("threads", "processes", "synchronous") or re.match(
+            r"^[a-z+]+://\S+$|^[\w.-]+:\d+$", value):
+        return value
+    raise click.BadParameter(
+        f"{value!r}: use threads, processes, synchronous or a dask scheduler address "
+        "such as tcp://127.0.0.1:8786"
+    )
+
+
+def build_steps(*, harmonize: bool = False, mask: bool = False,
+                drop_cloudy: float | None = None,
+                gapfill: str | None = None) -> list[Callable]:
+    """The steps of ``xsits fetch``, in order: harmonize, SCL mask, drop cloudy, gap-fill.
+
+    Examples
+    --------
+    >>> build_steps(harmonize=True, mask=True, gapfill="linear")
+    [xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill(method='linear')]
+    """
+    from xsits import steps
+
+    out: list[Callable] = []
+    if harmonize:
+        out.append(steps.harmonize())
+    if mask:
+        out.append(steps.scl_mask())
+    if drop_cloudy is not None:
+        out.append(steps.drop_cloudy(max_fraction=drop_cloudy))
+    if gapfill:
+        out.append(steps.gapfill(method=gapfill))
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xsits", prog_name="xsits")
+def main() -> None:
+    """xsits: Sentinel-2 time series for many places at once (lazy xarray cubes)."""
+
+
+@main.command(context_settings={"show_default": True})
+@click.argument("aoi", type=click.Path(exists=True, dir_okay=False))
+@click.option("--stac", default="planetary-computer",
+              help="STAC API: preset (planetary-computer, earth-search), URL, or local "
+                   "ItemCollection/catalog file.")
+@click.option("--collection", default="sentinel-2-l2a", help="Collection id.")
+@click.option("--bands", default="B03,B04,B08,SCL", callback=_bands,
+              help="Comma-separated asset keys.")
+@click.option("--start", default="2024-01-01", help="First date (YYYY-MM-DD).")
+@click.option("--end", default="2024-12-31", help="Last date, inclusive (YYYY-MM-DD).")
+@click.option("--max-cloud", type=click.FloatRange(0, 100), default=None,
+              help="Keep items with eo:cloud_cover below this percentage.")
+@click.option("--query", "query", callback=_json_dict, default=None,
+              help='STAC query extension as JSON, e.g. \'{"s2:mgrs_tile": {"eq": "32UMA"}}\'.')
+@click.option("--filter", "cql2_filter", callback=_cql2, default=None,
+              help="CQL2 filter, JSON or text (e.g. \"eo:cloud_cover < 10\").")
+@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              help="Pixel size in metres.")
+@click.option("--crs", default="utm", help="Cube CRS: 'utm' (per feature) or e.g. EPSG:3035.")
+@click.option("--mode", type=click.Choice(["image", "patch"]), default="image",
+              help="image: the feature's bounds (+buffer); patch: fixed size around its centre.")
+@click.option("--size", default="10x10", callback=_size, help="Patch size WxH in pixels.")
+@click.option("--buffer", type=float, default=0.0, help="Buffer around features, metres.")
+@click.option("--harmonize/--no-harmonize", default=False,
+              help="Undo the +1000 offset of processing baseline >= 04.00.")
+@click.option("--mask/--no-mask", default=False, help="Mask clouds/shadows/nodata with SCL.")
+@click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+              help="Drop dates with more than this fraction of masked pixels.")
+@click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
+              flag_value="linear", default=None,
+              help="Fill masked pixels along time (alone: linear).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="netcdf",
+              help="Output format.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out",
+              help="Output directory (manifest.json goes there too).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads/processes (default: one per core).")
+@click.option("--scheduler", default="threads", callback=_scheduler,
+              help="threads, processes, synchronous, or a dask scheduler address.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256,
+              help="Features per dask.compute call.")
+@click.option("--retries", type=click.IntRange(min=0), default=2,
+              help="Extra attempts per feature after a read error.")
+@click.option("--overwrite", is_flag=True, help="Recompute features already written.")
+@click.option("--id-column", default=None,
+              help="AOI column with the feature ids (default: feature_id, id, or row number).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
+def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: str, end: str,
+          max_cloud: float | None, query: dict | None, cql2_filter: Any, resolution: float,
+          crs: str, mode: str, size: tuple[int, int], buffer: float, harmonize: bool, mask: bool,
+          drop_cloudy: float | None, gapfill: str | None, fmt: str, out_dir: str,
+          workers: int | None, scheduler: str, batch_size: int, retries: int, overwrite: bool,
+          id_column: str | None, no_progress: bool, verbose: bool) -> None:
+    r"""Fetch, process and export one Sentinel-2 time series per feature of AOI.
+
+    AOI is a GeoJSON / GPKG / Shapefile, or a CSV with lon/lat columns. Rerun the same
+    command to finish an interrupted run: features already written are skipped.
+
+    \b
+    Example:
+      xsits fetch points.geojson --stac planetary-computer --bands B03,B04,B08,SCL \
+        --start 2024-01-01 --end 2025-02-01 --max-cloud 10 --resolution 20 \
+        --crs EPSG:3035 --mode patch --size 10x10 --mask --gapfill --out out/
+    """
+    from xsits.aoi import read_aoi
+    from xsits.batch import AoiSource, compute_all, redact, summary_line
+
+    logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
+    try:
+        gdf = read_aoi(aoi, id_column=id_column, on_invalid="drop")
+        open_kwargs = dict(stac=stac, collection=collection, bands=bands, start=start, end=end,
+                           query=query, filter=cql2_filter, max_cloud=max_cloud,
+                           resolution=resolution, crs=crs, mode=mode, buffer=buffer, size=size)
+        steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
+                            gapfill=gapfill)
+        report = compute_all(
+            AoiSource(gdf, open_kwargs), steps, out_dir=out_dir, format=fmt,
+            scheduler=scheduler, batch_size=batch_size, progress=False if no_progress else None,
+            overwrite=overwrite, workers=workers, retries=retries,
+        )
+    except XsitsError as err:
+        raise click.ClickException(redact(str(err).splitlines()[0] if str(err) else
+                                          type(err).__name__)) from err
+    failed = report[report.status == "failed"]
+    for fid, error in list(zip(failed.feature_id, failed.error, strict=True))[:_MAX_LISTED]:
+        click.echo(f"failed {fid}: {error}", err=True)
+    if len(failed) > _MAX_LISTED:
+        click.echo(f"... and {len(failed) - _MAX_LISTED} more failed (see the manifest)",
+                   err=True)
+    click.echo(summary_line(report))
+    if len(failed):
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: a temporary directory).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def demo(out_dir: str | None, no_progress: bool) -> None:
+    """Run the offline demo: a synthetic world served locally, fetched like real data."""
+    from xsits.batch import redact
+    from xsits.demo import run_demo
+
+    try:
+        report = run_demo(out_dir=out_dir, progress=not no_progress)
+    except XsitsError as err:
+        raise click.ClickException(redact(str(err).splitlines()[0] if str(err) else
+                                          type(err).__name__)) from err
+    status = getattr(report, "get", lambda *_: None)("status")
+    if status is not None and bool((status == "failed").any()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
