@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
@@ -35,11 +34,11 @@ def patch_geobox(
     >>> patch.shape, row0, col0
     (Shape2d(x=4, y=3), 3, 3)
     """
-    col_f, row_f = ~geobox.affine * center
+    col_f, row_f = geobox.wld2pix(*center)
     # round away float noise from the inverse transform before taking the floor
     col0 = math.floor(round(col_f - width / 2, 6) + 0.5)
     row0 = math.floor(round(row_f - height / 2, 6) + 0.5)
-    affine = geobox.affine * Affine.translation(col0, row0)
+    affine = geobox.translate_pix(col0, row0).affine
     return GeoBox((height, width), affine, geobox.crs), row0, col0
 
 
@@ -103,6 +102,8 @@ def to_patch(
     if geobox is None:
         raise GridError(f"feature {fid}: no georeferencing found (spatial_ref/x/y); "
                         "assign a CRS with ds.odc.assign_crs(...) before to_patch")
+    if not geobox.axis_aligned:
+        raise GridError(f"feature {fid}: to_patch needs an axis-aligned (north-up) grid")
     ydim, xdim = obj.odc.spatial_dims
     if "center_x" in obj.attrs and "center_y" in obj.attrs:
         center = (float(obj.attrs["center_x"]), float(obj.attrs["center_y"]))
