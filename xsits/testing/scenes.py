@@ -55,7 +55,7 @@ import numpy as np
 __all__ = ["WorldSpec", "World", "make_world", "GENERATOR_VERSION"]
 
 #: Bumped whenever the generator's output changes; part of the reuse key.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 BANDS_10M = ("B02", "B03", "B04", "B08")
 BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12", "SCL")
@@ -242,6 +242,13 @@ def _plan_windows(spec: WorldSpec) -> list[_Window]:
             cx = tile_left + round((e - tile_left) / 20.0) * 20.0
             cy = tile_top - round((tile_top - n) / 20.0) * 20.0
             left, top = cx - half, cy + half
+            # real S2 tiles overlap by 9800 m west->east and south->north: if the window
+            # sticks out of this tile's west / north edge, the western / northern
+            # neighbour tile contains it (for windows up to 9800 m)
+            if left < tile_left and k > 1:
+                tile_left -= 100000.0
+            if top > tile_top:
+                tile_top += 100000.0
             raw.append(
                 dict(
                     zone=zone,
