@@ -1,0 +1,25 @@
+"""Run the docstring examples of the operation modules (one test per module)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "xsits.harmonize",
+    "xsits.mask",
+    "xsits.gapfill",
+    "xsits.patch",
+    "xsits.composite",
+    "xsits.indices",
+    "xsits.labels",
+    "xsits.accessor",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no doctest"
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
