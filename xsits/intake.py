@@ -1,0 +1,565 @@
+"""Intake V1 driver ``sits`` and the results catalog of a batch export.
+
+:class:`SitsSource` is a facade over :func:`xsits.search` and :func:`xsits.open_cubes`: it
+takes the same arguments, makes one partition per feature (the features that have at least
+one item, in AOI order), and holds no logic of its own.
+
+- ``discover()`` reads the AOI and runs the STAC search only (no pixel is read): number of
+  features, dates and cube shape per feature, bands and dtypes, and why features are missing.
+- ``read_partition(i)`` (``i`` a partition number or a feature id) returns one lazy,
+  dask-backed ``xarray.Dataset``; ``to_dask()`` returns every cube as a :class:`xsits.Cubes`
+  (``{feature_id: lazy Dataset}`` plus ``.missing`` and ``.search``), the container every xsits
+  operation and :func:`xsits.batch.compute_all` take; ``read()`` is the same dict computed.
+- Optional post-processing, applied in this order: ``harmonize: true``
+  (:func:`xsits.harmonize.harmonize`), ``mask: true`` (:func:`xsits.mask.scl_mask`),
+  ``gapfill: linear`` (:func:`xsits.gapfill.gapfill`).
+
+Bad catalog input (unknown parameter, wrong type, value not allowed, missing AOI file,
+unknown preset) raises :class:`xsits.errors.CatalogError` (or the library's own typed error,
+e.g. :class:`~xsits.errors.AOIError`), not an Intake traceback: importing this module (Intake
+does so when a catalog names the ``sits`` driver) wraps the argument validation of Intake's
+catalog entries *for entries of this driver only*.
+
+:func:`write_results_catalog` writes ``catalog.yaml`` beside batch outputs so that
+``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``
+drivers).
+
+Examples
+--------
+>>> import intake
+>>> cat = intake.open_catalog("catalogs/demo.yaml")  # doctest: +SKIP
+>>> src = cat.demo(max_cloud=30)  # doctest: +SKIP
+>>> src.discover()["npartitions"]  # doctest: +SKIP
+6
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import yaml
+from intake.source.base import DataSource, Schema
+
+from xsits import __version__
+from xsits.aoi import read_aoi
+from xsits.errors import AOIError, CatalogError, ExportError
+from xsits.grid import GridSpec, feature_geoboxes, footprints_4326
+from xsits.load import Cubes, _solar_groups, open_cubes
+from xsits.search import SearchResult, StacQuery, search
+
+__all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
+
+#: Output suffix -> (Intake driver, extra ``args``) used by :func:`write_results_catalog`.
+#: ``engine: netcdf4``: intake-xarray 2.0 would otherwise pick scipy (NetCDF3 only).
+RESULTS_DRIVERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".nc": ("netcdf", {"xarray_kwargs": {"engine": "netcdf4"}}),
+    ".zarr": ("zarr", {}),
+    ".csv": ("csv", {}),
+}
+
+#: Keyword arguments of :class:`SitsSource` (Intake also passes ``metadata``).
+SOURCE_ARGS = (
+    "aoi", "stac", "collection", "bands", "start", "end", "query", "filter", "max_cloud",
+    "resolution", "crs", "mode", "buffer", "size", "chunks", "resampling", "id_column",
+    "harmonize", "mask", "gapfill", "metadata", "storage_options",
+)
+
+
+def _none_if_empty(value: Any) -> Any:
+    """Intake coerces an absent ``str``/``dict`` parameter to ``""``/``{}``: treat as None."""
+    if value is None or (isinstance(value, str | Mapping | list | tuple) and len(value) == 0):
+        return None
+    if isinstance(value, str) and value.strip().lower() in {"none", "null"}:
+        return None
+    return value
+
+
+def postprocess(
+    ds,
+    *,
+    harmonize: bool = False,
+    mask: bool = False,
+    gapfill: str | None = None,
+):
+    """Apply the optional steps of a catalog entry: harmonize, then SCL mask, then gap-fill.
+
+    Parameters
+    ----------
+    ds
+        A cube from :func:`xsits.open_cubes` (lazy or not).
+    harmonize
+        Call :func:`xsits.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
+    mask
+        Call :func:`xsits.mask.scl_mask` with its default classes (band ``SCL``, or ``scl``
+        as named by Earth Search).
+    gapfill
+        Interpolation method for :func:`xsits.gapfill.gapfill` (``"linear"``...), or None.
+
+    Returns
+    -------
+    xarray.Dataset
+        Still lazy on dask input.
+
+    Examples
+    --------
+    >>> from xsits.testing.cubes import make_cube
+    >>> out = postprocess(make_cube(n_times=3), mask=True, gapfill="linear")
+    >>> str(out.B04.dtype)
+    'float32'
+    """
+    from xsits.gapfill import gapfill as _gapfill
+    from xsits.harmonize import harmonize as _harmonize
+    from xsits.mask import scl_mask
+
+    if harmonize:
+        ds = _harmonize(ds)
+    if mask:
+        band = "scl" if "SCL" not in ds and "scl" in ds else "SCL"
+        ds = scl_mask(ds, band=band)
+    if gapfill:
+        ds = _gapfill(ds, method=gapfill)
+    return ds
+
+
+class SitsSource(DataSource):
+    """Intake V1 driver ``sits``: one lazy Sentinel-2 time-series cube per AOI feature.
+
+    Parameters
+    ----------
+    aoi
+        AOI file path (GeoJSON, GPKG, CSV...) or GeoDataFrame, see :func:`xsits.read_aoi`.
+    stac, collection, bands, start, end, query, filter, max_cloud
+        The search, see :class:`xsits.StacQuery`. ``stac="demo"`` is the embedded offline
+        demo world (:func:`xsits.demo.demo_catalog_path`, generated on first use).
+    resolution, crs, mode, buffer, size
+        The grid, see :class:`xsits.GridSpec` (``size``: one int for a square patch).
+    chunks, resampling, id_column
+        Passed to :func:`xsits.open_cubes`.
+    harmonize, mask, gapfill
+        Optional post-processing, see :func:`postprocess`.
+    metadata
+        Intake metadata (merged with what ``discover()`` finds).
+
+    Attributes
+    ----------
+    feature_ids
+        Partition order: ids of the features with at least one item, in AOI order
+        (available after ``discover()``).
+
+    Raises
+    ------
+    xsits.errors.CatalogError
+        Unknown argument or missing ``aoi``.
+    xsits.errors.AOIError, xsits.errors.QueryError, xsits.errors.GridError
+        From the library's own validation (missing AOI file, bad dates, bad mode...).
+
+    Examples
+    --------
+    >>> from xsits.intake import SitsSource
+    >>> src = SitsSource(aoi="notebooks/data/rand_pts.geojson", stac="demo",
+    ...                  start="2024-04-01", end="2024-09-30", mask=True)  # doctest: +SKIP
+    >>> src.discover()["metadata"]["n_dates"]["1"]  # doctest: +SKIP
+    21
+    >>> ds = src.read_partition(0)  # doctest: +SKIP
+    >>> cubes = src.to_dask()  # doctest: +SKIP
+    """
+
+    name = "sits"
+    container = "xarray"
+    version = __version__
+    partition_access = True
+
+    def __init__(
+        self,
+        aoi: str | os.PathLike | gpd.GeoDataFrame | None = None,
+        stac: str = "planetary-computer",
+        collection: str = "sentinel-2-l2a",
+        bands: Sequence[str] | str = ("B03", "B04", "B08", "SCL"),
+        start: str = "2024-01-01",
+        end: str = "2024-12-31",
+        query: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | str | None = None,
+        max_cloud: float | None = None,
+        resolution: float = 10.0,
+        crs: str | int = "utm",
+        mode: str = "image",
+        buffer: float = 0.0,
+        size: int | Sequence[int] = (10, 10),
+        chunks: Mapping[str, int] | None = None,
+        resampling: str | Mapping[str, str] = "nearest",
+        id_column: str | None = None,
+        harmonize: bool = False,
+        mask: bool = False,
+        gapfill: str | bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("storage_options", None)  # Intake may pass it; nothing remote to open
+        if kwargs:
+            raise CatalogError(
+                f"sits driver: unknown parameter(s) {sorted(kwargs)}; known parameters are "
+                f"{sorted(a for a in SOURCE_ARGS if a not in ('metadata', 'storage_options'))}"
+            )
+        if aoi is None or (isinstance(aoi, str) and not aoi.strip()):
+            raise CatalogError("sits driver: aoi is required; give an AOI file path or a "
+                               "GeoDataFrame, e.g. aoi='notebooks/data/rand_pts.geojson'")
+        if not isinstance(aoi, gpd.GeoDataFrame):
+            aoi = os.fspath(aoi)
+            if not Path(aoi).exists():
+                raise AOIError(f"AOI file '{aoi}' does not exist; check the path")
+        super().__init__(metadata=dict(metadata or {}))
+        if isinstance(size, int | float):
+            size = (int(size), int(size))
+        if gapfill is True:
+            gapfill = "linear"
+        self._aoi_arg = aoi
+        self._id_column = _none_if_empty(id_column)
+        self._query = StacQuery(
+            stac=_resolve_stac(str(stac)), collection=collection, start=str(start), end=str(end),
+            bands=bands, query=_none_if_empty(query), filter=_none_if_empty(filter),
+            max_cloud=_none_if_empty(max_cloud),
+        )
+        self._grid = GridSpec(crs=crs, resolution=float(resolution), mode=mode,
+                              buffer=float(buffer), size=tuple(size))
+        self._load_kwargs = {"chunks": _none_if_empty(chunks), "resampling": resampling}
+        self._post = {"harmonize": bool(harmonize), "mask": bool(mask),
+                      "gapfill": _none_if_empty(gapfill) or None}
+        self._aoi: gpd.GeoDataFrame | None = None
+        self._search: SearchResult | None = None
+        self.feature_ids: list[str] = []
+
+    # ------------------------------------------------------------------ batch engine view
+
+    @property
+    def aoi(self) -> gpd.GeoDataFrame:
+        """The AOI as read by :func:`xsits.read_aoi` (what :func:`xsits.compute_all` batches)."""
+        return self._read_aoi()
+
+    @property
+    def open_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`xsits.open_cubes` equivalent to this source."""
+        g, q = self._grid, self._query
+        return {
+            "stac": q.stac, "collection": q.collection, "bands": q.bands, "start": q.start,
+            "end": q.end, "query": q.query, "filter": q.filter, "max_cloud": q.max_cloud,
+            "resolution": g.resolution, "crs": g.crs, "mode": g.mode, "buffer": g.buffer,
+            "size": g.size, **self._load_kwargs,
+        }
+
+    @property
+    def steps(self) -> list:
+        """The post-processing as :mod:`xsits.steps` objects, for :func:`xsits.compute_all`."""
+        from xsits import steps
+
+        out = []
+        if self._post["harmonize"]:
+            out.append(steps.harmonize())
+        if self._post["mask"]:
+            out.append(steps.scl_mask())
+        if self._post["gapfill"]:
+            out.append(steps.gapfill(self._post["gapfill"]))
+        return out
+
+    # ------------------------------------------------------------------ discovery
+
+    def _read_aoi(self) -> gpd.GeoDataFrame:
+        if self._aoi is None:
+            self._aoi = read_aoi(self._aoi_arg, id_column=self._id_column)
+        return self._aoi
+
+    def _get_schema(self) -> Schema:
+        """Read the AOI and search STAC once; no pixel is read."""
+        aoi = self._read_aoi()
+        geoboxes = feature_geoboxes(aoi, self._grid)
+        if self._search is None:
+            self._search = search(aoi, self._query, footprints=footprints_4326(geoboxes))
+        res = self._search
+        self.feature_ids = [f for f in aoi["feature_id"] if res.items.get(f)]
+        dates, shapes, crss = {}, {}, {}
+        for fid in self.feature_ids:
+            gbox = geoboxes[fid]
+            ((lon, _),) = gbox.extent.centroid.to_crs("EPSG:4326").points
+            groups = _solar_groups(res.items[fid], lon)
+            dates[fid] = [_solar_date(g, lon) for g in groups]
+            shapes[fid] = (len(groups), *gbox.shape)
+            crss[fid] = str(gbox.crs)
+        dtypes = self._dtypes()
+        meta = {
+            "n_features": int(len(aoi)),
+            "feature_ids": list(self.feature_ids),
+            "missing": dict(res.missing),
+            "n_dates": {f: len(d) for f, d in dates.items()},
+            "dates": dates,
+            "shape": {f: list(s) for f, s in shapes.items()},
+            "crs": crss,
+            "bands": list(self._query.bands),
+            "dims": ["time", "y", "x"],
+            "stac": self._query.endpoint,
+            "collection": self._query.collection,
+            "query": self._query.describe(),
+            "n_searches": res.n_searches,
+            "postprocess": dict(self._post),
+        }
+        return Schema(datashape=None, dtype=dtypes, shape=None,
+                      npartitions=len(self.feature_ids), extra_metadata=meta)
+
+    def _dtypes(self) -> dict[str, str]:
+        """Band dtypes per the cube data model: SCL uint8; reflectance uint16, float32 masked."""
+        masked = self._post["mask"] or bool(self._post["gapfill"])
+        return {b: "uint8" if b.upper() == "SCL" else ("float32" if masked else "uint16")
+                for b in self._query.bands}
+
+    # ------------------------------------------------------------------ data
+
+    def _cubes(self, aoi: gpd.GeoDataFrame) -> Cubes:
+        cubes = open_cubes(aoi, search_result=self._search, **self.open_kwargs)
+        out = Cubes({f: postprocess(ds, **self._post) for f, ds in cubes.items()},
+                    missing=cubes.missing, search=cubes.search)
+        return out
+
+    def _get_partition(self, i: int):
+        fid = self.feature_ids[i]
+        aoi = self._read_aoi()
+        return self._cubes(aoi[aoi["feature_id"] == fid])[fid]
+
+    def read_partition(self, i: int | str):
+        """One feature's lazy cube: ``i`` is a partition number or a feature id.
+
+        Examples
+        --------
+        >>> ds = src.read_partition("7")  # doctest: +SKIP
+        """
+        self._load_metadata()
+        if isinstance(i, str):
+            if i not in self.feature_ids:
+                raise CatalogError(
+                    f"feature {i!r} has no partition: "
+                    f"{self._search.missing.get(i, 'not in the AOI')}; "
+                    f"partitions are {self.feature_ids}"
+                )
+            i = self.feature_ids.index(i)
+        return super().read_partition(i)
+
+    def to_dask(self) -> Cubes:
+        """All features as lazy cubes: :class:`xsits.Cubes` ``{feature_id: Dataset}``.
+
+        The dict follows the partition order; ``.missing`` says why the other features have
+        no cube. Nothing is read.
+
+        Examples
+        --------
+        >>> cubes = src.to_dask()  # doctest: +SKIP
+        """
+        self._load_metadata()
+        return self._cubes(self._read_aoi())
+
+    def read(self) -> Cubes:
+        """All features computed in one ``dask.compute``: :class:`xsits.Cubes` of in-memory cubes.
+
+        Examples
+        --------
+        >>> cubes = src.read()  # doctest: +SKIP
+        """
+        import dask
+
+        lazy = self.to_dask()
+        (computed,) = dask.compute(dict(lazy))
+        return Cubes({f: computed[f] for f in lazy}, missing=lazy.missing, search=lazy.search)
+
+    def _close(self) -> None:
+        self._aoi = None
+        self._search = None
+        self._schema = None
+
+
+def _solar_date(group: Sequence[Any], lon: float) -> str:
+    """ISO solar date of a group of items (as ``odc.stac.load(groupby="solar_day")`` labels)."""
+    import datetime as dt
+
+    return str((group[0].datetime + dt.timedelta(hours=lon / 15)).date())
+
+
+def _resolve_stac(stac: str) -> str:
+    """``"demo"`` -> the embedded demo ItemCollection (generated on first use)."""
+    if stac.strip().lower() in {"demo", "xsits-demo"}:
+        from xsits.demo import demo_catalog_path
+
+        return str(demo_catalog_path())
+    return stac
+
+
+# --------------------------------------------------------------------------- entry guard
+
+
+def check_entry_arguments(entry: Any, user_inputs: Mapping[str, Any]) -> None:
+    """Validate user arguments of a ``sits`` catalog entry; raise :class:`CatalogError`.
+
+    Checks what Intake would otherwise report with a bare ``ValueError`` from deep inside:
+    unknown parameter names, values of the wrong type, values outside ``allowed`` or
+    ``min``/``max``.
+
+    Parameters
+    ----------
+    entry
+        An Intake ``LocalCatalogEntry`` whose driver is ``sits``.
+    user_inputs
+        The keyword arguments given to the entry.
+
+    Examples
+    --------
+    >>> cat = intake.open_catalog("catalogs/demo.yaml")  # doctest: +SKIP
+    >>> cat.demo(max_cloud="lots")  # doctest: +SKIP
+    Traceback (most recent call last):
+    xsits.errors.CatalogError: catalog entry 'demo': max_cloud='lots' is not a float ...
+    """
+    params = {p.name: p for p in (entry._user_parameters or []) if hasattr(p, "validate")}
+    name = getattr(entry, "name", "?")
+    known = set(params) | set(SOURCE_ARGS) | {"plugin", "cache"}
+    unknown = sorted(set(user_inputs) - known)
+    if unknown:
+        raise CatalogError(
+            f"catalog entry {name!r}: unknown parameter(s) {unknown}; "
+            f"its parameters are {sorted(params) or sorted(SOURCE_ARGS)}"
+        )
+    if isinstance(user_inputs.get("aoi"), gpd.GeoDataFrame):
+        raise CatalogError(
+            f"catalog entry {name!r}: aoi must be a file path here; for a GeoDataFrame use "
+            "intake.open_sits(aoi=gdf, ...) or xsits.intake.SitsSource(aoi=gdf, ...)"
+        )
+    for key, value in user_inputs.items():
+        p = params.get(key)
+        if p is None or value is None:
+            continue
+        try:
+            p.validate(value)
+        except (ValueError, TypeError, SyntaxError, KeyError) as err:
+            want = f"a {p.type}"
+            if p.allowed:
+                want += f" in {list(p.allowed)}"
+            if p.min is not None or p.max is not None:
+                want += f" within [{p.min}, {p.max}]"
+            raise CatalogError(
+                f"catalog entry {name!r}: {key}={value!r} is not {want} ({err}); fix the value"
+            ) from None
+
+
+def _is_sits_entry(entry: Any) -> bool:
+    plugins = entry._plugin.values() if isinstance(entry._plugin, dict) else entry._plugin
+    return any(isinstance(p, type) and issubclass(p, SitsSource) for p in plugins or ())
+
+
+def _install_entry_guard() -> None:
+    """Make Intake entries of this driver validate arguments with :func:`check_entry_arguments`."""
+    from intake.catalog.local import LocalCatalogEntry
+
+    original = LocalCatalogEntry._create_open_args
+    if getattr(original, "_xsits_guard", False):
+        return
+
+    @functools.wraps(original)
+    def _create_open_args(self, user_parameters):
+        if not _is_sits_entry(self):
+            return original(self, user_parameters)
+        check_entry_arguments(self, user_parameters)
+        with warnings.catch_warnings():  # intake warns about shell() for every string value
+            warnings.filterwarnings("ignore", "Shell command not executed")
+            return original(self, user_parameters)
+
+    _create_open_args._xsits_guard = True  # type: ignore[attr-defined]
+    LocalCatalogEntry._create_open_args = _create_open_args
+
+
+_install_entry_guard()
+
+
+# --------------------------------------------------------------------------- results catalog
+
+
+def write_results_catalog(
+    paths: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    name: str = "catalog.yaml",
+    description: str = "xsits batch outputs, one entry per feature",
+) -> Path:
+    """Write an Intake V1 catalog of per-feature outputs beside them, atomically.
+
+    One entry per feature id, named by the id, with intake-xarray's ``netcdf`` driver for
+    ``.nc`` files and ``zarr`` for ``.zarr`` stores (Intake's ``csv`` for ``.csv``). Paths inside
+    ``out_dir`` are written relative to ``{{ CATALOG_DIR }}``, so the folder can be moved.
+
+    Parameters
+    ----------
+    paths
+        ``{feature_id: output path}`` (e.g. the ``path`` column of the batch report).
+    out_dir
+        Directory of the outputs; the catalog is written there.
+    name
+        File name of the catalog. Default ``catalog.yaml``.
+    description
+        Catalog description.
+
+    Returns
+    -------
+    pathlib.Path
+        The catalog path.
+
+    Raises
+    ------
+    xsits.errors.ExportError
+        An output has a suffix without an Intake driver (e.g. ``.parquet``).
+
+    Examples
+    --------
+    >>> import tempfile, intake, xarray as xr
+    >>> d = Path(tempfile.mkdtemp())
+    >>> xr.Dataset({"B04": ("time", [1.0, 2.0])}).to_netcdf(d / "7.nc")
+    >>> cat = intake.open_catalog(str(write_results_catalog({"7": d / "7.nc"}, d)))
+    >>> cat["7"].read()["B04"].values.tolist()
+    [1.0, 2.0]
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = out_dir.resolve()
+    sources: dict[str, Any] = {}
+    for fid, p in paths.items():
+        p = Path(p)
+        suffix = p.suffix.lower()
+        if suffix not in RESULTS_DRIVERS:
+            raise ExportError(
+                f"feature {fid!r}: output '{p}' has no Intake driver for {suffix!r}; catalogue "
+                f"only {sorted(RESULTS_DRIVERS)} outputs"
+            )
+        driver, extra = RESULTS_DRIVERS[suffix]
+        full = (out_dir / p).resolve() if not p.is_absolute() else p.resolve()
+        try:
+            url = "{{ CATALOG_DIR }}/" + full.relative_to(root).as_posix()
+        except ValueError:
+            url = full.as_posix()
+        sources[str(fid)] = {
+            "description": f"feature {fid}",
+            "driver": driver,
+            "args": {"urlpath": url, **extra},
+            "metadata": {"feature_id": str(fid)},
+        }
+    doc = {
+        "metadata": {"version": 1, "description": description, "creator": f"xsits {__version__}"},
+        "sources": sources,
+    }
+    target = out_dir / name
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(doc, f, sort_keys=False, default_flow_style=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
