@@ -75,4 +75,5 @@ def test_bad_sizes():
 def test_numpy_dask():
     ds = _cube()
     assert_numpy_dask_equal(to_patch, ds, 4, 5)
+    assert_numpy_dask_equal(to_patch, ds, 10, 9)  # integer padding on dask
     assert_numpy_dask_equal(to_patch, scl_mask(ds), 10, 10)
