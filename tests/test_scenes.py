@@ -87,10 +87,14 @@ def test_window_on_20m_grid_of_tile_and_contains_point(world, items):
 
 
 def test_nearby_points_share_a_window(tmp_path):
-    spec = WorldSpec(points=((11.35, 48.05), (11.351, 48.0505)), end="2024-01-06")
+    # third point 4 km east: same tile, own window, still unique PC-like ids
+    pts = ((11.35, 48.05), (11.351, 48.0505), (11.40, 48.05))
+    spec = WorldSpec(points=pts, end="2024-01-06", bands=("B04", "SCL"))
     w = make_world(tmp_path, spec)
-    assert len(w.windows) == 1 and w.windows[0]["points"] == (0, 1)
-    assert len(w.items_meta) == 2
+    assert [win["points"] for win in w.windows] == [(0, 1), (2,)]
+    assert w.windows[0]["tile"] == w.windows[1]["tile"]
+    ids = [m["id"] for m in w.items_meta]
+    assert len(ids) == 4 and len(set(ids)) == 4 and all(PC_ID.match(i) for i in ids)
 
 
 def test_cloud_cover_and_percentages_match_written_scl(world, items):

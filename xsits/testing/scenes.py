@@ -23,6 +23,21 @@ What the pixels look like
 written: class percentages are relative to the valid (non-zero) SCL pixels,
 ``s2:nodata_pixel_percentage`` is relative to all pixels of the window.
 
+Places, tiles and ids
+---------------------
+* UTM zone = ``int((lon + 180) // 6) + 1`` (no Norway/Svalbard exceptions), EPSG 326zz
+  north / 327zz south.  Points on both sides of a multiple of 6 degrees of longitude
+  (e.g. lon 11.9 and 12.1) straddle zones 32 and 33.
+* Tile origins are those of real S2 tiles (x = 99960, 199960, ..., y = multiple of
+  100 km, 109 800 m side) and ``s2:mgrs_tile`` carries the real MGRS square letters
+  (e.g. Munich 32UPU, Denver 13TDE, Paris 31UDQ, Sydney 56HLH).
+* Windows are centred on the point, snapped to the 20 m grid of the tile.
+* Item ids look like ``S2B_MSIL2A_20240106T094436_R096_T32UPU_20240106T115136``; the
+  acquisition time is ~10:30 local solar time (``lon / 15`` hours before in UTC), the
+  partial-swath orbit ~11 minutes earlier.  Windows sharing a tile differ by the seconds of
+  the trailing generation time, so ids stay unique without a suffix.
+* Not handled: windows crossing the antimeridian (bbox would wrap), polar regions.
+
 Examples
 --------
 >>> import tempfile
