@@ -199,3 +199,12 @@ def test_video_frame_count(tmp_path):
 def test_doctests():
     result = doctest.testmod(gif_mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 5 and result.failed == 0
+
+
+def test_rgb_dataarray_with_band_dim_matches_dataset():
+    ds = cube()
+    stacked = ds[list(RGB)].to_dataarray("band").transpose("time", "band", "y", "x")
+    from_da = [np.asarray(im) for im in frames(stacked)]
+    from_ds = [np.asarray(im) for im in frames(ds, bands=RGB)]
+    assert len(from_da) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(from_da, from_ds, strict=True))

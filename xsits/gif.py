@@ -88,8 +88,10 @@ def _stack(obj: xr.Dataset | xr.DataArray, bands: Bands) -> xr.DataArray:
                 f"cannot render {layer.name!r} of feature {_fid(obj)} with dims {layer.dims}; "
                 "a timelapse needs (time, y, x)"
             )
-    stack = xr.concat([_as_float(layer).drop_attrs() for layer in layers], dim="band",
-                      coords="minimal", compat="override", join="override")
+    floats = [_as_float(layer).copy(deep=False) for layer in layers]
+    for layer in floats:
+        layer.attrs = {}
+    stack = xr.concat(floats, dim="band", coords="minimal", compat="override", join="override")
     stack = stack.transpose("time", "band", "y", "x")
     if stack.sizes["time"] == 0:
         raise ExportError(f"nothing to render: the cube of feature {_fid(obj)} has no dates")
