@@ -16,10 +16,20 @@ def test_patch_is_exactly_size_and_contains_the_point(crs, size):
     centre = feature_crs(pt, 4326, GridSpec(crs=crs))
     from odc.geo import geom
     x, y = geom.point(8.49138, 49.85437, 4326).to_crs(centre).coords[0]
-    # the centre pixel (index w//2, h//2 from the top-left) contains the feature
-    col = (x - gbox.affine.c) // 20
-    row = (gbox.affine.f - y) // 20
-    assert (col, row) == (size[0] // 2, size[1] // 2)
+    # the patch centre is within half a pixel of the feature (the nearest such patch)
+    cx = gbox.affine.c + size[0] * 20 / 2
+    cy = gbox.affine.f - size[1] * 20 / 2
+    assert abs(x - cx) <= 10 and abs(y - cy) <= 10
+
+
+def test_patch_centring_by_hand():
+    spec = GridSpec(crs=32632, resolution=10, mode="patch", size=(4, 3))
+    # x = 500003 is 0.3 px into pixel 50000: 4 px centred nearest -> columns 49998..50001
+    gbox = feature_geobox(Point(500003, 5500005), 32632, spec)
+    assert (gbox.affine.c, gbox.affine.f) == (499980.0, 5500020.0)
+    # x = 500007 is 0.7 px in: the nearest 4-px patch is one column further east
+    gbox = feature_geobox(Point(500007, 5500005), 32632, spec)
+    assert (gbox.affine.c, gbox.affine.f) == (499990.0, 5500020.0)
 
 
 def test_utm_zone_per_feature():

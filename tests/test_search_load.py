@@ -199,3 +199,12 @@ def test_time_coords_dates_and_bad_dates(stac_url, aoi):
         xsits.search(aoi, **_kw(stac_url, start="2022-02-01", end="2022-01-01"))
     with pytest.raises(QueryError, match="not a preset"):
         xsits.search(aoi, **_kw("no-such-preset"))
+
+
+def test_to_patch_of_a_patch_cube_changes_nothing(stac_url, aoi):
+    cube = xsits.open_cubes(aoi[aoi.feature_id == "p3"], **_kw(stac_url), mode="patch",
+                            size=(6, 5), resolution=20, crs="EPSG:3035")["p3"]
+    again = cube.sits.to_patch(6, 5)
+    np.testing.assert_array_equal(again.x.values, cube.x.values)
+    np.testing.assert_array_equal(again.y.values, cube.y.values)
+    np.testing.assert_array_equal(again.B04.values, cube.B04.values)

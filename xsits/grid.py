@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import geopandas as gpd
+from affine import Affine
 from odc.geo import geom
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
@@ -104,12 +105,42 @@ def feature_centre(
     return float(x), float(y)
 
 
+def patch_geobox(
+    geobox: GeoBox, center: tuple[float, float], width: int, height: int
+) -> tuple[GeoBox, int, int]:
+    """The ``height x width`` GeoBox on ``geobox``'s pixel grid nearest to ``center``.
+
+    Returns the patch GeoBox and the (row, column) of its top-left pixel in ``geobox``
+    (negative or past the edge when the patch sticks out of the cube).
+
+    The patch is the one whose geometric centre is nearest the feature centre: for an odd
+    size the feature's pixel is the middle one; for an even size it is one of the two middle
+    pixels, whichever puts the feature nearer the patch centre. Ties (centre exactly on a
+    pixel edge) go east / south. :func:`feature_geobox` and :func:`xsits.to_patch` both use
+    this rule, so cutting a patch-mode cube to its own size changes nothing.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> gbox = GeoBox.from_bbox((0, 0, 100, 100), "EPSG:32632", resolution=10)
+    >>> patch, row0, col0 = patch_geobox(gbox, (45.0, 55.0), 4, 3)  # centre of pixel (4, 4)
+    >>> patch.shape, row0, col0
+    (Shape2d(x=4, y=3), 3, 3)
+    """
+    col_f, row_f = geobox.wld2pix(*center)
+    # round away float noise from the inverse transform before taking the floor
+    col0 = math.floor(round(col_f - width / 2, 6) + 0.5)
+    row0 = math.floor(round(row_f - height / 2, 6) + 0.5)
+    affine = geobox.translate_pix(col0, row0).affine
+    return GeoBox((height, width), affine, geobox.crs), row0, col0
+
+
 def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec) -> GeoBox:
     """The pixel grid of one feature, aligned to multiples of the resolution.
 
-    Patch mode centres ``size`` pixels on the pixel that contains the feature's centroid (for
-    an even size the centre pixel is the one right of / below the middle). Image mode covers
-    the feature's bounding box buffered by ``buffer`` metres.
+    Patch mode: ``size`` pixels of the global grid of ``resolution`` multiples whose centre is
+    nearest the feature's centroid (see :func:`patch_geobox`). Image mode covers the
+    feature's bounding box buffered by ``buffer`` metres.
 
     Examples
     --------
@@ -117,18 +148,14 @@ def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec)
     >>> gbox = feature_geobox(Point(500005, 5500005), 32632,
     ...                       GridSpec(resolution=10, mode="patch", size=(4, 3)))
     >>> gbox.shape, gbox.affine.c, gbox.affine.f
-    (Shape2d(x=4, y=3), 499980.0, 5500020.0)
+    (Shape2d(x=4, y=3), 499990.0, 5500020.0)
     """
     crs = feature_crs(geometry, geometry_crs, spec)
     res = float(spec.resolution)
     if spec.mode == "patch":
         width, height = spec.size
-        cx, cy = feature_centre(geometry, geometry_crs, crs)
-        col, row = math.floor(cx / res), math.floor(cy / res)
-        x0 = (col - width // 2) * res
-        y0 = (row - (height - 1) // 2) * res
-        bbox = (x0, y0, x0 + width * res, y0 + height * res)
-        return GeoBox.from_bbox(bbox, crs, resolution=res, tight=True)
+        anchor = GeoBox((1, 1), Affine(res, 0.0, 0.0, 0.0, -res, 0.0), crs)
+        return patch_geobox(anchor, feature_centre(geometry, geometry_crs, crs), width, height)[0]
     shape = geom.Geometry(geometry, crs=geometry_crs).to_crs(crs)
     minx, miny, maxx, maxy = shape.boundingbox
     b = float(spec.buffer)

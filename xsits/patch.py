@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import xarray as xr
-from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
 from xsits._common import append_history
 from xsits.errors import GridError
-
-
-def patch_geobox(
-    geobox: GeoBox, center: tuple[float, float], width: int, height: int
-) -> tuple[GeoBox, int, int]:
-    """The ``height x width`` GeoBox on ``geobox``'s pixel grid nearest to ``center``.
-
-    Returns the patch GeoBox and the (row, column) of its top-left pixel in ``geobox``
-    (negative or past the edge when the patch sticks out of the cube).
-
-    The patch is the one whose geometric centre is nearest the feature centre. For an even
-    size the feature's pixel cannot be in the middle: it is at index ``(width - 1) // 2``
-    (row ``(height - 1) // 2``), so the extra pixel goes to the east (right, +x) and south
-    (bottom, +row) side. Ties (centre on a pixel edge with an odd size) go the same way.
-
-    Examples
-    --------
-    >>> from odc.geo.geobox import GeoBox
-    >>> gbox = GeoBox.from_bbox((0, 0, 100, 100), "EPSG:32632", resolution=10)
-    >>> patch, row0, col0 = patch_geobox(gbox, (45.0, 55.0), 4, 3)  # centre of pixel (4, 4)
-    >>> patch.shape, row0, col0
-    (Shape2d(x=4, y=3), 3, 3)
-    """
-    col_f, row_f = geobox.wld2pix(*center)
-    # round away float noise from the inverse transform before taking the floor
-    col0 = math.floor(round(col_f - width / 2, 6) + 0.5)
-    row0 = math.floor(round(row_f - height / 2, 6) + 0.5)
-    affine = geobox.translate_pix(col0, row0).affine
-    return GeoBox((height, width), affine, geobox.crs), row0, col0
+from xsits.grid import patch_geobox
 
 
 def _fill_value(var: xr.DataArray) -> float | int:
