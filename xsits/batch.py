@@ -3,8 +3,8 @@
 :func:`compute_all` is the batch engine behind ``xsits fetch``. Features are handled one batch
 of ``batch_size`` at a time, so the task graph (and the STAC search, when the input is a
 source) never holds all features at once. Each feature is **one** delayed task that applies the
-steps, computes its cube with the synchronous scheduler inside a ``try``/``except``, retries
-transient read errors, and writes it with the atomic :func:`xsits.export.export`. A failing
+steps, computes its cube with a synchronous scheduler that retries each failed read (chunk),
+inside a ``try``/``except``, and writes it with the atomic :func:`xsits.export.export`. A failing
 feature therefore becomes a ``failed`` report row instead of aborting the batch, and a feature
 is either written whole or not at all (odc-stac ``fail_on_error=True``: never missing dates or
 NaN pixels from a failed read).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -65,6 +66,10 @@ MANIFEST_NAME = "manifest.json"
 _LOCAL_SCHEDULERS = ("threads", "processes", "synchronous", "sync", "single-threaded")
 _TASK_PREFIX = "xsits-feature"
 _ERROR_MAX = 500
+#: Attempts per feature (reads are retried one by one inside each attempt, ``retries`` times).
+_FEATURE_ATTEMPTS = 2
+#: Chunks of the cubes the engine opens itself: one date per chunk, so a retry re-reads little.
+SOURCE_CHUNKS: dict[str, int] = {"time": 1, "y": 2048, "x": 2048}
 
 
 class BatchError(XsitsError, ValueError):
@@ -99,12 +104,25 @@ def redact(text: str) -> str:
 
 
 def _error_text(err: BaseException) -> str:
-    """One redacted line: ``Type: message`` (reusing :func:`xsits.search._one_line`)."""
+    """One redacted line: ``Type: message (Cause: message)``.
+
+    Reuses :func:`xsits.search._one_line`; the innermost cause is appended because rasterio's
+    own message is often just "Read failed. See previous exception for details."
+    """
     from xsits.search import _one_line
 
-    msg = redact(_one_line(err))
-    name = type(err).__name__
-    text = msg if isinstance(err, XsitsError) or msg.startswith(name) else f"{name}: {msg}"
+    def one(e: BaseException) -> str:
+        msg = redact(_one_line(e))
+        name = type(e).__name__
+        return msg if isinstance(e, XsitsError) or msg.startswith(name) else f"{name}: {msg}"
+
+    text = one(err)
+    cause, seen = err, {id(err)}
+    while (nxt := cause.__cause__ or cause.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        cause = nxt
+    if cause is not err and redact(_one_line(cause)) not in text:
+        text += f" ({one(cause)})"
     return text[:_ERROR_MAX]
 
 
@@ -186,6 +204,96 @@ def _transient(err: BaseException) -> bool:
 
 
 _GDAL_READY = False
+_GDAL_LIB: Any = None
+
+
+def _gdal_lib() -> Any:
+    """The libgdal loaded in this process (rasterio's), through ctypes; None if not found."""
+    global _GDAL_LIB
+    if _GDAL_LIB is None:
+        import ctypes
+        import ctypes.util
+
+        import rasterio  # noqa: F401  (loads libgdal)
+
+        candidates = []
+        try:
+            with open("/proc/self/maps") as fh:
+                candidates += sorted({ln.split()[-1] for ln in fh if "libgdal" in ln})
+        except OSError:
+            pass
+        base = Path(rasterio.__file__).parent
+        candidates += [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
+                       if d.is_dir() for p in d.glob("libgdal*")]
+        found = ctypes.util.find_library("gdal")
+        candidates += [found] if found else []
+        _GDAL_LIB = False
+        for path in candidates:
+            try:
+                lib = ctypes.CDLL(path)
+                lib.VSICurlClearCache  # noqa: B018 - raises AttributeError when absent
+            except (OSError, AttributeError):
+                continue
+            _GDAL_LIB = lib
+            break
+    return _GDAL_LIB or None
+
+
+def _clear_gdal_cache() -> None:
+    """Forget what GDAL's /vsicurl/ remembers, so that a retried read asks the server again.
+
+    After a dropped request GDAL caches "file does not exist" for that URL.
+    """
+    lib = _gdal_lib()
+    if lib is not None:
+        lib.VSICurlClearCache()
+
+
+def _retrying_get(retries: int, delay: float) -> Callable:
+    """A synchronous dask scheduler that retries each failed task (one chunk read).
+
+    A transient error (see :func:`_transient`) clears GDAL's HTTP cache, waits
+    ``delay * 2**attempt`` seconds and runs the task again, up to ``retries`` times; then the
+    error propagates. Falls back to the plain synchronous scheduler on a dask without
+    ``dask._task_spec``.
+    """
+    try:
+        from dask._task_spec import DependenciesMapping, convert_legacy_graph
+        from dask.local import nested_get
+        from dask.order import order
+    except ImportError:  # pragma: no cover - older/newer dask
+        return dask.get
+
+    def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        if not isinstance(dsk, Mapping):
+            dsk = dsk.__dask_graph__()
+        dsk = convert_legacy_graph(dict(dsk))
+        wanted = set(dask.core.flatten(keys)) if isinstance(keys, list) else {keys}
+        refcount: dict[Any, int] = {}
+        for deps in DependenciesMapping(dsk).values():
+            for dep in deps:
+                refcount[dep] = refcount.get(dep, 0) + 1
+        priorities = order(dsk)
+        cache: dict[Any, Any] = {}
+        for key in sorted(dsk, key=priorities.__getitem__):
+            node = dsk[key]
+            for attempt in itertools.count():
+                try:
+                    cache[key] = node(cache)
+                    break
+                except Exception as err:
+                    if attempt >= retries or not _transient(err):
+                        raise
+                    log.info("retrying a read after %s", _error_text(err))
+                    _clear_gdal_cache()
+                    time.sleep(delay * 2**attempt)
+            for dep in node.dependencies:
+                refcount[dep] -= 1
+                if refcount[dep] == 0 and dep not in wanted:
+                    cache.pop(dep, None)
+        return nested_get(keys, cache)
+
+    return get
 
 
 def _ensure_gdal() -> None:
@@ -246,7 +354,7 @@ def _run_feature(job: _Job) -> dict[str, Any]:
         return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
     _ensure_gdal()
     error: BaseException | None = None
-    for attempt in range(job.retries + 1):
+    for attempt in range(_FEATURE_ATTEMPTS):
         try:
             ds = job.ds
             for step in job.steps:
@@ -255,14 +363,14 @@ def _run_feature(job: _Job) -> dict[str, Any]:
             if n_dates == 0:
                 return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
                             error="no date left after the steps; nothing written")
-            ds = ds.compute(scheduler="synchronous")
+            ds = ds.compute(scheduler=_retrying_get(job.retries, job.retry_delay))
             written = export(ds, path, overwrite=job.overwrite)
             return _row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
         except OutputExistsError:
             return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
         except Exception as err:  # one feature must never sink the batch
             error = err
-            if attempt >= job.retries or not _transient(err):
+            if attempt + 1 >= _FEATURE_ATTEMPTS or not _transient(err):
                 break
             log.info("feature %s: attempt %d failed (%s); retrying", job.fid, attempt + 1,
                      _error_text(err))
@@ -328,6 +436,8 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
 
     aoi = source.aoi
     kwargs = dict(source.open_kwargs or {})
+    if kwargs.get("chunks") is None:
+        kwargs["chunks"] = dict(SOURCE_CHUNKS)
     dropped = dict((getattr(aoi, "attrs", None) or {}).get("dropped", {}))
     fids = [str(f) for f in aoi["feature_id"]]
     ids = fids + [f for f in dropped if f not in set(fids)]
@@ -651,8 +761,8 @@ def compute_all(
     overwrite: bool = False,
     workers: int | None = None,
     *,
-    retries: int = 2,
-    retry_delay: float = 0.5,
+    retries: int = 4,
+    retry_delay: float = 0.2,
 ) -> pd.DataFrame:
     """Process and export every feature, batch by batch; return one report row per feature.
 
@@ -686,10 +796,13 @@ def compute_all(
     workers
         Threads or processes for the local schedulers (default: one per core).
     retries
-        Extra attempts for a feature whose read failed (network, truncated data), with
-        exponential backoff from ``retry_delay`` seconds. Errors in the steps are not retried.
+        Retries of each failed read task (one chunk: one date of one band for the cubes the
+        engine opens itself, see :data:`SOURCE_CHUNKS`) after a transient error (network,
+        truncated data), with GDAL's HTTP cache cleared and exponential backoff from
+        ``retry_delay`` seconds. A feature still failing is attempted once more as a whole,
+        then reported ``failed``. Errors in the steps (bad band, bad argument) are not retried.
     retry_delay
-        Seconds before the first retry.
+        Seconds before the first retry of a read.
 
     Returns
     -------

@@ -156,8 +156,8 @@ def main() -> None:
               help="threads, processes, synchronous, or a dask scheduler address.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256,
               help="Features per dask.compute call.")
-@click.option("--retries", type=click.IntRange(min=0), default=2,
-              help="Extra attempts per feature after a read error.")
+@click.option("--retries", type=click.IntRange(min=0), default=4,
+              help="Retries of each failed read (network error, truncated data).")
 @click.option("--overwrite", is_flag=True, help="Recompute features already written.")
 @click.option("--id-column", default=None,
               help="AOI column with the feature ids (default: feature_id, id, or row number).")
