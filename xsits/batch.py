@@ -333,15 +333,15 @@ def _source_attrs(fid: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     from xsits.load import open_cubes
     from xsits.search import StacQuery
 
-    defaults = {k: p.default for k, p in inspect.signature(open_cubes).parameters.items()}
+    params = inspect.signature(open_cubes).parameters
     result = kwargs.get("search_result")
     if result is not None:
         q = result.query
-    else:
-        q = StacQuery(start=kwargs.get("start", defaults["start"]),
-                      end=kwargs.get("end", defaults["end"]))
-    return {"feature_id": fid, "mode": kwargs.get("mode", defaults["mode"]), "start": q.start,
-            "end": q.end}
+    else:  # StacQuery normalises the dates exactly as open_cubes does
+        q = StacQuery(**{k: kwargs.get(k, params[k].default if k in params else None)
+                         for k in ("start", "end") if k in kwargs or k in params})
+    mode = kwargs.get("mode", params["mode"].default if "mode" in params else "image")
+    return {"feature_id": fid, "mode": mode, "start": q.start, "end": q.end}
 
 
 def _run_feature(job: _Job) -> dict[str, Any]:
@@ -846,6 +846,7 @@ def compute_all(
     except OSError as err:
         raise BatchError(f"out_dir '{out}' cannot be created ({_error_text(err)}); "
                          "choose another directory") from err
+    _planned_path({k: "x" for k in _NAME_ATTRS}, [], out, format)  # unknown format: raise now
     plan = _plan(cubes_or_source, batch_size, out, format, overwrite, steps_list)
     from xsits.steps import describe
 

@@ -1,0 +1,331 @@
+"""The batch engine on in-memory cubes: values, resumability, manifest, isolation, batching."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import xsits
+from xsits import batch as batch_mod
+from xsits import steps
+from xsits.batch import AoiSource, BatchError, compute_all, redact, summary_line
+from xsits.testing.cubes import make_cube
+
+PIPELINE = [steps.harmonize(), steps.scl_mask(), steps.gapfill("linear")]
+
+
+def _cubes(ids=("a", "b", "c", "d", "e"), **kw):
+    return xsits.Cubes({f: make_cube(feature_id=f, seed=i, chunks={"time": 2}, **kw)
+                        for i, f in enumerate(ids)})
+
+
+def _processed(ds, pipeline=PIPELINE):
+    for s in pipeline:
+        ds = s(ds)
+    return ds.compute()
+
+
+def _files(out):
+    return sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def test_steps_describe_pickle_and_apply():
+    pipe = [steps.harmonize(), steps.scl_mask(classes=[8, 9], keep_band=False),
+            steps.drop_cloudy(0.3), steps.gapfill("nearest", max_gap="20D"),
+            steps.to_patch(4, 2), steps.composite("1MS", "mean")]
+    assert [steps.describe(s) for s in pipe] == [
+        "harmonize()", "scl_mask(classes=(8, 9), keep_band=False)",
+        "drop_cloudy(max_fraction=0.3)", "gapfill(method='nearest', max_gap='20D')",
+        "to_patch(width=4, height=2)", "composite(freq='1MS', how='mean')"]
+    assert pickle.loads(pickle.dumps(pipe)) == pipe
+    assert repr(pipe[0]) == "xsits.steps.harmonize()"
+    assert steps.describe(_processed) == "test_batch._processed"
+    ds = make_cube(n_times=4, shape=(4, 4))
+    from xsits.gapfill import gapfill
+    from xsits.harmonize import harmonize
+    from xsits.mask import scl_mask
+
+    got = steps.gapfill("linear")(steps.scl_mask()(steps.harmonize()(ds)))
+    want = gapfill(scl_mask(harmonize(ds)), method="linear")
+    xr.testing.assert_identical(got, want)
+    assert steps.to_patch(2, 2)(ds).sizes["x"] == 2
+    assert steps.to_patch(3).output_attrs({"mode": "image"}) == {"mode": "patch"}
+
+
+# --------------------------------------------------------------------------- core
+
+
+def test_written_files_equal_in_memory_processing(tmp_path):
+    cubes = _cubes()
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, batch_size=2)
+    assert list(report.columns) == ["feature_id", "status", "path", "n_dates", "seconds",
+                                    "error"]
+    assert report.feature_id.tolist() == list(cubes)
+    assert (report.status == "written").all()
+    assert report.n_dates.tolist() == [6] * 5
+    assert report.error.isna().all() and (report.seconds > 0).all()
+    for fid, path in zip(report.feature_id, report.path, strict=True):
+        assert os.path.basename(path) == f"fid-{fid}_image_2024-01-01_2024-02-20.nc"
+        want = _processed(cubes[fid])
+        with xr.open_dataset(path) as got:
+            for band in ("B03", "B04", "B08"):
+                np.testing.assert_array_equal(got[band].values, want[band].values)
+            np.testing.assert_array_equal(got.SCL.values, want.SCL.values)
+            assert got.attrs["feature_id"] == fid
+    assert _files(tmp_path) == sorted(os.path.basename(p) for p in report.path)
+
+
+def test_rerun_skips_everything_and_touches_nothing(tmp_path):
+    cubes = _cubes(("a", "b", "c"))
+    first = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False)
+    mtimes = {p: os.stat(p).st_mtime_ns for p in first.path}
+    calls = []
+
+    def spy(ds):
+        calls.append(ds.attrs["feature_id"])
+        return ds
+
+    again = compute_all(cubes, [*PIPELINE, spy], out_dir=tmp_path, progress=False)
+    assert again.status.tolist() == ["skipped"] * 3
+    assert again.path.tolist() == first.path.tolist()
+    assert again.n_dates.tolist() == [6, 6, 6]  # from the previous manifest
+    assert calls == []  # nothing recomputed
+    assert {p: os.stat(p).st_mtime_ns for p in again.path} == mtimes
+    over = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, overwrite=True)
+    assert over.status.tolist() == ["written"] * 3
+
+
+def test_manifest_records_query_steps_and_statuses(tmp_path):
+    cubes = _cubes(("a", "b"))
+    cubes.missing.update({"sea": "no sentinel-2-l2a item between 2024-01-01 and 2024-02-01 "
+                                 "matches the query here", "x": "STAC search failed: boom"})
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, format="netcdf")
+    assert report.set_index("feature_id").status.to_dict() == {
+        "a": "written", "b": "written", "sea": "empty", "x": "failed"}
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["steps"] == ["harmonize()", "scl_mask()", "gapfill(method='linear')"]
+    assert doc["format"] == "netcdf" and doc["complete"] is True
+    assert doc["counts"] == {"written": 2, "skipped": 0, "empty": 1, "failed": 1}
+    assert doc["query"]["collection"] == "sentinel-2-l2a"
+    assert doc["query"]["start"] == "2024-01-01" and doc["query"]["mode"] == "image"
+    assert doc["features"]["a"] == {
+        "status": "written", "path": "fid-a_image_2024-01-01_2024-02-20.nc", "n_dates": 6,
+        "seconds": doc["features"]["a"]["seconds"], "error": None}
+    assert doc["features"]["x"]["error"] == "STAC search failed: boom"
+    assert report.attrs["manifest"] == str(tmp_path / "manifest.json")
+    assert summary_line(report) == (
+        f"written 2, skipped 0, empty 1, failed 1 → {tmp_path / 'manifest.json'}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_each_compute_holds_one_batch(tmp_path, monkeypatch):
+    sizes = []
+    real = batch_mod.dask.compute
+
+    def counting(*args, **kwargs):
+        sizes.append(len(args))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_mod.dask, "compute", counting)
+    report = compute_all(_cubes(tuple("abcdefg")), [steps.harmonize()], out_dir=tmp_path,
+                         progress=False, batch_size=3, scheduler="synchronous")
+    assert sizes == [3, 3, 1]
+    assert (report.status == "written").all()
+
+
+def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    import xsits.load
+
+    aoi = xsits.read_aoi(gpd.GeoDataFrame(
+        {"feature_id": list("pqrst")}, geometry=[Point(8 + i / 100, 49) for i in range(5)],
+        crs=4326))
+    opened = []
+
+    def fake_open_cubes(sub, **kwargs):
+        opened.append(list(sub.feature_id))
+        assert kwargs["chunks"] == {"time": 1, "y": 2048, "x": 2048}
+        cubes = xsits.Cubes()
+        for fid in sub.feature_id:
+            if fid == "r":
+                cubes.missing[fid] = "no item found"
+            else:
+                cubes[fid] = make_cube(feature_id=fid, chunks={"time": 1}).assign_attrs(
+                    start=kwargs["start"], end=kwargs["end"], mode="image")
+        return cubes
+
+    monkeypatch.setattr(xsits.load, "open_cubes", fake_open_cubes)
+    src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
+    report = compute_all(src, [], out_dir=tmp_path, progress=False, batch_size=2)
+    assert [len(o) for o in opened] == [2, 2, 1] and sorted(sum(opened, [])) == list("pqrst")
+    assert report.set_index("feature_id").status.to_dict() == {
+        "p": "written", "q": "written", "r": "empty", "s": "written", "t": "written"}
+    assert os.path.basename(report.path[0]) == "fid-p_image_2024-01-01_2024-03-01.nc"
+    opened.clear()
+    again = compute_all(src, [], out_dir=tmp_path, progress=False, batch_size=2)
+    assert opened == [["r"]]  # only the feature without output is searched again
+    assert again.status.tolist() == ["skipped", "skipped", "empty", "skipped", "skipped"]
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["source"]["stac"] == "https://earth-search.aws.element84.com/v1"
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class Flaky:
+    """Raises ``error`` for feature ``fid`` the first ``times`` calls (per process)."""
+
+    calls: dict = {}
+
+    def __init__(self, fid, error, times=99):
+        self.fid, self.error, self.times = fid, error, times
+
+    def __call__(self, ds):
+        fid = ds.attrs["feature_id"]
+        if fid == self.fid:
+            n = Flaky.calls[fid] = Flaky.calls.get(fid, 0) + 1
+            if n <= self.times:
+                raise self.error
+        return ds
+
+
+def test_failing_feature_is_isolated_and_never_written(tmp_path):
+    Flaky.calls.clear()
+    cubes = _cubes(("a", "b", "c"))
+    report = compute_all(cubes, [Flaky("b", ValueError("bad band math")), *PIPELINE],
+                         out_dir=tmp_path, progress=False, retry_delay=0.01)
+    assert report.status.tolist() == ["written", "failed", "written"]
+    assert report.error[1] == "ValueError: bad band math"
+    assert pd.isna(report.path[1]) and pd.isna(report.n_dates[1])
+    assert not [f for f in _files(tmp_path) if "fid-b" in f]
+    assert Flaky.calls["b"] == 2  # one retry of the whole feature, then reported
+
+
+def test_transient_error_is_retried(tmp_path):
+    Flaky.calls.clear()
+    report = compute_all(_cubes(("a", "b")), [Flaky("a", OSError("connection reset"), times=1)],
+                         out_dir=tmp_path, progress=False, retry_delay=0.01)
+    assert report.status.tolist() == ["written", "written"]
+    assert Flaky.calls["a"] == 2
+
+
+def test_read_tasks_are_retried_one_by_one(tmp_path):
+    calls = {"n": 0}
+
+    def flaky_block(block):
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # the second chunk fails twice, then reads fine
+            raise OSError("CURL error: transfer closed with 700 bytes remaining")
+        return block
+
+    ds = make_cube(feature_id="a", chunks={"time": 1})
+    ds["B04"] = ds.B04.copy(data=ds.B04.data.map_blocks(flaky_block, meta=np.array((), "uint16")))
+    report = compute_all({"a": ds}, [], out_dir=tmp_path, progress=False, retry_delay=0.01)
+    assert report.status.tolist() == ["written"]
+    assert calls["n"] == 6 + 2  # 6 chunks, 2 retries of one of them
+    with xr.open_dataset(report.path[0]) as got:
+        np.testing.assert_array_equal(got.B04.values, make_cube(feature_id="a").B04.values)
+
+
+def test_empty_after_steps_writes_nothing(tmp_path):
+    report = compute_all(_cubes(("a", "b")), [lambda ds: ds.isel(time=slice(0, 0))],
+                         out_dir=tmp_path, progress=False)
+    assert report.status.tolist() == ["empty", "empty"]
+    assert report.n_dates.tolist() == [0, 0]
+    assert _files(tmp_path) == []
+
+
+def test_interrupted_run_is_finished_by_running_again(tmp_path):
+    cubes = _cubes(tuple("abcdef"))
+
+    def interrupt(ds):
+        if ds.attrs["feature_id"] == "d":
+            raise KeyboardInterrupt
+        return ds
+
+    with pytest.raises(KeyboardInterrupt):
+        compute_all(cubes, [*PIPELINE, interrupt], out_dir=tmp_path, progress=False,
+                    batch_size=2, scheduler="synchronous")
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["complete"] is False
+    assert {f: v["status"] for f, v in doc["features"].items()} == {"a": "written",
+                                                                   "b": "written"}
+    done = set(_files(tmp_path))
+    assert {"fid-a_image_2024-01-01_2024-02-20.nc", "fid-b_image_2024-01-01_2024-02-20.nc"} \
+        <= done
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, batch_size=2)
+    assert report.status.tolist()[:2] == ["skipped", "skipped"]
+    assert set(report.status) <= {"written", "skipped"}
+    assert json.loads((tmp_path / "manifest.json").read_text())["complete"] is True
+    for fid, path in zip(report.feature_id, report.path, strict=True):
+        with xr.open_dataset(path) as got:  # every file under a final name is whole
+            np.testing.assert_array_equal(got.B04.values, _processed(cubes[fid]).B04.values)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_secrets_never_recorded(tmp_path, caplog):
+    url = "https://acct.blob.core.windows.net/c/T32_B04.tif?st=2024&se=2030&sig=SECRET%2Bx"
+    caplog.set_level(logging.INFO, logger="xsits")
+    report = compute_all(_cubes(("a",)), [Flaky("a", OSError(f"HTTP 403 on /vsicurl/{url}"))],
+                         out_dir=tmp_path, progress=False, retry_delay=0.01)
+    assert report.status.tolist() == ["failed"]
+    assert report.error[0] == ("OSError: HTTP 403 on /vsicurl/https://acct.blob.core.windows.net"
+                               "/c/T32_B04.tif?<redacted>")
+    assert "SECRET" not in (tmp_path / "manifest.json").read_text()
+    assert "SECRET" not in caplog.text and "SECRET" not in report.to_string()
+    assert redact("token=abc&x=1 and sig=zz") == "token=***&x=1 and sig=***"
+
+
+# --------------------------------------------------------------------------- schedulers, UI
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "processes"])
+def test_other_local_schedulers(tmp_path, scheduler):
+    cubes = _cubes(("a", "b", "c"))
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False,
+                         scheduler=scheduler, workers=2)
+    assert (report.status == "written").all()
+    with xr.open_dataset(report.path[2]) as got:
+        np.testing.assert_array_equal(got.B08.values, _processed(cubes["c"]).B08.values)
+
+
+def test_progress_bar_on_off_and_auto(tmp_path, capsys):
+    cubes = _cubes(("a", "b"))
+    cubes.missing["z"] = "no item found"
+    compute_all(cubes, [], out_dir=tmp_path / "1", progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "feature" in err
+    compute_all(cubes, [], out_dir=tmp_path / "2", progress=False)
+    compute_all(cubes, [], out_dir=tmp_path / "3")  # auto: stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"scheduler": "bogus"}, "scheduler='bogus' is unknown"),
+    ({"steps": [1]}, "steps\\[0\\] = 1 is not callable"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"format": "tiff"}, "unknown export format"),
+])
+def test_bad_arguments(tmp_path, kwargs, match):
+    args = {"steps": [], "out_dir": tmp_path, "progress": False, **kwargs}
+    with pytest.raises(xsits.errors.XsitsError, match=match):
+        compute_all(_cubes(("a",)), **args)
+
+
+def test_bad_input():
+    with pytest.raises(BatchError, match="pass a dict of cubes"):
+        compute_all([1, 2], progress=False)
+    with pytest.raises(BatchError, match="not an xarray.Dataset"):
+        compute_all({"a": 1}, progress=False)
