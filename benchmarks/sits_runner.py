@@ -7,10 +7,12 @@ Runs with ``benchmarks/.venv-sits/bin/python`` (sits 0.8.0 installed there by ``
 
 The one patch: ``sits.sits.StacAttack`` hard-codes Planetary Computer's API URL for its default
 provider ``"mpc"``; after each ``StacAttack.__init__`` we replace ``self.stac["stac"]`` with the
-local API URL. Nothing else changes: provider ``"mpc"`` keeps its ``planetary_computer``
+local API URL (in the main process and in each dask worker process, see ``_patch_sits``). Nothing else changes: provider ``"mpc"`` keeps its ``planetary_computer``
 signing hooks (``modifier=pc.sign_inplace``, ``patch_url=pc.sign``), which leave non-Azure
 hrefs untouched, and the search, load, mask, gap-fill and NetCDF export are sits' own code,
 run by ``Multiproc.dask_compute()`` (dask ``processes`` scheduler, its default).
+sits 0.8.0 keeps ``Vec2gdf`` and ``Multiproc`` in the submodule ``sits.sits`` (the notebook,
+written for an older release, calls them as ``sits.Vec2gdf`` / ``sits.Multiproc``).
 Bboxes are built like the notebook: the point buffered by 0.01 deg, its bbox in EPSG:4326 and
 that bbox's bounds in EPSG:3035.
 """
@@ -26,6 +28,33 @@ from datetime import datetime
 from pathlib import Path
 
 
+def _patch_sits() -> None:
+    """Point ``StacAttack``'s provider at ``$XSITS_BENCH_STAC_URL`` (the local API).
+
+    Runs at import of this module, i.e. in the main process and again in every worker of
+    dask's ``processes`` scheduler (spawned workers re-import the main module), where sits'
+    per-feature tasks create their ``StacAttack``.
+    """
+    url = os.environ.get("XSITS_BENCH_STAC_URL")
+    if not url:
+        return
+    import sits.sits as sits_mod
+
+    if getattr(sits_mod.StacAttack.__init__, "_xsits_bench", False):
+        return
+    orig_init = sits_mod.StacAttack.__init__
+
+    def patched_init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        self.stac = dict(self.stac, stac=url)  # the local API instead of PC's URL
+
+    patched_init._xsits_bench = True
+    sits_mod.StacAttack.__init__ = patched_init
+
+
+_patch_sits()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=["image", "patch"], required=True)
@@ -37,18 +66,16 @@ def main() -> None:
 
     import geopandas as gpd
     import pandas as pd
-    import sits
+    import sits as sits_pkg
     import sits.sits as sits_mod
 
+    # sits 0.8.0 moved the notebook's top-level names (sits.Vec2gdf, sits.Multiproc) into the
+    # submodule sits.sits; call them there under the notebook's spelling
+    sits = sits_mod
+
     warnings.filterwarnings("ignore")
-    local_url = args.stac
-    orig_init = sits_mod.StacAttack.__init__
-
-    def patched_init(self, *a, **kw):
-        orig_init(self, *a, **kw)
-        self.stac = dict(self.stac, stac=local_url)  # the local API instead of PC's URL
-
-    sits_mod.StacAttack.__init__ = patched_init
+    os.environ["XSITS_BENCH_STAC_URL"] = args.stac  # inherited by the dask worker processes
+    _patch_sits()
 
     data_dir = args.out
     os.makedirs(data_dir, exist_ok=True)
@@ -85,7 +112,7 @@ def main() -> None:
     del gpd
     Path(args.result).write_text(json.dumps({
         "seconds": seconds, "n_features": len(test_process), "n_outputs": n_out,
-        "sits_version": getattr(sits, "__version__", "0.8.0"), "pid": os.getpid()}))
+        "sits_version": sits_pkg.__version__, "pid": os.getpid()}))
 
 
 if __name__ == "__main__":
