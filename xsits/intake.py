@@ -35,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -221,8 +222,8 @@ class SitsSource(DataSource):
             gapfill = "linear"
         self._aoi_arg = aoi
         self._id_column = _none_if_empty(id_column)
-        self._query = StacQuery(
-            stac=_resolve_stac(str(stac)), collection=collection, start=str(start), end=str(end),
+        self._query = StacQuery(  # validates now; stac="demo" is resolved when searching
+            stac=str(stac), collection=collection, start=str(start), end=str(end),
             bands=bands, query=_none_if_empty(query), filter=_none_if_empty(filter),
             max_cloud=_none_if_empty(max_cloud),
         )
@@ -235,6 +236,13 @@ class SitsSource(DataSource):
         self._search: SearchResult | None = None
         self.feature_ids: list[str] = []
 
+    def _resolved_query(self) -> StacQuery:
+        """The query with ``stac="demo"`` replaced by the demo ItemCollection path."""
+        stac = _resolve_stac(self._query.stac)
+        if stac == self._query.stac:
+            return self._query
+        return dataclasses.replace(self._query, stac=stac)
+
     # ------------------------------------------------------------------ batch engine view
 
     @property
@@ -245,7 +253,7 @@ class SitsSource(DataSource):
     @property
     def open_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`xsits.open_cubes` equivalent to this source."""
-        g, q = self._grid, self._query
+        g, q = self._grid, self._resolved_query()
         return {
             "stac": q.stac, "collection": q.collection, "bands": q.bands, "start": q.start,
             "end": q.end, "query": q.query, "filter": q.filter, "max_cloud": q.max_cloud,
@@ -279,7 +287,8 @@ class SitsSource(DataSource):
         aoi = self._read_aoi()
         geoboxes = feature_geoboxes(aoi, self._grid)
         if self._search is None:
-            self._search = search(aoi, self._query, footprints=footprints_4326(geoboxes))
+            self._search = search(aoi, self._resolved_query(),
+                                  footprints=footprints_4326(geoboxes))
         res = self._search
         self.feature_ids = [f for f in aoi["feature_id"] if res.items.get(f)]
         dates, shapes, crss = {}, {}, {}
@@ -301,7 +310,7 @@ class SitsSource(DataSource):
             "crs": crss,
             "bands": list(self._query.bands),
             "dims": ["time", "y", "x"],
-            "stac": self._query.endpoint,
+            "stac": res.query.endpoint,
             "collection": self._query.collection,
             "query": self._query.describe(),
             "n_searches": res.n_searches,

@@ -1,0 +1,279 @@
+"""Intake driver ``sits``, shipped catalogs, results catalog: against the offline demo world."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask
+import geopandas as gpd
+import intake
+import numpy as np
+import pytest
+import xarray as xr
+
+import xsits
+from xsits.errors import AOIError, CatalogError, ExportError, QueryError, XsitsError
+from xsits.intake import SitsSource, postprocess, write_results_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOGS = sorted((REPO / "catalogs").glob("*.yaml"))
+POINTS = REPO / "notebooks" / "data" / "rand_pts.geojson"
+
+
+@pytest.fixture(scope="module")
+def demo_items(tmp_path_factory: pytest.TempPathFactory):
+    """The demo world (cached across sessions next to pytest's temp dirs) and its items path."""
+    old = os.environ.get("XSITS_CACHE_DIR")
+    root = old or str(tmp_path_factory.getbasetemp().parent / "xsits-demo-cache")
+    os.environ["XSITS_CACHE_DIR"] = root
+    from xsits.demo import demo_catalog_path
+
+    yield demo_catalog_path()
+    if old is None:
+        os.environ.pop("XSITS_CACHE_DIR", None)
+    else:
+        os.environ["XSITS_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def demo_cat(demo_items):
+    return intake.open_catalog(str(REPO / "catalogs" / "demo.yaml"))
+
+
+def _search_for(src: SitsSource) -> xsits.SearchResult:
+    """What xsits.search finds for the source's query (same footprints as open_cubes)."""
+    from xsits.grid import feature_geoboxes, footprints_4326
+
+    aoi = xsits.read_aoi(POINTS, id_column="pt_id")
+    kw = src.open_kwargs
+    grid = xsits.GridSpec(crs=kw["crs"], resolution=kw["resolution"], mode=kw["mode"],
+                          buffer=kw["buffer"], size=kw["size"])
+    q = xsits.StacQuery(stac=kw["stac"], collection=kw["collection"], start=kw["start"],
+                        end=kw["end"], bands=kw["bands"], max_cloud=kw["max_cloud"])
+    return xsits.search(aoi, q, footprints=footprints_4326(feature_geoboxes(aoi, grid)))
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_driver_registered_under_entry_point():
+    assert intake.source.registry["sits"] is SitsSource
+    assert SitsSource.container == "xarray" and SitsSource.partition_access
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'sits = "xsits.intake:SitsSource"' in text
+
+
+@pytest.mark.parametrize("path", CATALOGS, ids=[p.name for p in CATALOGS])
+def test_every_shipped_catalog_opens_with_typed_parameters(path, monkeypatch):
+    def no_world():
+        raise AssertionError("building a source must not generate the demo world")
+
+    monkeypatch.setattr("xsits.demo.demo_catalog_path", no_world)
+    cat = intake.open_catalog(str(path))
+    assert len(list(cat)) >= 1
+    for name in cat:
+        entry = cat._entries[name]
+        ups = {p.name: p for p in entry._user_parameters}
+        assert {"aoi", "start", "end", "max_cloud", "bands", "mask", "gapfill"} <= set(ups)
+        assert all(p.type and p.description for p in ups.values())
+        assert ups["mode"].allowed == ["image", "patch"]
+        src = cat[name]  # default arguments: builds the source, reads and searches nothing
+        assert isinstance(src, SitsSource)
+        assert src._search is None and src._aoi is None
+        assert Path(src._aoi_arg).resolve() == POINTS.resolve()
+
+
+def test_sentinel2_catalog_entries_and_presets():
+    cat = intake.open_catalog(str(REPO / "catalogs" / "sentinel2.yaml"))
+    assert set(cat) == {"s2_points", "s2_planetary_computer", "s2_earth_search"}
+    src = cat.s2_points(aoi=str(POINTS), start="2024-01-01", end="2025-02-01", max_cloud=10)
+    assert src.open_kwargs["stac"] == "planetary-computer"
+    assert src.open_kwargs["max_cloud"] == 10.0 and src.open_kwargs["end"] == "2025-02-01"
+    assert cat.s2_points(stac="earth-search").open_kwargs["stac"] == "earth-search"
+    assert cat.s2_earth_search.open_kwargs["stac"] == "earth-search"
+    assert cat.s2_planetary_computer.open_kwargs["stac"] == "planetary-computer"
+    src = cat.s2_points(bands=["B04", "SCL"], mode="patch", size=20, mask=True, gapfill="linear")
+    kw = src.open_kwargs
+    assert kw["bands"] == ("B04", "SCL") and kw["mode"] == "patch" and kw["size"] == (20, 20)
+    assert [xsits.steps.describe(s) for s in src.steps] == ["scl_mask()",
+                                                            "gapfill(method='linear')"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"maxcloud": 10}, CatalogError, "unknown parameter"),
+        ({"max_cloud": "lots"}, CatalogError, "max_cloud='lots'"),
+        ({"max_cloud": 120}, CatalogError, "max_cloud=120"),
+        ({"size": "big"}, CatalogError, "size='big'"),
+        ({"bands": "B04"}, CatalogError, "bands='B04'"),
+        ({"bands": ["B99"]}, CatalogError, "bands=['B99']"),
+        ({"mode": "tile"}, CatalogError, "mode='tile'"),
+        ({"stac": "my-stac"}, CatalogError, "stac='my-stac'"),
+        ({"gapfill": "spline"}, CatalogError, "gapfill='spline'"),
+        ({"aoi": "no/such/file.geojson"}, AOIError, "does not exist"),
+        ({"start": "last tuesday"}, QueryError, "not dates"),
+        ({"start": "2024-05-01", "end": "2024-01-01"}, QueryError, "before"),
+    ],
+)
+def test_bad_catalog_input_gives_typed_one_line_errors(kwargs, error, words):
+    cat = intake.open_catalog(str(REPO / "catalogs" / "sentinel2.yaml"))
+    with pytest.raises(error) as info:
+        cat.s2_points(**kwargs)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_geodataframe_aoi_through_catalog_points_to_the_driver():
+    cat = intake.open_catalog(str(REPO / "catalogs" / "sentinel2.yaml"))
+    with pytest.raises(CatalogError, match="open_sits"):
+        cat.s2_points(aoi=gpd.read_file(POINTS))
+
+
+def test_direct_driver_errors():
+    with pytest.raises(CatalogError, match="unknown parameter"):
+        intake.open_sits(aoi=str(POINTS), colection="x")
+    with pytest.raises(CatalogError, match="aoi is required"):
+        SitsSource()
+    src = intake.open_sits(aoi=str(POINTS), stac="no-such-preset")
+    with pytest.raises(QueryError, match="not a preset"):
+        src.discover()
+    with pytest.raises(xsits.errors.GridError):
+        intake.open_sits(aoi=str(POINTS), mode="tile")
+
+
+# --------------------------------------------------------------------------- demo entry
+
+
+def test_discover_searches_only_and_matches_xsits_search(demo_cat, monkeypatch):
+    src = demo_cat.demo()
+
+    def no_pixels(*a, **k):
+        raise AssertionError("discover() must not build cubes or read pixels")
+
+    monkeypatch.setattr("odc.stac.load", no_pixels)
+    monkeypatch.setattr("rasterio.open", no_pixels)
+    info = src.discover()
+    monkeypatch.undo()
+    meta = info["metadata"]
+    res = _search_for(src)
+    with_items = [f for f in xsits.read_aoi(POINTS, id_column="pt_id")["feature_id"]
+                  if res.items.get(f)]
+    assert info["npartitions"] == len(with_items) == 6
+    assert meta["feature_ids"] == with_items == ["1", "3", "4", "5", "7", "10"]
+    assert meta["n_features"] == 24 and set(meta["missing"]) == set(res.missing)
+    assert len(meta["missing"]) == 18
+    assert info["dtype"] == {"B02": "uint16", "B03": "uint16", "B04": "uint16",
+                             "B08": "uint16", "SCL": "uint8"}
+    assert meta["bands"] == ["B02", "B03", "B04", "B08", "SCL"]
+    cubes = xsits.open_cubes(POINTS, id_column="pt_id", **src.open_kwargs)
+    for fid in with_items:
+        ds = cubes[fid]
+        assert meta["n_dates"][fid] == ds.sizes["time"] == len(meta["dates"][fid])
+        assert meta["dates"][fid] == [str(t)[:10] for t in ds.time.values]
+        assert meta["shape"][fid] == [ds.sizes["time"], 128, 128]
+        assert meta["crs"][fid] == ds.attrs["crs"]
+        # dates before grouping by solar day: at most one item per date here
+        assert len(res.items[fid]) >= meta["n_dates"][fid]
+
+
+def test_read_partition_equals_open_cubes(demo_cat):
+    src = demo_cat.demo(max_cloud=20, start="2024-05-01", end="2024-07-31")
+    src.discover()
+    ref = xsits.open_cubes(POINTS, id_column="pt_id", **src.open_kwargs)
+    assert list(ref) == src.feature_ids
+    ds = src.read_partition(1)
+    fid = src.feature_ids[1]
+    assert ds.attrs["feature_id"] == fid
+    assert all(isinstance(v.data, dask.array.Array) for v in ds.data_vars.values())
+    expected = xsits.harmonize.harmonize(ref[fid])  # the demo entry harmonizes by default
+    xr.testing.assert_identical(ds.compute(), expected.compute())
+    by_id = src.read_partition(fid)
+    xr.testing.assert_identical(by_id.compute(), expected.compute())
+    with pytest.raises(CatalogError, match="no partition"):
+        src.read_partition("2")
+    with pytest.raises(IndexError):
+        src.read_partition(99)
+
+
+def test_postprocessing_mask_and_gapfill(demo_cat):
+    src = demo_cat.demo(mask=True, gapfill="linear", start="2024-06-01", end="2024-07-31")
+    ds = src.read_partition("7").compute()
+    raw = xsits.open_cubes(POINTS, id_column="pt_id", **src.open_kwargs)["7"]
+    expected = postprocess(raw, harmonize=True, mask=True, gapfill="linear").compute()
+    xr.testing.assert_identical(ds, expected)
+    assert ds.B04.dtype == np.float32 and ds.SCL.dtype == np.uint8
+    masked = xsits.mask.scl_mask(xsits.harmonize.harmonize(raw)).compute()
+    assert bool(masked.B04.isnull().any())  # there were clouds...
+    has_valid = masked.B04.notnull().any("time")
+    assert not bool(ds.B04.isnull().where(has_valid, False).any())  # ...all filled
+
+
+def test_to_dask_is_lazy_cubes_in_partition_order_and_read_computes(demo_cat):
+    src = demo_cat.demo(start="2024-08-01", end="2024-08-31", mode="patch", size=16)
+    cubes = src.to_dask()
+    assert isinstance(cubes, xsits.Cubes)
+    assert list(cubes) == src.feature_ids and len(cubes.missing) == 18
+    assert all(isinstance(ds.B04.data, dask.array.Array) for ds in cubes.values())
+    assert cubes.search is src._search  # one search for discover + data
+    got = src.read()
+    assert list(got) == list(cubes) and got.missing == cubes.missing
+    for fid, ds in got.items():
+        assert isinstance(ds.B04.data, np.ndarray)
+        xr.testing.assert_identical(ds, cubes[fid].compute())
+
+
+def test_geodataframe_aoi_with_direct_driver(demo_items):
+    gdf = xsits.read_aoi(POINTS, id_column="pt_id").iloc[[2, 3]]  # features 3 and 4
+    src = intake.open_sits(aoi=gdf, stac="demo", start="2024-04-01", end="2024-04-30",
+                           bands=["B04", "SCL"], mode="patch", size=8)
+    assert src.discover()["metadata"]["feature_ids"] == ["3", "4"]
+    assert src.read_partition("4").sizes == {"time": 6, "y": 8, "x": 8}
+
+
+def test_source_feeds_the_batch_engine(demo_items, tmp_path):
+    gdf = xsits.read_aoi(POINTS, id_column="pt_id").iloc[[0, 1]]  # 1 has items, 2 has none
+    src = intake.open_sits(aoi=gdf, stac="demo", start="2024-04-01", end="2024-05-15",
+                           bands=["B04", "SCL"], mode="patch", size=8, mask=True)
+    report = xsits.batch.compute_all(src, steps=src.steps, out_dir=tmp_path, progress=False)
+    assert report.set_index("feature_id").status.to_dict() == {"1": "written", "2": "empty"}
+
+
+# --------------------------------------------------------------------------- results catalog
+
+
+def test_results_catalog_reopens_netcdf_and_zarr(tmp_path):
+    from xsits.testing.cubes import make_cube
+
+    a = make_cube(feature_id="a", n_times=3, shape=(4, 4))
+    b = make_cube(feature_id="b.2", n_times=2, shape=(4, 4))
+    pa = xsits.export.export(a, tmp_path / "a.nc")
+    pb = xsits.export.export(b, tmp_path / "sub" / "b.zarr")
+    path = write_results_catalog({"a": pa, "b.2": pb}, tmp_path)
+    assert path == tmp_path / "catalog.yaml"
+    assert "{{ CATALOG_DIR }}/sub/b.zarr" in path.read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    cat = intake.open_catalog(str(path))
+    assert list(cat) == ["a", "b.2"]
+    got_a = cat["a"].to_dask()
+    assert isinstance(got_a.B04.data, dask.array.Array)
+    np.testing.assert_array_equal(got_a.B04.values, a.B04.values)
+    np.testing.assert_array_equal(cat["b.2"].read().B04.values, b.B04.values)
+    # the folder can move: paths are relative to the catalog
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    tmp_path.rename(moved)
+    np.testing.assert_array_equal(
+        intake.open_catalog(str(moved / "catalog.yaml"))["a"].read().B04.values, a.B04.values
+    )
+
+
+def test_results_catalog_rejects_unknown_suffix_and_keeps_old_file(tmp_path):
+    ok = write_results_catalog({}, tmp_path)
+    before = ok.read_text()
+    with pytest.raises(ExportError, match="parquet"):
+        write_results_catalog({"x": tmp_path / "x.parquet"}, tmp_path)
+    assert ok.read_text() == before
+    assert issubclass(ExportError, XsitsError)
