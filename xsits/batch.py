@@ -46,6 +46,7 @@ from xsits.errors import LoadError, OutputExistsError, XsitsError
 
 __all__ = [
     "MANIFEST_NAME",
+    "REDACTED_LOGGERS",
     "REPORT_COLUMNS",
     "STATUSES",
     "AoiSource",
@@ -101,6 +102,42 @@ def redact(text: str) -> str:
     """
     text = _URL_QUERY.sub(r"\1?<redacted>", text)
     return _SECRET_KEYS.sub(r"\1***", text)
+
+
+class _RedactFilter(logging.Filter):
+    """Rewrites log records with :func:`redact` (odc-loader logs the hrefs it failed to read)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record is not ours to fix
+            return True
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_REDACT_FILTER = _RedactFilter()
+#: Loggers whose records may quote signed hrefs; :func:`compute_all` redacts them.
+REDACTED_LOGGERS = ("xsits", "odc", "odc.loader", "odc.loader._rio", "odc.stac", "rasterio",
+                    "rasterio._env", "rasterio._err", "rasterio._base", "pystac_client",
+                    "urllib3.connectionpool", "distributed.worker")
+
+
+def _install_log_redaction() -> None:
+    """Add the redacting filter to every logger that may quote an href (idempotent).
+
+    Logger filters only see records created on that very logger, so the filter goes on each
+    known emitter and on every existing child of those names.
+    """
+    names = set(REDACTED_LOGGERS)
+    names |= {n for n in logging.root.manager.loggerDict
+              if n.split(".")[0] in {"xsits", "odc", "rasterio", "pystac_client"}}
+    for name in names:
+        lg = logging.getLogger(name)
+        if _REDACT_FILTER not in lg.filters:
+            lg.addFilter(_REDACT_FILTER)
 
 
 def _error_text(err: BaseException) -> str:
@@ -353,6 +390,7 @@ def _run_feature(job: _Job) -> dict[str, Any]:
     if path.exists() and not job.overwrite:  # e.g. written by a worker that was then lost
         return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
     _ensure_gdal()
+    _install_log_redaction()  # in worker processes too
     error: BaseException | None = None
     for attempt in range(_FEATURE_ATTEMPTS):
         try:
@@ -835,6 +873,7 @@ def compute_all(
     ...                   progress=False).status.tolist()  # doctest: +SKIP
     ['skipped', 'skipped']
     """
+    _install_log_redaction()
     steps_list = _check_steps(steps)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise BatchError(f"batch_size={batch_size!r} must be a positive integer")
