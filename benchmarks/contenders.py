@@ -67,6 +67,7 @@ def run_xsits(args) -> dict:
     from xsits.grid import feature_geoboxes, footprints_4326
     from xsits.search import StacQuery, search
 
+    variant = _apply_xsits_variant(args)
     points = read_points(args.aoi)
     t0 = time.perf_counter()
     aoi = aoi_frame(points, args.mode)
@@ -77,8 +78,9 @@ def run_xsits(args) -> dict:
     geoboxes = feature_geoboxes(aoi, spec)
     res = search(aoi, q, footprints=footprints_4326(geoboxes))
     t1 = time.perf_counter()
+    open_kwargs = json.loads(args.open_kwargs) if args.open_kwargs else {}
     cubes = xsits.open_cubes(aoi, resolution=RESOLUTION, crs=CRS, mode=args.mode,
-                             size=PATCH, search_result=res)
+                             size=PATCH, search_result=res, **open_kwargs)
     t2 = time.perf_counter()
     kwargs = json.loads(args.xsits_kwargs) if args.xsits_kwargs else {}
     pipeline = [steps.scl_mask(), steps.gapfill("linear")]
@@ -105,7 +107,42 @@ def run_xsits(args) -> dict:
         "errors": errors,
         "paths": paths,
         "standin_compute_all": standin,
+        "variant": variant,
     }
+
+
+def _apply_xsits_variant(args) -> dict:
+    """Local, benchmark-only experiments on xsits' knobs (nothing in xsits/ is changed).
+
+    ``--gdal JSON``: overrides merged into ``xsits.load.GDAL_HTTP_DEFAULTS`` (in place, so
+    ``configure_gdal`` and the batch engine's ``_ensure_gdal`` pick them up).
+    ``--feature-threads N``: compute each feature's cube with dask's threaded scheduler
+    (``N`` threads) instead of the engine's synchronous retrying scheduler (per-read retries
+    are then left to GDAL's ``GDAL_HTTP_MAX_RETRY``).
+    """
+    variant: dict = {}
+    if args.gdal:
+        import xsits.load
+
+        over = json.loads(args.gdal)
+        xsits.load.GDAL_HTTP_DEFAULTS.update(over)
+        variant["gdal"] = over
+    if args.feature_threads:
+        import functools
+
+        import dask.threaded
+
+        import xsits.batch
+
+        n = args.feature_threads
+        xsits.batch._retrying_get = lambda retries, delay: functools.partial(
+            dask.threaded.get, num_workers=n)
+        variant["feature_threads"] = n
+    if args.open_kwargs:
+        variant["open_kwargs"] = json.loads(args.open_kwargs)
+    if args.xsits_kwargs:
+        variant["compute_all_kwargs"] = json.loads(args.xsits_kwargs)
+    return variant
 
 
 def _standin_compute_all(cubes, pipeline, out_dir, batch_size=256):
@@ -333,6 +370,10 @@ def main(argv=None) -> None:
     p.add_argument("--world-root", default="")
     p.add_argument("--threads", type=int, default=32)
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
+    p.add_argument("--open-kwargs", default="", help="JSON of extra open_cubes kwargs")
+    p.add_argument("--gdal", default="", help="JSON merged into GDAL_HTTP_DEFAULTS")
+    p.add_argument("--feature-threads", type=int, default=0,
+                   help="threaded scheduler with N threads inside each feature task")
     p.add_argument("--profile", default="", help="run under pyinstrument; write PREFIX.html/.txt")
     args = p.parse_args(argv)
     fn = {"xsits": run_xsits, "plain": run_plain, "floor": run_floor}[args.contender]

@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -286,6 +287,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="comma list of contenders (xsits,sits,plain,floor)")
     p.add_argument("--floor-threads", type=int, default=32)
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
+    p.add_argument("--xsits-args", default="",
+                   help="extra arguments for the xsits contender, e.g. \"--feature-threads 16 "
+                        "--open-kwargs '{...}' --gdal '{...}'\" (local experiments)")
     p.add_argument("--profile", action="store_true",
                    help="run xsits once per mode under pyinstrument (no other contender)")
     p.add_argument("--tag", default="", help="label stored in the results JSON")
@@ -332,6 +336,8 @@ def main(argv=None) -> int:
                                     extra = ["--threads", str(args.floor_threads)]
                                 if name == "xsits" and args.xsits_kwargs:
                                     extra = ["--xsits-kwargs", args.xsits_kwargs]
+                                if name == "xsits" and args.xsits_args:
+                                    extra += shlex.split(args.xsits_args)
                                 if args.profile:
                                     extra += ["--profile",
                                               str(RESULTS / f"{stamp}-profile-{mode}-{lat:g}ms")]

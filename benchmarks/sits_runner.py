@@ -7,7 +7,8 @@ Runs with ``benchmarks/.venv-sits/bin/python`` (sits 0.8.0 installed there by ``
 
 The one patch: ``sits.sits.StacAttack`` hard-codes Planetary Computer's API URL for its default
 provider ``"mpc"``; after each ``StacAttack.__init__`` we replace ``self.stac["stac"]`` with the
-local API URL (in the main process and in each dask worker process, see ``_patch_sits``). Nothing else changes: provider ``"mpc"`` keeps its ``planetary_computer``
+local API URL (in the main process and in each dask worker process, see ``_patch_sits``).
+Nothing else changes: provider ``"mpc"`` keeps its ``planetary_computer``
 signing hooks (``modifier=pc.sign_inplace``, ``patch_url=pc.sign``), which leave non-Azure
 hrefs untouched, and the search, load, mask, gap-fill and NetCDF export are sits' own code,
 run by ``Multiproc.dask_compute()`` (dask ``processes`` scheduler, its default).
