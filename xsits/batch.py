@@ -31,6 +31,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -241,6 +242,7 @@ def _transient(err: BaseException) -> bool:
 
 
 _GDAL_READY = False
+_NETCDF_LOCK = threading.Lock()
 _GDAL_LIB: Any = None
 
 
@@ -402,7 +404,9 @@ def _run_feature(job: _Job) -> dict[str, Any]:
                 return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
                             error="no date left after the steps; nothing written")
             ds = ds.compute(scheduler=_retrying_get(job.retries, job.retry_delay))
-            written = export(ds, path, overwrite=job.overwrite)
+            # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
+            with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
+                written = export(ds, path, overwrite=job.overwrite)
             return _row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
         except OutputExistsError:
             return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
