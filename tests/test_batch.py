@@ -181,6 +181,21 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
     assert doc["source"]["stac"] == "https://earth-search.aws.element84.com/v1"
 
 
+def test_duck_typed_sources(tmp_path):
+    class Batches:
+        steps = [steps.harmonize()]  # used when steps=None, like the Intake source's
+
+        def to_cubes_batches(self, batch_size):
+            yield xsits.Cubes({"a": make_cube(feature_id="a")}, missing={"z": "no item found"})
+            yield xsits.Cubes({"b": make_cube(feature_id="b")})
+
+    report = compute_all(Batches(), out_dir=tmp_path, progress=False)
+    assert report.set_index("feature_id").status.to_dict() == {"a": "written", "z": "empty",
+                                                               "b": "written"}
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["steps"] == ["harmonize()"]
+
+
 # --------------------------------------------------------------------------- faults
 
 

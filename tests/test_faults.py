@@ -152,6 +152,18 @@ def test_bad_features_are_recorded_others_written(stac_url, reference, tmp_path)
     assert doc["counts"] == {"written": 2, "skipped": 0, "empty": 1, "failed": 1}
 
 
+def test_intake_source_is_batched_like_an_aoi(stac_url, reference, tmp_path):
+    from xsits.intake import SitsSource
+
+    src = SitsSource(aoi=_aoi(("p2", "p4")), stac=stac_url, harmonize=True, mask=True,
+                     gapfill="linear", **{k: v for k, v in OPEN.items()})
+    report = compute_all(src, out_dir=tmp_path, progress=False, batch_size=1)
+    assert report.status.tolist() == ["written", "written"], report.to_string()
+    _assert_same(report, reference)  # the source's own steps were applied
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["steps"] == ["harmonize()", "scl_mask()", "gapfill(method='linear')"]
+
+
 # --------------------------------------------------------------------------- distributed
 
 

@@ -794,7 +794,7 @@ def _check_steps(steps: Iterable[Callable] | Callable | None) -> list[Callable]:
 
 def compute_all(
     cubes_or_source: Mapping[str, xr.Dataset] | Any,
-    steps: Iterable[Callable[[xr.Dataset], xr.Dataset]] | None = (),
+    steps: Iterable[Callable[[xr.Dataset], xr.Dataset]] | None = None,
     out_dir: str | os.PathLike = "out",
     format: str | None = "netcdf",
     scheduler: Any = "threads",
@@ -820,6 +820,7 @@ def compute_all(
         Callables ``Dataset -> Dataset`` applied in order, e.g. ``[xsits.steps.harmonize(),
         xsits.steps.scl_mask(), xsits.steps.gapfill("linear")]``. Must pickle for
         ``"processes"`` and distributed schedulers (the :mod:`xsits.steps` objects do).
+        ``None``: the source's own ``.steps`` (Intake ``sits`` source), else none.
     out_dir
         Output directory (created). Files are named by :func:`xsits.export.output_path`;
         ``manifest.json`` is written there.
@@ -878,6 +879,8 @@ def compute_all(
     ['skipped', 'skipped']
     """
     _install_log_redaction()
+    if steps is None:  # e.g. the Intake source's post-processing
+        steps = getattr(cubes_or_source, "steps", None)
     steps_list = _check_steps(steps)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise BatchError(f"batch_size={batch_size!r} must be a positive integer")
