@@ -964,5 +964,8 @@ def summary_line(report: pd.DataFrame, manifest: str | os.PathLike | None = None
     """
     text = ", ".join(f"{s} {n}" for s, n in _counts(report).items())
     manifest = manifest if manifest is not None else report.attrs.get("manifest")
-    return f"{text} → {manifest}" if manifest else text
+    if not manifest:
+        return text
+    rel = os.path.relpath(manifest)  # shorter when under the working directory
+    return f"{text} → {manifest if rel.startswith('..') else rel}"
 
