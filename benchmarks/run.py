@@ -291,7 +291,8 @@ def main(argv=None) -> int:
                    help="extra arguments for the xsits contender, e.g. \"--feature-threads 16 "
                         "--open-kwargs '{...}' --gdal '{...}'\" (local experiments)")
     p.add_argument("--profile", action="store_true",
-                   help="run xsits once per mode under pyinstrument (no other contender)")
+                   help="run xsits once per mode under pyinstrument (no other contender), "
+                        "with compute_all(scheduler='synchronous') unless --xsits-kwargs")
     p.add_argument("--tag", default="", help="label stored in the results JSON")
     args = p.parse_args(argv)
 
@@ -299,7 +300,9 @@ def main(argv=None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     names = [c for c in (args.only.split(",") if args.only else CONTENDERS) if c]
     if args.profile:
+        # pyinstrument samples the main thread only: run the feature tasks there
         names, args.repeat = ["xsits"], 1
+        args.xsits_kwargs = args.xsits_kwargs or json.dumps({"scheduler": "synchronous"})
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
 
