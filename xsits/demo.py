@@ -69,11 +69,10 @@ def cache_dir() -> Path:
 
     Examples
     --------
-    >>> import os
-    >>> os.environ["XSITS_CACHE_DIR"] = "/tmp/xsits-cache"
-    >>> str(cache_dir())
+    >>> from unittest import mock
+    >>> with mock.patch.dict("os.environ", {"XSITS_CACHE_DIR": "/tmp/xsits-cache"}):
+    ...     str(cache_dir())
     '/tmp/xsits-cache'
-    >>> del os.environ["XSITS_CACHE_DIR"]
     """
     env = os.environ.get("XSITS_CACHE_DIR")
     if env:
