@@ -30,6 +30,9 @@ SEED_FIRST_10 = {
 }
 
 
+# a hang (never seen in a normal run: ~20 s) fails in minutes, with thread stacks
+pytestmark = pytest.mark.timeout(300)
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory):
     old = os.environ.get("XSITS_CACHE_DIR")

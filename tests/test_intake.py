@@ -21,6 +21,9 @@ CATALOGS = sorted((REPO / "catalogs").glob("*.yaml"))
 POINTS = REPO / "notebooks" / "data" / "rand_pts.geojson"
 
 
+# a hang (never seen in a normal run: ~20 s) fails in minutes, with thread stacks
+pytestmark = pytest.mark.timeout(300)
+
 @pytest.fixture(scope="module")
 def demo_items(tmp_path_factory: pytest.TempPathFactory):
     """The demo world (cached across sessions next to pytest's temp dirs) and its items path."""

@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
+# a hang (never seen in a normal run: ~20 s) fails in minutes, with thread stacks
+pytestmark = pytest.mark.timeout(300)
+
 @pytest.fixture(scope="module")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory):
     """Kernels inherit the environment: point them at the (shared, cached) demo world."""

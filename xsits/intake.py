@@ -98,8 +98,7 @@ def postprocess(
     harmonize
         Call :func:`xsits.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
     mask
-        Call :func:`xsits.mask.scl_mask` with its default classes (band ``SCL``, or ``scl``
-        as named by Earth Search).
+        Call :func:`xsits.mask.scl_mask` with its default classes (band ``SCL``).
     gapfill
         Interpolation method for :func:`xsits.gapfill.gapfill` (``"linear"``...), or None.
 
@@ -122,8 +121,7 @@ def postprocess(
     if harmonize:
         ds = _harmonize(ds)
     if mask:
-        band = "scl" if "SCL" not in ds and "scl" in ds else "SCL"
-        ds = scl_mask(ds, band=band)
+        ds = scl_mask(ds)
     if gapfill:
         ds = _gapfill(ds, method=gapfill)
     return ds
