@@ -82,7 +82,13 @@ def test_written_files_equal_in_memory_processing(tmp_path):
                 np.testing.assert_array_equal(got[band].values, want[band].values)
             np.testing.assert_array_equal(got.SCL.values, want.SCL.values)
             assert got.attrs["feature_id"] == fid
-    assert _files(tmp_path) == sorted(os.path.basename(p) for p in report.path)
+    assert _files(tmp_path) == sorted(
+        ["catalog.yaml", *(os.path.basename(p) for p in report.path)])
+    import intake
+
+    cat = intake.open_catalog(report.attrs["catalog"])  # the results catalog reopens them
+    assert sorted(cat) == sorted(cubes)
+    np.testing.assert_array_equal(cat["a"].read().B04.values, _processed(cubes["a"]).B04.values)
 
 
 def test_rerun_skips_everything_and_touches_nothing(tmp_path):

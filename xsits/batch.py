@@ -898,8 +898,10 @@ def compute_all(
 
     manifest = _Manifest(out, format, [describe(s) for s in steps_list], plan.source_info)
     runner = _Runner(scheduler, workers)
-    from tqdm.auto import tqdm
-
+    if _want_progress(progress):
+        from tqdm.auto import tqdm
+    else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
+        from tqdm import tqdm
     bar = tqdm(total=len(plan.ids) or None, unit="feature", desc="xsits",
                disable=not _want_progress(progress), dynamic_ncols=True)
     rows: dict[str, dict[str, Any]] = {}
@@ -944,7 +946,19 @@ def compute_all(
     report["n_dates"] = report["n_dates"].astype("Int64")
     report["seconds"] = report["seconds"].astype(float)
     report.attrs["manifest"] = str(manifest.path)
+    report.attrs["catalog"] = _write_catalog(report, out)
     return report
+
+
+def _write_catalog(report: pd.DataFrame, out: Path) -> str | None:
+    """Write ``out/catalog.yaml`` (Intake) over every output on disk; None for Parquet."""
+    from xsits.intake import write_results_catalog
+
+    done = report[report.status.isin(["written", "skipped"]) & report.path.notna()]
+    paths = {fid: p for fid, p in zip(done.feature_id, done.path, strict=True)}
+    if not paths or any(str(p).endswith(".parquet") for p in paths.values()):
+        return None  # Intake has no Parquet driver here: the manifest lists those outputs
+    return str(write_results_catalog(paths, out))
 
 
 def _counts(report: pd.DataFrame) -> dict[str, int]:

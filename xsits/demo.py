@@ -241,7 +241,6 @@ def run_demo(out_dir: str | os.PathLike | None = None, *, progress: bool = True)
     from xsits import steps
     from xsits.batch import compute_all
     from xsits.gif import to_gif
-    from xsits.intake import write_results_catalog
     from xsits.load import open_cubes
 
     t0 = time.perf_counter()
@@ -274,7 +273,7 @@ def run_demo(out_dir: str | os.PathLike | None = None, *, progress: bool = True)
     report = report.set_index("feature_id")
     paths = {f: Path(p) for f, p in report["path"].items()
              if report.loc[f, "status"] in ("written", "skipped") and isinstance(p, str | Path)}
-    catalog = write_results_catalog(paths, out) if paths else None
+    catalog = report.attrs.get("catalog")  # written by compute_all beside the outputs
     masked = {f: _masked_pct(p) for f, p in paths.items()}
     gif = None
     if paths:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,11 +20,15 @@ import odc.stac
 import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from rasterio.errors import NotGeoreferencedWarning
 
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.search import SearchResult, StacQuery, search
+
+# odc-loader reprojects in-memory arrays with rasterio, which warns that they have no transform
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
 #: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
 TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
