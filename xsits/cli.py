@@ -169,17 +169,17 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
           drop_cloudy: float | None, gapfill: str | None, fmt: str, out_dir: str,
           workers: int | None, scheduler: str, batch_size: int, retries: int, overwrite: bool,
           id_column: str | None, no_progress: bool, verbose: bool) -> None:
-    r"""Fetch, process and export one Sentinel-2 time series per feature of AOI.
+    """Fetch, process and export one Sentinel-2 time series per feature of AOI.
 
     AOI is a GeoJSON / GPKG / Shapefile, or a CSV with lon/lat columns. Rerun the same
     command to finish an interrupted run: features already written are skipped.
 
     \b
     Example:
-      xsits fetch points.geojson --stac planetary-computer --bands B03,B04,B08,SCL \
-        --start 2024-01-01 --end 2025-02-01 --max-cloud 10 --resolution 20 \
+      xsits fetch points.geojson --stac planetary-computer --bands B03,B04,B08,SCL \\
+        --start 2024-01-01 --end 2025-02-01 --max-cloud 10 --resolution 20 \\
         --crs EPSG:3035 --mode patch --size 10x10 --mask --gapfill --out out/
-    """
+    """  # noqa: D301 - click needs a real backspace before the example
     from xsits.aoi import read_aoi
     from xsits.batch import AoiSource, compute_all, redact, summary_line
 
