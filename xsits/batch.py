@@ -255,15 +255,17 @@ def _gdal_lib() -> Any:
 
         import rasterio  # noqa: F401  (loads libgdal)
 
-        candidates = []
+        # rasterio's own libgdal first: wheels of pyogrio/fiona bundle other copies, whose
+        # cache is not the one rasterio (odc-stac) reads through
+        base = Path(rasterio.__file__).parent
+        candidates = [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
+                      if d.is_dir() for p in d.glob("libgdal*")]
         try:
             with open("/proc/self/maps") as fh:
-                candidates += sorted({ln.split()[-1] for ln in fh if "libgdal" in ln})
+                mapped = sorted({ln.split()[-1] for ln in fh if "libgdal" in ln})
+            candidates += [m for m in mapped if "rasterio" in m] + mapped
         except OSError:
             pass
-        base = Path(rasterio.__file__).parent
-        candidates += [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
-                       if d.is_dir() for p in d.glob("libgdal*")]
         found = ctypes.util.find_library("gdal")
         candidates += [found] if found else []
         _GDAL_LIB = False
