@@ -112,11 +112,12 @@ class PeakRSS:
 
 
 def run_contender(name: str, mode: str, *, stac_url: str, cogs, api, aoi: Path,
-                  extra: list[str] | None = None, timeout: float = 1800) -> dict:
-    out = OUT_ROOT / name / mode
+                  extra: list[str] | None = None, timeout: float = 3600,
+                  out_root: Path = OUT_ROOT) -> dict:
+    out = out_root / name / mode
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    result = OUT_ROOT / f"{name}-{mode}.result.json"
+    result = out_root / f"{name}-{mode}.result.json"
     result.unlink(missing_ok=True)
     common = ["--mode", mode, "--stac", stac_url, "--aoi", str(aoi), "--out", str(out),
               "--result", str(result)]
@@ -318,6 +319,8 @@ def main(argv=None) -> int:
 
     runs: list[dict] = []
     comparisons: dict = {}
+    out_root = OUT_ROOT / stamp  # per invocation: concurrent invocations never collide
+    partial = RESULTS / f"{stamp}.partial.json"
     with PgstacServer() as api:
         log(f"STAC API up at {api.url} ({api.startup_seconds:.1f} s)")
         for lat in latencies:
@@ -345,9 +348,13 @@ def main(argv=None) -> int:
                                     extra += ["--profile",
                                               str(RESULTS / f"{stamp}-profile-{mode}-{lat:g}ms")]
                                 rec = run_contender(name, mode, stac_url=stac_url, cogs=cogs,
-                                                    api=api, aoi=aoi, extra=extra)
+                                                    api=api, aoi=aoi, extra=extra,
+                                                    out_root=out_root)
                                 rec.update(latency_ms=lat, stac_latency_ms=stac_lat, repeat=rep)
                                 runs.append(rec)
+                                partial.write_text(json.dumps(
+                                    [{k: v for k, v in r.items() if k != "paths"}
+                                     for r in runs], default=str))
                                 log(f"  rep {rep} {mode:5s} {name:5s} {rec['seconds']:8.2f} s "
                                     f"(wall {rec['wall_s']:.1f}) STAC {rec['stac_requests']} "
                                     f"COG {rec['cog_requests']} {rec['cog_mb']:.1f} MB "
@@ -360,7 +367,11 @@ def main(argv=None) -> int:
                                 pr_ = [r for r in runs if r["contender"] == "plain"
                                        and r["mode"] == mode and r["latency_ms"] == lat]
                                 if xr_ and pr_ and "paths" in xr_[-1] and "paths" in pr_[-1]:
-                                    comparisons[key] = compare_outputs(xr_[-1], pr_[-1])
+                                    try:
+                                        comparisons[key] = compare_outputs(xr_[-1], pr_[-1])
+                                    except Exception as err:  # never lose the timings
+                                        comparisons[key] = {"error": repr(err), "equal": 0,
+                                                            "compared": 0, "max_abs_diff": 0}
                                     c = comparisons[key]
                                     log(f"  outputs xsits vs plain ({key}): {c['equal']}/"
                                         f"{c['compared']} equal, max |diff| "
@@ -382,6 +393,7 @@ def main(argv=None) -> int:
            "runs": [{k: v for k, v in r.items() if k != "paths"} for r in runs]}
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(doc, indent=1, default=str))
+    partial.unlink(missing_ok=True)
     print()
     print(table)
     print()
