@@ -162,7 +162,7 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
 
     def fake_open_cubes(sub, **kwargs):
         opened.append(list(sub.feature_id))
-        assert kwargs["chunks"] == {"time": 1, "y": 2048, "x": 2048}
+        assert kwargs["read_retries"] == 4  # compute_all(retries=) reaches the reader
         cubes = xsits.Cubes()
         for fid in sub.feature_id:
             if fid == "r":
@@ -240,24 +240,6 @@ def test_transient_error_is_retried(tmp_path):
                          out_dir=tmp_path, progress=False, retry_delay=0.01)
     assert report.status.tolist() == ["written", "written"]
     assert Flaky.calls["a"] == 2
-
-
-def test_read_tasks_are_retried_one_by_one(tmp_path):
-    calls = {"n": 0}
-
-    def flaky_block(block):
-        calls["n"] += 1
-        if calls["n"] in (2, 3):  # the second chunk fails twice, then reads fine
-            raise OSError("CURL error: transfer closed with 700 bytes remaining")
-        return block
-
-    ds = make_cube(feature_id="a", chunks={"time": 1})
-    ds["B04"] = ds.B04.copy(data=ds.B04.data.map_blocks(flaky_block, meta=np.array((), "uint16")))
-    report = compute_all({"a": ds}, [], out_dir=tmp_path, progress=False, retry_delay=0.01)
-    assert report.status.tolist() == ["written"]
-    assert calls["n"] == 6 + 2  # 6 chunks, 2 retries of one of them
-    with xr.open_dataset(report.path[0]) as got:
-        np.testing.assert_array_equal(got.B04.values, make_cube(feature_id="a").B04.values)
 
 
 def test_empty_after_steps_writes_nothing(tmp_path):

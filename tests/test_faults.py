@@ -103,6 +103,20 @@ def test_cog_drops_and_truncations_are_retried(world, cog_server, stac_url, refe
     _assert_same(report, reference)
 
 
+def test_plain_cubes_retry_their_reads(world, cog_server, stac_url):
+    """Retries live in the reader (RetryingRioDriver): a user's own .compute() gets them too."""
+    clean = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, **OPEN)["p3"].compute()
+    with CogServer(world.root, fault_rate=0.15, seed=5) as bad:
+        client = _client(stac_url, _rewriter(cog_server.url, bad.url))
+        cube = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, client=client, retry_delay=0.01,
+                                **OPEN)["p3"]
+        got = cube.compute(scheduler="threads")
+        stats = bad.stats()
+    assert stats["faults"] >= 2, stats
+    for name in clean.data_vars:
+        np.testing.assert_array_equal(got[name].values, clean[name].values)
+
+
 def test_signed_hrefs_work_and_never_leak(cog_server, stac_url, reference, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="xsits")
     sign = _rewriter(cog_server.url, cog_server.url, f"?se=2030-01-01&sig={SECRET}")

@@ -131,9 +131,9 @@ def test_cubes_are_lazy_until_compute(stac_url, cog_server, aoi):
     cubes = xsits.open_cubes(aoi, **_kw(stac_url), mode="patch", size=(4, 4))
     assert cog_server.stats()["requests"] == before  # nothing read yet
     assert all(cube.B04.chunks is not None for cube in cubes.values())
-    from xsits.batch import _clear_gdal_cache
+    from xsits.load import clear_gdal_cache
 
-    _clear_gdal_cache()  # earlier tests may have left these blocks in GDAL's HTTP cache
+    clear_gdal_cache()  # earlier tests may have left these blocks in GDAL's HTTP cache
     cubes["p0"].B04.isel(time=0).compute()
     assert cog_server.stats()["requests"] > before
 

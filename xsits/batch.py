@@ -3,8 +3,9 @@
 :func:`compute_all` is the batch engine behind ``xsits fetch``. Features are handled one batch
 of ``batch_size`` at a time, so the task graph (and the STAC search, when the input is a
 source) never holds all features at once. Each feature is **one** delayed task that applies the
-steps, computes its cube with a synchronous scheduler that retries each failed read (chunk),
-inside a ``try``/``except``, and writes it with the atomic :func:`xsits.export.export`. A failing
+steps, computes its cube (its chunk reads on a process-wide I/O thread pool sized for network
+latency; each read retries itself, see :class:`xsits.load.RetryingRioDriver`) inside a
+``try``/``except``, and writes it with the atomic :func:`xsits.export.export`. A failing
 feature therefore becomes a ``failed`` report row instead of aborting the batch, and a feature
 is either written whole or not at all (odc-stac ``fail_on_error=True``: never missing dates or
 NaN pixels from a failed read).
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import itertools
 import json
 import logging
 import math
@@ -70,8 +70,6 @@ _TASK_PREFIX = "xsits-feature"
 _ERROR_MAX = 500
 #: Attempts per feature (reads are retried one by one inside each attempt, ``retries`` times).
 _FEATURE_ATTEMPTS = 2
-#: Chunks of the cubes the engine opens itself: one date per chunk, so a retry re-reads little.
-SOURCE_CHUNKS: dict[str, int] = {"time": 1, "y": 2048, "x": 2048}
 
 
 class BatchError(XsitsError, ValueError):
@@ -199,13 +197,13 @@ class AoiSource:
 class _Job:
     """Everything one feature task needs; a plain object so dask does not look inside it."""
 
-    __slots__ = ("fid", "ds", "steps", "path", "overwrite", "retries", "retry_delay")
+    __slots__ = ("fid", "ds", "steps", "path", "overwrite", "io_threads", "retry_delay")
 
     def __init__(self, fid: str, ds: xr.Dataset, steps: Sequence[Callable], path: Path,
-                 overwrite: bool, retries: int, retry_delay: float) -> None:
+                 overwrite: bool, io_threads: int, retry_delay: float) -> None:
         self.fid, self.ds, self.steps, self.path = fid, ds, tuple(steps), path
         self.overwrite = overwrite
-        self.retries, self.retry_delay = retries, retry_delay
+        self.io_threads, self.retry_delay = io_threads, retry_delay
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -243,98 +241,23 @@ def _transient(err: BaseException) -> bool:
 
 _GDAL_READY = False
 _NETCDF_LOCK = threading.Lock()
-_GDAL_LIB: Any = None
+_IO_POOLS: dict[int, Any] = {}
+_IO_POOLS_LOCK = threading.Lock()
+#: Threads reading chunks (COG range requests) for all features of a process: sized for
+#: network latency, not for cores (reads wait on the network with the GIL released).
+IO_THREADS = 64
+#: Features processed at once by the ``"threads"`` scheduler (their reads share the I/O pool).
+FEATURE_THREADS = 16
 
 
-def _gdal_lib() -> Any:
-    """The libgdal loaded in this process (rasterio's), through ctypes; None if not found."""
-    global _GDAL_LIB
-    if _GDAL_LIB is None:
-        import ctypes
-        import ctypes.util
+def _io_pool(n: int) -> Any:
+    """The process-wide I/O thread pool of ``n`` threads (created once, shared by features)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-        import rasterio  # noqa: F401  (loads libgdal)
-
-        # rasterio's own libgdal first: wheels of pyogrio/fiona bundle other copies, whose
-        # cache is not the one rasterio (odc-stac) reads through
-        base = Path(rasterio.__file__).parent
-        candidates = [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
-                      if d.is_dir() for p in d.glob("libgdal*")]
-        try:
-            with open("/proc/self/maps") as fh:
-                mapped = sorted({ln.split()[-1] for ln in fh if "libgdal" in ln})
-            candidates += [m for m in mapped if "rasterio" in m] + mapped
-        except OSError:
-            pass
-        found = ctypes.util.find_library("gdal")
-        candidates += [found] if found else []
-        _GDAL_LIB = False
-        for path in candidates:
-            try:
-                lib = ctypes.CDLL(path)
-                lib.VSICurlClearCache  # noqa: B018 - raises AttributeError when absent
-            except (OSError, AttributeError):
-                continue
-            _GDAL_LIB = lib
-            break
-    return _GDAL_LIB or None
-
-
-def _clear_gdal_cache() -> None:
-    """Forget what GDAL's /vsicurl/ remembers, so that a retried read asks the server again.
-
-    After a dropped request GDAL caches "file does not exist" for that URL.
-    """
-    lib = _gdal_lib()
-    if lib is not None:
-        lib.VSICurlClearCache()
-
-
-def _retrying_get(retries: int, delay: float) -> Callable:
-    """A synchronous dask scheduler that retries each failed task (one chunk read).
-
-    A transient error (see :func:`_transient`) clears GDAL's HTTP cache, waits
-    ``delay * 2**attempt`` seconds and runs the task again, up to ``retries`` times; then the
-    error propagates. Falls back to the plain synchronous scheduler on a dask without
-    ``dask._task_spec``.
-    """
-    try:
-        from dask._task_spec import DependenciesMapping, convert_legacy_graph
-        from dask.local import nested_get
-        from dask.order import order
-    except ImportError:  # pragma: no cover - older/newer dask
-        return dask.get
-
-    def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        if not isinstance(dsk, Mapping):
-            dsk = dsk.__dask_graph__()
-        dsk = convert_legacy_graph(dict(dsk))
-        wanted = set(dask.core.flatten(keys)) if isinstance(keys, list) else {keys}
-        refcount: dict[Any, int] = {}
-        for deps in DependenciesMapping(dsk).values():
-            for dep in deps:
-                refcount[dep] = refcount.get(dep, 0) + 1
-        priorities = order(dsk)
-        cache: dict[Any, Any] = {}
-        for key in sorted(dsk, key=priorities.__getitem__):
-            node = dsk[key]
-            for attempt in itertools.count():
-                try:
-                    cache[key] = node(cache)
-                    break
-                except Exception as err:
-                    if attempt >= retries or not _transient(err):
-                        raise
-                    log.info("retrying a read after %s", _error_text(err))
-                    _clear_gdal_cache()
-                    time.sleep(delay * 2**attempt)
-            for dep in node.dependencies:
-                refcount[dep] -= 1
-                if refcount[dep] == 0 and dep not in wanted:
-                    cache.pop(dep, None)
-        return nested_get(keys, cache)
-
-    return get
+    with _IO_POOLS_LOCK:
+        if n not in _IO_POOLS:
+            _IO_POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="xsits-io")
+        return _IO_POOLS[n]
 
 
 def _ensure_gdal() -> None:
@@ -405,7 +328,9 @@ def _run_feature(job: _Job) -> dict[str, Any]:
             if n_dates == 0:
                 return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
                             error="no date left after the steps; nothing written")
-            ds = ds.compute(scheduler=_retrying_get(job.retries, job.retry_delay))
+            # the chunk reads of this feature run on the shared I/O pool (reads retry
+            # themselves, see xsits.load.RetryingRioDriver)
+            ds = ds.compute(scheduler="threads", pool=_io_pool(job.io_threads))
             # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
             with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
                 written = export(ds, path, overwrite=job.overwrite)
@@ -475,13 +400,13 @@ def _spatial_order(aoi: Any) -> list[int]:
 
 
 def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
-                 overwrite: bool, steps: Sequence[Callable]) -> _Plan:
+                 overwrite: bool, steps: Sequence[Callable], retries: int,
+                 retry_delay: float) -> _Plan:
     from xsits.load import open_cubes
 
     aoi = source.aoi
-    kwargs = dict(source.open_kwargs or {})
-    if kwargs.get("chunks") is None:
-        kwargs["chunks"] = dict(SOURCE_CHUNKS)
+    kwargs = {"read_retries": retries, "retry_delay": retry_delay,
+              **dict(source.open_kwargs or {})}
     dropped = dict((getattr(aoi, "attrs", None) or {}).get("dropped", {}))
     fids = [str(f) for f in aoi["feature_id"]]
     ids = fids + [f for f in dropped if f not in set(fids)]
@@ -530,7 +455,7 @@ def _plan_batches_method(source: Any, batch_size: int) -> _Plan:
 
 
 def _plan(obj: Any, batch_size: int, out_dir: Path, fmt: str | None, overwrite: bool,
-          steps: Sequence[Callable]) -> _Plan:
+          steps: Sequence[Callable], retries: int, retry_delay: float) -> _Plan:
     if isinstance(obj, Mapping):
         bad = [f for f, v in obj.items() if not isinstance(v, xr.Dataset)]
         if bad:
@@ -538,7 +463,8 @@ def _plan(obj: Any, batch_size: int, out_dir: Path, fmt: str | None, overwrite: 
                              "xarray.Dataset; pass the dict returned by xsits.open_cubes")
         return _plan_mapping(obj, batch_size)
     if hasattr(obj, "aoi") and hasattr(obj, "open_kwargs"):
-        return _plan_source(obj, batch_size, out_dir, fmt, overwrite, steps)
+        return _plan_source(obj, batch_size, out_dir, fmt, overwrite, steps, retries,
+                            retry_delay)
     if callable(getattr(obj, "to_cubes_batches", None)):
         return _plan_batches_method(obj, batch_size)
     raise BatchError(
@@ -753,8 +679,8 @@ class _Runner:
         kwargs: dict[str, Any] = {"scheduler": self.scheduler}
         if self.pool is not None:
             kwargs["pool"] = self.pool
-        elif self.workers and self.scheduler == "threads":
-            kwargs["num_workers"] = self.workers
+        elif self.scheduler == "threads":
+            kwargs["num_workers"] = self.workers or FEATURE_THREADS
         with _Tick():
             return list(dask.compute(*tasks, **kwargs))
 
@@ -807,6 +733,7 @@ def compute_all(
     *,
     retries: int = 4,
     retry_delay: float = 0.2,
+    io_threads: int = IO_THREADS,
 ) -> pd.DataFrame:
     """Process and export every feature, batch by batch; return one report row per feature.
 
@@ -839,15 +766,20 @@ def compute_all(
     overwrite
         Recompute and replace existing outputs. Default ``False``: they are ``skipped``.
     workers
-        Threads or processes for the local schedulers (default: one per core).
+        Features processed at once: threads (default :data:`FEATURE_THREADS`) or processes
+        (default: one per core) for the local schedulers.
     retries
-        Retries of each failed read task (one chunk: one date of one band for the cubes the
-        engine opens itself, see :data:`SOURCE_CHUNKS`) after a transient error (network,
-        truncated data), with GDAL's HTTP cache cleared and exponential backoff from
-        ``retry_delay`` seconds. A feature still failing is attempted once more as a whole,
-        then reported ``failed``. Errors in the steps (bad band, bad argument) are not retried.
+        For sources: retries of each failed chunk read (one date of one band) after a
+        network error or truncated data, with GDAL's HTTP cache cleared and exponential
+        backoff from ``retry_delay`` seconds (``open_cubes(read_retries=...)``; cubes you
+        opened yourself keep their own setting). A feature still failing is attempted once
+        more as a whole, then reported ``failed``. Errors in the steps (bad band, bad
+        argument) are not retried.
     retry_delay
-        Seconds before the first retry of a read.
+        Seconds before the first retry of a read (and of a failed feature).
+    io_threads
+        Threads of the process-wide pool that reads chunks for all features at once
+        (default :data:`IO_THREADS`: sized for network latency, not for cores).
 
     Returns
     -------
@@ -888,6 +820,8 @@ def compute_all(
         raise BatchError(f"batch_size={batch_size!r} must be a positive integer")
     if retries < 0:
         raise BatchError(f"retries={retries!r} must be >= 0")
+    if not isinstance(io_threads, int) or io_threads < 1:
+        raise BatchError(f"io_threads={io_threads!r} must be a positive integer")
     out = Path(out_dir).expanduser().absolute()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -895,7 +829,8 @@ def compute_all(
         raise BatchError(f"out_dir '{out}' cannot be created ({_error_text(err)}); "
                          "choose another directory") from err
     _planned_path({k: "x" for k in _NAME_ATTRS}, [], out, format)  # unknown format: raise now
-    plan = _plan(cubes_or_source, batch_size, out, format, overwrite, steps_list)
+    plan = _plan(cubes_or_source, batch_size, out, format, overwrite, steps_list, retries,
+                 retry_delay)
     from xsits.steps import describe
 
     manifest = _Manifest(out, format, [describe(s) for s in steps_list], plan.source_info)
@@ -922,7 +857,7 @@ def compute_all(
                 if path.exists() and not overwrite:
                     batch.rows.append(_row(str(fid), "skipped", path))
                 else:
-                    jobs.append(_Job(str(fid), ds, steps_list, path, overwrite, retries,
+                    jobs.append(_Job(str(fid), ds, steps_list, path, overwrite, io_threads,
                                      retry_delay))
             bar.update(len(batch.rows))
             done = batch.rows + runner.run(jobs, bar)

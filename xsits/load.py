@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
+import time
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import odc.stac
 import pystac
+import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from rasterio.errors import NotGeoreferencedWarning
+from odc.loader._rio import RioDriver, RioReader
+from odc.stac._mdtools import StacAuxReader, StacMDParser
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
@@ -42,6 +48,7 @@ TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
 #: GDAL settings for many small HTTP range reads, with retries on flaky servers.
 GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_USE_HEAD": "NO",
     "GDAL_HTTP_MAX_RETRY": 5,
     "GDAL_HTTP_RETRY_DELAY": 0.5,
     "GDAL_HTTP_MULTIPLEX": "YES",
@@ -52,6 +59,106 @@ GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
     "GDAL_HTTP_VERSION": 2,
 }
+
+
+#: Default dask chunks of a cube: one date of one band per chunk (one COG read per task).
+CHUNKS: dict[str, int] = {"time": 1, "y": 2048, "x": 2048}
+
+#: Retries of one chunk read (one band of one date) and the first backoff delay (seconds).
+READ_RETRIES, RETRY_DELAY = 4, 0.2
+
+log = logging.getLogger(__name__)
+_GDAL_LIB: Any = None
+
+
+def _gdal_lib() -> Any:
+    """The libgdal that rasterio uses, through ctypes (None if not found).
+
+    rasterio's copy first: wheels of pyogrio / fiona bundle other libgdal copies, whose caches
+    are not the ones rasterio (and so odc-stac) reads through.
+    """
+    global _GDAL_LIB
+    if _GDAL_LIB is None:
+        import ctypes
+        import ctypes.util
+
+        base = Path(rasterio.__file__).parent
+        candidates = [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
+                      if d.is_dir() for p in d.glob("libgdal*")]
+        try:
+            with open("/proc/self/maps") as fh:
+                mapped = sorted({ln.split()[-1] for ln in fh if "libgdal" in ln})
+            candidates += [m for m in mapped if "rasterio" in m] + mapped
+        except OSError:
+            pass
+        found = ctypes.util.find_library("gdal")
+        candidates += [found] if found else []
+        _GDAL_LIB = False
+        for path in candidates:
+            try:
+                lib = ctypes.CDLL(path)
+                lib.VSICurlClearCache  # noqa: B018 - raises AttributeError when absent
+            except (OSError, AttributeError):
+                continue
+            _GDAL_LIB = lib
+            break
+    return _GDAL_LIB or None
+
+
+def clear_gdal_cache() -> None:
+    """Forget what GDAL's ``/vsicurl/`` remembers (truncated ranges, "file does not exist").
+
+    Called before a read is retried, so that the retry asks the server again.
+
+    Examples
+    --------
+    >>> clear_gdal_cache()
+    """
+    lib = _gdal_lib()
+    if lib is not None:
+        lib.VSICurlClearCache()
+
+
+class _RetryingReader(RioReader):
+    def __init__(self, src, ctx, retries: int, delay: float) -> None:
+        super().__init__(src, ctx)
+        self._retries, self._delay = retries, delay
+
+    def read(self, cfg, dst_geobox, *, dst=None, selection=None):
+        for attempt in itertools.count():
+            try:
+                return super().read(cfg, dst_geobox, dst=dst, selection=selection)
+            except (RasterioError, OSError):
+                if attempt >= self._retries:
+                    raise
+                log.info("read failed (attempt %d); clearing GDAL's cache and retrying",
+                         attempt + 1)
+                clear_gdal_cache()
+                time.sleep(self._delay * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RetryingRioDriver(RioDriver):
+    """odc-stac's rasterio reader driver, retrying each failed chunk read.
+
+    A dropped connection or a truncated range (GDAL does not retry those) clears GDAL's HTTP
+    cache and reads the chunk again, ``retries`` times with exponential backoff from
+    ``delay`` seconds; then the error propagates (odc-stac ``fail_on_error=True``: a cube is
+    never silently missing a date). Picklable: it travels in the dask graph to any scheduler.
+
+    Examples
+    --------
+    >>> RetryingRioDriver(retries=2).retries
+    2
+    """
+
+    def __init__(self, retries: int = READ_RETRIES, delay: float = RETRY_DELAY) -> None:
+        super().__init__(md_parser=StacMDParser({}), aux_reader=StacAuxReader())
+        self.retries, self.delay = retries, delay
+
+    def open(self, src, ctx) -> RioReader:
+        """A reader of one source that retries its reads."""
+        return _RetryingReader(src, ctx, self.retries, self.delay)
 
 
 class Cubes(dict):
@@ -121,6 +228,8 @@ def load_cube(
     chunks: Mapping[str, int] | None = None,
     resampling: str | Mapping[str, str] = "nearest",
     attrs: Mapping[str, Any] | None = None,
+    read_retries: int = READ_RETRIES,
+    retry_delay: float = RETRY_DELAY,
 ) -> xr.Dataset:
     """Lazily load ``items`` onto ``geobox`` as one cube (``groupby="solar_day"``).
 
@@ -133,13 +242,15 @@ def load_cube(
     bands
         Asset keys to load; each becomes a data variable.
     chunks
-        Dask chunks. Default: all dates of a band in one chunk for small grids
-        (``{"time": -1}``-like, up to 2048x2048 pixels per chunk), one task per band.
+        Dask chunks. Default :data:`CHUNKS`: one date of one band per chunk (up to 2048x2048
+        pixels), so reads run in parallel and a retry re-reads little.
     resampling
         Resampling when the output grid is not the native one. Default ``"nearest"``
         (``SCL`` is always nearest).
     attrs
         Provenance attributes to set.
+    read_retries, retry_delay
+        Retries of a failed chunk read and the first backoff (see :class:`RetryingRioDriver`).
 
     Returns
     -------
@@ -153,7 +264,7 @@ def load_cube(
     ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
     groups = _solar_groups(items, lon)
     if chunks is None:
-        chunks = {"time": max(1, min(len(groups), _time_chunk(geobox))), "y": 2048, "x": 2048}
+        chunks = CHUNKS
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
     try:
@@ -165,6 +276,7 @@ def load_cube(
             chunks=dict(chunks),
             resampling=dict(resampling),
             fail_on_error=True,
+            driver=RetryingRioDriver(read_retries, retry_delay),
         )
     except Exception as err:
         raise LoadError(f"cannot build the cube: {err}") from err
@@ -175,11 +287,6 @@ def load_cube(
         ds[name].attrs.setdefault("nodata", 0)
     ds.attrs.update(attrs or {})
     return ds
-
-
-def _time_chunk(geobox: GeoBox) -> int:
-    """Dates per chunk: whole series for small grids, fewer as the grid grows (~32 Mpx)."""
-    return max(1, int(32_000_000 // max(1, geobox.shape[0] * geobox.shape[1])))
 
 
 def open_cubes(
@@ -203,6 +310,8 @@ def open_cubes(
     id_column: str | None = None,
     search_result: SearchResult | None = None,
     client=None,
+    read_retries: int = READ_RETRIES,
+    retry_delay: float = RETRY_DELAY,
 ) -> Cubes:
     """Lazy dask-backed cubes ``{feature_id: xr.Dataset}``, one per feature, from one call.
 
@@ -223,6 +332,8 @@ def open_cubes(
         Reuse an earlier :func:`xsits.search` result (e.g. Intake's ``discover()``).
     client
         A pystac-client ``Client`` to reuse.
+    read_retries, retry_delay
+        Retries of a failed chunk read and the first backoff (see :class:`RetryingRioDriver`).
 
     Returns
     -------
@@ -273,7 +384,8 @@ def open_cubes(
             attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
         try:
             cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
-                             resampling=resampling, attrs=attrs)
+                             resampling=resampling, attrs=attrs, read_retries=read_retries,
+                             retry_delay=retry_delay)
         except LoadError as err:
             cubes.missing[fid] = f"feature {fid!r}: {err}"
             continue
