@@ -157,3 +157,25 @@ def world_items(world: Any, cog_server: Any) -> list[dict]:
 def requires_servers(pg_stac: Any, cog_server: Any) -> tuple[Any, Any]:
     """Both servers, ``(pg_stac, cog_server)``; skips (fails under ``CI=true``) without them."""
     return pg_stac, cog_server
+
+
+# --------------------------------------------------------------------------- demo world
+
+
+@pytest.fixture(scope="session")
+def demo_items(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The offline demo world's ItemCollection path, generated once.
+
+    It is cached next to pytest's temp dirs across sessions (``XSITS_CACHE_DIR``); notebook
+    kernels inherit that environment variable.
+    """
+    old = os.environ.get("XSITS_CACHE_DIR")
+    root = old or str(tmp_path_factory.getbasetemp().parent / "xsits-demo-cache")
+    os.environ["XSITS_CACHE_DIR"] = root
+    from xsits.demo import demo_catalog_path
+
+    yield demo_catalog_path()
+    if old is None:
+        os.environ.pop("XSITS_CACHE_DIR", None)
+    else:
+        os.environ["XSITS_CACHE_DIR"] = old

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -34,19 +33,7 @@ SEED_FIRST_10 = {
 pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
-    old = os.environ.get("XSITS_CACHE_DIR")
-    root = old or str(tmp_path_factory.getbasetemp().parent / "xsits-demo-cache")
-    os.environ["XSITS_CACHE_DIR"] = root
-    yield Path(root)
-    if old is None:
-        os.environ.pop("XSITS_CACHE_DIR", None)
-    else:
-        os.environ["XSITS_CACHE_DIR"] = old
-
-
-@pytest.fixture(scope="module")
-def run(cache, tmp_path_factory):
+def run(demo_items, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo-out")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -79,9 +66,10 @@ def test_cache_dir_env_override(monkeypatch, tmp_path):
     assert demo.cache_dir() == Path(user_cache_dir("xsits"))
 
 
-def test_demo_world_is_generated_once_and_reused(cache):
+def test_demo_world_is_generated_once_and_reused(demo_items):
     path = demo.demo_catalog_path()
-    assert path.parent == cache / "demo-world" and path.exists()
+    assert path == demo_items and path.parent == demo.cache_dir() / "demo-world"
+    assert path.exists()
     items = json.loads(path.read_text())["features"]
     assert {tuple(it["assets"]) for it in items} == {demo.DEMO_BANDS}
     assert all(Path(a["href"]).is_absolute() and Path(a["href"]).exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dask
@@ -23,21 +22,6 @@ POINTS = REPO / "notebooks" / "data" / "rand_pts.geojson"
 
 # a hang (never seen in a normal run: ~20 s) fails in minutes, with thread stacks
 pytestmark = pytest.mark.timeout(300)
-
-@pytest.fixture(scope="module")
-def demo_items(tmp_path_factory: pytest.TempPathFactory):
-    """The demo world (cached across sessions next to pytest's temp dirs) and its items path."""
-    old = os.environ.get("XSITS_CACHE_DIR")
-    root = old or str(tmp_path_factory.getbasetemp().parent / "xsits-demo-cache")
-    os.environ["XSITS_CACHE_DIR"] = root
-    from xsits.demo import demo_catalog_path
-
-    yield demo_catalog_path()
-    if old is None:
-        os.environ.pop("XSITS_CACHE_DIR", None)
-    else:
-        os.environ["XSITS_CACHE_DIR"] = old
-
 
 @pytest.fixture(scope="module")
 def demo_cat(demo_items):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,21 +15,6 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 # a hang (never seen in a normal run: ~20 s) fails in minutes, with thread stacks
 pytestmark = pytest.mark.timeout(300)
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Kernels inherit the environment: point them at the (shared, cached) demo world."""
-    old = os.environ.get("XSITS_CACHE_DIR")
-    root = old or str(tmp_path_factory.getbasetemp().parent / "xsits-demo-cache")
-    os.environ["XSITS_CACHE_DIR"] = root
-    from xsits.demo import demo_catalog_path
-
-    demo_catalog_path()  # generate once here, not inside a kernel's timeout
-    yield root
-    if old is None:
-        os.environ.pop("XSITS_CACHE_DIR", None)
-    else:
-        os.environ["XSITS_CACHE_DIR"] = old
 
 
 def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 180) -> nbformat.NotebookNode:
@@ -58,7 +42,7 @@ def test_python3_kernel_is_this_venv(tmp_path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_offline(path, demo_cache):
+def test_notebook_runs_offline(path, demo_items):
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     out = _execute(nb, path.parent)
