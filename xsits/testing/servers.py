@@ -271,7 +271,44 @@ class _ChildServer:
 
 
 class _StatsMixin:
+    """Request counters at ``/__stats``, and the life cycle of a one-child-process server."""
+
     url: str
+    _dir: Path | None = None
+    _child: _ChildServer | None = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self):  # pragma: no cover - each server defines it
+        raise NotImplementedError
+
+    def _launch(self, name: str, module: str, args: list[str]) -> str:
+        """Start ``module`` in a child process; return ``http://127.0.0.1:<port>``."""
+        atexit.register(self.stop)
+        self._dir = Path(tempfile.mkdtemp(prefix=f"xsits-{name}-"))
+        self._child = _ChildServer(name, self._dir)
+        try:
+            base = f"http://127.0.0.1:{self._child.start(module, args)}"
+            self._child.wait_http(base + "/__stats")
+        except BaseException:
+            self.stop()
+            raise
+        return base
+
+    def stop(self) -> None:
+        """Stop the server process and remove its scratch directory (idempotent)."""
+        atexit.unregister(self.stop)
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def _base(self) -> str:
         return self.url.rstrip("/")
@@ -349,13 +386,6 @@ class PgstacServer(_StatsMixin):
         self._api: _ChildServer | None = None
 
     # -- lifecycle
-    def __enter__(self) -> PgstacServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> PgstacServer:
         """Create the cluster, migrate pgstac, start the API; raise ServerError on failure."""
         t0 = time.monotonic()
@@ -611,46 +641,20 @@ class CogServer(_StatsMixin):
         self.seed = seed
         self.max_consecutive_faults = max_consecutive_faults
         self.url = ""
-        self._dir: Path | None = None
-        self._child: _ChildServer | None = None
-
-    def __enter__(self) -> CogServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> CogServer:
         """Start serving; raise ServerError when the server does not come up."""
         if not self.root.is_dir():
             raise ServerError(f"CogServer root {self.root} is not a directory; create it first")
-        atexit.register(self.stop)
-        self._dir = Path(tempfile.mkdtemp(prefix="xsits-cogs-"))
-        self._child = _ChildServer("cog", self._dir)
-        try:
-            port = self._child.start(
-                "xsits.testing._cog_app",
-                ["--root", str(self.root.resolve()), "--latency-ms", str(self.latency_ms),
-                 "--fault-rate", str(self.fault_rate), "--seed", str(self.seed),
-                 "--max-consecutive-faults", str(self.max_consecutive_faults)],
-            )
-            self.url = f"http://127.0.0.1:{port}/"
-            self._child.wait_http(self.url + "__stats")
-        except BaseException:
-            self.stop()
-            raise
+        base = self._launch(
+            "cog",
+            "xsits.testing._cog_app",
+            ["--root", str(self.root.resolve()), "--latency-ms", str(self.latency_ms),
+             "--fault-rate", str(self.fault_rate), "--seed", str(self.seed),
+             "--max-consecutive-faults", str(self.max_consecutive_faults)],
+        )
+        self.url = base + "/"
         return self
-
-    def stop(self) -> None:
-        """Stop the server process and remove its scratch directory (idempotent)."""
-        atexit.unregister(self.stop)
-        if self._child is not None:
-            self._child.stop()
-            self._child = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def stats(self) -> dict[str, Any]:
         """Return the request counters since start/reset.
@@ -728,46 +732,19 @@ class FaultProxy(_StatsMixin):
         self.seed = seed
         self.max_consecutive_faults = max_consecutive_faults
         self.url = ""
-        self._dir: Path | None = None
-        self._child: _ChildServer | None = None
-
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> FaultProxy:
         """Start the proxy; raise ServerError when it does not come up."""
-        atexit.register(self.stop)
-        self._dir = Path(tempfile.mkdtemp(prefix="xsits-proxy-"))
-        self._child = _ChildServer("proxy", self._dir)
-        try:
-            port = self._child.start(
-                "xsits.testing._proxy_app",
-                ["--target", self.target_url, "--error-rate", str(self.error_rate),
-                 "--statuses", ",".join(str(s) for s in self.statuses),
-                 "--latency-ms", str(self.latency_ms), "--seed", str(self.seed),
-                 "--max-consecutive-faults", str(self.max_consecutive_faults)],
-            )
-            base = f"http://127.0.0.1:{port}"
-            self.url = base + "/" if self.target_url.endswith("/") else base
-            self._child.wait_http(base + "/__stats")
-        except BaseException:
-            self.stop()
-            raise
+        base = self._launch(
+            "proxy",
+            "xsits.testing._proxy_app",
+            ["--target", self.target_url, "--error-rate", str(self.error_rate),
+             "--statuses", ",".join(str(s) for s in self.statuses),
+             "--latency-ms", str(self.latency_ms), "--seed", str(self.seed),
+             "--max-consecutive-faults", str(self.max_consecutive_faults)],
+        )
+        self.url = base + "/" if self.target_url.endswith("/") else base
         return self
-
-    def stop(self) -> None:
-        """Stop the proxy process and remove its scratch directory (idempotent)."""
-        atexit.unregister(self.stop)
-        if self._child is not None:
-            self._child.stop()
-            self._child = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def stats(self) -> dict[str, Any]:
         """Return the request counters since start/reset.
