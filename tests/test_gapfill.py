@@ -69,3 +69,18 @@ def test_numpy_dask():
     assert_numpy_dask_equal(gapfill, ds)
     assert_numpy_dask_equal(gapfill, ds, max_gap="15D", edges=False)
     assert_numpy_dask_equal(gapfill, ds.B04, method="nearest")
+
+
+@pytest.mark.parametrize("max_gap", [None, "25D"])
+def test_linear_fast_path_equals_interpolate_na(max_gap):
+    rng = np.random.default_rng(0)
+    time = pd.to_datetime("2024-01-01") + pd.to_timedelta(
+        np.sort(rng.choice(365, 30, replace=False)), "D")
+    values = rng.uniform(0, 1, (30, 7, 9))
+    values[rng.uniform(size=values.shape) < 0.4] = np.nan
+    values[:, 0, 0] = np.nan  # a pixel with no valid date at all
+    da = xr.DataArray(values, dims=("time", "y", "x"), coords={"time": time})
+    want = da.interpolate_na("time", method="linear", max_gap=max_gap, use_coordinate=True)
+    got = gapfill(da, max_gap=max_gap, edges=False)
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
+    assert np.isnan(got.values[:, 0, 0]).all()
