@@ -245,9 +245,9 @@ _IO_POOLS: dict[int, Any] = {}
 _IO_POOLS_LOCK = threading.Lock()
 #: Threads reading chunks (COG range requests) for all features of a process: sized for
 #: network latency, not for cores (reads wait on the network with the GIL released).
-IO_THREADS = 64
+IO_THREADS = 16
 #: Features processed at once by the ``"threads"`` scheduler (their reads share the I/O pool).
-FEATURE_THREADS = 16
+FEATURE_THREADS = 4
 
 
 def _io_pool(n: int) -> Any:
