@@ -30,7 +30,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -517,18 +516,10 @@ _CUBE_ATTRS = ("stac", "collection", "query", "start", "end", "mode", "crs", "re
 
 
 def _write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from xsits.export import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 class _Manifest:

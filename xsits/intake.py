@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -560,13 +559,9 @@ def write_results_catalog(
         "metadata": {"version": 1, "description": description, "creator": f"xsits {__version__}"},
         "sources": sources,
     }
+    from xsits.export import atomic_path
+
     target = out_dir / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(doc, f, sort_keys=False, default_flow_style=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
     return target
