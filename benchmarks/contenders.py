@@ -84,12 +84,7 @@ def run_xsits(args) -> dict:
     t2 = time.perf_counter()
     kwargs = json.loads(args.xsits_kwargs) if args.xsits_kwargs else {}
     pipeline = [steps.scl_mask(), steps.gapfill("linear")]
-    standin = False
-    try:
-        report = compute_all(cubes, steps=pipeline, out_dir=args.out, format="netcdf", **kwargs)
-    except NotImplementedError:  # xsits.compute_all not landed yet: a minimal stand-in
-        standin = True
-        report = _standin_compute_all(cubes, pipeline, args.out)
+    report = compute_all(cubes, steps=pipeline, out_dir=args.out, format="netcdf", **kwargs)
     t3 = time.perf_counter()
     status = report["status"].value_counts().to_dict() if len(report) else {}
     paths = {str(r.feature_id): str(r.path) for r in report.itertuples()
@@ -106,7 +101,6 @@ def run_xsits(args) -> dict:
         "status": {str(k): int(v) for k, v in status.items()},
         "errors": errors,
         "paths": paths,
-        "standin_compute_all": standin,
         "variant": variant,
     }
 
@@ -116,9 +110,6 @@ def _apply_xsits_variant(args) -> dict:
 
     ``--gdal JSON``: overrides merged into ``xsits.load.GDAL_HTTP_DEFAULTS`` (in place, so
     ``configure_gdal`` and the batch engine's ``_ensure_gdal`` pick them up).
-    ``--feature-threads N``: compute each feature's cube with dask's threaded scheduler
-    (``N`` threads) instead of the engine's synchronous retrying scheduler (per-read retries
-    are then left to GDAL's ``GDAL_HTTP_MAX_RETRY``).
     """
     variant: dict = {}
     if args.gdal:
@@ -127,51 +118,11 @@ def _apply_xsits_variant(args) -> dict:
         over = json.loads(args.gdal)
         xsits.load.GDAL_HTTP_DEFAULTS.update(over)
         variant["gdal"] = over
-    if args.feature_threads:
-        import functools
-
-        import dask.threaded
-
-        import xsits.batch
-
-        n = args.feature_threads
-        xsits.batch._retrying_get = lambda retries, delay: functools.partial(
-            dask.threaded.get, num_workers=n)
-        variant["feature_threads"] = n
     if args.open_kwargs:
         variant["open_kwargs"] = json.loads(args.open_kwargs)
     if args.xsits_kwargs:
         variant["compute_all_kwargs"] = json.loads(args.xsits_kwargs)
     return variant
-
-
-def _standin_compute_all(cubes, pipeline, out_dir, batch_size=256):
-    """Stand-in for ``xsits.compute_all`` while it is a stub: one ``dask.compute`` per batch.
-
-    Each feature's lazy cube goes through the steps and into ``dask.delayed(export)``, so dask
-    computes the cube (threads scheduler) and the export writes the in-memory result.
-    """
-    import dask
-    import pandas as pd
-
-    from xsits.export import export
-
-    rows = []
-    fids = list(cubes)
-    for i in range(0, len(fids), batch_size):
-        batch = fids[i:i + batch_size]
-        tasks = []
-        for fid in batch:
-            ds = cubes[fid]
-            for step in pipeline:
-                ds = step(ds)
-            tasks.append(dask.delayed(export)(ds, out_dir))
-        for fid, path in zip(batch, dask.compute(*tasks), strict=True):
-            rows.append({"feature_id": fid, "status": "written", "path": str(path)})
-    return pd.DataFrame(rows, columns=["feature_id", "status", "path"])
-
-
-# --------------------------------------------------------------------------- plain loop
 
 
 def run_plain(args) -> dict:
@@ -372,8 +323,6 @@ def main(argv=None) -> None:
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
     p.add_argument("--open-kwargs", default="", help="JSON of extra open_cubes kwargs")
     p.add_argument("--gdal", default="", help="JSON merged into GDAL_HTTP_DEFAULTS")
-    p.add_argument("--feature-threads", type=int, default=0,
-                   help="threaded scheduler with N threads inside each feature task")
     p.add_argument("--profile", default="", help="run under pyinstrument; write PREFIX.html/.txt")
     args = p.parse_args(argv)
     fn = {"xsits": run_xsits, "plain": run_plain, "floor": run_floor}[args.contender]

@@ -289,8 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--floor-threads", type=int, default=32)
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
     p.add_argument("--xsits-args", default="",
-                   help="extra arguments for the xsits contender, e.g. \"--feature-threads 16 "
-                        "--open-kwargs '{...}' --gdal '{...}'\" (local experiments)")
+                   help="extra arguments for the xsits contender, e.g. "
+                        "\"--open-kwargs '{...}' --gdal '{...}'\" (local experiments)")
     p.add_argument("--profile", action="store_true",
                    help="run xsits once per mode under pyinstrument (no other contender), "
                         "with compute_all(scheduler='synchronous') unless --xsits-kwargs")
