@@ -14,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ ASSET_KEYS: dict[str, dict[str, str]] = {
         "B11": "swir16", "B12": "swir22", "SCL": "scl", "AOT": "aot", "WVP": "wvp",
     },
 }
+
+#: Group searches run at once (each waits on the network).
+SEARCH_THREADS = 8
 
 #: HTTP statuses retried with exponential backoff by every STAC API request.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -392,19 +396,24 @@ def search(
     groups = group_features(footprints, group_size_deg)
     if not query.is_local and client is None and groups:
         client = open_client(query)
-    for ids in groups:
-        shapes = footprints.loc[ids]
-        area = unary_union(list(shapes.values))
+    def run(ids: list[str]) -> list[pystac.Item] | BaseException:
+        area = unary_union(list(footprints.loc[ids].values))
         try:
-            found = _search_local(query, area) if query.is_local else _search_api(query, client,
-                                                                                  area)
+            return _search_local(query, area) if query.is_local else _search_api(query, client,
+                                                                                 area)
         except (QueryError, MissingDependencyError):
             raise
         except Exception as err:  # one failed group must not sink the others
-            for fid in ids:
-                missing[fid] = f"STAC search failed after retries: {_one_line(err)}"
-            continue
-        _assign(found, shapes, query, items, missing)
+            return err
+
+    # the group searches wait on the network: run a few at once (latency, not CPU)
+    with ThreadPoolExecutor(max(1, min(SEARCH_THREADS, len(groups)))) as pool:
+        for ids, found in zip(groups, pool.map(run, groups), strict=True):
+            if isinstance(found, BaseException):
+                for fid in ids:
+                    missing[fid] = f"STAC search failed after retries: {_one_line(found)}"
+            else:
+                _assign(found, footprints.loc[ids], query, items, missing)
     for fid in items:
         items[fid].sort(key=lambda it: (it.datetime, it.id))
     return SearchResult(query=query, items=items, missing=missing, n_searches=len(groups))
