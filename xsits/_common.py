@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable
 
 import xarray as xr
@@ -38,3 +39,40 @@ def append_history(obj: xr.Dataset | xr.DataArray, entry: str) -> xr.Dataset | x
     out.attrs = dict(obj.attrs)
     out.attrs["history"] = f"{old}\n{entry}" if old else entry
     return out
+
+
+_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+_SECRET_KEYS = re.compile(
+    r"(?i)\b((?:sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token|access_token|api_key|"
+    r"apikey|key|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s'\"]+"
+)
+
+
+def redact(text: str) -> str:
+    """Remove URL query strings and ``token=``-like values from ``text``.
+
+    Signed hrefs (Planetary Computer SAS tokens, S3 presigned URLs) carry their secret in the
+    query string; error messages from GDAL quote the whole URL. Everything xsits records
+    (errors, report, manifest, logs, CLI output) goes through this function.
+
+    Examples
+    --------
+    >>> redact("HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?st=2024&sig=SECRET%3D ok")
+    'HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?<redacted> ok'
+    >>> redact("bad sig=SECRET in config")
+    'bad sig=*** in config'
+    """
+    text = _URL_QUERY.sub(r"\1?<redacted>", text)
+    return _SECRET_KEYS.sub(r"\1***", text)
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type name), redacted and shortened.
+
+    Examples
+    --------
+    >>> one_line(OSError("CURL error on https://h/a.tif?sig=S" + chr(10) + "more"))
+    'CURL error on https://h/a.tif?<redacted>'
+    """
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return redact(text)[:limit]

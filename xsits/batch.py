@@ -42,6 +42,7 @@ import dask
 import pandas as pd
 import xarray as xr
 
+from xsits._common import one_line, redact
 from xsits.errors import LoadError, OutputExistsError, XsitsError
 
 __all__ = [
@@ -76,30 +77,6 @@ class BatchError(XsitsError, ValueError):
 
 
 # --------------------------------------------------------------------------- redaction
-
-_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
-_SECRET_KEYS = re.compile(
-    r"(?i)\b((?:sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token|access_token|api_key|"
-    r"apikey|key|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s'\"]+"
-)
-
-
-def redact(text: str) -> str:
-    """Remove URL query strings and ``token=``-like values from ``text``.
-
-    Signed hrefs (Planetary Computer SAS tokens, S3 presigned URLs) carry their secret in the
-    query string; error messages from GDAL quote the whole URL. Everything xsits records
-    (report, manifest, logs, CLI output) goes through this function.
-
-    Examples
-    --------
-    >>> redact("HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?st=2024&sig=SECRET%3D ok")
-    'HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?<redacted> ok'
-    >>> redact("bad sig=SECRET in config")
-    'bad sig=*** in config'
-    """
-    text = _URL_QUERY.sub(r"\1?<redacted>", text)
-    return _SECRET_KEYS.sub(r"\1***", text)
 
 
 class _RedactFilter(logging.Filter):
@@ -141,13 +118,12 @@ def _install_log_redaction() -> None:
 def _error_text(err: BaseException) -> str:
     """One redacted line: ``Type: message (Cause: message)``.
 
-    Reuses :func:`xsits.search._one_line`; the innermost cause is appended because rasterio's
-    own message is often just "Read failed. See previous exception for details."
+    The innermost cause is appended because rasterio's own message is often just
+    "Read failed. See previous exception for details."
     """
-    from xsits.search import _one_line
 
     def one(e: BaseException) -> str:
-        msg = redact(_one_line(e))
+        msg = one_line(e)
         name = type(e).__name__
         return msg if isinstance(e, XsitsError) or msg.startswith(name) else f"{name}: {msg}"
 
@@ -156,7 +132,7 @@ def _error_text(err: BaseException) -> str:
     while (nxt := cause.__cause__ or cause.__context__) is not None and id(nxt) not in seen:
         seen.add(id(nxt))
         cause = nxt
-    if cause is not err and redact(_one_line(cause)) not in text:
+    if cause is not err and one_line(cause) not in text:
         text += f" ({one(cause)})"
     return text[:_ERROR_MAX]
 

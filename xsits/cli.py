@@ -180,8 +180,9 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
         --start 2024-01-01 --end 2025-02-01 --max-cloud 10 --resolution 20 \\
         --crs EPSG:3035 --mode patch --size 10x10 --mask --gapfill --out out/
     """  # noqa: D301 - click needs a real backspace before the example
+    from xsits._common import one_line
     from xsits.aoi import read_aoi
-    from xsits.batch import AoiSource, compute_all, redact, summary_line
+    from xsits.batch import AoiSource, compute_all, summary_line
 
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
@@ -197,8 +198,7 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
             overwrite=overwrite, workers=workers, retries=retries,
         )
     except XsitsError as err:
-        raise click.ClickException(redact(str(err).splitlines()[0] if str(err) else
-                                          type(err).__name__)) from err
+        raise click.ClickException(one_line(err)) from err
     failed = report[report.status == "failed"]
     for fid, error in list(zip(failed.feature_id, failed.error, strict=True))[:_MAX_LISTED]:
         click.echo(f"failed {fid}: {error}", err=True)
@@ -216,14 +216,13 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def demo(out_dir: str | None, no_progress: bool) -> None:
     """Run the offline demo: a synthetic world served locally, fetched like real data."""
-    from xsits.batch import redact
+    from xsits._common import one_line
     from xsits.demo import run_demo
 
     try:
         report = run_demo(out_dir=out_dir, progress=not no_progress)
     except XsitsError as err:
-        raise click.ClickException(redact(str(err).splitlines()[0] if str(err) else
-                                          type(err).__name__)) from err
+        raise click.ClickException(one_line(err)) from err
     status = getattr(report, "get", lambda *_: None)("status")
     if status is not None and bool((status == "failed").any()):
         raise SystemExit(1)

@@ -49,7 +49,6 @@ TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
 #: GDAL settings for many small HTTP range reads, with retries on flaky servers.
 GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_USE_HEAD": "NO",
     "GDAL_HTTP_MAX_RETRY": 5,
     "GDAL_HTTP_RETRY_DELAY": 0.5,
     "GDAL_HTTP_MULTIPLEX": "YES",

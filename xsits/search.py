@@ -28,6 +28,7 @@ from shapely import STRtree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
+from xsits._common import one_line
 from xsits.errors import MissingDependencyError, QueryError, SearchError
 
 #: Named STAC APIs.
@@ -319,13 +320,7 @@ def open_client(q: StacQuery, *, modifier=None):
     try:
         return Client.open(url, stac_io=io, modifier=modifier or _pc_modifier(q.stac))
     except Exception as err:
-        raise SearchError(f"STAC API {q.endpoint} cannot be opened: {_one_line(err)}") from err
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return re.sub(r"([?&](sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token)=)[^&\s]+",
-                  r"\1***", text)[:300]
+        raise SearchError(f"STAC API {q.endpoint} cannot be opened: {one_line(err)}") from err
 
 
 def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
@@ -411,7 +406,7 @@ def search(
         for ids, found in zip(groups, pool.map(run, groups), strict=True):
             if isinstance(found, BaseException):
                 for fid in ids:
-                    missing[fid] = f"STAC search failed after retries: {_one_line(found)}"
+                    missing[fid] = f"STAC search failed after retries: {one_line(found)}"
             else:
                 _assign(found, footprints.loc[ids], query, items, missing)
     for fid in items:
