@@ -21,6 +21,9 @@ MODULES = [
     "xsits.indices",
     "xsits.labels",
     "xsits.accessor",
+    "xsits.steps",
+    "xsits.batch",
+    "xsits.cli",
 ]
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from xsits.errors import XsitsError
+from xsits.steps import build_steps
 
 #: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.gapfill.gapfill`).
 GAPFILL_METHODS = ("linear", "nearest", "slinear", "quadratic", "cubic", "pchip", "akima")
@@ -83,30 +83,6 @@ def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
         f"{value!r}: use threads, processes, synchronous or a dask scheduler address "
         "such as tcp://127.0.0.1:8786"
     )
-
-
-def build_steps(*, harmonize: bool = False, mask: bool = False,
-                drop_cloudy: float | None = None,
-                gapfill: str | None = None) -> list[Callable]:
-    """The steps of ``xsits fetch``, in order: harmonize, SCL mask, drop cloudy, gap-fill.
-
-    Examples
-    --------
-    >>> build_steps(harmonize=True, mask=True, gapfill="linear")
-    [xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill(method='linear')]
-    """
-    from xsits import steps
-
-    out: list[Callable] = []
-    if harmonize:
-        out.append(steps.harmonize())
-    if mask:
-        out.append(steps.scl_mask())
-    if drop_cloudy is not None:
-        out.append(steps.drop_cloudy(max_fraction=drop_cloudy))
-    if gapfill:
-        out.append(steps.gapfill(method=gapfill))
-    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -113,16 +113,10 @@ def postprocess(
     >>> str(out.B04.dtype)
     'float32'
     """
-    from xsits.gapfill import gapfill as _gapfill
-    from xsits.harmonize import harmonize as _harmonize
-    from xsits.mask import scl_mask
+    from xsits.steps import build_steps
 
-    if harmonize:
-        ds = _harmonize(ds)
-    if mask:
-        ds = scl_mask(ds)
-    if gapfill:
-        ds = _gapfill(ds, method=gapfill)
+    for step in build_steps(harmonize=harmonize, mask=mask, gapfill=gapfill):
+        ds = step(ds)
     return ds
 
 
@@ -261,16 +255,9 @@ class SitsSource(DataSource):
     @property
     def steps(self) -> list:
         """The post-processing as :mod:`xsits.steps` objects, for :func:`xsits.compute_all`."""
-        from xsits import steps
+        from xsits.steps import build_steps
 
-        out = []
-        if self._post["harmonize"]:
-            out.append(steps.harmonize())
-        if self._post["mask"]:
-            out.append(steps.scl_mask())
-        if self._post["gapfill"]:
-            out.append(steps.gapfill(self._post["gapfill"]))
-        return out
+        return build_steps(**self._post)
 
     # ------------------------------------------------------------------ discovery
 

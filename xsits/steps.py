@@ -29,6 +29,7 @@ import xarray as xr
 
 __all__ = [
     "Step",
+    "build_steps",
     "composite",
     "describe",
     "drop_cloudy",
@@ -256,3 +257,32 @@ def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
     if name and module:
         return f"{module}.{name}"
     return repr(step)
+
+
+# the flags of build_steps shadow these class names
+_HARMONIZE, _DROP_CLOUDY, _GAPFILL = harmonize, drop_cloudy, gapfill
+
+
+def build_steps(*, harmonize: bool = False, mask: bool = False,
+                drop_cloudy: float | None = None,
+                gapfill: str | None = None) -> list[Step]:
+    """The usual pipeline from flags, in order: harmonize, SCL mask, drop cloudy, gap-fill.
+
+    What ``xsits fetch --harmonize --mask --gapfill`` and the Intake entries' ``harmonize`` /
+    ``mask`` / ``gapfill`` parameters run.
+
+    Examples
+    --------
+    >>> build_steps(harmonize=True, mask=True, gapfill="linear")
+    [xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill(method='linear')]
+    """
+    out: list[Step] = []
+    if harmonize:
+        out.append(_HARMONIZE())
+    if mask:
+        out.append(scl_mask())
+    if drop_cloudy is not None:
+        out.append(_DROP_CLOUDY(max_fraction=drop_cloudy))
+    if gapfill:
+        out.append(_GAPFILL(method=gapfill))
+    return out
