@@ -24,7 +24,7 @@ import pystac
 import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_reproject
+from odc.geo.xr import xr_coords, xr_reproject
 from odc.loader._rio import RioDriver, RioReader
 from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -32,6 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
+from xsits.reader import CogDriver, Source
 from xsits.search import SearchResult, StacQuery, search
 
 # odc-loader reprojects in-memory arrays with rasterio, which warns that they have no transform
@@ -239,6 +240,57 @@ def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox) -> GeoBox | Non
     return GeoBox.from_bbox((x0 - pad, y0 - pad, x1 + pad, y1 + pad), code, resolution=res)
 
 
+#: Native grids up to this many pixels are warped by one index lookup (see :func:`_warp`).
+GATHER_MAX_PIXELS = 2048 * 2048
+
+
+def nearest_index(src: GeoBox, dst: GeoBox) -> np.ndarray:
+    """For each pixel of ``dst``, the flat index of the ``src`` pixel GDAL's nearest warp
+    takes (-1 outside ``src``).
+
+    Computed by warping an image of pixel indices once with GDAL, so that applying it gives
+    exactly the values of a nearest-neighbour warp of any band and date on those grids.
+
+    Examples
+    --------
+    >>> from odc.geo.geobox import GeoBox
+    >>> src = GeoBox.from_bbox((0, 0, 40, 40), "EPSG:32632", resolution=10)
+    >>> nearest_index(src, src[1:3, 1:3]).tolist()
+    [[5, 6], [9, 10]]
+    """
+    from odc.geo.warp import rio_reproject
+
+    index = np.arange(src.shape[0] * src.shape[1], dtype="int32").reshape(src.shape.yx)
+    out = np.empty(dst.shape.yx, dtype="int32")
+    return rio_reproject(index, out, src, dst, "nearest", src_nodata=-1, dst_nodata=-1)
+
+
+def _gather(block: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
+    flat = block.reshape(block.shape[0], -1)
+    out = flat[:, np.maximum(index, 0)]
+    out[:, index < 0] = fill
+    return out
+
+
+def _warp(var: xr.DataArray, native: GeoBox, geobox: GeoBox, resampling: str) -> xr.DataArray:
+    """``var`` (lazy, on ``native``) on ``geobox``: a nearest warp is one index lookup per
+    chunk (:func:`nearest_index`, computed once for all bands and dates), others
+    ``odc.geo``'s ``xr_reproject``."""
+    data = var.data
+    if resampling != "nearest" or native.shape[0] * native.shape[1] > GATHER_MAX_PIXELS \
+            or len(data.chunks[1]) > 1 or len(data.chunks[2]) > 1:
+        return xr_reproject(var.chunk({"time": -1}), geobox, resampling=resampling)
+    index = nearest_index(native, geobox)
+    fill = var.attrs.get("nodata", 0)
+    fill = np.nan if fill is None and data.dtype.kind == "f" else (fill or 0)
+    out = data.map_blocks(_gather, index, fill, chunks=(data.chunks[0], *index.shape),
+                          dtype=data.dtype)
+    coords = {k: v for k, v in var.coords.items() if k not in ("x", "y", "spatial_ref")}
+    attrs = {**var.attrs, "_FillValue": fill}  # as xr_reproject sets it
+    da = xr.DataArray(out, dims=var.dims, coords=coords, attrs=attrs, name=var.name)
+    return da.assign_coords(xr_coords(geobox, crs_coord_name="spatial_ref"))
+
+
 def load_cube(
     items: Sequence[pystac.Item],
     geobox: GeoBox,
@@ -287,6 +339,11 @@ def load_cube(
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
     native = _native_geobox(items, geobox)
+    sources = [Source(it.assets[b].get_absolute_href() or it.assets[b].href, 1,
+                      resampling.get(b, resampling["*"]) == "nearest")
+               for it in items for b in bands if b in it.assets]
+    driver = CogDriver(sources, native or geobox, retries=read_retries, delay=retry_delay,
+                       fallback=RetryingRioDriver(read_retries, retry_delay))
     try:
         ds = odc.stac.load(
             items,
@@ -296,16 +353,15 @@ def load_cube(
             chunks=dict(chunks),
             resampling=dict(resampling),
             fail_on_error=True,
-            driver=RetryingRioDriver(read_retries, retry_delay),
+            driver=driver,
         )
     except Exception as err:
         raise LoadError(f"cannot build the cube: {err}") from err
     if ds.sizes["time"] != len(groups):  # pragma: no cover - guards against odc-stac changes
         raise LoadError("odc-stac grouped the items differently than expected")
-    if native is not None:  # one lazy warp per band of the small native cube
+    if native is not None:  # the small native cube warped once to the output grid
         ds = xr.Dataset(
-            {name: xr_reproject(var.chunk({"time": -1}), geobox,
-                                resampling=resampling.get(name, resampling["*"]))
+            {name: _warp(var, native, geobox, resampling.get(name, resampling["*"]))
              for name, var in ds.data_vars.items()},
             attrs=ds.attrs,
         )
