@@ -296,16 +296,17 @@ def _run_feature(job: _Job) -> dict[str, Any]:
     error: BaseException | None = None
     for attempt in range(_FEATURE_ATTEMPTS):
         try:
-            ds = job.ds
+            # the cube is read first (its files fetched together, see xsits.reader; its
+            # chunks on the shared I/O pool), then the steps run in memory: on a small
+            # cube, numpy is much cheaper than building a dask graph per step
+            ds = job.ds.compute(scheduler="threads", pool=_io_pool(job.io_threads))
             for step in job.steps:
                 ds = step(ds)
             n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
             if n_dates == 0:
                 return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
                             error="no date left after the steps; nothing written")
-            # the chunk reads of this feature run on the shared I/O pool (reads retry
-            # themselves, see xsits.load.RetryingRioDriver)
-            ds = ds.compute(scheduler="threads", pool=_io_pool(job.io_threads))
+            ds = ds.compute()  # a step may still have returned lazy data
             # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
             with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
                 written = export(ds, path, overwrite=job.overwrite)
@@ -714,8 +715,9 @@ def compute_all(
         ``to_cubes_batches(batch_size)`` method yielding such dicts.
     steps
         Callables ``Dataset -> Dataset`` applied in order, e.g. ``[xsits.steps.harmonize(),
-        xsits.steps.scl_mask(), xsits.steps.gapfill("linear")]``. Must pickle for
-        ``"processes"`` and distributed schedulers (the :mod:`xsits.steps` objects do).
+        xsits.steps.scl_mask(), xsits.steps.gapfill("linear")]``. They run on each feature's
+        cube once it is read into memory (numpy-backed). Must pickle for ``"processes"``
+        and distributed schedulers (the :mod:`xsits.steps` objects do).
         ``None``: the source's own ``.steps`` (Intake ``sits`` source), else none.
     out_dir
         Output directory (created). Files are named by :func:`xsits.export.output_path`;

@@ -62,8 +62,12 @@ GDAL_HTTP_DEFAULTS: dict[str, Any] = {
 }
 
 
-#: Default dask chunks of a cube: one date of one band per chunk (one COG read per task).
-CHUNKS: dict[str, int] = {"time": 1, "y": 2048, "x": 2048}
+#: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
+#: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks; reads are fetched per
+#: feature by :mod:`xsits.reader`, not per task).
+CHUNKS: dict[str, int] = {"y": 2048, "x": 2048}
+#: Target size of one chunk of the default chunking (``uint16`` pixels).
+CHUNK_BYTES = 32 * 2**20
 
 #: Retries of one chunk read (one band of one date) and the first backoff delay (seconds).
 READ_RETRIES, RETRY_DELAY = 4, 0.2
@@ -313,8 +317,8 @@ def load_cube(
     bands
         Asset keys to load; each becomes a data variable.
     chunks
-        Dask chunks. Default :data:`CHUNKS`: one date of one band per chunk (up to 2048x2048
-        pixels), so reads run in parallel and a retry re-reads little.
+        Dask chunks. Default :data:`CHUNKS`: one band, up to 2048x2048 pixels and
+        :data:`CHUNK_BYTES` per chunk (every date of a small cube in one chunk).
     resampling
         Resampling when the output grid is not the native one. Default ``"nearest"``
         (``SCL`` is always nearest).
@@ -334,11 +338,12 @@ def load_cube(
     """
     ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
     groups = _solar_groups(items, lon)
+    native = _native_geobox(items, geobox)
     if chunks is None:
-        chunks = CHUNKS
+        ny, nx = (min(n, CHUNKS[d]) for n, d in zip((native or geobox).shape.yx, "yx"))
+        chunks = {**CHUNKS, "time": max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))}
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
-    native = _native_geobox(items, geobox)
     sources = [Source(it.assets[b].get_absolute_href() or it.assets[b].href, 1,
                       resampling.get(b, resampling["*"]) == "nearest")
                for it in items for b in bands if b in it.assets]

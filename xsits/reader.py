@@ -8,7 +8,8 @@ open per chunk (three HTTP requests and ~10 ms of Python per read), it
    asyncio loop with up to :data:`MAX_REQUESTS` range requests in flight (obstore, Rust HTTP):
    per file one request for the first :data:`PREFETCH_BYTES` (the header and, in a COG, the
    smallest overviews), then one per needed tile not already in it;
-2. decodes tiles with async-tiff (Rust, off the GIL) and keeps only each file's window;
+2. parses headers and decodes tiles with tifffile (imagecodecs) and keeps only each file's
+   window;
 3. answers each chunk read from that window: a slice when the grids line up (reading on the
    items' native grid, :func:`xsits.load.load_cube`), else an in-memory warp.
 
@@ -142,12 +143,11 @@ class _Memo:
 
 
 class _State:
-    """Per-process reader state on the loop thread: stores, bytes, headers, a semaphore."""
+    """Per-process network state on the loop thread: stores, fetched bytes, a semaphore."""
 
     def __init__(self) -> None:
         self.stores: dict[str, Any] = {}
         self.bytes = _Memo(CACHE_BYTES, len)
-        self.headers = _Memo(HEADERS_KEPT, lambda _: 1)
         self.requests = asyncio.Semaphore(MAX_REQUESTS)
 
 
@@ -170,7 +170,7 @@ def _locate(uri: str) -> tuple[str, str]:
         return f"{p.scheme}://{p.netloc}", unquote(p.path).lstrip("/")
     if p.scheme == "file":
         return "file", os.path.abspath(unquote(p.path)).lstrip("/")
-    if p.scheme == "" or (len(p.scheme) == 1 and os.name == "nt"):
+    if p.scheme == "":
         return "file", os.path.abspath(uri).lstrip("/")
     raise Unsupported(f"{p.scheme}:// URLs are read with rasterio")
 
@@ -230,23 +230,42 @@ async def read_bytes(uri: str, start: int, end: int) -> memoryview:
     return await st.bytes.get((uri, start, end), lambda: _fetch(uri, start, end))
 
 
-class _Input:
-    """async-tiff's obspec input for one file, served by :func:`read_bytes`."""
+async def _read_retrying(uri: str, start: int, end: int, retries: int,
+                         delay: float) -> memoryview:
+    """:func:`read_bytes`, retried with backoff after forgetting what was cached for ``uri``."""
+    attempt = 0
+    while True:
+        try:
+            return await read_bytes(uri, start, end)
+        except Unsupported:
+            raise
+        except Exception as err:
+            if attempt >= retries:
+                raise LoadError(f"cannot read {redact(uri)}: {err}") from err
+            log.info("read of %s failed (attempt %d: %s); retrying", redact(uri), attempt + 1,
+                     err)
+            _state().bytes.forget(lambda k: k[0] == uri)
+            await asyncio.sleep(delay * 2**attempt)
+            attempt += 1
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
 
-    async def get_range_async(self, path: str, *, start: int, end: int | None = None,
-                              length: int | None = None) -> memoryview:
-        return await read_bytes(self.uri, start, start + length if end is None else end)
+def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
+          delay: float = 0.2) -> list[memoryview | BaseException]:
+    """Byte ranges ``(uri, start, end)``, all requested at once; an exception per failure.
 
-    async def get_ranges_async(self, path: str, *, starts: Sequence[int],
-                               ends: Sequence[int] | None = None,
-                               lengths: Sequence[int] | None = None) -> list[memoryview]:
-        if ends is None:
-            ends = [s + n for s, n in zip(starts, lengths or (), strict=True)]
-        return list(await asyncio.gather(*(read_bytes(self.uri, s, e)
-                                           for s, e in zip(starts, ends, strict=True))))
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mktemp(suffix=".bin")
+    >>> _ = open(path, "wb").write(b"0123456789")
+    >>> [b.tobytes() for b in fetch([(path, 0, 2), (path, 8, 10)])]
+    [b'01', b'89']
+    """
+    async def all_() -> list[Any]:
+        return await asyncio.gather(*(_read_retrying(u, s, e, retries, delay)
+                                      for u, s, e in ranges), return_exceptions=True)
+
+    return run(all_()) if ranges else []
 
 
 # --------------------------------------------------------------------------- headers
@@ -254,87 +273,143 @@ class _Input:
 
 @dataclass(frozen=True)
 class Level:
-    """One resolution level of a file: its IFD, pixel grid and tile shape."""
+    """One resolution level of a file: its page index, pixel grid and tile shape."""
 
-    ifd: int
+    page: int
     geobox: GeoBox
     tile: tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Header:
-    """What a read needs from a file's header."""
+    """What reads need from a file's header (parsed by tifffile from its first bytes)."""
 
-    tiff: Any
     levels: tuple[Level, ...]
     overviews: tuple[int, ...]
     nodata: float | None
     dtype: np.dtype
     planar: bool
+    tiles: tuple[tuple[np.ndarray, np.ndarray], ...]  # per level: tile offsets, byte counts
+    decode: tuple[Callable, ...]  # per level: tifffile's tile decoder
 
 
-def _geobox(ifd: Any) -> GeoBox:
+def _geobox(geo: dict, shape: tuple[int, int]) -> GeoBox:
     """The full-resolution grid from GeoTIFF tags (EPSG code, pixel scale and tie point)."""
     from affine import Affine
 
-    keys = ifd.geo_key_directory
-    epsg = keys and (keys.projected_type or keys.geographic_type)
-    if not epsg or epsg == 32767:
+    epsg = geo.get("ProjectedCSTypeGeoKey") or geo.get("GeographicTypeGeoKey")
+    if not epsg or int(epsg) == 32767:
         raise Unsupported("no EPSG code in the GeoTIFF keys")
-    if ifd.model_transformation:
-        m = ifd.model_transformation
+    if geo.get("ModelTransformation") is not None:
+        m = np.asarray(geo["ModelTransformation"], dtype="float64").ravel()
         transform = Affine(m[0], m[1], m[3], m[4], m[5], m[7])
-    elif ifd.model_pixel_scale and ifd.model_tiepoint:
-        sx, sy = ifd.model_pixel_scale[:2]
-        i, j, _, x, y, _ = ifd.model_tiepoint[:6]
+    elif geo.get("ModelPixelScale") and geo.get("ModelTiepoint"):
+        sx, sy = geo["ModelPixelScale"][:2]
+        i, j, _, x, y, _ = geo["ModelTiepoint"][:6]
         transform = Affine(sx, 0, x - i * sx, 0, -sy, y + j * sy)
     else:
         raise Unsupported("no georeferencing tags")
-    if keys.raster_type == 2:  # PixelIsPoint: GDAL shifts by half a pixel
+    if int(geo.get("GTRasterTypeGeoKey", 1)) == 2:  # PixelIsPoint: GDAL shifts half a pixel
         transform = transform * Affine.translation(-0.5, -0.5)
-    return GeoBox((ifd.image_height, ifd.image_width), transform, f"EPSG:{epsg}")
+    return GeoBox(shape, transform, f"EPSG:{int(epsg)}")
 
 
-async def _open_header(uri: str) -> Header:
-    from async_tiff import TIFF
-
-    tiff = await TIFF.open(uri, store=_Input(uri), prefetch=PREFETCH_BYTES)
-    ifds = tiff.ifds
-    base = ifds[0]
-    if not base.tile_width or base.bits_per_sample[0] not in (8, 16, 32, 64):
-        raise Unsupported("not a tiled GeoTIFF")
-    gbox = _geobox(base)
-    levels = [Level(0, gbox, (base.tile_height, base.tile_width))]
-    for z, ifd in enumerate(ifds[1:], 1):
-        kind = ifd.new_subfile_type or 0
-        if kind & 1 and not kind & 4 and ifd.tile_width and ifd.samples_per_pixel == \
-                base.samples_per_pixel:
-            levels.append(Level(z, gbox.zoom_to((ifd.image_height, ifd.image_width)),
-                                (ifd.tile_height, ifd.tile_width)))
-    levels.sort(key=lambda lv: -lv.geobox.shape[1])
-    nodata = base.gdal_nodata
-    fmt = {1: "uint", 2: "int", 3: "float"}.get(int(base.sample_format[0]))
-    if fmt is None:
-        raise Unsupported(f"sample format {base.sample_format[0]!r}")
-    return Header(
-        tiff=tiff,
-        levels=tuple(levels),
-        overviews=tuple(round(base.image_width / lv.geobox.shape[1]) for lv in levels[1:]),
-        nodata=float(nodata) if nodata not in (None, "") else None,
-        dtype=np.dtype(f"{fmt}{base.bits_per_sample[0]}"),
-        planar=int(base.planar_configuration) == 2,
-    )
-
-
-async def header(uri: str) -> Header:
-    """The parsed header of ``uri`` (cached per process); :class:`Unsupported` if not a COG.
+def parse_header(head: bytes | memoryview) -> Header:
+    """Parse a GeoTIFF's header from its first bytes; :class:`Unsupported` if not a COG.
 
     Examples
     --------
-    >>> run(header("cog.tif")).levels[0].geobox.crs  # doctest: +SKIP
+    >>> parse_header(open("cog.tif", "rb").read(131072)).levels[0].geobox.crs  # doctest: +SKIP
     CRS('EPSG:32632')
     """
-    return await _state().headers.get(uri, lambda: _open_header(uri))
+    import io
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(head)) as tif:
+            pages = list(tif.pages)
+            base = pages[0]
+            geo = tif.geotiff_metadata or {}
+            if not base.is_tiled or base.dtype is None or base.dtype.kind not in "uif":
+                raise Unsupported("not a tiled GeoTIFF")
+            gbox = _geobox(geo, base.shape[:2])
+            keep = [base] + [p for p in pages[1:] if int(p.subfiletype) & 1
+                             and not int(p.subfiletype) & 4 and p.is_tiled
+                             and p.samplesperpixel == base.samplesperpixel]
+            keep.sort(key=lambda p: -p.imagewidth)
+            levels = tuple(Level(i, gbox if p is base else gbox.zoom_to(p.shape[:2]),
+                                 (p.tilelength, p.tilewidth)) for i, p in enumerate(keep))
+            nodata = base.nodata
+            return Header(
+                levels=levels,
+                overviews=tuple(round(base.imagewidth / p.imagewidth) for p in keep[1:]),
+                nodata=None if nodata in (None, 0) and "GDAL_NODATA" not in base.tags
+                else float(nodata),
+                dtype=base.dtype,
+                planar=base.samplesperpixel > 1 and int(base.planarconfig) == 2,
+                tiles=tuple((np.asarray(p.dataoffsets), np.asarray(p.databytecounts))
+                            for p in keep),
+                decode=tuple(p.decode for p in keep),
+            )
+    except Unsupported:
+        raise
+    except Exception as err:  # metadata beyond the first bytes, not a TIFF...
+        raise Unsupported(f"header not parsed from the first {len(head)} bytes: {err}") \
+            from err
+
+
+_HEADERS: collections.OrderedDict[str, Header] = collections.OrderedDict()
+_HEADERS_LOCK = threading.Lock()
+
+
+def headers(uris: Sequence[str], *, retries: int = 4,
+            delay: float = 0.2) -> dict[str, Header | BaseException]:
+    """Parsed headers of ``uris`` (cached per process), their first bytes fetched at once.
+
+    A file that is not a COG this reader handles maps to an :class:`Unsupported`; one that
+    cannot be read after the retries to a :class:`~xsits.errors.LoadError`.
+
+    Examples
+    --------
+    >>> headers(["cog.tif"])["cog.tif"].dtype  # doctest: +SKIP
+    dtype('uint16')
+    """
+    out: dict[str, Header | BaseException] = {}
+    with _HEADERS_LOCK:
+        for u in uris:
+            if u in _HEADERS:
+                out[u] = _HEADERS[u]
+    todo = list(dict.fromkeys(u for u in uris if u not in out))
+    for u, head in zip(todo, fetch([(u, 0, PREFETCH_BYTES) for u in todo], retries=retries,
+                                   delay=delay), strict=True):
+        if isinstance(head, BaseException):
+            out[u] = head
+            continue
+        try:
+            out[u] = parsed = parse_header(head)
+        except Unsupported as why:
+            out[u] = why
+            continue
+        with _HEADERS_LOCK:
+            _HEADERS[u] = parsed
+            while len(_HEADERS) > HEADERS_KEPT:
+                _HEADERS.popitem(last=False)
+    return out
+
+
+def header(uri: str, *, retries: int = 4, delay: float = 0.2) -> Header:
+    """One file's parsed header (see :func:`headers`); raises when it has none.
+
+    Examples
+    --------
+    >>> header("cog.tif").levels[0].geobox.crs  # doctest: +SKIP
+    CRS('EPSG:32632')
+    """
+    got = headers([uri], retries=retries, delay=delay)[uri]
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 # --------------------------------------------------------------------------- windows
@@ -360,8 +435,8 @@ def plan_read(head: Header, dst_geobox: GeoBox, *, nearest: bool = True,
 
     Examples
     --------
-    >>> p = plan_read(run(header("cog.tif")), dst_geobox)  # doctest: +SKIP
-    >>> p.level.ifd, p.paste  # doctest: +SKIP
+    >>> p = plan_read(header("cog.tif"), dst_geobox)  # doctest: +SKIP
+    >>> p.level.page, p.paste  # doctest: +SKIP
     (1, True)
     """
     return _plan(head.levels, head.overviews, dst_geobox, nearest, use_overviews)
@@ -389,63 +464,64 @@ def _fill(head: Header) -> float:
     return nodata
 
 
-async def read_window(uri: str, level: Level, roi: tuple[slice, slice],
-                      band: int = 1) -> np.ndarray:
-    """Pixels ``roi`` (row and column slices, inside the image) of one level of ``uri``.
-
-    Fetches and decodes only the tiles the window touches, all at once.
-
-    Examples
-    --------
-    >>> head = run(header("cog.tif"))  # doctest: +SKIP
-    >>> run(read_window("cog.tif", head.levels[0], (slice(0, 10), slice(0, 10)))).shape
-    (10, 10)  # doctest: +SKIP
-    """
-    head = await header(uri)
-    ifd = head.tiff.ifds[level.ifd]
+def _tiles(head: Header, level: Level, roi: tuple[slice, slice],
+           band: int) -> list[tuple[int, int, int, int, int]]:
+    """``(tile index, offset, byte count, row, col)`` of the tiles ``roi`` touches."""
+    offsets, counts = head.tiles[level.page]
     th, tw = level.tile
+    ntx = -(-level.geobox.shape[1] // tw)
+    nty = -(-level.geobox.shape[0] // th)
+    plane = (band - 1) * ntx * nty if head.planar else 0
     (r0, r1), (c0, c1) = ((s.start, s.stop) for s in roi)
-    ntx = -(-ifd.image_width // tw)
-    counts = ifd.tile_byte_counts
-    xy = [(tx, ty) for ty in range(r0 // th, -(-r1 // th)) for tx in range(c0 // tw, -(-c1 // tw))]
-    present = [(tx, ty) for tx, ty in xy if counts[ty * ntx + tx]]
-    tiles = await head.tiff.fetch_tiles(present, level.ifd) if present else []
-    where = [(t.x, t.y) for t in tiles]  # a decoded tile can no longer be asked
-    arrays = await asyncio.gather(*(t.decode() for t in tiles))
-    out: np.ndarray | None = None
-    for (tx, ty), arr in zip(where, arrays, strict=True):
-        a = np.asarray(arr)
-        a = a[band - 1] if head.planar else a[..., band - 1]
-        if out is None:
-            out = np.full((r1 - r0, c1 - c0), _fill(head), dtype=a.dtype)
-        y0, x0 = ty * th, tx * tw
-        ys, xs = max(r0, y0), max(c0, x0)
-        ye, xe = min(r1, y0 + th), min(c1, x0 + tw)
-        out[ys - r0:ye - r0, xs - c0:xe - c0] = a[ys - y0:ye - y0, xs - x0:xe - x0]
-    if out is None:  # only empty (sparse) tiles: nodata
-        out = np.full((r1 - r0, c1 - c0), _fill(head), dtype=head.dtype)
+    out = []
+    for ty in range(r0 // th, -(-r1 // th)):
+        for tx in range(c0 // tw, -(-c1 // tw)):
+            i = plane + ty * ntx + tx
+            out.append((i, int(offsets[i]), int(counts[i]), ty * th, tx * tw))
     return out
 
 
-async def _with_retries(uri: str, make: Callable[[], Awaitable[Any]], retries: int,
-                        delay: float) -> Any:
-    """``await make()``, retried with backoff after forgetting what was cached for ``uri``."""
-    attempt = 0
-    while True:
+def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int = 4,
+                 delay: float = 0.2) -> list[np.ndarray | BaseException]:
+    """The pixels of several ``(uri, band, header, plan)`` windows, their tiles fetched at once.
+
+    Only the tiles the windows touch are fetched (ranges within a file's first bytes come
+    from the header's request) and decoded.
+
+    Examples
+    --------
+    >>> head = header("cog.tif")  # doctest: +SKIP
+    >>> plan = plan_read(head, dst_geobox)  # doctest: +SKIP
+    >>> read_windows([("cog.tif", 1, head, plan)])[0].shape  # doctest: +SKIP
+    (14, 14)
+    """
+    wanted = [_tiles(head, plan.level, plan.roi_src, band) for _, band, head, plan in reads]
+    ranges = sorted({(uri, off, off + n) for (uri, *_), tiles in zip(reads, wanted, strict=True)
+                     for _, off, n, _, _ in tiles if n})
+    got = dict(zip(ranges, fetch(ranges, retries=retries, delay=delay), strict=True))
+    out: list[np.ndarray | BaseException] = []
+    for (uri, band, head, plan), tiles in zip(reads, wanted, strict=True):
+        (r0, r1), (c0, c1) = ((s.start, s.stop) for s in plan.roi_src)
+        th, tw = plan.level.tile
+        pixels = np.full((r1 - r0, c1 - c0), _fill(head), dtype=head.dtype)
         try:
-            return await make()
-        except Unsupported:
-            raise
+            for i, off, n, y0, x0 in tiles:
+                if not n:  # sparse tile: nodata
+                    continue
+                data = got[(uri, off, off + n)]
+                if isinstance(data, BaseException):
+                    raise data
+                tile = head.decode[plan.level.page](bytes(data), i)[0]
+                tile = tile[0, :, :, 0 if head.planar else band - 1]
+                ys, xs = max(r0, y0), max(c0, x0)
+                ye, xe = min(r1, y0 + th), min(c1, x0 + tw)
+                pixels[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - y0:ye - y0, xs - x0:xe - x0]
         except Exception as err:
-            if attempt >= retries:
-                raise LoadError(f"cannot read {redact(uri)}: {err}") from err
-            log.info("read of %s failed (attempt %d: %s); retrying", redact(uri), attempt + 1,
-                     err)
-            st = _state()
-            st.bytes.forget(lambda k: k[0] == uri)
-            st.headers.forget(lambda k: k == uri)
-            await asyncio.sleep(delay * 2**attempt)
-            attempt += 1
+            out.append(err if isinstance(err, LoadError)
+                       else LoadError(f"cannot decode {redact(uri)}: {err}"))
+            continue
+        out.append(pixels)
+    return out
 
 
 # --------------------------------------------------------------------------- odc-stac driver
@@ -569,7 +645,7 @@ class CogDriver:
              dst: np.ndarray | None) -> tuple[tuple[slice, slice], np.ndarray]:
         """Read ``band`` of ``uri`` onto ``dst_geobox`` like odc-stac's rasterio reader."""
         ahead = self._ahead().pop((uri, band), None)
-        head = run(_with_retries(uri, lambda: header(uri), self.retries, self.delay))
+        head = header(uri, retries=self.retries, delay=self.delay)
         plan = plan_read(head, dst_geobox, nearest=cfg.nearest,
                          use_overviews=cfg.use_overviews)
         src_nodata = resolve_src_nodata(head.nodata, cfg)
@@ -589,9 +665,10 @@ class CogDriver:
             return roi_dst, out
         pixels = _cut(ahead, plan) if ahead is not None else None
         if pixels is None:
-            pixels = run(_with_retries(
-                uri, lambda: read_window(uri, plan.level, plan.roi_src, band),
-                self.retries, self.delay))
+            (pixels,) = read_windows([(uri, band, head, plan)], retries=self.retries,
+                                     delay=self.delay)
+            if isinstance(pixels, BaseException):
+                raise pixels
         if plan.paste:
             np.copyto(out, pixels, casting="unsafe")
             if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
@@ -617,7 +694,7 @@ class CogDriver:
             event.wait()
             return _AHEAD.get(self.token, {})
         try:
-            windows = run(self._fetch_ahead())
+            windows = self._fetch_ahead()
         except Exception as err:  # the chunk reads will fetch (and retry) one by one
             log.info("fetching ahead failed (%s); reading chunk by chunk", err)
             windows = {}
@@ -629,31 +706,26 @@ class CogDriver:
         event.set()
         return windows
 
-    async def _fetch_ahead(self) -> dict:
+    def _fetch_ahead(self) -> dict:
         gbox = self.geobox
         assert gbox is not None
         if len(self.sources) * gbox.shape[0] * gbox.shape[1] * 2 > PREFETCH_FEATURE_BYTES:
             return {}
-
-        async def one(s: Source) -> tuple[tuple[str, int], Any]:
-            if s.uri in _RIO_ONLY:
-                return (s.uri, s.band), None
-            try:
-                head = await _with_retries(s.uri, lambda: header(s.uri), self.retries,
-                                           self.delay)
-            except Unsupported:
+        srcs = [s for s in self.sources if s.uri not in _RIO_ONLY]
+        heads = headers([s.uri for s in srcs], retries=self.retries, delay=self.delay)
+        reads = []
+        for s in srcs:
+            head = heads[s.uri]
+            if isinstance(head, Unsupported):
                 _RIO_ONLY.add(s.uri)
-                return (s.uri, s.band), None
+            if isinstance(head, BaseException):  # the chunk read retries and reports it
+                continue
             plan = plan_read(head, gbox, nearest=s.nearest)
-            if any(r.stop <= r.start for r in plan.roi_src):
-                return (s.uri, s.band), None
-            pixels = await _with_retries(
-                s.uri, lambda: read_window(s.uri, plan.level, plan.roi_src, s.band),
-                self.retries, self.delay)
-            return (s.uri, s.band), (plan, pixels)
-
-        pairs = await asyncio.gather(*(one(s) for s in self.sources))
-        return {k: v for k, v in pairs if v is not None}
+            if all(r.stop > r.start for r in plan.roi_src):
+                reads.append((s.uri, s.band, head, plan))
+        pixels = read_windows(reads, retries=self.retries, delay=self.delay)
+        return {(uri, band): (plan, px) for (uri, band, _, plan), px
+                in zip(reads, pixels, strict=True) if not isinstance(px, BaseException)}
 
 
 class _NoState:
@@ -666,7 +738,7 @@ class _NoState:
 def _cut(ahead: tuple[Plan, np.ndarray], plan: Plan) -> np.ndarray | None:
     """``plan``'s window out of a window fetched ahead, or None if it is not inside it."""
     got, pixels = ahead
-    if got.level.ifd != plan.level.ifd:
+    if got.level.page != plan.level.page:
         return None
     (gr, gc), (r, c) = got.roi_src, plan.roi_src
     if r.start < gr.start or r.stop > gr.stop or c.start < gc.start or c.stop > gc.stop:
