@@ -228,20 +228,38 @@ def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.nda
 def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox) -> GeoBox | None:
     """The grid to read ``geobox``'s area on, in the items' own CRS; None if it is that CRS.
 
-    Reading on the native pixel grid (same resolution, snapped to multiples of it, with a
+    Reading on the native pixel grid (same resolution, on the items' pixel lattice, with a
     2-pixel margin) is a plain windowed read for odc-stac, without the per-file reprojection
     setup that dominates the CPU time of many small reads; the small cube is then warped to
     ``geobox`` once per band (nearest: the same source pixels as a direct warp).
     """
+    from affine import Affine
+
     codes = [it.properties.get("proj:code") or f"EPSG:{it.properties.get('proj:epsg')}"
              for it in items]
     code = max(set(codes), key=codes.count)
     if code in ("EPSG:None", None) or geobox.crs == code:
         return None
     res = abs(geobox.resolution.x)
-    x0, y0, x1, y1 = geobox.extent.to_crs(code).boundingbox
-    pad = 2 * res
-    return GeoBox.from_bbox((x0 - pad, y0 - pad, x1 + pad, y1 + pad), code, resolution=res)
+    x0, y0 = _lattice_origin(items, code)
+    minx, miny, maxx, maxy = geobox.extent.to_crs(code).boundingbox
+    left = x0 + (np.floor((minx - x0) / res) - 2) * res
+    top = y0 + (np.ceil((maxy - y0) / res) + 2) * res
+    width = int(np.ceil((maxx - left) / res)) + 2
+    height = int(np.ceil((top - miny) / res)) + 2
+    return GeoBox((height, width), Affine(res, 0, left, 0, -res, top), code)
+
+
+def _lattice_origin(items: Sequence[pystac.Item], code: str) -> tuple[float, float]:
+    """A pixel corner of the items' grid (``proj:transform``), else (0, 0)."""
+    for it in items:
+        if (it.properties.get("proj:code") or f"EPSG:{it.properties.get('proj:epsg')}") != code:
+            continue
+        for asset in [it.properties, *(a.extra_fields for a in it.assets.values())]:
+            t = asset.get("proj:transform")
+            if t and len(t) >= 6:
+                return float(t[2]), float(t[5])
+    return 0.0, 0.0
 
 
 #: Native grids up to this many pixels are warped by one index lookup (see :func:`_warp`).
@@ -249,10 +267,9 @@ GATHER_MAX_PIXELS = 2048 * 2048
 
 
 def nearest_index(src: GeoBox, dst: GeoBox) -> np.ndarray:
-    """For each pixel of ``dst``, the flat index of the ``src`` pixel GDAL's nearest warp
-    takes (-1 outside ``src``).
+    """For each pixel of ``dst``, the flat index of the ``src`` pixel a nearest warp takes.
 
-    Computed by warping an image of pixel indices once with GDAL, so that applying it gives
+    -1 outside ``src``. Computed by warping an image of pixel indices once with GDAL, so that applying it gives
     exactly the values of a nearest-neighbour warp of any band and date on those grids.
 
     Examples
@@ -277,9 +294,11 @@ def _gather(block: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
 
 
 def _warp(var: xr.DataArray, native: GeoBox, geobox: GeoBox, resampling: str) -> xr.DataArray:
-    """``var`` (lazy, on ``native``) on ``geobox``: a nearest warp is one index lookup per
-    chunk (:func:`nearest_index`, computed once for all bands and dates), others
-    ``odc.geo``'s ``xr_reproject``."""
+    """``var`` (lazy, on ``native``) warped to ``geobox``.
+
+    A nearest warp is one index lookup per chunk (:func:`nearest_index`, computed once for
+    all bands and dates); other resamplings use ``odc.geo``'s ``xr_reproject``.
+    """
     data = var.data
     if resampling != "nearest" or native.shape[0] * native.shape[1] > GATHER_MAX_PIXELS \
             or len(data.chunks[1]) > 1 or len(data.chunks[2]) > 1:
@@ -340,7 +359,8 @@ def load_cube(
     groups = _solar_groups(items, lon)
     native = _native_geobox(items, geobox)
     if chunks is None:
-        ny, nx = (min(n, CHUNKS[d]) for n, d in zip((native or geobox).shape.yx, "yx"))
+        ny, nx = (min(n, CHUNKS[d]) for n, d in zip((native or geobox).shape.yx, "yx",
+                                                    strict=True))
         chunks = {**CHUNKS, "time": max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))}
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}

@@ -67,7 +67,7 @@ HEADERS_KEPT = 8192
 
 
 class Unsupported(Exception):
-    """This file is read by the rasterio reader instead (not tiled, no EPSG code...)."""
+    """A file to read with the rasterio reader instead (not tiled, no EPSG code...)."""
 
 
 # --------------------------------------------------------------------------- event loop
@@ -596,16 +596,20 @@ class CogDriver:
 
     # the ReaderDriver protocol: everything but `open` is the rasterio driver's
     def new_load(self, geobox: GeoBox, *, chunks: dict[str, int] | None = None) -> Any:
+        """The rasterio driver's load state."""
         return self.fallback.new_load(geobox, chunks=chunks)
 
     def finalise_load(self, load_state: Any) -> Any:
+        """As the rasterio driver."""
         return self.fallback.finalise_load(load_state)
 
     def capture_env(self) -> dict[str, Any]:
+        """GDAL settings, for the rasterio fallback on workers."""
         return self.fallback.capture_env()
 
     @contextlib.contextmanager
     def restore_env(self, env: dict[str, Any], load_state: Any) -> Iterator[Any]:
+        """A local load context, without entering GDAL's environment per chunk."""
         # no GDAL environment per chunk: the rasterio fallback enters its own (rio_open)
         self._env = env
         from odc.loader._rio import LocalContext
@@ -613,18 +617,22 @@ class CogDriver:
         yield load_state.local_ctx(LocalContext)
 
     def open(self, src: Any, ctx: Any) -> _CogReader:
+        """A reader of one source."""
         return _CogReader(self, src, ctx)
 
     @property
     def md_parser(self) -> Any:
+        """odc-stac's STAC metadata parser."""
         return self.fallback.md_parser
 
     @property
     def dask_reader(self) -> Any:
+        """None: odc-stac builds the dask graph."""
         return None
 
     @property
     def aux_reader(self) -> Any:
+        """odc-stac's auxiliary data reader."""
         return self.fallback.aux_reader
 
     # reading
@@ -679,7 +687,7 @@ class CogDriver:
         return roi_dst, out
 
     def _ahead(self) -> dict:
-        """This feature's windows fetched ahead (fetching them on the first call)."""
+        """The feature's windows fetched ahead (fetching them on the first call)."""
         if not self.sources or self.geobox is None:
             return {}
         with _AHEAD_LOCK:
