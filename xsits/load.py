@@ -269,8 +269,9 @@ GATHER_MAX_PIXELS = 2048 * 2048
 def nearest_index(src: GeoBox, dst: GeoBox) -> np.ndarray:
     """For each pixel of ``dst``, the flat index of the ``src`` pixel a nearest warp takes.
 
-    -1 outside ``src``. Computed by warping an image of pixel indices once with GDAL, so that applying it gives
-    exactly the values of a nearest-neighbour warp of any band and date on those grids.
+    -1 outside ``src``. Computed by warping an image of pixel indices once with GDAL, so
+    that applying it gives exactly the values of a nearest-neighbour warp of any band and
+    date on those grids.
 
     Examples
     --------
