@@ -2,10 +2,10 @@
 
 :func:`compute_all` is the batch engine behind ``xsits fetch``. Features are handled one batch
 of ``batch_size`` at a time, so the task graph (and the STAC search, when the input is a
-source) never holds all features at once. Each feature is **one** delayed task that applies the
-steps, computes its cube (its chunk reads on a process-wide I/O thread pool sized for network
-latency; each read retries itself, see :class:`xsits.load.RetryingRioDriver`) inside a
-``try``/``except``, and writes it with the atomic :func:`xsits.export.export`. A failing
+source) never holds all features at once. Each feature is **one** delayed task that reads its
+cube (all its files fetched at once and retried by :mod:`xsits.reader`; its chunks on a
+process-wide thread pool), applies the steps in memory inside a ``try``/``except``, and writes
+it with the atomic :func:`xsits.export.export`. A failing
 feature therefore becomes a ``failed`` report row instead of aborting the batch, and a feature
 is either written whole or not at all (odc-stac ``fail_on_error=True``: never missing dates or
 NaN pixels from a failed read).
@@ -738,9 +738,9 @@ def compute_all(
         Features processed at once: threads (default :data:`FEATURE_THREADS`) or processes
         (default: one per core) for the local schedulers.
     retries
-        For sources: retries of each failed chunk read (one date of one band) after a
-        network error or truncated data, with GDAL's HTTP cache cleared and exponential
-        backoff from ``retry_delay`` seconds (``open_cubes(read_retries=...)``; cubes you
+        For sources: retries of each failed file read after a network error or truncated
+        data, with what was cached of that file forgotten and exponential backoff from
+        ``retry_delay`` seconds (``open_cubes(read_retries=...)``; cubes you
         opened yourself keep their own setting). A feature still failing is attempted once
         more as a whole, then reported ``failed``. Errors in the steps (bad band, bad
         argument) are not retried.

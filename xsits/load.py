@@ -146,7 +146,7 @@ class _RetryingReader(RioReader):
 class RetryingRioDriver(RioDriver):
     """odc-stac's rasterio reader driver, retrying each failed chunk read.
 
-    A dropped connection or a truncated range (GDAL does not retry those) clears GDAL's HTTP
+    :class:`xsits.reader.CogDriver` reads COGs itself and hands it the rest. A dropped connection or a truncated range (GDAL does not retry those) clears GDAL's HTTP
     cache and reads the chunk again, ``retries`` times with exponential backoff from
     ``delay`` seconds; then the error propagates (odc-stac ``fail_on_error=True``: a cube is
     never silently missing a date). Picklable: it travels in the dask graph to any scheduler.
@@ -345,7 +345,7 @@ def load_cube(
     attrs
         Provenance attributes to set.
     read_retries, retry_delay
-        Retries of a failed chunk read and the first backoff (see :class:`RetryingRioDriver`).
+        Retries of a failed chunk read and the first backoff (see :class:`xsits.reader.CogDriver`).
 
     Returns
     -------
@@ -442,7 +442,7 @@ def open_cubes(
     client
         A pystac-client ``Client`` to reuse.
     read_retries, retry_delay
-        Retries of a failed chunk read and the first backoff (see :class:`RetryingRioDriver`).
+        Retries of a failed chunk read and the first backoff (see :class:`xsits.reader.CogDriver`).
 
     Returns
     -------
