@@ -20,35 +20,52 @@ def _fillable(var: xr.DataArray, dim: str) -> bool:
     )
 
 
-def _fill_edges(var: xr.DataArray, dim: str) -> xr.DataArray:
-    """Fill leading NaNs with the first valid value and trailing NaNs with the last one."""
-    valid = var.notnull()
-    seen = valid.cumsum(dim)
-    leading = seen == 0
-    trailing = (seen == valid.sum(dim)) & ~valid
-    out = var.where(~leading, var.bfill(dim))
-    out = out.where(~trailing, var.ffill(dim))
-    return out.transpose(*var.dims)
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward fill of NaNs along the last axis (bottleneck, as xarray's ``ffill``)."""
+    import bottleneck
+
+    return bottleneck.push(a, axis=-1)
 
 
-def _linear(data: xr.DataArray, dim: str, max_gap) -> xr.DataArray:
-    """Time-weighted linear interpolation of interior NaNs, from xarray's ``ffill``/``bfill``.
+def _bfill(a: np.ndarray) -> np.ndarray:
+    return _ffill(a[..., ::-1])[..., ::-1]
+
+
+def _edges_kernel(values: np.ndarray) -> np.ndarray:
+    """Leading NaNs get the first valid value, trailing NaNs the last one (last axis)."""
+    valid = ~np.isnan(values)
+    seen = np.cumsum(valid, axis=-1)
+    out = np.where(seen == 0, _bfill(values), values)
+    return np.where((seen == seen[..., -1:]) & ~valid, _ffill(values), out)
+
+
+def _linear_kernel(values: np.ndarray, days: np.ndarray,
+                   max_gap_days: float | None) -> np.ndarray:
+    """Time-weighted linear interpolation of interior NaNs along the last axis.
 
     The same values as ``interpolate_na(method="linear", use_coordinate=True)`` (and its
     ``max_gap``: the span between the valid dates around a gap), without one ``np.interp``
-    call per pixel series: four vectorised fills (bottleneck / dask ``push``) and arithmetic.
+    call per pixel series: four vectorised fills and arithmetic.
     """
-    days = (data[dim] - data[dim][0]) / np.timedelta64(1, "D")
-    valid = data.notnull()
-    t = days.broadcast_like(data).where(valid)
-    t_prev, t_next = t.ffill(dim), t.bfill(dim)
-    v_prev, v_next = data.ffill(dim), data.bfill(dim)
+    valid = ~np.isnan(values)
+    t = np.where(valid, days, np.nan)
+    t_prev, t_next = _ffill(t), _bfill(t)
     span = t_next - t_prev
-    weight = ((days - t_prev) / span.where(span > 0)).fillna(0)
-    out = data.where(valid, v_prev + weight * (v_next - v_prev))
-    if max_gap is not None:
-        out = out.where(valid | (span <= pd.Timedelta(max_gap) / pd.Timedelta("1D")))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(span > 0, (days - t_prev) / span, 0.0)
+    v_prev = _ffill(values)
+    out = np.where(valid, values, v_prev + weight * (_bfill(values) - v_prev))
+    if max_gap_days is not None:
+        with np.errstate(invalid="ignore"):
+            out = np.where(valid | (span <= max_gap_days), out, np.nan)
     return out
+
+
+def _along(kernel, data: xr.DataArray, dim: str, **kwargs) -> xr.DataArray:
+    """Apply a last-axis numpy ``kernel`` along ``dim`` (numpy or dask, one time chunk)."""
+    return xr.apply_ufunc(kernel, data, kwargs=kwargs, input_core_dims=[[dim]],
+                          output_core_dims=[[dim]], dask="parallelized",
+                          output_dtypes=[np.float64]).transpose(*data.dims)
 
 
 def _fill_one(
@@ -64,11 +81,13 @@ def _fill_one(
     fast = (method == "linear" and np.issubdtype(data[dim].dtype, np.datetime64)
             and (max_gap is None or not isinstance(max_gap, int | float)))
     if fast:
-        out = _linear(data, dim, max_gap)
+        days = ((data[dim] - data[dim][0]) / np.timedelta64(1, "D")).values
+        gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
+        out = _along(_linear_kernel, data, dim, days=days, max_gap_days=gap)
     else:
         out = data.interpolate_na(dim=dim, method=method, max_gap=max_gap, use_coordinate=True)
     if edges:
-        out = _fill_edges(out, dim)
+        out = _along(_edges_kernel, out, dim)
     out = out.astype(var.dtype).assign_coords(var.coords)
     out.attrs = dict(var.attrs)
     return out

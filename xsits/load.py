@@ -146,10 +146,11 @@ class _RetryingReader(RioReader):
 class RetryingRioDriver(RioDriver):
     """odc-stac's rasterio reader driver, retrying each failed chunk read.
 
-    :class:`xsits.reader.CogDriver` reads COGs itself and hands it the rest. A dropped connection or a truncated range (GDAL does not retry those) clears GDAL's HTTP
-    cache and reads the chunk again, ``retries`` times with exponential backoff from
-    ``delay`` seconds; then the error propagates (odc-stac ``fail_on_error=True``: a cube is
-    never silently missing a date). Picklable: it travels in the dask graph to any scheduler.
+    :class:`xsits.reader.CogDriver` reads COGs itself and hands it the rest. A dropped
+    connection or a truncated range (GDAL does not retry those) clears GDAL's HTTP cache and
+    reads the chunk again, ``retries`` times with exponential backoff from ``delay`` seconds;
+    then the error propagates (odc-stac ``fail_on_error=True``: a cube is never silently
+    missing a date). Picklable: it travels in the dask graph to any scheduler.
 
     Examples
     --------
