@@ -291,6 +291,9 @@ class Header:
     planar: bool
     tiles: tuple[tuple[np.ndarray, np.ndarray], ...]  # per level: tile offsets, byte counts
     decode: tuple[Callable, ...]  # per level: tifffile's tile decoder
+    deflate: tuple[int, ...]  # per level: DEFLATE's predictor (1 or 2), 0 when not DEFLATE
+    samples: int = 1
+    byteorder: str = "<"
 
 
 def _geobox(geo: dict, shape: tuple[int, int]) -> GeoBox:
@@ -351,6 +354,10 @@ def parse_header(head: bytes | memoryview) -> Header:
                 tiles=tuple((np.asarray(p.dataoffsets), np.asarray(p.databytecounts))
                             for p in keep),
                 decode=tuple(p.decode for p in keep),
+                deflate=tuple(int(p.predictor) if int(p.compression) in (8, 32946)
+                              and int(p.predictor) in (1, 2) else 0 for p in keep),
+                samples=base.samplesperpixel,
+                byteorder=tif.byteorder,
             )
     except Unsupported:
         raise
@@ -481,6 +488,32 @@ def _tiles(head: Header, level: Level, roi: tuple[slice, slice],
     return out
 
 
+def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
+            rows: tuple[int, int], width: int) -> np.ndarray:
+    """Rows ``rows`` and the first ``width`` columns of ``band`` of one tile.
+
+    DEFLATE tiles (the usual COG) are inflated with libdeflate (imagecodecs, ~3x faster than
+    zlib) and their horizontal predictor is undone on those rows only; any other encoding is
+    decoded by tifffile.
+    """
+    import imagecodecs
+
+    predictor = head.deflate[level.page]
+    sample = 0 if head.planar else band - 1
+    if not predictor:
+        tile = head.decode[level.page](bytes(data), index)[0]
+        return tile[0, rows[0]:rows[1], :width, sample]
+    th, tw = level.tile
+    spp = 1 if head.planar else head.samples
+    raw = imagecodecs.deflate_decode(data, out=th * tw * spp * head.dtype.itemsize)
+    dtype = head.dtype.newbyteorder(head.byteorder)
+    tile = np.frombuffer(raw, dtype=dtype).reshape(th, tw, spp)[rows[0]:rows[1], :width, sample]
+    tile = tile.astype(head.dtype, copy=False)
+    if predictor == 2:  # differences along each row (modulo the integer type)
+        tile = np.cumsum(tile, axis=1, dtype=head.dtype)
+    return tile
+
+
 def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int = 4,
                  delay: float = 0.2) -> list[np.ndarray | BaseException]:
     """The pixels of several ``(uri, band, header, plan)`` windows, their tiles fetched at once.
@@ -511,11 +544,10 @@ def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int
                 data = got[(uri, off, off + n)]
                 if isinstance(data, BaseException):
                     raise data
-                tile = head.decode[plan.level.page](bytes(data), i)[0]
-                tile = tile[0, :, :, 0 if head.planar else band - 1]
                 ys, xs = max(r0, y0), max(c0, x0)
                 ye, xe = min(r1, y0 + th), min(c1, x0 + tw)
-                pixels[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - y0:ye - y0, xs - x0:xe - x0]
+                tile = _decode(head, plan.level, i, data, band, (ys - y0, ye - y0), xe - x0)
+                pixels[ys - r0:ye - r0, xs - c0:xe - c0] = tile[:, xs - x0:]
         except Exception as err:
             out.append(err if isinstance(err, LoadError)
                        else LoadError(f"cannot decode {redact(uri)}: {err}"))
