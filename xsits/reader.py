@@ -290,8 +290,8 @@ class Header:
     dtype: np.dtype
     planar: bool
     tiles: tuple[tuple[np.ndarray, np.ndarray], ...]  # per level: tile offsets, byte counts
-    decode: tuple[Callable, ...]  # per level: tifffile's tile decoder
     deflate: tuple[int, ...]  # per level: DEFLATE's predictor (1 or 2), 0 when not DEFLATE
+    decode: tuple[Callable | None, ...]  # per level: tifffile's tile decoder when not DEFLATE
     samples: int = 1
     byteorder: str = "<"
 
@@ -344,6 +344,8 @@ def parse_header(head: bytes | memoryview) -> Header:
             levels = tuple(Level(i, gbox if p is base else gbox.zoom_to(p.shape[:2]),
                                  (p.tilelength, p.tilewidth)) for i, p in enumerate(keep))
             nodata = base.nodata
+            deflate = tuple(int(p.predictor) if int(p.compression) in (8, 32946)
+                            and int(p.predictor) in (1, 2) else 0 for p in keep)
             return Header(
                 levels=levels,
                 overviews=tuple(round(base.imagewidth / p.imagewidth) for p in keep[1:]),
@@ -353,9 +355,9 @@ def parse_header(head: bytes | memoryview) -> Header:
                 planar=base.samplesperpixel > 1 and int(base.planarconfig) == 2,
                 tiles=tuple((np.asarray(p.dataoffsets), np.asarray(p.databytecounts))
                             for p in keep),
-                decode=tuple(p.decode for p in keep),
-                deflate=tuple(int(p.predictor) if int(p.compression) in (8, 32946)
-                              and int(p.predictor) in (1, 2) else 0 for p in keep),
+                deflate=deflate,
+                decode=tuple(None if d else p.decode for p, d in zip(keep, deflate,
+                                                                      strict=True)),
                 samples=base.samplesperpixel,
                 byteorder=tif.byteorder,
             )
@@ -488,6 +490,9 @@ def _tiles(head: Header, level: Level, roi: tuple[slice, slice],
     return out
 
 
+_BUFFERS = threading.local()
+
+
 def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
             rows: tuple[int, int], width: int) -> np.ndarray:
     """Rows ``rows`` and the first ``width`` columns of ``band`` of one tile.
@@ -500,18 +505,22 @@ def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
 
     predictor = head.deflate[level.page]
     sample = 0 if head.planar else band - 1
-    if not predictor:
-        tile = head.decode[level.page](bytes(data), index)[0]
+    decode = head.decode[level.page]
+    if decode is not None:
+        tile = decode(bytes(data), index)[0]
         return tile[0, rows[0]:rows[1], :width, sample]
     th, tw = level.tile
     spp = 1 if head.planar else head.samples
-    raw = imagecodecs.deflate_decode(data, out=th * tw * spp * head.dtype.itemsize)
+    size = th * tw * spp * head.dtype.itemsize
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or len(buf) < size:  # one reused buffer per thread: no page faults
+        buf = _BUFFERS.buf = bytearray(size)
+    raw = imagecodecs.deflate_decode(data, out=memoryview(buf)[:size])
     dtype = head.dtype.newbyteorder(head.byteorder)
     tile = np.frombuffer(raw, dtype=dtype).reshape(th, tw, spp)[rows[0]:rows[1], :width, sample]
-    tile = tile.astype(head.dtype, copy=False)
     if predictor == 2:  # differences along each row (modulo the integer type)
-        tile = np.cumsum(tile, axis=1, dtype=head.dtype)
-    return tile
+        return np.cumsum(tile, axis=1, dtype=head.dtype)
+    return tile.astype(head.dtype)  # a copy: the buffer is reused
 
 
 def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int = 4,
