@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
 import time
@@ -288,6 +289,14 @@ def nearest_index(src: GeoBox, dst: GeoBox) -> np.ndarray:
     return rio_reproject(index, out, src, dst, "nearest", src_nodata=-1, dst_nodata=-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _nearest_index_cached(src: GeoBox, dst: GeoBox) -> np.ndarray:
+    """:func:`nearest_index`, once for all bands of a cube (read-only: shared)."""
+    index = nearest_index(src, dst)
+    index.setflags(write=False)
+    return index
+
+
 def _gather(block: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
     flat = block.reshape(block.shape[0], -1)
     out = flat[:, np.maximum(index, 0)]
@@ -305,7 +314,7 @@ def _warp(var: xr.DataArray, native: GeoBox, geobox: GeoBox, resampling: str) ->
     if resampling != "nearest" or native.shape[0] * native.shape[1] > GATHER_MAX_PIXELS \
             or len(data.chunks[1]) > 1 or len(data.chunks[2]) > 1:
         return xr_reproject(var.chunk({"time": -1}), geobox, resampling=resampling)
-    index = nearest_index(native, geobox)
+    index = _nearest_index_cached(native, geobox)
     fill = var.attrs.get("nodata", 0)
     fill = np.nan if fill is None and data.dtype.kind == "f" else (fill or 0)
     out = data.map_blocks(_gather, index, fill, chunks=(data.chunks[0], *index.shape),
