@@ -405,6 +405,23 @@ def headers(uris: Sequence[str], *, retries: int = 4,
     return out
 
 
+def clear_cache() -> None:
+    """Forget the bytes, headers and windows this process has cached (files changed...).
+
+    Examples
+    --------
+    >>> clear_cache()
+    """
+    async def forget() -> None:
+        _state().bytes.forget(lambda _: True)
+
+    run(forget())
+    with _HEADERS_LOCK:
+        _HEADERS.clear()
+    with _AHEAD_LOCK:
+        _AHEAD.clear()
+
+
 def header(uri: str, *, retries: int = 4, delay: float = 0.2) -> Header:
     """One file's parsed header (see :func:`headers`); raises when it has none.
 
