@@ -131,9 +131,9 @@ def test_cubes_are_lazy_until_compute(stac_url, cog_server, aoi):
     cubes = xsits.open_cubes(aoi, **_kw(stac_url), mode="patch", size=(4, 4))
     assert cog_server.stats()["requests"] == before  # nothing read yet
     assert all(cube.B04.chunks is not None for cube in cubes.values())
-    from xsits.load import clear_gdal_cache
+    from xsits.reader import clear_cache
 
-    clear_gdal_cache()  # earlier tests may have left these blocks in GDAL's HTTP cache
+    clear_cache()  # earlier tests may have left these files in the reader's cache
     cubes["p0"].B04.isel(time=0).compute()
     assert cog_server.stats()["requests"] > before
 
@@ -211,3 +211,21 @@ def test_to_patch_of_a_patch_cube_changes_nothing(stac_url, aoi):
     np.testing.assert_array_equal(again.x.values, cube.x.values)
     np.testing.assert_array_equal(again.y.values, cube.y.values)
     np.testing.assert_array_equal(again.B04.values, cube.B04.values)
+
+
+def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
+    """iter_search yields one result per group search; open_cubes consumes them as they come."""
+    from xsits.search import iter_search, merge_results
+
+    kw = _kw(stac_url, query=QUERY)
+    whole = xsits.search(aoi, **kw)
+    parts = list(iter_search(aoi, **kw))
+    assert len(parts) == whole.n_searches > 1
+    assert all(p.n_searches == 1 for p in parts)
+    merged = merge_results(parts, whole.query)
+    assert {f: [i.id for i in v] for f, v in merged.items.items()} == \
+        {f: [i.id for i in v] for f, v in whole.items.items()}
+    assert merged.missing == whole.missing
+    cubes = xsits.open_cubes(aoi, resolution=20, mode="patch", size=4, **kw)
+    assert list(cubes) == [f for f in aoi["feature_id"] if f in whole.items]
+    assert set(cubes.missing) == {"sea"} and cubes.search.n_searches == whole.n_searches

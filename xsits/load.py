@@ -34,7 +34,7 @@ from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.reader import CogDriver, Source
-from xsits.search import SearchResult, StacQuery, search
+from xsits.search import SearchResult, StacQuery, iter_search, merge_results
 
 # odc-loader reprojects in-memory arrays with rasterio, which warns that they have no transform
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
@@ -478,8 +478,6 @@ def open_cubes(
         q = search_result.query
     grid = GridSpec(crs=crs, resolution=resolution, mode=mode, buffer=buffer, size=tuple(size))
     geoboxes = feature_geoboxes(aoi, grid)
-    if search_result is None:
-        search_result = search(aoi, q, footprints=footprints_4326(geoboxes), client=client)
     configure_gdal()
     base = {
         "collection": q.collection,
@@ -490,23 +488,38 @@ def open_cubes(
         "start": q.start,
         "end": q.end,
     }
-    cubes = Cubes(missing=dict(search_result.missing), search=search_result)
-    for fid, geom in zip(aoi["feature_id"], aoi.geometry, strict=True):
-        items = search_result.items.get(fid)
-        if not items:
-            cubes.missing.setdefault(fid, "no item found")
-            continue
-        gbox = geoboxes[fid]
-        cx, cy = feature_centre(geom, aoi.crs, gbox.crs)
-        attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx, "center_y": cy}
-        if grid.mode == "patch":
-            attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
-        try:
-            cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
-                             resampling=resampling, attrs=attrs, read_retries=read_retries,
-                             retry_delay=retry_delay)
-        except LoadError as err:
-            cubes.missing[fid] = f"feature {fid!r}: {err}"
-            continue
-        cubes[fid] = cube.rename({a: b for b, a in q.assets.items() if a != b})
+    geoms = dict(zip(aoi["feature_id"], aoi.geometry, strict=True))
+    # each group's cubes are built as soon as its search returns, while others still search
+    parts = [search_result] if search_result is not None else iter_search(
+        aoi, q, footprints=footprints_4326(geoboxes), client=client)
+    built: dict[str, xr.Dataset] = {}
+    missing: dict[str, str] = {}
+    done: list[SearchResult] = []
+    for part in parts:
+        done.append(part)
+        missing.update(part.missing)
+        for fid, items in part.items.items():
+            if fid not in geoms:
+                continue
+            gbox = geoboxes[fid]
+            cx, cy = feature_centre(geoms[fid], aoi.crs, gbox.crs)
+            attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx,
+                     "center_y": cy}
+            if grid.mode == "patch":
+                attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
+            try:
+                cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
+                                 resampling=resampling, attrs=attrs,
+                                 read_retries=read_retries, retry_delay=retry_delay)
+            except LoadError as err:
+                missing[fid] = f"feature {fid!r}: {err}"
+                continue
+            built[fid] = cube.rename({a: b for b, a in q.assets.items() if a != b})
+    result = search_result if search_result is not None else merge_results(done, q)
+    cubes = Cubes(missing={}, search=result)
+    for fid in geoms:  # the AOI's order
+        if fid in built:
+            cubes[fid] = built[fid]
+        else:
+            cubes.missing[fid] = missing.get(fid, "no item found")
     return cubes

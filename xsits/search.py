@@ -13,8 +13,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,23 +374,69 @@ def search(
     ...              max_cloud=10)  # doctest: +SKIP
     >>> res.summary()  # doctest: +SKIP
     """
+    parts = list(iter_search(aoi, stac_query, footprints=footprints,
+                             group_size_deg=group_size_deg, client=client, **query_kwargs))
+    return merge_results(parts, query=parts[0].query if parts else
+                         _query(stac_query, query_kwargs))
+
+
+def _query(stac_query: StacQuery | None, query_kwargs: Mapping[str, Any]) -> StacQuery:
     if stac_query is None:
-        query = StacQuery(**query_kwargs)
-    elif query_kwargs:
+        return StacQuery(**query_kwargs)
+    if query_kwargs:
         raise QueryError(
             f"give either stac_query= or its fields, not both: {sorted(query_kwargs)}"
         )
-    else:
-        query = stac_query
+    return stac_query
+
+
+def merge_results(parts: Sequence[SearchResult], query: StacQuery) -> SearchResult:
+    """One :class:`SearchResult` from the per-group results of :func:`iter_search`.
+
+    Examples
+    --------
+    >>> a = SearchResult(StacQuery(), items={}, missing={"1": "none"}, n_searches=1)
+    >>> merge_results([a, a], StacQuery()).n_searches
+    2
+    """
+    items: dict[str, list[pystac.Item]] = {}
+    missing: dict[str, str] = {}
+    for part in parts:
+        items.update(part.items)
+        missing.update(part.missing)
+    return SearchResult(query=query, items=items, missing=missing,
+                        n_searches=sum(p.n_searches for p in parts))
+
+
+def iter_search(
+    aoi: gpd.GeoDataFrame,
+    stac_query: StacQuery | None = None,
+    *,
+    footprints: gpd.GeoSeries | None = None,
+    group_size_deg: float = 2.0,
+    client=None,
+    **query_kwargs: Any,
+) -> Iterator[SearchResult]:
+    """:func:`search`, yielding each group's result as soon as its search returns.
+
+    The group searches run :data:`SEARCH_THREADS` at a time; a caller can build the cubes of
+    the first groups while the others are still searching (:func:`xsits.open_cubes` does).
+
+    Examples
+    --------
+    >>> for part in iter_search(aoi, stac="earth-search", start="2024-01-01",
+    ...                         end="2024-02-01"):  # doctest: +SKIP
+    ...     print(part.n_searches, sorted(part.items))
+    """
+    query = _query(stac_query, query_kwargs)
     if footprints is None:
         footprints = gpd.GeoSeries(
             aoi.geometry.to_crs("EPSG:4326").values, index=aoi["feature_id"], crs="EPSG:4326"
         )
-    items: dict[str, list[pystac.Item]] = {}
-    missing: dict[str, str] = {}
     groups = group_features(footprints, group_size_deg)
     if not query.is_local and client is None and groups:
         client = open_client(query)
+
     def run(ids: list[str]) -> list[pystac.Item] | BaseException:
         area = unary_union(list(footprints.loc[ids].values))
         try:
@@ -403,15 +449,23 @@ def search(
 
     # the group searches wait on the network: run a few at once (latency, not CPU)
     with ThreadPoolExecutor(max(1, min(SEARCH_THREADS, len(groups)))) as pool:
-        for ids, found in zip(groups, pool.map(run, groups), strict=True):
-            if isinstance(found, BaseException):
-                for fid in ids:
-                    missing[fid] = f"STAC search failed after retries: {one_line(found)}"
-            else:
-                _assign(found, footprints.loc[ids], query, items, missing)
-    for fid in items:
-        items[fid].sort(key=lambda it: (it.datetime, it.id))
-    return SearchResult(query=query, items=items, missing=missing, n_searches=len(groups))
+        futures = {pool.submit(run, ids): ids for ids in groups}
+        try:
+            for fut in as_completed(futures):
+                ids, found = futures[fut], fut.result()
+                items: dict[str, list[pystac.Item]] = {}
+                missing: dict[str, str] = {}
+                if isinstance(found, BaseException):
+                    for fid in ids:
+                        missing[fid] = f"STAC search failed after retries: {one_line(found)}"
+                else:
+                    _assign(found, footprints.loc[ids], query, items, missing)
+                for its in items.values():
+                    its.sort(key=lambda it: (it.datetime, it.id))
+                yield SearchResult(query=query, items=items, missing=missing, n_searches=1)
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
