@@ -349,15 +349,27 @@ def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
         yield seq[i:i + n]
 
 
+def _locality_key(ds: xr.Dataset) -> tuple:
+    """Sort key putting cubes that read the same files next to each other (same tile, near)."""
+    tile = ds.coords["mgrs_tile"].values[0] if "mgrs_tile" in ds.coords and ds.sizes.get(
+        "time") else ""
+    return (str(ds.attrs.get("crs", "")), str(tile), float(ds.attrs.get("center_y", 0.0)),
+            float(ds.attrs.get("center_x", 0.0)))
+
+
 def _plan_mapping(cubes: Mapping[str, xr.Dataset], batch_size: int) -> _Plan:
     missing = dict(getattr(cubes, "missing", None) or {})
     fids = [str(f) for f in cubes]
     ids = fids + [f for f in missing if f not in cubes]
+    # features sharing files run one after the other: their bytes come from the reader's
+    # cache (the report keeps the input order)
+    keys = {f: _locality_key(ds) for f, ds in cubes.items()}
+    order = sorted(cubes, key=lambda f: keys[f])
 
     def gen() -> Iterator[_Batch]:
         yield _Batch({}, [_missing_row(f, r) for f, r in missing.items() if f not in cubes])
-        for part in _chunks(fids, batch_size):
-            yield _Batch({f: cubes[f] for f in part}, [])
+        for part in _chunks(order, batch_size):
+            yield _Batch({str(f): cubes[f] for f in part}, [])
 
     return _Plan(ids, gen(), None)
 
