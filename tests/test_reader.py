@@ -143,7 +143,7 @@ def test_nearest_index_warp_equals_xr_reproject():
     assert (nearest_index(src, dst) >= 0).all()
 
 
-def test_signed_local_item_href_is_read(world, cog_server, world_items):
+def test_signed_href_is_read_with_its_query(world, cog_server, world_items):
     """Hrefs with a query string keep it (a store per URL)."""
     href = _hrefs(world_items, "SCL", 1)[0] + "?sig=abc"
     head = reader.header(href)

@@ -64,6 +64,8 @@ CACHE_BYTES = 256 * 2**20
 PREFETCH_FEATURE_BYTES = 256 * 2**20
 #: Parsed headers kept per process.
 HEADERS_KEPT = 8192
+#: HTTP clients kept per process (one per host; one per URL for signed URLs).
+STORES_KEPT = 256
 
 
 class Unsupported(Exception):
@@ -146,7 +148,7 @@ class _State:
     """Per-process network state on the loop thread: stores, fetched bytes, a semaphore."""
 
     def __init__(self) -> None:
-        self.stores: dict[str, Any] = {}
+        self.stores: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.bytes = _Memo(CACHE_BYTES, len)
         self.requests = asyncio.Semaphore(MAX_REQUESTS)
 
@@ -179,7 +181,11 @@ def _store(key: str) -> Any:
     from obstore.store import HTTPStore, LocalStore
 
     st = _state()
-    if key not in st.stores:
+    if key in st.stores:
+        st.stores.move_to_end(key)
+    else:
+        if len(st.stores) >= STORES_KEPT:  # signed URLs get a store each: keep a few
+            st.stores.popitem(last=False)
         if key == "file":
             st.stores[key] = LocalStore("/")
         else:
@@ -611,8 +617,18 @@ class _CogReader:
             except Unsupported as why:
                 log.debug("%s: %s", redact(uri), why)
                 _RIO_ONLY.add(uri)
-        return self.driver.rio_open(self.src, self.ctx).read(cfg, dst_geobox, dst=dst,
-                                                             selection=selection)
+        fallback = self.driver.fallback  # GDAL's environment is entered for this read only
+        with fallback.restore_env(self.ctx.env, self.ctx.load_state) as local:
+            return fallback.open(self.src, local).read(cfg, dst_geobox, dst=dst,
+                                                       selection=selection)
+
+
+@dataclass(frozen=True)
+class _Local:
+    """The load context of a chunk: what the rasterio fallback needs to enter GDAL's env."""
+
+    load_state: Any
+    env: dict[str, Any]
 
 
 #: Files found unsupported in this process (read with rasterio from then on).
@@ -666,13 +682,9 @@ class CogDriver:
     @contextlib.contextmanager
     def restore_env(self, env: dict[str, Any], load_state: Any) -> Iterator[Any]:
         """A local load context, without entering GDAL's environment per chunk."""
-        # no GDAL environment per chunk: the rasterio fallback enters its own (rio_open)
-        self._env = env
-        from odc.loader._rio import LocalContext
+        yield _Local(load_state, env)
 
-        yield load_state.local_ctx(LocalContext)
-
-    def open(self, src: Any, ctx: Any) -> _CogReader:
+    def open(self, src: Any, ctx: _Local) -> _CogReader:
         """A reader of one source."""
         return _CogReader(self, src, ctx)
 
@@ -692,19 +704,6 @@ class CogDriver:
         return self.fallback.aux_reader
 
     # reading
-    def rio_open(self, src: Any, ctx: Any) -> Any:
-        """A rasterio reader of ``src`` that enters GDAL's environment for each read."""
-        fallback, env = self.fallback, getattr(self, "_env", {})
-
-        class _Rio:
-            def read(self, cfg, dst_geobox, *, dst=None, selection=None):
-                with fallback.restore_env(env, _NoState()) as local:
-                    return fallback.open(src, local).read(cfg, dst_geobox, dst=dst,
-                                                          selection=selection)
-
-        del ctx
-        return _Rio()
-
     def read(self, uri: str, band: int, cfg: Any, dst_geobox: GeoBox,
              dst: np.ndarray | None) -> tuple[tuple[slice, slice], np.ndarray]:
         """Read ``band`` of ``uri`` onto ``dst_geobox`` like odc-stac's rasterio reader."""
@@ -790,13 +789,6 @@ class CogDriver:
         pixels = read_windows(reads, retries=self.retries, delay=self.delay)
         return {(uri, band): (plan, px) for (uri, band, _, plan), px
                 in zip(reads, pixels, strict=True) if not isinstance(px, BaseException)}
-
-
-class _NoState:
-    """A stand-in load state for the rasterio fallback's ``restore_env``."""
-
-    def local_ctx(self, cls: Any) -> Any:
-        return None
 
 
 def _cut(ahead: tuple[Plan, np.ndarray], plan: Plan) -> np.ndarray | None:
