@@ -17,7 +17,7 @@ from shapely.geometry import Point
 
 import xsits
 from xsits import reader
-from xsits.load import RetryingRioDriver, _native_geobox, _warp, nearest_index
+from xsits.load import RetryingRioDriver, _warp, nearest_index
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
 
@@ -75,30 +75,30 @@ def test_one_request_per_file_for_a_patch_cube(stac_url, cog_server):
 
 
 @pytest.mark.parametrize("crs", ["utm", "EPSG:3035"])
-def test_cubes_equal_odc_stac_with_rasterio(stac_url, crs):
-    """xsits' reader gives odc-stac's rasterio values, pixel for pixel.
+def test_cubes_equal_a_direct_odc_stac_load(stac_url, crs):
+    """Same items, same grid: the values of ``odc.stac.load(items, geobox=...)`` (rasterio).
 
-    The reference reads the same items with odc-stac's rasterio driver on the items' own grid
-    at 20 m (so 10 m bands come from their first overview), then, for EPSG:3035, warps with
-    odc-geo (nearest), which is what xsits does in one index lookup.
+    For EPSG:3035 xsits reads on the items' own grid, at the level odc-stac would pick (full
+    resolution or an overview, decided by the local scale at the feature), then warps by one
+    index lookup; the result must not differ from odc-stac's direct warp by a single pixel.
     """
-    aoi = xsits.read_aoi(gpd.GeoDataFrame({"id": ["a"]}, geometry=[Point(WORLD_POINTS[0])],
-                                          crs=4326))
-    kw = dict(stac=stac_url, start=WORLD_START, end=WORLD_END, query=QUERY, resolution=20,
-              crs=crs, mode="image", buffer=300.0, bands=("B03", "B08", "SCL"))
-    cubes = xsits.open_cubes(aoi, **kw)
-    got = cubes["a"].compute()
-    items = cubes.search.items["a"]
-    gbox = cubes["a"].odc.geobox
-    native = _native_geobox(items, gbox) or gbox
-    want = odc.stac.load(items, bands=["B03", "B08", "SCL"], geobox=native, groupby="solar_day",
-                         resampling="nearest", driver=RetryingRioDriver()).compute()
-    if native != gbox:
-        want = want.odc.reproject(gbox, resampling="nearest")
-    assert got.sizes["time"] == want.sizes["time"] > 3
-    for band in ("B03", "B08", "SCL"):
-        np.testing.assert_array_equal(got[band].values, want[band].values)
-        assert (got[band].values > 0).mean() > 0.9
+    for i, point in enumerate(WORLD_POINTS):
+        aoi = xsits.read_aoi(gpd.GeoDataFrame({"id": [f"p{i}"]}, geometry=[Point(point)],
+                                              crs=4326))
+        kw = dict(stac=stac_url, start=WORLD_START, end=WORLD_END, query=QUERY, resolution=20,
+                  crs=crs, mode="image", buffer=300.0, bands=("B03", "B08", "SCL"))
+        cubes = xsits.open_cubes(aoi, **kw)
+        if not cubes:
+            continue
+        got = cubes[f"p{i}"].compute()
+        items = cubes.search.items[f"p{i}"]
+        want = odc.stac.load(items, bands=["B03", "B08", "SCL"], geobox=cubes[f"p{i}"].odc.geobox,
+                             groupby="solar_day", resampling="nearest",
+                             driver=RetryingRioDriver()).compute()
+        assert got.sizes["time"] == want.sizes["time"] > 0
+        for band in ("B03", "B08", "SCL"):
+            np.testing.assert_array_equal(got[band].values, want[band].values, err_msg=band)
+            assert (got[band].values > 0).mean() > 0.3  # not an empty window
 
 
 def test_not_a_cog_is_read_by_rasterio(tmp_path):

@@ -227,13 +227,17 @@ def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.nda
     return coords
 
 
-def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox) -> GeoBox | None:
+def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox,
+                   bands: Sequence[str] = ()) -> GeoBox | None:
     """The grid to read ``geobox``'s area on, in the items' own CRS; None if it is that CRS.
 
-    Reading on the native pixel grid (same resolution, on the items' pixel lattice, with a
-    2-pixel margin) is a plain windowed read for odc-stac, without the per-file reprojection
-    setup that dominates the CPU time of many small reads; the small cube is then warped to
-    ``geobox`` once per band (nearest: the same source pixels as a direct warp).
+    Reading on the native pixel grid (on the items' pixel lattice, with a 2-pixel margin) is a
+    plain windowed read, without the per-file reprojection setup that dominates the CPU time
+    of many small reads; the small cube is then warped to ``geobox`` by one index lookup
+    (nearest: the same source pixels as a direct warp). Its resolution is the finest of the
+    levels odc-stac would read for a direct load of each band onto ``geobox`` (a band's full
+    resolution, or an overview when the output is at least twice as coarse *at that place*),
+    so the values equal ``odc.stac.load(items, geobox=geobox)``'s.
     """
     from affine import Affine
 
@@ -242,7 +246,7 @@ def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox) -> GeoBox | Non
     code = max(set(codes), key=codes.count)
     if code in ("EPSG:None", None) or geobox.crs == code:
         return None
-    res = abs(geobox.resolution.x)
+    res = _read_resolution(items, code, geobox, bands)
     x0, y0 = _lattice_origin(items, code)
     minx, miny, maxx, maxy = geobox.extent.to_crs(code).boundingbox
     left = x0 + (np.floor((minx - x0) / res) - 2) * res
@@ -250,6 +254,35 @@ def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox) -> GeoBox | Non
     width = int(np.ceil((maxx - left) / res)) + 2
     height = int(np.ceil((top - miny) / res)) + 2
     return GeoBox((height, width), Affine(res, 0, left, 0, -res, top), code)
+
+
+def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
+                     bands: Sequence[str]) -> float:
+    """The finest resolution odc-stac reads ``bands`` at for a direct load onto ``geobox``.
+
+    odc-stac reads overview ``k`` of a band when the output is ``k`` times coarser at the
+    feature (``compute_reproject_roi(...).read_shrink``: 1 when the local scale is a hair
+    below 2); without ``proj:`` metadata, the output resolution.
+    """
+    from affine import Affine
+    from odc.geo.overlap import compute_reproject_roi
+
+    out = abs(geobox.resolution.x)
+    best = None
+    item = next((it for it in items if (it.properties.get("proj:code")
+                                        or f"EPSG:{it.properties.get('proj:epsg')}") == code),
+                None)
+    for band in bands:
+        asset = item.assets.get(band) if item is not None else None
+        meta = {**(item.properties if item is not None else {}),
+                **(asset.extra_fields if asset is not None else {})}
+        t, shape = meta.get("proj:transform"), meta.get("proj:shape")
+        if not t or not shape or len(t) < 6:
+            return out
+        src = GeoBox(tuple(shape), Affine(*t[:6]), code)
+        res = abs(t[0]) * compute_reproject_roi(src, geobox).read_shrink
+        best = res if best is None else min(best, res)
+    return out if best is None else min(best, out)
 
 
 def _lattice_origin(items: Sequence[pystac.Item], code: str) -> tuple[float, float]:
@@ -368,7 +401,7 @@ def load_cube(
     """
     ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
     groups = _solar_groups(items, lon)
-    native = _native_geobox(items, geobox)
+    native = _native_geobox(items, geobox, bands)
     if chunks is None:
         ny, nx = (min(n, CHUNKS[d]) for n, d in zip((native or geobox).shape.yx, "yx",
                                                     strict=True))
