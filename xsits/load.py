@@ -227,6 +227,11 @@ def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.nda
     return coords
 
 
+def _proj_code(item: pystac.Item) -> str:
+    """The item's CRS as ``"EPSG:n"`` (``"EPSG:None"`` without projection metadata)."""
+    return item.properties.get("proj:code") or f"EPSG:{item.properties.get('proj:epsg')}"
+
+
 def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox,
                    bands: Sequence[str] = ()) -> GeoBox | None:
     """The grid to read ``geobox``'s area on, in the items' own CRS; None if it is that CRS.
@@ -241,8 +246,7 @@ def _native_geobox(items: Sequence[pystac.Item], geobox: GeoBox,
     """
     from affine import Affine
 
-    codes = [it.properties.get("proj:code") or f"EPSG:{it.properties.get('proj:epsg')}"
-             for it in items]
+    codes = [_proj_code(it) for it in items]
     code = max(set(codes), key=codes.count)
     if code in ("EPSG:None", None) or geobox.crs == code:
         return None
@@ -269,9 +273,7 @@ def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
 
     out = abs(geobox.resolution.x)
     best = None
-    item = next((it for it in items if (it.properties.get("proj:code")
-                                        or f"EPSG:{it.properties.get('proj:epsg')}") == code),
-                None)
+    item = next((it for it in items if _proj_code(it) == code), None)
     for band in bands:
         asset = item.assets.get(band) if item is not None else None
         meta = {**(item.properties if item is not None else {}),
@@ -288,7 +290,7 @@ def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
 def _lattice_origin(items: Sequence[pystac.Item], code: str) -> tuple[float, float]:
     """A pixel corner of the items' grid (``proj:transform``), else (0, 0)."""
     for it in items:
-        if (it.properties.get("proj:code") or f"EPSG:{it.properties.get('proj:epsg')}") != code:
+        if _proj_code(it) != code:
             continue
         for asset in [it.properties, *(a.extra_fields for a in it.assets.values())]:
             t = asset.get("proj:transform")
