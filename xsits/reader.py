@@ -756,17 +756,18 @@ class CogDriver:
         if not first:
             event.wait()
             return _AHEAD.get(self.token, {})
+        windows: dict = {}
         try:
             windows = self._fetch_ahead()
         except Exception as err:  # the chunk reads will fetch (and retry) one by one
             log.info("fetching ahead failed (%s); reading chunk by chunk", err)
-            windows = {}
-        with _AHEAD_LOCK:
-            _AHEAD[self.token] = windows
-            while len(_AHEAD) > _AHEAD_KEPT:
-                _AHEAD.popitem(last=False)
-            _AHEAD_EVENTS.pop(self.token, None)
-        event.set()
+        finally:  # never leave the feature's other readers waiting
+            with _AHEAD_LOCK:
+                _AHEAD[self.token] = windows
+                while len(_AHEAD) > _AHEAD_KEPT:
+                    _AHEAD.popitem(last=False)
+                _AHEAD_EVENTS.pop(self.token, None)
+            event.set()
         return windows
 
     def _fetch_ahead(self) -> dict:
