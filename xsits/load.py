@@ -404,22 +404,22 @@ def load_cube(
     ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
     groups = _solar_groups(items, lon)
     native = _native_geobox(items, geobox, bands)
+    read_gbox = native or geobox
     if chunks is None:
-        ny, nx = (min(n, CHUNKS[d]) for n, d in zip((native or geobox).shape.yx, "yx",
-                                                    strict=True))
+        ny, nx = (min(n, CHUNKS[d]) for n, d in zip(read_gbox.shape.yx, "yx", strict=True))
         chunks = {**CHUNKS, "time": max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))}
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
     sources = [Source(it.assets[b].get_absolute_href() or it.assets[b].href, 1,
                       resampling.get(b, resampling["*"]) == "nearest")
                for it in items for b in bands if b in it.assets]
-    driver = CogDriver(sources, native or geobox, retries=read_retries, delay=retry_delay,
+    driver = CogDriver(sources, read_gbox, retries=read_retries, delay=retry_delay,
                        fallback=RetryingRioDriver(read_retries, retry_delay))
     try:
         ds = odc.stac.load(
             items,
             bands=list(bands),
-            geobox=native or geobox,
+            geobox=read_gbox,
             groupby="solar_day",
             chunks=dict(chunks),
             resampling=dict(resampling),

@@ -374,10 +374,15 @@ def search(
     ...              max_cloud=10)  # doctest: +SKIP
     >>> res.summary()  # doctest: +SKIP
     """
-    parts = list(iter_search(aoi, stac_query, footprints=footprints,
-                             group_size_deg=group_size_deg, client=client, **query_kwargs))
-    return merge_results(parts, query=parts[0].query if parts else
-                         _query(stac_query, query_kwargs))
+    query = _query(stac_query, query_kwargs)
+    merged = merge_results(list(iter_search(aoi, query, footprints=footprints,
+                                            group_size_deg=group_size_deg, client=client)),
+                           query)
+    rank = {str(f): i for i, f in enumerate(aoi["feature_id"])}  # not the completion order
+    merged.items = dict(sorted(merged.items.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    merged.missing = dict(sorted(merged.missing.items(),
+                                 key=lambda kv: rank.get(kv[0], len(rank))))
+    return merged
 
 
 def _query(stac_query: StacQuery | None, query_kwargs: Mapping[str, Any]) -> StacQuery:
