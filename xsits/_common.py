@@ -1,9 +1,12 @@
-"""Small helpers shared by the operation modules (history, band selection)."""
+"""Small helpers shared by the operation modules (history, band selection, GC)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Hashable, Iterable
+import threading
+from collections.abc import Hashable, Iterable, Iterator
 
 import xarray as xr
 
@@ -76,3 +79,43 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     """
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return redact(text)[:limit]
+
+
+_GC_LOCK = threading.Lock()
+_GC_DEPTH = 0
+_GC_SAVED: tuple[int, ...] = (700, 10, 10)
+
+
+@contextlib.contextmanager
+def relaxed_gc(threshold: int = 10_000) -> Iterator[None]:
+    """Collect garbage less often inside the block (restored after; nesting and threads safe).
+
+    The objects alive on entry are frozen (``gc.freeze``: not scanned again) and the first
+    generation is collected every ``threshold`` allocations instead of 700. Searching and
+    reading thousands of files create millions of short-lived objects; with the default
+    settings the collector's full scans of items and graphs took about a tenth of a batch.
+
+    Examples
+    --------
+    >>> import gc
+    >>> with relaxed_gc():
+    ...     gc.get_threshold()[0]
+    10000
+    >>> gc.get_threshold()[0] != 10000
+    True
+    """
+    global _GC_DEPTH, _GC_SAVED
+    with _GC_LOCK:
+        _GC_DEPTH += 1
+        if _GC_DEPTH == 1:
+            _GC_SAVED = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(threshold, *_GC_SAVED[1:])
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_DEPTH -= 1
+            if _GC_DEPTH == 0:
+                gc.set_threshold(*_GC_SAVED)
+                gc.unfreeze()

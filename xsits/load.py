@@ -30,6 +30,7 @@ from odc.loader._rio import RioDriver, RioReader
 from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from xsits._common import relaxed_gc
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
@@ -530,26 +531,27 @@ def open_cubes(
     built: dict[str, xr.Dataset] = {}
     missing: dict[str, str] = {}
     done: list[SearchResult] = []
-    for part in parts:
-        done.append(part)
-        missing.update(part.missing)
-        for fid, items in part.items.items():
-            if fid not in geoms:
-                continue
-            gbox = geoboxes[fid]
-            cx, cy = feature_centre(geoms[fid], aoi.crs, gbox.crs)
-            attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx,
-                     "center_y": cy}
-            if grid.mode == "patch":
-                attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
-            try:
-                cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
-                                 resampling=resampling, attrs=attrs,
-                                 read_retries=read_retries, retry_delay=retry_delay)
-            except LoadError as err:
-                missing[fid] = f"feature {fid!r}: {err}"
-                continue
-            built[fid] = cube.rename({a: b for b, a in q.assets.items() if a != b})
+    with relaxed_gc():  # millions of short-lived objects: see relaxed_gc
+        for part in parts:
+            done.append(part)
+            missing.update(part.missing)
+            for fid, items in part.items.items():
+                if fid not in geoms:
+                    continue
+                gbox = geoboxes[fid]
+                cx, cy = feature_centre(geoms[fid], aoi.crs, gbox.crs)
+                attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx,
+                         "center_y": cy}
+                if grid.mode == "patch":
+                    attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
+                try:
+                    cube = load_cube(items, gbox, bands=list(q.assets.values()), chunks=chunks,
+                                     resampling=resampling, attrs=attrs,
+                                     read_retries=read_retries, retry_delay=retry_delay)
+                except LoadError as err:
+                    missing[fid] = f"feature {fid!r}: {err}"
+                    continue
+                built[fid] = cube.rename({a: b for b, a in q.assets.items() if a != b})
     result = search_result if search_result is not None else merge_results(done, q)
     cubes = Cubes(missing={}, search=result)
     for fid in geoms:  # the AOI's order
