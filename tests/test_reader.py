@@ -7,6 +7,7 @@ import numpy as np
 import odc.stac
 import pytest
 import rasterio
+import rasterio.shutil
 import xarray as xr
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from odc.geo.geobox import GeoBox
@@ -153,3 +154,53 @@ def test_signed_href_is_read_with_its_query(world, cog_server, world_items):
     head = reader.header(href)
     with rasterio.open(_on_disk(world, cog_server, href.split("?")[0])) as src:
         assert head.levels[0].geobox.shape == (src.height, src.width)
+
+
+@pytest.mark.parametrize("options", [
+    {"COMPRESS": "DEFLATE", "PREDICTOR": "2"},
+    {"COMPRESS": "NONE", "BIGTIFF": "YES"},
+    {"COMPRESS": "DEFLATE", "ENDIANNESS": "BIG", "dtype": "int16", "nodata": -9999},
+    {"COMPRESS": "DEFLATE", "PREDICTOR": "3", "dtype": "float32", "nodata": float("nan")},
+    {"COMPRESS": "LZW"},
+])
+def test_lean_header_equals_tifffile_and_reads_equal_rasterio(tmp_path, options):
+    opts = dict(options)
+    dtype, nodata = opts.pop("dtype", "uint16"), opts.pop("nodata", 0)
+    gbox = GeoBox.from_bbox((500000, 4000000, 505120, 4005120), "EPSG:32631", resolution=10)
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 3000, gbox.shape.yx).astype(dtype)
+    plain, path = tmp_path / "plain.tif", tmp_path / "cog.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=gbox.shape[1], height=gbox.shape[0],
+                       count=1, dtype=dtype, crs=gbox.crs.epsg, transform=gbox.transform,
+                       nodata=nodata) as dst:
+        dst.write(data, 1)
+        dst.build_overviews([2, 4], rasterio.enums.Resampling.nearest)
+    # a COG layout (header and overviews first) with the GTiff driver's options
+    rasterio.shutil.copy(plain, path, driver="GTiff", COPY_SRC_OVERVIEWS="YES", TILED="YES",
+                         BLOCKXSIZE=256, BLOCKYSIZE=256, **opts)
+    head_bytes = path.read_bytes()[:reader.PREFETCH_BYTES]
+    lean = reader._lean_header(head_bytes)
+    if opts.get("COMPRESS") == "LZW" or opts.get("PREDICTOR") == "3":
+        assert lean is None
+    else:
+        assert lean is not None
+        reader._lean_header, orig = (lambda _: None), reader._lean_header
+        try:
+            full = reader.parse_header(head_bytes)
+        finally:
+            reader._lean_header = orig
+        assert lean.levels == full.levels and lean.overviews == full.overviews == (2, 4)
+        assert lean.dtype == full.dtype and lean.byteorder == full.byteorder
+        assert lean.deflate == full.deflate and lean.key == full.key
+        assert (lean.nodata == full.nodata) or (np.isnan(lean.nodata) and np.isnan(full.nodata))
+        for (o1, c1), (o2, c2) in zip(lean.tiles, full.tiles, strict=True):
+            np.testing.assert_array_equal(o1, o2)
+            np.testing.assert_array_equal(c1, c2)
+    head = reader.header(str(path))
+    for level in head.levels:
+        h, w = level.geobox.shape
+        roi = (slice(h // 3, h // 3 + 37), slice(w // 2 - 30, w // 2 + 9))
+        (got,) = reader.read_windows([(str(path), 1, head, reader.Plan(level, roi, roi, True))])
+        ovr = {} if level.page == 0 else {"overview_level": level.page - 1}
+        with rasterio.open(path, **ovr) as src:
+            np.testing.assert_array_equal(got, src.read(1, window=Window.from_slices(*roi)))
