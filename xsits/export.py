@@ -16,7 +16,8 @@ Encodings (NetCDF and Zarr):
   ``_FillValue = NaN``;
 - every band carries ``grid_mapping = "spatial_ref"``; the scalar ``spatial_ref`` coordinate
   holds ``crs_wkt`` and ``spatial_ref`` (read back by rioxarray and odc-geo);
-- NetCDF: ``zlib`` level 4 with shuffle, one chunk per date; time encoded by xarray with CF
+- NetCDF: ``zlib`` level 1 with shuffle (half the time of level 4, files ~3 % larger on
+  reflectance), one chunk per date; time encoded by xarray with CF
   ``units``/``calendar``; string coordinates as variable-length strings; boolean coordinates
   as ``int8`` with ``dtype = "bool"`` (decoded back to ``bool`` by xarray), ``flag_values``
   and ``flag_meanings``;
@@ -359,7 +360,7 @@ def _prepare(ds: xr.Dataset, fmt: str) -> tuple[xr.Dataset, dict[Hashable, dict]
         sizes = var.shape
         one_per_date = tuple(1 if d == "time" else n for d, n in zip(var.dims, sizes, strict=True))
         if fmt == "netcdf":
-            enc.update(zlib=True, complevel=4, shuffle=True)
+            enc.update(zlib=True, complevel=1, shuffle=True)
             if var.ndim and all(sizes):
                 enc["chunksizes"] = one_per_date
         elif isinstance(var.data, dsa.Array):
