@@ -8,10 +8,12 @@ open per chunk (three HTTP requests and ~10 ms of Python per read), it
    asyncio loop with up to :data:`MAX_REQUESTS` range requests in flight (obstore, Rust HTTP):
    per file one request for the first :data:`PREFETCH_BYTES` (the header and, in a COG, the
    smallest overviews), then one per needed tile not already in it;
-2. parses headers and decodes tiles with tifffile (imagecodecs) and keeps only each file's
-   window;
+2. parses headers (the needed IFD tags of a DEFLATE or uncompressed COG; tifffile for
+   anything else), inflates DEFLATE tiles only up to the needed rows (ISA-L, or libdeflate
+   for whole tiles) and keeps only each file's window;
 3. answers each chunk read from that window: a slice when the grids line up (reading on the
-   items' native grid, :func:`xsits.load.load_cube`), else an in-memory warp.
+   items' native grid, :func:`xsits.load.load_cube`), a pixel repeat when the grid is ``k``
+   times finer (a 20 m band on a 10 m grid), else an in-memory warp.
 
 Bytes are kept in a process-wide cache (:data:`CACHE_BYTES`), so features sharing a file (or a
 block) fetch it once. Failed requests are retried (obstore, then :class:`CogDriver` re-reads
