@@ -323,17 +323,16 @@ def _geobox(geo: dict, shape: tuple[int, int]) -> GeoBox:
     return GeoBox(shape, transform, f"EPSG:{int(epsg)}")
 
 
+#: GeoTIFF georeferencing tags: (code, name).
+_GEO_TAGS = ((33550, "ModelPixelScale"), (33922, "ModelTiepoint"), (34264, "ModelTransformation"))
+
+
 def _geo_tags(tags: Any) -> dict[str, Any]:
     """The GeoTIFF tags and keys :func:`_geobox` needs, from tifffile's tags.
 
     tifffile's ``geotiff_metadata`` decodes every key: a fifth of a header's parsing time.
     """
-    geo: dict[str, Any] = {}
-    for code, name in ((33550, "ModelPixelScale"), (33922, "ModelTiepoint"),
-                       (34264, "ModelTransformation")):
-        tag = tags.get(code)
-        if tag is not None:
-            geo[name] = tag.value
+    geo = {name: tags[code].value for code, name in _GEO_TAGS if tags.get(code) is not None}
     keys = tags.get(34735)
     geo.update(_geo_keys(None if keys is None else keys.value))
     return geo
@@ -427,13 +426,12 @@ def _lean_header(head: bytes | memoryview) -> Header | None:
         return None
     keep = [base] + [t for t in ifds[1:] if _first(t, 254, 0) & 1 and not _first(t, 254, 0) & 4
                      and 322 in t and _first(t, 277, 1) == spp]
-    if any(_first(t, 259, 1) not in (1, 8, 32946) or _first(t, 317, 1) not in (1, 2)
+    predictors = (1, 2) if kind in "iu" else (1,)  # horizontal differencing: integers only
+    if any(_first(t, 259, 1) not in (1, 8, 32946) or _first(t, 317, 1) not in predictors
            for t in keep):
-        return None  # JPEG, LZW, ZSTD, the floating-point predictor: tifffile's decoders
+        return None  # JPEG, LZW, ZSTD, floating-point predictors: tifffile's decoders
     keep.sort(key=lambda t: -_first(t, 256))
-    geo = {name: base[code] for code, name in ((33550, "ModelPixelScale"),
-                                              (33922, "ModelTiepoint"),
-                                              (34264, "ModelTransformation")) if code in base}
+    geo = {name: base[code] for code, name in _GEO_TAGS if code in base}
     geo.update(_geo_keys(base.get(34735)))
     gbox = _geobox(geo, (_first(base, 257), _first(base, 256)))
     levels = tuple(Level(i, gbox if t is base else gbox.zoom_to((_first(t, 257), _first(t, 256))),
@@ -504,8 +502,9 @@ def parse_header(head: bytes | memoryview) -> Header:
             levels = tuple(Level(i, gbox if p is base else gbox.zoom_to(p.shape[:2]),
                                  (p.tilelength, p.tilewidth)) for i, p in enumerate(keep))
             nodata = base.nodata
+            predictors = (1, 2) if base.dtype.kind in "iu" else (1,)  # see _lean_header
             deflate = tuple(int(p.predictor) if int(p.compression) in (8, 32946)
-                            and int(p.predictor) in (1, 2) else 0 for p in keep)
+                            and int(p.predictor) in predictors else 0 for p in keep)
             return Header(
                 levels=levels,
                 key=tuple((lv.tile, _grid_key(lv.geobox)) for lv in levels),
