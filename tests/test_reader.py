@@ -207,3 +207,29 @@ def test_lean_header_equals_tifffile_and_reads_equal_rasterio(tmp_path, options)
         ovr = {} if level.page == 0 else {"overview_level": level.page - 1}
         with rasterio.open(path, **ovr) as src:
             np.testing.assert_array_equal(got, src.read(1, window=Window.from_slices(*roi)))
+
+
+@pytest.mark.parametrize("resolution, origin", [(5, (500000, 4005120)), (3.3, (500001.7, 4005117))])
+def test_driver_read_onto_finer_grids_equals_rasterio_reader(tmp_path, resolution, origin):
+    """A 10 m COG read onto a 2x finer aligned grid (pixels repeated) and onto a misaligned
+    3.3 m grid (warped) gives odc-stac's rasterio reader's values."""
+    from affine import Affine
+
+    gbox = GeoBox.from_bbox((500000, 4000000, 505120, 4005120), "EPSG:32631", resolution=10)
+    data = np.random.default_rng(5).integers(1, 3000, gbox.shape.yx).astype("uint16")
+    path = tmp_path / "cog.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=gbox.shape[1], height=gbox.shape[0],
+                       count=1, dtype="uint16", crs="EPSG:32631", transform=gbox.transform,
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256,
+                       COMPRESS="DEFLATE") as dst:
+        dst.write(data, 1)
+    dst_gbox = GeoBox((37, 41), Affine(resolution, 0, origin[0] + 1000, 0, -resolution,
+                                       origin[1] - 1500), "EPSG:32631")
+    cfg = RasterLoadParams(dtype="uint16", fill_value=0, resampling="nearest")
+    got = {}
+    for name, driver in (("cog", reader.CogDriver((), None, fallback=RetryingRioDriver())),
+                         ("rio", RetryingRioDriver())):
+        with driver.restore_env(driver.capture_env(), driver.new_load(dst_gbox)) as ctx:
+            roi, got[name] = driver.open(RasterSource(str(path)), ctx).read(cfg, dst_gbox)
+    assert got["cog"].shape == (37, 41)
+    np.testing.assert_array_equal(got["cog"], got["rio"])

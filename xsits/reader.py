@@ -919,12 +919,12 @@ class CogDriver:
             if isinstance(pixels, BaseException):
                 raise pixels
         src_gbox = plan.level.geobox[plan.roi_src]
-        if not plan.paste and cfg.nearest:
-            pixels = _replicate(pixels, src_gbox, dst_geobox[roi_dst])
-        if plan.paste or (cfg.nearest and pixels is not None):
-            np.copyto(out, pixels, casting="unsafe")
+        placed = pixels if plan.paste else (
+            _replicate(pixels, src_gbox, dst_geobox[roi_dst]) if cfg.nearest else None)
+        if placed is not None:
+            np.copyto(out, placed, casting="unsafe")
             if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
-                np.copyto(out, dst_nodata, where=nodata_mask(pixels, src_nodata))
+                np.copyto(out, dst_nodata, where=nodata_mask(placed, src_nodata))
         else:
             rio_reproject(pixels, out, src_gbox, dst_geobox[roi_dst],
                           cfg.resampling, src_nodata=src_nodata, dst_nodata=dst_nodata)
