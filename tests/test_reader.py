@@ -153,9 +153,14 @@ def test_signed_href_is_read_with_its_query(world, cog_server, world_items):
     """Hrefs with a query string keep it (a store per URL)."""
     href = _hrefs(world_items, "SCL", 1)[0] + "?sig=abc"
     assert reader._locate(href) == (href, "")  # its own client, the query string kept
+    reader.clear_cache()
     head = reader.header(href)
+    level = head.levels[0]
+    roi = (slice(3, 20), slice(5, 19))
+    (got,) = reader.read_windows([(href, 1, head, reader.Plan(level, roi, roi, True))])
     with rasterio.open(_on_disk(world, cog_server, href.split("?")[0])) as src:
-        assert head.levels[0].geobox.shape == (src.height, src.width)
+        assert level.geobox.shape == (src.height, src.width)
+        np.testing.assert_array_equal(got, src.read(1, window=Window.from_slices(*roi)))
 
 
 @pytest.mark.parametrize("options", [

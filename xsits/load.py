@@ -276,9 +276,7 @@ def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
     best = None
     item = next((it for it in items if _proj_code(it) == code), None)
     for band in bands:
-        asset = item.assets.get(band) if item is not None else None
-        meta = {**(item.properties if item is not None else {}),
-                **(asset.extra_fields if asset is not None else {})}
+        meta = _proj_meta(item, band) if item is not None else {}
         t, shape = meta.get("proj:transform"), meta.get("proj:shape")
         if not t or not shape or len(t) < 6:
             return out
@@ -288,13 +286,19 @@ def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
     return out if best is None else min(best, out)
 
 
+def _proj_meta(item: pystac.Item, band: str) -> dict[str, Any]:
+    """The ``proj:`` metadata of one band: the item's, overridden by its asset's."""
+    asset = item.assets.get(band)
+    return {**item.properties, **(asset.extra_fields if asset is not None else {})}
+
+
 def _lattice_origin(items: Sequence[pystac.Item], code: str) -> tuple[float, float]:
     """A pixel corner of the items' grid (``proj:transform``), else (0, 0)."""
     for it in items:
         if _proj_code(it) != code:
             continue
-        for asset in [it.properties, *(a.extra_fields for a in it.assets.values())]:
-            t = asset.get("proj:transform")
+        for band in it.assets:
+            t = _proj_meta(it, band).get("proj:transform")
             if t and len(t) >= 6:
                 return float(t[2]), float(t[5])
     return 0.0, 0.0

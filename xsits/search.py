@@ -379,9 +379,11 @@ def search(
                                             group_size_deg=group_size_deg, client=client)),
                            query)
     rank = {str(f): i for i, f in enumerate(aoi["feature_id"])}  # not the completion order
-    merged.items = dict(sorted(merged.items.items(), key=lambda kv: rank.get(kv[0], len(rank))))
-    merged.missing = dict(sorted(merged.missing.items(),
-                                 key=lambda kv: rank.get(kv[0], len(rank))))
+
+    def in_aoi_order(d: dict[str, Any]) -> dict[str, Any]:
+        return dict(sorted(d.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+    merged.items, merged.missing = in_aoi_order(merged.items), in_aoi_order(merged.missing)
     return merged
 
 
