@@ -72,6 +72,20 @@ def write_aoi(n: int) -> Path:
     return path
 
 
+def cog_server(kind: str, root: Path, latency_ms: float):
+    """The COG server: nginx (:mod:`nginx`) or the test suite's Python ``CogServer``."""
+    import nginx
+
+    from xsits.testing.servers import CogServer
+
+    if kind == "nginx":
+        ok, why = nginx.available(latency_ms > 0)
+        if ok:
+            return nginx.NginxCogServer(root, latency_ms=latency_ms)
+        log(f"{why}: using the Python COG server")
+    return CogServer(root, latency_ms=latency_ms)
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -294,6 +308,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="run xsits once per mode under pyinstrument (no other contender), "
                         "with compute_all(scheduler='synchronous') unless --xsits-kwargs")
+    p.add_argument("--cog-server", choices=("nginx", "python"), default="nginx",
+                   help="COG server: nginx (the issue's setup; default, falls back to python "
+                        "when nginx is missing) or the test suite's threaded Python server")
     p.add_argument("--tag", default="", help="label stored in the results JSON")
     args = p.parse_args(argv)
 
@@ -315,7 +332,7 @@ def main(argv=None) -> int:
     log(f"world ready in {time.perf_counter() - t0:.1f} s: {len(world.items_meta)} items")
     aoi = write_aoi(args.features)
 
-    from xsits.testing.servers import CogServer, FaultProxy, PgstacServer
+    from xsits.testing.servers import FaultProxy, PgstacServer
 
     runs: list[dict] = []
     comparisons: dict = {}
@@ -325,7 +342,7 @@ def main(argv=None) -> int:
         log(f"STAC API up at {api.url} ({api.startup_seconds:.1f} s)")
         for lat in latencies:
             stac_lat = args.stac_latency_ms if lat > 0 else 0.0
-            with CogServer(world.root, latency_ms=lat) as cogs:
+            with cog_server(args.cog_server, world.root, lat) as cogs:
                 api.load(world.collection, world.item_dicts(cogs.url))
                 proxy = FaultProxy(api.url, latency_ms=stac_lat).start() if stac_lat else None
                 stac_url = proxy.url if proxy else api.url
@@ -386,6 +403,7 @@ def main(argv=None) -> int:
     import platform
 
     doc = {"timestamp": stamp, "tag": args.tag, "argv": sys.argv[1:],
+           "cog_server": args.cog_server,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
            "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},

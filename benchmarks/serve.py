@@ -14,7 +14,7 @@ import argparse
 import sys
 import threading
 
-import run as brun  # noqa: F401  (sets sys.path and NO_PROXY like run.py)
+import run as brun  # sets sys.path and NO_PROXY like run.py
 import world as bworld
 
 
@@ -23,11 +23,13 @@ def main(argv=None) -> int:
     p.add_argument("--latency-ms", type=float, default=0.0, help="added per COG request")
     p.add_argument("--stac-latency-ms", type=float, default=150.0,
                    help="added per STAC request when --latency-ms > 0")
+    p.add_argument("--cog-server", choices=("nginx", "python"), default="nginx")
     args = p.parse_args(argv)
-    from xsits.testing.servers import CogServer, FaultProxy, PgstacServer
+    from xsits.testing.servers import FaultProxy, PgstacServer
 
     world = bworld.get_world()
-    with PgstacServer() as api, CogServer(world.root, latency_ms=args.latency_ms) as cogs:
+    with PgstacServer() as api, \
+            brun.cog_server(args.cog_server, world.root, args.latency_ms) as cogs:
         api.load(world.collection, world.item_dicts(cogs.url))
         stac_lat = args.stac_latency_ms if args.latency_ms else 0.0
         proxy = FaultProxy(api.url, latency_ms=stac_lat).start() if stac_lat else None

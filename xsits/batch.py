@@ -42,7 +42,7 @@ import dask
 import pandas as pd
 import xarray as xr
 
-from xsits._common import one_line, redact, relaxed_gc
+from xsits._common import one_line, redact, relaxed_gc, single_threaded_blas
 from xsits.errors import LoadError, OutputExistsError, XsitsError
 
 __all__ = [
@@ -841,7 +841,7 @@ def compute_all(
                     jobs.append(_Job(str(fid), ds, steps_list, path, overwrite, io_threads,
                                      retry_delay))
             bar.update(len(batch.rows))
-            with relaxed_gc():  # millions of short-lived objects: see relaxed_gc
+            with relaxed_gc(), single_threaded_blas():  # see their docstrings
                 done = batch.rows + runner.run(jobs, bar)
             for r in done:
                 if r["status"] == "skipped" and r["n_dates"] is None:

@@ -30,7 +30,7 @@ from odc.loader._rio import RioDriver, RioReader
 from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from xsits._common import relaxed_gc
+from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
@@ -535,7 +535,7 @@ def open_cubes(
     built: dict[str, xr.Dataset] = {}
     missing: dict[str, str] = {}
     done: list[SearchResult] = []
-    with relaxed_gc():  # millions of short-lived objects: see relaxed_gc
+    with relaxed_gc(), single_threaded_blas():  # see their docstrings
         for part in parts:
             done.append(part)
             missing.update(part.missing)
