@@ -18,7 +18,7 @@ from shapely.geometry import Point
 
 import xsits
 from xsits import reader
-from xsits.load import RetryingRioDriver, _warp, nearest_index
+from xsits.load import RetryingRioDriver, _warp, load_cube, nearest_index
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
 
@@ -105,6 +105,29 @@ def test_cubes_equal_a_direct_odc_stac_load(stac_url, crs):
             assert (got[band].values > 0).mean() > 0.3  # not an empty window
         compared += 1
     assert compared >= 3
+
+
+@pytest.mark.parametrize(("crs", "mode"), [("EPSG:3035", "patch"), ("EPSG:3035", "image"),
+                                         ("utm", "image")])
+def test_small_cube_task_equals_odc_stac_graph(stac_url, crs, mode):
+    """A small cube is read by one task; it equals the cube of odc-stac's per-chunk graph."""
+    aoi = xsits.read_aoi(gpd.GeoDataFrame({"id": ["a", "b"]}, geometry=[
+        Point(WORLD_POINTS[0]), Point(WORLD_POINTS[-1])], crs=4326))
+    res = xsits.search(aoi, stac=stac_url, start=WORLD_START, end=WORLD_END, query=QUERY,
+                       bands=("B03", "B08", "SCL"))
+    for fid, items in res.items.items():
+        gbox = xsits.grid.feature_geoboxes(aoi, xsits.GridSpec(
+            crs=crs, resolution=20, mode=mode, buffer=300.0, size=(7, 5)))[fid]
+        small = load_cube(items, gbox, bands=["B03", "B08", "SCL"])
+        graph = load_cube(items, gbox, bands=["B03", "B08", "SCL"], small_cube=False)
+        reads = [k for k in small.__dask_graph__() if str(k).startswith("xsits-read-")]
+        assert len(reads) == 1 and len(small.__dask_graph__()) < 10
+        assert len(graph.__dask_graph__()) > len(items)  # a task per item and band at least
+        got, want = small.compute(), graph.compute()
+        xr.testing.assert_identical(got, want)
+        for band in got.data_vars:
+            assert got[band].encoding == want[band].encoding
+        assert (got["B08"].values > 0).mean() > 0.3
 
 
 def test_not_a_cog_is_read_by_rasterio(tmp_path):

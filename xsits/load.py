@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import itertools
 import logging
 import time
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,11 @@ import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords, xr_reproject
+from odc.loader import resolve_load_cfg
+from odc.loader._builder import _fill_nd_slice
 from odc.loader._rio import RioDriver, RioReader
+from odc.loader.types import RasterLoadParams, RasterSource
+from odc.stac import parse_items
 from odc.stac._mdtools import StacAuxReader, StacMDParser
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
@@ -337,6 +344,12 @@ def _nearest_index_cached(src: GeoBox, dst: GeoBox) -> np.ndarray:
     return index
 
 
+def _gather_fill(attrs: Mapping[str, Any], dtype: np.dtype) -> Any:
+    """The value of warped pixels outside the read grid: the band's nodata attribute or 0."""
+    fill = attrs.get("nodata", 0)
+    return np.nan if fill is None and dtype.kind == "f" else (fill or 0)
+
+
 def _gather(block: np.ndarray, index: np.ndarray, fill: Any) -> np.ndarray:
     flat = block.reshape(block.shape[0], -1)
     out = flat[:, np.maximum(index, 0)]
@@ -355,14 +368,123 @@ def _warp(var: xr.DataArray, native: GeoBox, geobox: GeoBox, resampling: str) ->
             or len(data.chunks[1]) > 1 or len(data.chunks[2]) > 1:
         return xr_reproject(var.chunk({"time": -1}), geobox, resampling=resampling)
     index = _nearest_index_cached(native, geobox)
-    fill = var.attrs.get("nodata", 0)
-    fill = np.nan if fill is None and data.dtype.kind == "f" else (fill or 0)
+    fill = _gather_fill(var.attrs, data.dtype)
     out = data.map_blocks(_gather, index, fill, chunks=(data.chunks[0], *index.shape),
                           dtype=data.dtype)
     coords = {k: v for k, v in var.coords.items() if k not in ("x", "y", "spatial_ref")}
     attrs = {**var.attrs, "_FillValue": fill}  # as xr_reproject sets it
     da = xr.DataArray(out, dims=var.dims, coords=coords, attrs=attrs, name=var.name)
     return da.assign_coords(xr_coords(geobox, crs_coord_name="spatial_ref"))
+
+
+def _nominal_datetime(item: pystac.Item) -> dt.datetime:
+    """The item's time as odc-stac takes it: ``datetime``, else ``start_datetime`` (naive)."""
+    when = item.datetime or pystac.utils.str_to_datetime(item.properties["start_datetime"])
+    return when.replace(tzinfo=None)
+
+
+@dataclass(frozen=True, eq=False)
+class _SmallCube:
+    """What one task needs to read a small cube: per date, per band, the files to fuse."""
+
+    geobox: GeoBox  # the output grid
+    native: GeoBox | None  # the grid read (items' CRS), warped to ``geobox``; None: geobox
+    cfg: dict[str, RasterLoadParams]  # per band: dtype, nodata, resampling (odc-stac's)
+    layers: dict[str, tuple[tuple[RasterSource, ...], ...]]  # per band, per date: sources
+    env: dict[str, Any]  # GDAL settings for the rasterio fallback
+    retries: int
+    delay: float
+
+
+def _small_cube(items: Sequence[pystac.Item], groups: list[list[pystac.Item]], geobox: GeoBox,
+                native: GeoBox | None, bands: Sequence[str], resampling: Mapping[str, str],
+                read_retries: int, retry_delay: float) -> _SmallCube | None:
+    """The one-task reading plan of a cube, or None when odc-stac's graph must read it.
+
+    Band metadata (dtype, nodata, units) and load settings come from odc-stac's own parser
+    and :func:`odc.loader.resolve_load_cfg`, so the cube equals ``odc.stac.load``'s.
+    """
+    parsed = next(parse_items(items[:1], md_plugin=StacMDParser({})))
+    try:
+        keys = {b: parsed.collection.band_key(b) for b in bands}
+        meta = parsed.collection.resolve_bands(list(bands))
+    except ValueError:
+        return None
+    if any(k[1] != 1 or k not in parsed.bands or not isinstance(parsed.bands[k], RasterSource)
+           for k in keys.values()):
+        return None  # multi-band assets, auxiliary bands: odc-stac's graph
+    cfg = resolve_load_cfg(meta, dict(resampling), fail_on_error=True)
+    layers = {}
+    for b, (asset, _) in keys.items():
+        template = parsed.bands[(asset, 1)].strip()
+        layers[b] = tuple(
+            tuple(dataclasses.replace(template, uri=it.assets[asset].get_absolute_href()
+                                      or it.assets[asset].href)
+                  for it in group if asset in it.assets)
+            for group in groups)
+    return _SmallCube(geobox, native, cfg, layers, RetryingRioDriver().capture_env(),
+                      read_retries, retry_delay)
+
+
+def _band_attrs(cfg: RasterLoadParams) -> dict[str, Any]:
+    """A band's attributes as odc-stac sets them: its metadata's, plus ``nodata``."""
+    attrs = {**cfg.meta.attrs} if cfg.meta is not None else {}
+    if cfg.fill_value is not None:
+        attrs["nodata"] = cfg.fill_value
+    return attrs
+
+
+def read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
+    """Every band of a small cube on its output grid, read by one call (the cube's task).
+
+    Each file is read with :class:`xsits.reader.CogDriver` (all the feature's windows fetched
+    at once) and the items of one date are fused by odc-loader's ``_fill_nd_slice``, as
+    ``odc.stac.load`` does; a cube read on its native grid is then warped by one index
+    lookup (:func:`nearest_index`). No dask graph per date and band.
+    """
+    read_gbox = plan.native or plan.geobox
+    driver = CogDriver([Source(src.uri, src.band, plan.cfg[b].resampling == "nearest")
+                        for b, layers in plan.layers.items() for layer in layers
+                        for src in layer], read_gbox, retries=plan.retries, delay=plan.delay,
+                       fallback=RetryingRioDriver(plan.retries, plan.delay))
+    state = driver.new_load(read_gbox)
+    out: dict[str, np.ndarray] = {}
+    with driver.restore_env(plan.env, state) as ctx:
+        for band, layers in plan.layers.items():
+            cfg = plan.cfg[band]
+            dst = np.empty((len(layers), *read_gbox.shape.yx), dtype=cfg.dtype)
+            for t, layer in enumerate(layers):
+                _fill_nd_slice([driver.open(src, ctx) for src in layer], read_gbox, cfg,
+                               dst=dst[t])
+            if plan.native is not None:
+                index = _nearest_index_cached(plan.native, plan.geobox)
+                fill = _gather_fill(_band_attrs(cfg), dst.dtype)
+                dst = _gather(dst, index, fill).reshape(len(layers), *index.shape)
+            out[band] = dst
+    driver.finalise_load(state)
+    return out
+
+
+def _lazy_small_cube(plan: _SmallCube, times: list[dt.datetime]) -> xr.Dataset:
+    """The lazy Dataset of a small cube: one read task, one chunk per band."""
+    import dask
+    import dask.array as da
+
+    token = uuid.uuid4().hex
+    task = dask.delayed(read_small_cube, pure=False)(plan, dask_key_name=f"xsits-read-{token}")
+    shape = (len(times), *plan.geobox.shape.yx)
+    coords = xr_coords(plan.geobox, crs_coord_name="spatial_ref")
+    coords["time"] = xr.DataArray(times, dims=("time",))
+    data = {}
+    for band, cfg in plan.cfg.items():
+        attrs = _band_attrs(cfg)
+        if plan.native is not None:  # as the warped cube of odc-stac's graph
+            attrs["_FillValue"] = _gather_fill(attrs, np.dtype(cfg.dtype))
+        arr = da.from_delayed(task[band], shape, dtype=cfg.dtype, name=f"{band}-{token}")
+        data[band] = xr.DataArray(arr, dims=("time", "y", "x"), attrs=attrs)
+        if plan.native is None:  # as odc-stac's own variables
+            data[band].encoding["grid_mapping"] = "spatial_ref"
+    return xr.Dataset(data, coords=coords)
 
 
 def load_cube(
@@ -375,6 +497,7 @@ def load_cube(
     attrs: Mapping[str, Any] | None = None,
     read_retries: int = READ_RETRIES,
     retry_delay: float = RETRY_DELAY,
+    small_cube: bool = True,
 ) -> xr.Dataset:
     """Lazily load ``items`` onto ``geobox`` as one cube (``groupby="solar_day"``).
 
@@ -389,6 +512,9 @@ def load_cube(
     chunks
         Dask chunks. Default :data:`CHUNKS`: one band, up to 2048x2048 pixels and
         :data:`CHUNK_BYTES` per chunk (every date of a small cube in one chunk).
+        A small cube (every date of a band in one such chunk, nearest resampling) is read
+        by a single task, :func:`read_small_cube`; any other cube by odc-stac's graph of
+        one task per chunk.
     resampling
         Resampling when the output grid is not the native one. Default ``"nearest"``
         (``SCL`` is always nearest).
@@ -396,6 +522,9 @@ def load_cube(
         Provenance attributes to set.
     read_retries, retry_delay
         Retries of a failed chunk read and the first backoff (see :class:`xsits.reader.CogDriver`).
+    small_cube
+        Read a small cube with one task (default). ``False``: always odc-stac's graph (the
+        same values; for comparisons).
 
     Returns
     -------
@@ -410,11 +539,23 @@ def load_cube(
     groups = _solar_groups(items, lon)
     native = _native_geobox(items, geobox, bands)
     read_gbox = native or geobox
-    if chunks is None:
-        ny, nx = (min(n, CHUNKS[d]) for n, d in zip(read_gbox.shape.yx, "yx", strict=True))
-        chunks = {**CHUNKS, "time": max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))}
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
+    ny, nx = (min(n, CHUNKS[d]) for n, d in zip(read_gbox.shape.yx, "yx", strict=True))
+    per_chunk = max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))  # dates per chunk
+    if chunks is None and small_cube and (ny, nx) == read_gbox.shape.yx and \
+            per_chunk == len(groups) and \
+            all(resampling.get(b, resampling["*"]) == "nearest" for b in bands):
+        try:
+            small = _small_cube(items, groups, geobox, native, bands, resampling,
+                                read_retries, retry_delay)
+        except Exception as err:
+            raise LoadError(f"cannot build the cube: {err}") from err
+        if small is not None:
+            ds = _lazy_small_cube(small, [_nominal_datetime(g[0]) for g in groups])
+            return _finish_cube(ds, groups, attrs)
+    if chunks is None:
+        chunks = {**CHUNKS, "time": per_chunk}
     sources = [Source(it.assets[b].get_absolute_href() or it.assets[b].href, 1,
                       resampling.get(b, resampling["*"]) == "nearest")
                for it in items for b in bands if b in it.assets]
@@ -441,6 +582,12 @@ def load_cube(
              for name, var in ds.data_vars.items()},
             attrs=ds.attrs,
         )
+    return _finish_cube(ds, groups, attrs)
+
+
+def _finish_cube(ds: xr.Dataset, groups: list[list[pystac.Item]],
+                 attrs: Mapping[str, Any] | None) -> xr.Dataset:
+    """Per-date coordinates, a ``nodata`` attribute on every band and the cube's attributes."""
     ds = ds.assign_coords(_time_coords(groups))
     for name in ds.data_vars:
         ds[name].attrs.setdefault("nodata", 0)
