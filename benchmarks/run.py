@@ -243,9 +243,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "outputs": rs[0].get("n_outputs"),
         })
-        if name == "xsits":
-            for k in ("t_search", "t_open_cubes", "t_compute_all"):
-                rows[-1][k] = _median([r.get(k, float("nan")) for r in rs])
+
     by = {(r["latency_ms"], r["mode"], r["contender"]): r for r in rows}
     for r in rows:
         x = by.get((r["latency_ms"], r["mode"], "xsits"))
@@ -420,11 +418,6 @@ def main(argv=None) -> int:
     for k, c in comparisons.items():
         print(f"- outputs xsits vs plain loop, {k}: {c['equal']}/{c['compared']} features equal "
               f"(max |diff| {c['max_abs_diff']:g})")
-    x_rows = [r for r in rows if r["contender"] == "xsits"]
-    for r in x_rows:
-        print(f"- xsits {r['mode']} @ {r['latency_ms']:g} ms: open_cubes (search + graphs) "
-              f"{r['t_search'] + r['t_open_cubes']:.2f} s, compute_all {r['t_compute_all']:.2f} s, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")
     print(f"\nresults: {path}")
     return 0
 

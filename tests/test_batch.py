@@ -187,6 +187,42 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
     assert doc["source"]["stac"] == "https://earth-search.aws.element84.com/v1"
 
 
+def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatch):
+    """The first group's features are computed while open_cubes is still searching."""
+    import threading
+
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    import xsits.load
+
+    aoi = xsits.read_aoi(gpd.GeoDataFrame(
+        {"feature_id": ["a", "b"]}, geometry=[Point(8, 49), Point(20, 40)], crs=4326))
+    computed = threading.Event()
+    waited = []
+
+    def fake_open_cubes(sub, on_group=None, **kwargs):
+        cubes = xsits.Cubes()
+        for fid in sub.feature_id:  # one group per feature
+            cubes[fid] = make_cube(feature_id=fid).assign_attrs(
+                start=kwargs["start"], end=kwargs["end"], mode="image")
+            on_group(xsits.Cubes({fid: cubes[fid]}))
+            if fid == "a":  # the second search "returns" only once "a" was computed
+                waited.append(computed.wait(timeout=30))
+        return cubes
+
+    def mark(ds):
+        if ds.attrs["feature_id"] == "a":
+            computed.set()
+        return ds
+
+    monkeypatch.setattr(xsits.load, "open_cubes", fake_open_cubes)
+    src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
+    report = compute_all(src, [mark], out_dir=tmp_path, progress=False)
+    assert waited == [True]
+    assert report.status.tolist() == ["written", "written"]
+
+
 def test_duck_typed_sources(tmp_path):
     class Batches:
         steps = [steps.harmonize()]  # used when steps=None, like the Intake source's

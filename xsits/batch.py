@@ -22,6 +22,7 @@ file exists (``skipped``), so an interrupted run is finished by running it again
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -34,11 +35,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
 import pandas as pd
 import xarray as xr
 
@@ -65,7 +70,13 @@ REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "s
 STATUSES: tuple[str, ...] = ("written", "skipped", "empty", "failed")
 #: Name of the manifest written in ``out_dir``.
 MANIFEST_NAME = "manifest.json"
-_LOCAL_SCHEDULERS = ("threads", "processes", "synchronous", "sync", "single-threaded")
+_SYNC_SCHEDULERS = ("synchronous", "sync", "single-threaded")
+#: The local schedulers by name: their functions (``dask.compute(scheduler=<function>)``).
+_SCHEDULER_GETS: dict[str, Callable] = {
+    "threads": dask.threaded.get,
+    "processes": dask.multiprocessing.get,
+    **dict.fromkeys(_SYNC_SCHEDULERS, dask.local.get_sync),
+}
 _TASK_PREFIX = "xsits-feature"
 _ERROR_MAX = 500
 #: Attempts per feature (reads are retried one by one inside each attempt, ``retries`` times).
@@ -223,6 +234,10 @@ _IO_POOLS_LOCK = threading.Lock()
 IO_THREADS = 16
 #: Features processed at once by the ``"threads"`` scheduler (their reads share the I/O pool).
 FEATURE_THREADS = 4
+#: Batches computing at once: a source's next groups start computing as soon as their searches
+#: return, without waiting for the slowest feature of the batch before (threads: all of them
+#: share the :data:`FEATURE_THREADS`).
+BATCHES_IN_FLIGHT = 4
 
 
 def _io_pool(n: int) -> Any:
@@ -299,7 +314,7 @@ def _run_feature(job: _Job) -> dict[str, Any]:
             # the cube is read first (its files fetched together, see xsits.reader; its
             # chunks on the shared I/O pool), then the steps run in memory: on a small
             # cube, numpy is much cheaper than building a dask graph per step
-            ds = job.ds.compute(scheduler="threads", pool=_io_pool(job.io_threads))
+            ds = job.ds.compute(scheduler=dask.threaded.get, pool=_io_pool(job.io_threads))
             for step in job.steps:
                 ds = step(ds)
             n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
@@ -390,7 +405,6 @@ def _spatial_order(aoi: Any) -> list[int]:
 def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
                  overwrite: bool, steps: Sequence[Callable], retries: int,
                  retry_delay: float) -> _Plan:
-    from xsits.load import open_cubes
 
     aoi = source.aoi
     kwargs = {"read_retries": retries, "retry_delay": retry_delay,
@@ -402,8 +416,9 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
     def gen() -> Iterator[_Batch]:
         yield _Batch({}, [_row(f, "failed", error=f"feature {f!r}: {redact(str(r))}")
                           for f, r in dropped.items() if f not in set(fids)])
+        rows, subs = [], []
         for part in _chunks(_spatial_order(aoi), batch_size):
-            rows, todo = [], []
+            todo = []
             for pos in part:
                 fid = fids[pos]
                 try:
@@ -414,16 +429,88 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
                     rows.append(_row(fid, "skipped", path))
                 else:
                     todo.append(pos)
-            if not todo:
-                yield _Batch({}, rows)
-                continue
-            sub = aoi.iloc[sorted(todo)]
-            cubes = open_cubes(sub, **kwargs)
-            rows += [_missing_row(f, r) for f, r in cubes.missing.items()
-                     if f in set(sub["feature_id"]) and f not in cubes]
-            yield _Batch(cubes, rows)
+            if todo:
+                subs.append(aoi.iloc[sorted(todo)])
+        yield _Batch({}, rows)
+        yield from _streamed_batches(subs, kwargs, batch_size)
 
     return _Plan(ids, gen(), _describe_kwargs(kwargs))
+
+
+_END = object()
+
+
+def _streamed_batches(subs: Sequence[Any], kwargs: Mapping[str, Any],
+                      batch_size: int) -> Iterator[_Batch]:
+    """Batches of cubes as their searches return: the next groups search while one computes.
+
+    A thread opens the cubes of each part of the AOI in turn (:func:`xsits.open_cubes`, its
+    ``on_group`` hook queueing each group's cubes); every batch takes what is queued (at
+    least one group, at most ``batch_size`` features). The queue is bounded: the searches run
+    at most a few groups ahead of the computing.
+    """
+    import queue
+
+    from xsits.load import open_cubes
+
+    out: queue.Queue = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                return out.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        sent: set[str] = set()
+
+        def send(group: Mapping[str, xr.Dataset]) -> None:
+            sent.update(group)
+            put(group)
+
+        try:
+            for sub in subs:
+                cubes = open_cubes(sub, on_group=send, **kwargs)
+                ids = set(sub["feature_id"])
+                if any(f not in sent for f in cubes):  # cubes not handed out by on_group
+                    send({f: c for f, c in cubes.items() if f not in sent})
+                put([_missing_row(f, r) for f, r in cubes.missing.items()
+                     if f in ids and f not in cubes])
+        except BaseException as err:  # raised again by the consumer
+            put(err)
+        finally:
+            put(_END)
+
+    thread = threading.Thread(target=produce, name="xsits-search", daemon=True)
+    thread.start()
+    try:
+        ended = False
+        while not ended:
+            got = [out.get()]
+            n = len(got[0]) if isinstance(got[0], Mapping) else 0
+            while n < batch_size:
+                try:
+                    got.append(out.get_nowait())
+                except queue.Empty:
+                    break
+                n += len(got[-1]) if isinstance(got[-1], Mapping) else 0
+            cubes: dict[str, xr.Dataset] = {}
+            rows: list[dict[str, Any]] = []
+            for item in got:
+                if item is _END:
+                    ended = True
+                elif isinstance(item, BaseException):
+                    raise item
+                elif isinstance(item, list):
+                    rows += item
+                else:
+                    cubes.update(item)
+            yield _Batch(cubes, rows)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _plan_batches_method(source: Any, batch_size: int) -> _Plan:
@@ -603,7 +690,7 @@ class _Runner:
         self.owned = False
         self.pool = None
         self.workers = workers
-        if isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS:
+        if isinstance(scheduler, str) and scheduler in _SCHEDULER_GETS:
             self.scheduler = scheduler
         elif isinstance(scheduler, str) and re.match(r"^[a-z+]+://|^[\w.-]+:\d+$", scheduler):
             from distributed import Client
@@ -634,12 +721,38 @@ class _Runner:
             ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context",
                                                               "spawn"))
             self.pool = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
+        elif self.scheduler == "threads":  # one pool: concurrent batches share its threads
+            self.pool = ThreadPoolExecutor(workers or FEATURE_THREADS,
+                                           thread_name_prefix="xsits-feature")
+        # batches run while the next ones are searched (synchronous: one after the other)
+        self.batches = None if self.scheduler in _SYNC_SCHEDULERS else ThreadPoolExecutor(
+            BATCHES_IN_FLIGHT, thread_name_prefix="xsits-batch")
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.batches, self.pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         if self.owned and self.client is not None:
             self.client.close()
+
+    def submit(self, jobs: list[_Job], bar: Any) -> Future:
+        """:meth:`run` in the background (inline for the synchronous schedulers)."""
+        if self.batches is not None:
+            return self.batches.submit(self.run, jobs, bar)
+        fut: Future = Future()
+        fut.set_result(self.run(jobs, bar))
+        return fut
+
+    def ticking(self, bar: Any) -> Any:
+        """A context in which the local schedulers tick ``bar`` once per finished feature."""
+        from dask.callbacks import Callback
+
+        class _Tick(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D102
+                if isinstance(key, str) and key.startswith(_TASK_PREFIX):
+                    bar.update(1)
+
+        return _Tick() if self.client is None else contextlib.nullcontext()
 
     def run(self, jobs: list[_Job], bar: Any) -> list[dict[str, Any]]:
         if not jobs:
@@ -649,20 +762,12 @@ class _Runner:
             job, dask_key_name=f"{_TASK_PREFIX}-{job.fid}-{token}") for job in jobs]
         if self.client is not None:
             return self._run_distributed(jobs, tasks, bar)
-        from dask.callbacks import Callback
-
-        class _Tick(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D102
-                if isinstance(key, str) and key.startswith(_TASK_PREFIX):
-                    bar.update(1)
-
-        kwargs: dict[str, Any] = {"scheduler": self.scheduler}
+        # the scheduler's function, not its name: a name makes dask look for a distributed
+        # client (importing distributed) on every call
+        kwargs: dict[str, Any] = {"scheduler": _SCHEDULER_GETS[self.scheduler]}
         if self.pool is not None:
             kwargs["pool"] = self.pool
-        elif self.scheduler == "threads":
-            kwargs["num_workers"] = self.workers or FEATURE_THREADS
-        with _Tick():
-            return list(dask.compute(*tasks, **kwargs))
+        return list(dask.compute(*tasks, **kwargs))
 
     def _run_distributed(self, jobs: list[_Job], tasks: list, bar: Any) -> list[dict[str, Any]]:
         from distributed import as_completed
@@ -824,25 +929,14 @@ def compute_all(
                disable=not _want_progress(progress), dynamic_ncols=True)
     rows: dict[str, dict[str, Any]] = {}
     complete = False
-    try:
-        for batch in plan.batches:
-            manifest.note_query(batch.cubes)
-            jobs = []
-            for fid, ds in batch.cubes.items():
-                try:
-                    path = _planned_path({**ds.attrs, "feature_id": str(fid)}, steps_list, out,
-                                         format)
-                except XsitsError as err:  # unsafe id, unknown format, attrs missing
-                    batch.rows.append(_row(str(fid), "failed", error=_error_text(err)))
-                    continue
-                if path.exists() and not overwrite:
-                    batch.rows.append(_row(str(fid), "skipped", path))
-                else:
-                    jobs.append(_Job(str(fid), ds, steps_list, path, overwrite, io_threads,
-                                     retry_delay))
-            bar.update(len(batch.rows))
-            with relaxed_gc(), single_threaded_blas():  # see their docstrings
-                done = batch.rows + runner.run(jobs, bar)
+    running: collections.deque[tuple[_Batch, Future]] = collections.deque()
+
+    def collect(wait: bool) -> None:
+        """Report the batches that are done, in order (``wait``: the oldest one at least)."""
+        while running and (wait or running[0][1].done()):
+            batch, fut = running.popleft()
+            wait = False
+            done = batch.rows + fut.result()
             for r in done:
                 if r["status"] == "skipped" and r["n_dates"] is None:
                     r["n_dates"] = manifest.previous.get(r["feature_id"], {}).get("n_dates")
@@ -851,6 +945,29 @@ def compute_all(
             manifest.write()
             bar.set_postfix({s[0]: sum(r["status"] == s for r in rows.values())
                              for s in STATUSES}, refresh=False)
+
+    try:
+        with relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # see docstrings
+            for batch in plan.batches:  # for sources: blocks until more cubes are found
+                manifest.note_query(batch.cubes)
+                jobs = []
+                for fid, ds in batch.cubes.items():
+                    try:
+                        path = _planned_path({**ds.attrs, "feature_id": str(fid)}, steps_list,
+                                             out, format)
+                    except XsitsError as err:  # unsafe id, unknown format, attrs missing
+                        batch.rows.append(_row(str(fid), "failed", error=_error_text(err)))
+                        continue
+                    if path.exists() and not overwrite:
+                        batch.rows.append(_row(str(fid), "skipped", path))
+                    else:
+                        jobs.append(_Job(str(fid), ds, steps_list, path, overwrite,
+                                         io_threads, retry_delay))
+                bar.update(len(batch.rows))
+                running.append((batch, runner.submit(jobs, bar)))
+                collect(wait=len(running) > BATCHES_IN_FLIGHT)
+            while running:
+                collect(wait=True)
         complete = True
     finally:
         bar.close()
