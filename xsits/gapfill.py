@@ -20,52 +20,57 @@ def _fillable(var: xr.DataArray, dim: str) -> bool:
     )
 
 
-def _ffill(a: np.ndarray) -> np.ndarray:
-    """Forward fill of NaNs along the last axis (bottleneck, as xarray's ``ffill``)."""
+def _ffill(a: np.ndarray, axis: int) -> np.ndarray:
+    """Forward fill of NaNs along ``axis`` (bottleneck, as xarray's ``ffill``)."""
     import bottleneck
 
-    return bottleneck.push(a, axis=-1)
+    return bottleneck.push(a, axis=axis)
 
 
-def _bfill(a: np.ndarray) -> np.ndarray:
-    return _ffill(a[..., ::-1])[..., ::-1]
+def _bfill(a: np.ndarray, axis: int) -> np.ndarray:
+    flip = (slice(None),) * (axis % a.ndim) + (slice(None, None, -1),)
+    return _ffill(a[flip], axis)[flip]
 
 
-def _edges_kernel(values: np.ndarray) -> np.ndarray:
-    """Leading NaNs get the first valid value, trailing NaNs the last one (last axis)."""
-    valid = ~np.isnan(values)
-    seen = np.cumsum(valid, axis=-1)
-    out = np.where(seen == 0, _bfill(values), values)
-    return np.where((seen == seen[..., -1:]) & ~valid, _ffill(values), out)
+def _edges_kernel(values: np.ndarray, axis: int, dtype: np.dtype) -> np.ndarray:
+    """Leading NaNs get the first valid value, trailing NaNs the last one (along ``axis``)."""
+    out = np.where(np.isnan(_ffill(values, axis)), _bfill(values, axis), values)
+    return np.where(np.isnan(_bfill(values, axis)), _ffill(values, axis), out).astype(dtype)
 
 
-def _linear_kernel(values: np.ndarray, days: np.ndarray,
-                   max_gap_days: float | None) -> np.ndarray:
-    """Time-weighted linear interpolation of interior NaNs along the last axis.
+def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
+                   max_gap_days: float | None, edges: bool, dtype: np.dtype) -> np.ndarray:
+    """Time-weighted linear interpolation of interior NaNs along ``axis`` (and the edges).
 
     The same values as ``interpolate_na(method="linear", use_coordinate=True)`` (and its
-    ``max_gap``: the span between the valid dates around a gap), without one ``np.interp``
-    call per pixel series: four vectorised fills and arithmetic.
+    ``max_gap``: the span between the valid dates around a gap), then :func:`_edges_kernel`'s
+    edges, without one ``np.interp`` call per pixel series: four vectorised fills and
+    arithmetic, in the array's own layout (no transposition).
     """
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    days = np.asarray(days, dtype="float64").reshape(shape)
     valid = ~np.isnan(values)
     t = np.where(valid, days, np.nan)
-    t_prev, t_next = _ffill(t), _bfill(t)
+    t_prev, t_next = _ffill(t, axis), _bfill(t, axis)
+    v_prev, v_next = _ffill(values, axis), _bfill(values, axis)
     span = t_next - t_prev
     with np.errstate(invalid="ignore", divide="ignore"):
         weight = np.where(span > 0, (days - t_prev) / span, 0.0)
-    v_prev = _ffill(values)
-    out = np.where(valid, values, v_prev + weight * (_bfill(values) - v_prev))
+    out = np.where(valid, values, v_prev + weight * (v_next - v_prev))
     if max_gap_days is not None:
         with np.errstate(invalid="ignore"):
             out = np.where(valid | (span <= max_gap_days), out, np.nan)
-    return out
+    if edges:  # before the first valid date: the first value; after the last: the last one
+        out = np.where(np.isnan(t_prev), v_next, out)
+        out = np.where(np.isnan(t_next), v_prev, out)
+    return out.astype(dtype)
 
 
-def _along(kernel, data: xr.DataArray, dim: str, **kwargs) -> xr.DataArray:
-    """Apply a last-axis numpy ``kernel`` along ``dim`` (numpy or dask, one time chunk)."""
-    return xr.apply_ufunc(kernel, data, kwargs=kwargs, input_core_dims=[[dim]],
-                          output_core_dims=[[dim]], dask="parallelized",
-                          output_dtypes=[np.float64]).transpose(*data.dims)
+def _blockwise(kernel, data: xr.DataArray, dim: str, **kwargs) -> xr.DataArray:
+    """Apply ``kernel(values, axis=..., **kwargs)`` along ``dim`` (numpy, or dask blocks)."""
+    return xr.apply_ufunc(kernel, data, kwargs={"axis": data.get_axis_num(dim), **kwargs},
+                          dask="parallelized", output_dtypes=[kwargs["dtype"]])
 
 
 def _fill_one(
@@ -83,12 +88,14 @@ def _fill_one(
     if fast:
         days = ((data[dim] - data[dim][0]) / np.timedelta64(1, "D")).values
         gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
-        out = _along(_linear_kernel, data, dim, days=days, max_gap_days=gap)
+        out = _blockwise(_linear_kernel, data, dim, days=days, max_gap_days=gap, edges=edges,
+                         dtype=var.dtype)
     else:
         out = data.interpolate_na(dim=dim, method=method, max_gap=max_gap, use_coordinate=True)
-    if edges:
-        out = _along(_edges_kernel, out, dim)
-    out = out.astype(var.dtype).assign_coords(var.coords)
+        if edges:
+            out = _blockwise(_edges_kernel, out, dim, dtype=var.dtype)
+        out = out.astype(var.dtype)
+    out = out.assign_coords(var.coords)
     out.attrs = dict(var.attrs)
     return out
 

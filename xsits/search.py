@@ -177,6 +177,8 @@ class SearchResult:
         The :class:`StacQuery` searched.
     items
         ``{feature_id: [pystac.Item, ...]}`` sorted by datetime; features with none are absent.
+        From an API with the fields extension, items carry only the bands' assets and no
+        links (:data:`ITEM_FIELDS`).
     missing
         ``{feature_id: reason}`` for features without items (or a failed group search).
     n_searches
@@ -323,6 +325,23 @@ def open_client(q: StacQuery, *, modifier=None):
         raise SearchError(f"STAC API {q.endpoint} cannot be opened: {one_line(err)}") from err
 
 
+#: Item fields asked of APIs with the fields extension (plus the bands' assets): what
+#: loading, the per-date coordinates and provenance use. The API then neither hydrates nor
+#: sends the other assets and the links (on pgstac: ~70 % less CPU in the API).
+ITEM_FIELDS = ("id", "type", "stac_version", "stac_extensions", "geometry", "bbox",
+               "collection", "properties")
+
+
+def _fields(q: StacQuery, client) -> dict[str, list[str]] | None:
+    """The ``fields`` of a search when the API conforms to the fields extension."""
+    from pystac_client import ConformanceClasses
+
+    if not client.conforms_to(ConformanceClasses.FIELDS):
+        return None
+    return {"include": [*ITEM_FIELDS, *(f"assets.{a}" for a in q.assets.values())],
+            "exclude": ["links"]}
+
+
 def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
     search = client.search(
         collections=[q.collection],
@@ -331,6 +350,7 @@ def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
         query=q.api_query(),
         filter=q.filter,
         limit=q.limit,
+        fields=_fields(q, client),
     )
     return list(search.items())
 
