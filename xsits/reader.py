@@ -1,11 +1,12 @@
 """COG reads for odc-stac with every needed byte range fetched once, many at a time.
 
-``load`` builds each feature's cube with ``odc.stac.load``; odc-stac then calls a *reader
-driver* for every (date, band) chunk. :class:`CogDriver` is that driver. Instead of a GDAL
-open per chunk (three HTTP requests and ~10 ms of Python per read), it
+``load`` reads each feature's cube through a *reader driver* called for every (date, band):
+odc-stac's graph calls it, and so does :func:`xsits.load.read_small_cube` (one task per small
+cube). :class:`CogDriver` is that driver. Instead of a GDAL open per chunk (three HTTP
+requests and ~10 ms of Python per read), it
 
-1. fetches, on the first read of a feature, **all** of that feature's files at once, on one
-   asyncio loop with up to :data:`MAX_REQUESTS` range requests in flight (obstore, Rust HTTP):
+1. fetches, on the first read of a feature, **all** of that feature's files at once, with up
+   to :data:`MAX_REQUESTS` range requests in flight (obstore's Rust HTTP, on a thread pool):
    per file one request for the first :data:`PREFETCH_BYTES` (the header and, in a COG, the
    smallest overviews), then one per needed tile not already in it;
 2. parses headers (the needed IFD tags of a DEFLATE or uncompressed COG; tifffile for
@@ -23,7 +24,6 @@ georeferencing, ``s3://`` URLs...) is read by odc-stac's rasterio reader, with r
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import datetime as dt
@@ -31,7 +31,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -73,95 +74,72 @@ class Unsupported(Exception):
     """A file to read with the rasterio reader instead (not tiled, no EPSG code...)."""
 
 
-# --------------------------------------------------------------------------- event loop
-
-_LOOP: asyncio.AbstractEventLoop | None = None
-_LOOP_PID = -1
-_LOOP_LOCK = threading.Lock()
-
-
-def _loop() -> asyncio.AbstractEventLoop:
-    """The process's background event loop (restarted in a forked child)."""
-    global _LOOP, _LOOP_PID, _STATE
-    with _LOOP_LOCK:
-        if _LOOP is None or _LOOP_PID != os.getpid():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="xsits-reader", daemon=True).start()
-            _LOOP, _LOOP_PID, _STATE = loop, os.getpid(), None
-        return _LOOP
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    """Run ``coro`` on the reader's event loop and wait for its result (from any thread).
-
-    Examples
-    --------
-    >>> async def two():
-    ...     return 2
-    >>> run(two())
-    2
-    """
-    return asyncio.run_coroutine_threadsafe(coro, _loop()).result()
-
-
 # --------------------------------------------------------------------------- bytes
 
 
-class _Memo:
-    """An LRU of awaited values, with concurrent requests for one key sharing one fetch.
+class _State:
+    """Per-process network state: HTTP clients, a thread pool, fetched bytes (an LRU).
 
-    Only used on the reader's loop thread, so it needs no lock.
+    Range requests run on :data:`MAX_REQUESTS` threads with obstore's blocking calls, which
+    release the GIL while they wait (Rust HTTP): for many small requests, about a third less
+    CPU than coroutines on an event loop. Concurrent requests for one range share one fetch.
     """
 
-    def __init__(self, budget: int, size: Callable[[Any], int]) -> None:
-        self.budget, self.size = budget, size
-        self.data: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-        self.used = 0
-        self.pending: dict[Any, asyncio.Task] = {}
-
-    async def get(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
-        if key in self.data:
-            self.data.move_to_end(key)
-            return self.data[key]
-        task = self.pending.get(key)
-        if task is None:
-            task = self.pending[key] = asyncio.ensure_future(fetch())
-            task.add_done_callback(lambda t: self._done(key, t))
-        return await asyncio.shield(task)
-
-    def _done(self, key: Any, task: asyncio.Task) -> None:
-        self.pending.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
-            return
-        value = task.result()
-        self.data[key] = value
-        self.used += self.size(value)
-        while self.used > self.budget and len(self.data) > 1:
-            _, old = self.data.popitem(last=False)
-            self.used -= self.size(old)
-
-    def forget(self, match: Callable[[Any], bool]) -> None:
-        for key in [k for k in self.data if match(k)]:
-            self.used -= self.size(self.data.pop(key))
-
-
-class _State:
-    """Per-process network state on the loop thread: stores, fetched bytes, a semaphore."""
-
     def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pid = os.getpid()
+        self.pool = ThreadPoolExecutor(MAX_REQUESTS, thread_name_prefix="xsits-http")
+        self.lock = threading.Lock()
         self.stores: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self.bytes = _Memo(CACHE_BYTES, len)
-        self.requests = asyncio.Semaphore(MAX_REQUESTS)
+        self.bytes: collections.OrderedDict[tuple, memoryview] = collections.OrderedDict()
+        self.used = 0
+        self.pending: dict[tuple, Future] = {}
+
+    def cached(self, key: tuple, fetch: Callable[[], memoryview]) -> Future:
+        """A future of the bytes under ``key``: from the cache, a fetch in flight, or ``fetch``."""
+        with self.lock:
+            got = self.bytes.get(key)
+            if got is not None:
+                self.bytes.move_to_end(key)
+                done: Future = Future()
+                done.set_result(got)
+                return done
+            fut = self.pending.get(key)
+            if fut is None:
+                fut = self.pending[key] = self.pool.submit(fetch)
+                fut.add_done_callback(lambda f: self._done(key, f))
+            return fut
+
+    def _done(self, key: tuple, fut: Future) -> None:
+        with self.lock:
+            self.pending.pop(key, None)
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            value = fut.result()
+            self.bytes[key] = value
+            self.used += len(value)
+            while self.used > CACHE_BYTES and len(self.bytes) > 1:
+                _, old = self.bytes.popitem(last=False)
+                self.used -= len(old)
+
+    def forget(self, match: Callable[[tuple], bool]) -> None:
+        with self.lock:
+            for key in [k for k in self.bytes if match(k)]:
+                self.used -= len(self.bytes.pop(key))
 
 
 _STATE: _State | None = None
+_STATE_LOCK = threading.Lock()
 
 
 def _state() -> _State:
+    """The process's network state (new in a forked child: threads do not survive a fork)."""
     global _STATE
-    if _STATE is None:
-        _STATE = _State()
-    return _STATE
+    with _STATE_LOCK:
+        if _STATE is None or _STATE.pid != os.getpid():
+            _STATE = _State()
+        return _STATE
 
 
 def _locate(uri: str) -> tuple[str, str]:
@@ -182,81 +160,58 @@ def _store(key: str) -> Any:
     from obstore.store import HTTPStore, LocalStore
 
     st = _state()
-    if key in st.stores:
-        st.stores.move_to_end(key)
+    with st.lock:
+        if key in st.stores:
+            st.stores.move_to_end(key)
+            return st.stores[key]
+    if key == "file":
+        store = LocalStore("/")
     else:
-        if len(st.stores) >= STORES_KEPT:  # signed URLs get a store each: keep a few
+        store = HTTPStore.from_url(
+            key,
+            client_options={"allow_http": True, "timeout": "120s", "connect_timeout": "20s"},
+            retry_config={"max_retries": 5, "retry_timeout": dt.timedelta(seconds=120),
+                          "backoff": {"init_backoff": dt.timedelta(milliseconds=200)}},
+        )
+    with st.lock:
+        store = st.stores.setdefault(key, store)
+        while len(st.stores) > STORES_KEPT:  # signed URLs get a store each: keep a few
             st.stores.popitem(last=False)
-        if key == "file":
-            st.stores[key] = LocalStore("/")
-        else:
-            st.stores[key] = HTTPStore.from_url(
-                key,
-                client_options={"allow_http": True, "timeout": "120s",
-                                "connect_timeout": "20s"},
-                retry_config={"max_retries": 5, "retry_timeout": dt.timedelta(seconds=120),
-                              "backoff": {"init_backoff": dt.timedelta(milliseconds=200)}},
-            )
-    return st.stores[key]
+    return store
 
 
-async def _fetch(uri: str, start: int, end: int) -> memoryview:
-    """Bytes ``[start, end)`` of ``uri`` (fewer at the end of the file).
+def _get(uri: str, start: int, end: int, retries: int, delay: float) -> memoryview:
+    """Bytes ``[start, end)`` of ``uri`` (fewer at the end of the file), retried with backoff.
 
     obstore checks the body against the response's ``Content-Length`` / ``Content-Range``
-    (a truncated body is an error, retried by :func:`_read_retrying`).
+    (a truncated body is an error); after obstore's own retries, the request is made again
+    ``retries`` times with what was cached of ``uri`` forgotten.
     """
+    import time
+
     import obstore
 
     key, path = _locate(uri)
-    store = _store(key)
-    async with _state().requests:
-        return memoryview(await obstore.get_range_async(store, path, start=start, end=end))
-
-
-async def read_bytes(uri: str, start: int, end: int) -> memoryview:
-    """Bytes ``[start, end)`` of ``uri``, through the process cache.
-
-    A range inside the first :data:`PREFETCH_BYTES` is served from that one request.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> path = tempfile.mktemp(suffix=".bin")
-    >>> _ = open(path, "wb").write(b"0123456789")
-    >>> run(read_bytes(path, 2, 5)).tobytes()
-    b'234'
-    """
-    st = _state()
-    if start < PREFETCH_BYTES:
-        head = await st.bytes.get((uri, "head"), lambda: _fetch(uri, 0, PREFETCH_BYTES))
-        if end <= len(head) or len(head) < PREFETCH_BYTES:
-            return head[start:end]
-    return await st.bytes.get((uri, start, end), lambda: _fetch(uri, start, end))
-
-
-async def _read_retrying(uri: str, start: int, end: int, retries: int,
-                         delay: float) -> memoryview:
-    """:func:`read_bytes`, retried with backoff after forgetting what was cached for ``uri``."""
-    attempt = 0
-    while True:
+    for attempt in range(retries + 1):
         try:
-            return await read_bytes(uri, start, end)
-        except Unsupported:
-            raise
+            return memoryview(obstore.get_range(_store(key), path, start=start, end=end))
         except Exception as err:
             if attempt >= retries:
                 raise LoadError(f"cannot read {redact(uri)}: {err}") from err
             log.info("read of %s failed (attempt %d: %s); retrying", redact(uri), attempt + 1,
                      err)
-            _state().bytes.forget(lambda k: k[0] == uri)
-            await asyncio.sleep(delay * 2**attempt)
-            attempt += 1
+            _state().forget(lambda k: k[0] == uri)
+            time.sleep(delay * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
           delay: float = 0.2) -> list[memoryview | BaseException]:
     """Byte ranges ``(uri, start, end)``, all requested at once; an exception per failure.
+
+    Ranges are read through the process cache: a range inside a file's first
+    :data:`PREFETCH_BYTES` comes from one request for those bytes (a COG's header and
+    smallest overviews).
 
     Examples
     --------
@@ -266,11 +221,35 @@ def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
     >>> [b.tobytes() for b in fetch([(path, 0, 2), (path, 8, 10)])]
     [b'01', b'89']
     """
-    async def all_() -> list[Any]:
-        return await asyncio.gather(*(_read_retrying(u, s, e, retries, delay)
-                                      for u, s, e in ranges), return_exceptions=True)
+    st = _state()
 
-    return run(all_()) if ranges else []
+    def request(uri: str, start: int, end: int) -> Future:
+        return st.cached((uri, start, end), lambda: _get(uri, start, end, retries, delay))
+
+    heads = {uri: request(uri, 0, PREFETCH_BYTES) for uri, start, _ in ranges
+             if start < PREFETCH_BYTES}
+    futures: list[Future | memoryview | BaseException] = []
+    for uri, start, end in ranges:
+        if start < PREFETCH_BYTES:
+            try:
+                head = heads[uri].result()
+            except Exception as err:
+                futures.append(err)
+                continue
+            if end <= len(head) or len(head) < PREFETCH_BYTES:
+                futures.append(head[start:end])
+                continue
+        futures.append(request(uri, start, end))
+    out: list[memoryview | BaseException] = []
+    for fut in futures:
+        if not isinstance(fut, Future):
+            out.append(fut)
+            continue
+        try:
+            out.append(fut.result())
+        except Exception as err:
+            out.append(err)
+    return out
 
 
 # --------------------------------------------------------------------------- headers
@@ -574,10 +553,7 @@ def clear_cache() -> None:
     --------
     >>> clear_cache()
     """
-    async def forget() -> None:
-        _state().bytes.forget(lambda _: True)
-
-    run(forget())
+    _state().forget(lambda _: True)
     with _HEADERS_LOCK:
         _HEADERS.clear()
     with _AHEAD_LOCK:
