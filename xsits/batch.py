@@ -988,7 +988,7 @@ def compute_all(
 
 def _write_catalog(report: pd.DataFrame, out: Path) -> str | None:
     """Write ``out/catalog.yaml`` (Intake) over every output on disk; None for Parquet."""
-    from xsits.intake import write_results_catalog
+    from xsits.export import write_results_catalog
 
     done = report[report.status.isin(["written", "skipped"]) & report.path.notna()]
     paths = {fid: p for fid, p in zip(done.feature_id, done.path, strict=True)}
