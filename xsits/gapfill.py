@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 
+import dask.array
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -67,10 +69,15 @@ def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
     return out.astype(dtype)
 
 
-def _blockwise(kernel, data: xr.DataArray, dim: str, **kwargs) -> xr.DataArray:
-    """Apply ``kernel(values, axis=..., **kwargs)`` along ``dim`` (numpy, or dask blocks)."""
-    return xr.apply_ufunc(kernel, data, kwargs={"axis": data.get_axis_num(dim), **kwargs},
-                          dask="parallelized", output_dtypes=[kwargs["dtype"]])
+def _blockwise(kernel, var: xr.Variable, dim: str, **kwargs) -> xr.Variable:
+    """``kernel(values, axis=..., **kwargs)`` along ``dim`` of a Variable (numpy or dask)."""
+    fill = functools.partial(kernel, axis=var.get_axis_num(dim), **kwargs)
+    data = var.data
+    if isinstance(data, dask.array.Array):  # interpolation needs the whole series per block
+        out = data.rechunk({fill.keywords["axis"]: -1}).map_blocks(fill, dtype=kwargs["dtype"])
+    else:
+        out = fill(np.asarray(data))
+    return var.copy(deep=False, data=out)
 
 
 def _fill_one(
@@ -79,23 +86,24 @@ def _fill_one(
     method: str,
     max_gap: int | float | str | pd.Timedelta | np.timedelta64 | _dt.timedelta | None,
     edges: bool,
-) -> xr.DataArray:
+) -> xr.Variable:
+    """One band filled, as a Variable (on the band's own coordinates)."""
+    fast = (method == "linear" and np.issubdtype(var[dim].dtype, np.datetime64)
+            and (max_gap is None or not isinstance(max_gap, int | float)))
+    if fast:
+        times = var[dim].values
+        days = (times - times[0]) / np.timedelta64(1, "D")
+        gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
+        return _blockwise(_linear_kernel, var.variable, dim, days=days, max_gap_days=gap,
+                          edges=edges, dtype=var.dtype)
     data = var.reset_coords(drop=True)  # per-date coordinates would be compared (computed)
     if data.chunks is not None:  # interpolation needs the whole series in one chunk
         data = data.chunk({dim: -1})
-    fast = (method == "linear" and np.issubdtype(data[dim].dtype, np.datetime64)
-            and (max_gap is None or not isinstance(max_gap, int | float)))
-    if fast:
-        days = ((data[dim] - data[dim][0]) / np.timedelta64(1, "D")).values
-        gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
-        out = _blockwise(_linear_kernel, data, dim, days=days, max_gap_days=gap, edges=edges,
-                         dtype=var.dtype)
-    else:
-        out = data.interpolate_na(dim=dim, method=method, max_gap=max_gap, use_coordinate=True)
-        if edges:
-            out = _blockwise(_edges_kernel, out, dim, dtype=var.dtype)
-        out = out.astype(var.dtype)
-    out = out.assign_coords(var.coords)
+    out = data.interpolate_na(dim=dim, method=method, max_gap=max_gap,
+                              use_coordinate=True).variable
+    if edges:
+        out = _blockwise(_edges_kernel, out, dim, dtype=var.dtype)
+    out = out.astype(var.dtype)
     out.attrs = dict(var.attrs)
     return out
 
@@ -153,7 +161,8 @@ def gapfill(
     """
     entry = f"xsits.gapfill(method={method!r}, max_gap={max_gap!r}, edges={edges})"
     if isinstance(obj, xr.DataArray):
-        out = _fill_one(obj, dim, method, max_gap, edges) if _fillable(obj, dim) else obj
+        out = obj.copy(deep=False, data=_fill_one(obj, dim, method, max_gap, edges).data) \
+            if _fillable(obj, dim) else obj
         return append_history(out, entry)
     updates = {
         name: _fill_one(var, dim, method, max_gap, edges)

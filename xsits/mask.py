@@ -69,7 +69,8 @@ def scl_mask(
     keep_band
         Keep the SCL band in the output (unchanged) or drop it.
     mask
-        A boolean DataArray broadcastable to the bands (True = masked) used instead of SCL;
+        A boolean DataArray broadcastable to the bands (True = masked) used instead of SCL,
+        aligned to the cube's coordinates (pixels it does not cover are not masked);
         ``classes`` and ``band`` are then ignored (the SCL band, if any, is still kept or
         dropped according to ``keep_band``).
 
@@ -96,9 +97,12 @@ def scl_mask(
     ('float32', 'uint8')
     """
     bad = _bad_pixels(ds, classes, band, mask)
+    if mask is not None:  # on the cube's coordinates: pixels the mask does not cover are kept
+        bad = bad.reindex_like(ds, fill_value=False)
+    bad = bad.variable  # the bands share the cube's coordinates: no alignment per band
     updates = {}
     for name in reflectance_vars(ds, exclude=[band]):
-        var = ds[name]
+        var = ds[name].variable
         nodata = var.attrs.get("nodata")
         values = var if np.issubdtype(var.dtype, np.floating) else var.astype("float32")
         invalid = bad

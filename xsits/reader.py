@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -392,24 +393,52 @@ def _first(tags: dict[int, Any], code: int, default: Any = None) -> Any:
     return default if value is None else value[0]
 
 
+#: Headers by file layout (every tag but the tile offsets and byte counts): the files of one
+#: band of a tile differ only in those, and building the levels' grids is most of a parse.
+_LAYOUTS: collections.OrderedDict[tuple, Header] = collections.OrderedDict()
+_LAYOUTS_KEPT = 1024
+_LAYOUTS_LOCK = threading.Lock()
+
+
 def _lean_header(head: bytes | memoryview) -> Header | None:
     """The header of a DEFLATE or uncompressed tiled GeoTIFF; None for tifffile to parse."""
     bo, ifds = _ifds(head)
+    layout = (bo, tuple(tuple(sorted((code, v if isinstance(v, str | tuple) else tuple(v))
+                                     for code, v in t.items() if code not in (324, 325)))
+                        for t in ifds))
+    with _LAYOUTS_LOCK:
+        known = _LAYOUTS.get(layout)
+    if known is None:
+        known = _parse_lean(bo, ifds)
+        with _LAYOUTS_LOCK:
+            _LAYOUTS[layout] = known
+            while len(_LAYOUTS) > _LAYOUTS_KEPT:
+                _LAYOUTS.popitem(last=False)
+    if known[0] is None:
+        return None
+    header, pages = known  # the same layout: only the tiles' offsets and byte counts differ
+    return dataclasses.replace(header, tiles=tuple(
+        (np.asarray(ifds[i][324]), np.asarray(ifds[i][325])) for i in pages))
+
+
+def _parse_lean(bo: str, ifds: list[dict[int, Any]]) -> tuple[Header | None, tuple[int, ...]]:
+    """A header from its IFDs (or None) and the IFD of each of its levels."""
     base = ifds[0]
     spp = _first(base, 277, 1)
     bits = _first(base, 258, 1)
     kind = {1: "u", 2: "i", 3: "f"}.get(_first(base, 339, 1))
     if 322 not in base or kind is None or bits not in (8, 16, 32, 64):
-        return None
+        return None, ()
     if any(len(set(t.get(258, (bits,)))) > 1 for t in ifds):  # mixed sample sizes
-        return None
-    keep = [base] + [t for t in ifds[1:] if _first(t, 254, 0) & 1 and not _first(t, 254, 0) & 4
-                     and 322 in t and _first(t, 277, 1) == spp]
+        return None, ()
+    pages = [0] + [i for i, t in enumerate(ifds) if i and _first(t, 254, 0) & 1
+                   and not _first(t, 254, 0) & 4 and 322 in t and _first(t, 277, 1) == spp]
+    pages.sort(key=lambda i: -_first(ifds[i], 256))
+    keep = [ifds[i] for i in pages]
     predictors = (1, 2) if kind in "iu" else (1,)  # horizontal differencing: integers only
     if any(_first(t, 259, 1) not in (1, 8, 32946) or _first(t, 317, 1) not in predictors
            for t in keep):
-        return None  # JPEG, LZW, ZSTD, floating-point predictors: tifffile's decoders
-    keep.sort(key=lambda t: -_first(t, 256))
+        return None, ()  # JPEG, LZW, ZSTD, floating-point predictors: tifffile's decoders
     geo = {name: base[code] for code, name in _GEO_TAGS if code in base}
     geo.update(_geo_keys(base.get(34735)))
     gbox = _geobox(geo, (_first(base, 257), _first(base, 256)))
@@ -429,7 +458,7 @@ def _lean_header(head: bytes | memoryview) -> Header | None:
                      for t in keep),
         samples=spp,
         byteorder=bo,
-    )
+    ), tuple(pages)
 
 
 def _raw_decoder(bo: str, kind: str, bits: int, tags: dict[int, Any], spp: int) -> Callable:
