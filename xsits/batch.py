@@ -183,12 +183,13 @@ class AoiSource:
 class _Job:
     """Everything one feature task needs; a plain object so dask does not look inside it."""
 
-    __slots__ = ("fid", "ds", "steps", "path", "overwrite", "io_threads", "retry_delay")
+    __slots__ = ("fid", "ds", "steps", "path", "overwrite", "compress", "io_threads",
+                 "retry_delay")
 
     def __init__(self, fid: str, ds: xr.Dataset, steps: Sequence[Callable], path: Path,
-                 overwrite: bool, io_threads: int, retry_delay: float) -> None:
+                 overwrite: bool, compress: bool, io_threads: int, retry_delay: float) -> None:
         self.fid, self.ds, self.steps, self.path = fid, ds, tuple(steps), path
-        self.overwrite = overwrite
+        self.overwrite, self.compress = overwrite, compress
         self.io_threads, self.retry_delay = io_threads, retry_delay
 
     def __getstate__(self) -> tuple:
@@ -324,7 +325,7 @@ def _run_feature(job: _Job) -> dict[str, Any]:
             ds = ds.compute()  # a step may still have returned lazy data
             # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
             with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
-                written = export(ds, path, overwrite=job.overwrite)
+                written = export(ds, path, overwrite=job.overwrite, compress=job.compress)
             return _row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
         except OutputExistsError:
             return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
@@ -819,6 +820,7 @@ def compute_all(
     retries: int = 4,
     retry_delay: float = 0.2,
     io_threads: int = IO_THREADS,
+    compress: bool = False,
 ) -> pd.DataFrame:
     """Process and export every feature, batch by batch; return one report row per feature.
 
@@ -866,6 +868,8 @@ def compute_all(
     io_threads
         Threads of the process-wide pool that reads chunks for all features at once
         (default :data:`IO_THREADS`: sized for network latency, not for cores).
+    compress
+        Compress NetCDF outputs (see :func:`xsits.export.export`). Default ``False``.
 
     Returns
     -------
@@ -961,7 +965,7 @@ def compute_all(
                     if path.exists() and not overwrite:
                         batch.rows.append(_row(str(fid), "skipped", path))
                     else:
-                        jobs.append(_Job(str(fid), ds, steps_list, path, overwrite,
+                        jobs.append(_Job(str(fid), ds, steps_list, path, overwrite, compress,
                                          io_threads, retry_delay))
                 bar.update(len(batch.rows))
                 running.append((batch, runner.submit(jobs, bar)))
