@@ -97,15 +97,13 @@ class _State:
         self.used = 0
         self.pending: dict[tuple, Future] = {}
 
-    def cached(self, key: tuple, fetch: Callable[[], memoryview]) -> Future:
-        """A future of the bytes under ``key``: from the cache, a fetch in flight, or ``fetch``."""
+    def cached(self, key: tuple, fetch: Callable[[], memoryview]) -> memoryview | Future:
+        """The bytes under ``key`` if cached, else a future: of a fetch in flight or ``fetch``."""
         with self.lock:
             got = self.bytes.get(key)
             if got is not None:
                 self.bytes.move_to_end(key)
-                done: Future = Future()
-                done.set_result(got)
-                return done
+                return got
             fut = self.pending.get(key)
             if fut is None:
                 fut = self.pending[key] = self.pool.submit(fetch)
@@ -224,7 +222,7 @@ def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
     """
     st = _state()
 
-    def request(uri: str, start: int, end: int) -> Future:
+    def request(uri: str, start: int, end: int) -> memoryview | Future:
         return st.cached((uri, start, end), lambda: _get(uri, start, end, retries, delay))
 
     heads = {uri: request(uri, 0, PREFETCH_BYTES) for uri, start, _ in ranges
@@ -232,8 +230,9 @@ def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
     futures: list[Future | memoryview | BaseException] = []
     for uri, start, end in ranges:
         if start < PREFETCH_BYTES:
+            head = heads[uri]
             try:
-                head = heads[uri].result()
+                head = head.result() if isinstance(head, Future) else head
             except Exception as err:
                 futures.append(err)
                 continue
