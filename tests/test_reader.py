@@ -52,6 +52,24 @@ def test_windows_equal_rasterio_at_every_level(world, cog_server, world_items, b
                     np.testing.assert_array_equal(got, want)
 
 
+def test_tiles_read_again_are_decoded_once_more_then_kept(world, cog_server, world_items,
+                                                           monkeypatch):
+    """A tile read by several features: its rows, then the whole tile (kept), then no decode."""
+    href = _hrefs(world_items, "B04", 1)[0]
+    reader.clear_cache()
+    head = reader.header(href)
+    level = head.levels[0]
+    decodes = []
+    real = reader._decode
+    monkeypatch.setattr(reader, "_decode", lambda *a: decodes.append(a[5]) or real(*a))
+    with rasterio.open(_on_disk(world, cog_server, href)) as src:
+        for rows in (slice(10, 30), slice(40, 50), slice(10, 30), slice(0, 8)):  # one tile
+            roi = (rows, slice(5, 16))
+            (got,) = reader.read_windows([(href, 1, head, reader.Plan(level, roi, roi, True))])
+            np.testing.assert_array_equal(got, src.read(1, window=Window.from_slices(*roi)))
+    assert decodes == [(10, 30), (0, level.tile[0])]
+
+
 def test_level_geoboxes_match_gdal(world, cog_server, world_items):
     path = _on_disk(world, cog_server, _hrefs(world_items, "B08", 1)[0])
     head = reader.header(path)

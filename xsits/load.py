@@ -470,7 +470,7 @@ def _band_attrs(cfg: RasterLoadParams) -> dict[str, Any]:
     return attrs
 
 
-def read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
+def _read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
     """Every band of a small cube on its output grid, read by one call (the cube's task).
 
     Each file is read with :class:`xsits.reader.CogDriver` (all the feature's windows fetched
@@ -508,7 +508,7 @@ def _lazy_small_cube(plan: _SmallCube, times: list[dt.datetime]) -> xr.Dataset:
 
     token = uuid.uuid4().hex
     # the plan as one opaque value: dask would walk every source of every date otherwise
-    task = dask.delayed(read_small_cube, pure=False)(
+    task = dask.delayed(_read_small_cube, pure=False)(
         dask.delayed(plan, name=f"xsits-plan-{token}", traverse=False),
         dask_key_name=f"xsits-read-{token}")
     shape = (len(times), *plan.geobox.shape.yx)
@@ -552,7 +552,7 @@ def load_cube(
         Dask chunks. Default :data:`CHUNKS`: one band, up to 2048x2048 pixels and
         :data:`CHUNK_BYTES` per chunk (every date of a small cube in one chunk).
         A small cube (every date of a band in one such chunk, nearest resampling) is read
-        by a single task, :func:`read_small_cube`; any other cube by odc-stac's graph of
+        by a single task, :func:`_read_small_cube`; any other cube by odc-stac's graph of
         one task per chunk.
     resampling
         Resampling when the output grid is not the native one. Default ``"nearest"``

@@ -1,7 +1,7 @@
 """COG reads for odc-stac with every needed byte range fetched once, many at a time.
 
 ``load`` reads each feature's cube through a *reader driver* called for every (date, band):
-odc-stac's graph calls it, and so does :func:`xsits.load.read_small_cube` (one task per small
+odc-stac's graph calls it, and so does :func:`xsits.load._read_small_cube` (one task per small
 cube). :class:`CogDriver` is that driver. Instead of a GDAL open per chunk (three HTTP
 requests and ~10 ms of Python per read), it
 
@@ -582,6 +582,7 @@ def clear_cache() -> None:
     >>> clear_cache()
     """
     _state().forget(lambda _: True)
+    _TILE_CACHE.clear()
     with _HEADERS_LOCK:
         _HEADERS.clear()
     with _AHEAD_LOCK:
@@ -734,12 +735,66 @@ def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
     return tile.astype(head.dtype)  # a copy: the buffer is reused
 
 
+class _TileCache:
+    """Decoded tiles that several features read (an LRU of :data:`TILE_CACHE_BYTES`).
+
+    A tile is decoded whole and kept only when it is asked for a second time: features
+    apart from each other (the usual case) decode just their rows, features sharing tiles
+    (a dense AOI) decode each tile about twice instead of once per feature.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tiles: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+        self.seen: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+        self.used = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self.lock:
+            tile = self.tiles.get(key)
+            if tile is not None:
+                self.tiles.move_to_end(key)
+            return tile
+
+    def wanted_again(self, key: tuple) -> bool:
+        """True when ``key`` was asked for before (decode it whole and :meth:`put` it)."""
+        with self.lock:
+            if key in self.seen:
+                return True
+            self.seen[key] = None
+            while len(self.seen) > 16 * TILE_CACHE_BYTES // 2**16:
+                self.seen.popitem(last=False)
+            return False
+
+    def put(self, key: tuple, tile: np.ndarray) -> None:
+        tile.setflags(write=False)
+        with self.lock:
+            if key not in self.tiles:
+                self.tiles[key] = tile
+                self.used += tile.nbytes
+            while self.used > TILE_CACHE_BYTES and len(self.tiles) > 1:
+                _, old = self.tiles.popitem(last=False)
+                self.used -= old.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.tiles.clear()
+            self.seen.clear()
+            self.used = 0
+
+
+#: Decoded tiles kept per process for features that share them (see :class:`_TileCache`).
+TILE_CACHE_BYTES = 256 * 2**20
+_TILE_CACHE = _TileCache()
+
+
 def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int = 4,
                  delay: float = 0.2) -> list[np.ndarray | BaseException]:
     """The pixels of several ``(uri, band, header, plan)`` windows, their tiles fetched at once.
 
     Only the tiles the windows touch are fetched (ranges within a file's first bytes come
-    from the header's request) and decoded.
+    from the header's request) and decoded; tiles that other features read too are decoded
+    once and kept (:class:`_TileCache`).
 
     Examples
     --------
@@ -748,9 +803,11 @@ def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int
     >>> read_windows([("cog.tif", 1, head, plan)])[0].shape  # doctest: +SKIP
     (14, 14)
     """
-    wanted = [_tiles(head, plan.level, plan.roi_src, band) for _, band, head, plan in reads]
+    wanted = [[(i, off, n, y0, x0, _TILE_CACHE.get((uri, plan.level.page, i, band)))
+               for i, off, n, y0, x0 in _tiles(head, plan.level, plan.roi_src, band)]
+              for uri, band, head, plan in reads]
     ranges = sorted({(uri, off, off + n) for (uri, *_), tiles in zip(reads, wanted, strict=True)
-                     for _, off, n, _, _ in tiles if n})
+                     for _, off, n, _, _, decoded in tiles if n and decoded is None})
     got = dict(zip(ranges, fetch(ranges, retries=retries, delay=delay), strict=True))
     out: list[np.ndarray | BaseException] = []
     for (uri, band, head, plan), tiles in zip(reads, wanted, strict=True):
@@ -758,15 +815,23 @@ def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int
         th, tw = plan.level.tile
         pixels = np.full((r1 - r0, c1 - c0), _fill(head), dtype=head.dtype)
         try:
-            for i, off, n, y0, x0 in tiles:
+            for i, off, n, y0, x0, decoded in tiles:
                 if not n:  # sparse tile: nodata
                     continue
-                data = got[(uri, off, off + n)]
-                if isinstance(data, BaseException):
-                    raise data
                 ys, xs = max(r0, y0), max(c0, x0)
                 ye, xe = min(r1, y0 + th), min(c1, x0 + tw)
-                tile = _decode(head, plan.level, i, data, band, (ys - y0, ye - y0), xe - x0)
+                key = (uri, plan.level.page, i, band)
+                if decoded is None:
+                    data = got[(uri, off, off + n)]
+                    if isinstance(data, BaseException):
+                        raise data
+                    if _TILE_CACHE.wanted_again(key):  # another feature read it: keep it
+                        decoded = _decode(head, plan.level, i, data, band, (0, th), tw)
+                        _TILE_CACHE.put(key, decoded)
+                if decoded is not None:
+                    tile = decoded[ys - y0:ye - y0, :xe - x0]
+                else:
+                    tile = _decode(head, plan.level, i, data, band, (ys - y0, ye - y0), xe - x0)
                 pixels[ys - r0:ye - r0, xs - c0:xe - c0] = tile[:, xs - x0:]
         except Exception as err:
             out.append(err if isinstance(err, LoadError)
