@@ -703,7 +703,8 @@ def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
     DEFLATE tiles (the usual COG) are inflated up to the last needed row with ISA-L (isal)
     when those rows are less than :data:`PARTIAL_INFLATE` of the tile, else whole with
     libdeflate (imagecodecs; both ~2-3x faster than zlib), and their horizontal predictor is
-    undone on the needed rows only; any other encoding is decoded by tifffile.
+    undone on the needed rows only (imagecodecs' ``delta_decode``); any other encoding is
+    decoded by tifffile.
     """
     import imagecodecs
     from isal import isal_zlib
@@ -731,6 +732,8 @@ def _decode(head: Header, level: Level, index: int, data: memoryview, band: int,
     tile = np.frombuffer(raw, dtype=dtype, count=need // dtype.itemsize).reshape(
         rows[1], tw, spp)[rows[0]:, :width, sample]
     if predictor == 2:  # differences along each row (modulo the integer type)
+        if tile.dtype.isnative:  # imagecodecs' C loop: ~3x faster than np.cumsum
+            return imagecodecs.delta_decode(tile, axis=-1)
         return np.cumsum(tile, axis=1, dtype=head.dtype)
     return tile.astype(head.dtype)  # a copy: the buffer is reused
 
