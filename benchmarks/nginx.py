@@ -137,14 +137,10 @@ class NginxCogServer:
 
     def stop(self) -> None:
         atexit.unregister(self.stop)
+        from xsits.testing.servers import stop_process
+
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -1,6 +1,6 @@
 """Start the benchmark servers and keep them up, for manual experiments with one contender.
 
-    python benchmarks/serve.py --latency-ms 50      # prints the STAC and COG URLs, Ctrl-C stops
+    python benchmarks/serve.py --latency-ms 50   # prints the STAC and COG URLs; Ctrl-C/kill stop
 
 Then, e.g.::
 
@@ -11,6 +11,7 @@ Then, e.g.::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 
@@ -26,6 +27,9 @@ def main(argv=None) -> int:
     p.add_argument("--cog-server", choices=("nginx", "python"), default="nginx")
     args = p.parse_args(argv)
     from xsits.testing.servers import FaultProxy, PgstacServer
+
+    # `kill` stops the servers as Ctrl-C does (PostgreSQL and nginx would outlive us otherwise)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     world = bworld.get_world()
     with PgstacServer() as api, \
