@@ -1,8 +1,10 @@
 """Many features through ``dask.compute``: process, export, report; resumable and fault tolerant.
 
-:func:`compute_all` is the batch engine behind ``xsits fetch``. Features are handled one batch
-of ``batch_size`` at a time, so the task graph (and the STAC search, when the input is a
-source) never holds all features at once. Each feature is **one** delayed task that reads its
+:func:`compute_all` is the batch engine behind ``xsits fetch``. Features are handled in batches
+of at most ``batch_size``, so the task graph (and the STAC search, when the input is a
+source) never holds all features at once; with a source, each group's cubes form a batch as
+soon as its search returns, computed while the next groups are searched (at most
+:data:`BATCHES_IN_FLIGHT` at once). Each feature is **one** delayed task that reads its
 cube (all its files fetched at once and retried by :mod:`xsits.reader`; its chunks on a
 process-wide thread pool), applies the steps in memory inside a ``try``/``except``, and writes
 it with the atomic :func:`xsits.export.export`. A failing
