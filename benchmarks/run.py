@@ -309,6 +309,10 @@ def main(argv=None) -> int:
     p.add_argument("--cog-server", choices=("nginx", "python"), default="nginx",
                    help="COG server: nginx (the issue's setup; default, falls back to python "
                         "when nginx is missing) or the test suite's threaded Python server")
+    p.add_argument("--stac-hydrate", choices=("api", "db"), default="api",
+                   help="where stac-fastapi-pgstac hydrates items: in Python (USE_API_HYDRATE, "
+                        "default: a fifth of the server CPU, which shares the client's cores "
+                        "here) or in PostgreSQL (its default; until session 4)")
     p.add_argument("--tag", default="", help="label stored in the results JSON")
     args = p.parse_args(argv)
 
@@ -336,7 +340,7 @@ def main(argv=None) -> int:
     comparisons: dict = {}
     out_root = OUT_ROOT / stamp  # per invocation: concurrent invocations never collide
     partial = RESULTS / f"{stamp}.partial.json"
-    with PgstacServer() as api:
+    with PgstacServer(api_hydrate=args.stac_hydrate == "api") as api:
         log(f"STAC API up at {api.url} ({api.startup_seconds:.1f} s)")
         for lat in latencies:
             stac_lat = args.stac_latency_ms if lat > 0 else 0.0
@@ -401,7 +405,7 @@ def main(argv=None) -> int:
     import platform
 
     doc = {"timestamp": stamp, "tag": args.tag, "argv": sys.argv[1:],
-           "cog_server": args.cog_server,
+           "cog_server": args.cog_server, "stac_hydrate": args.stac_hydrate,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
            "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     p.add_argument("--stac-latency-ms", type=float, default=150.0,
                    help="added per STAC request when --latency-ms > 0")
     p.add_argument("--cog-server", choices=("nginx", "python"), default="nginx")
+    p.add_argument("--stac-hydrate", choices=("api", "db"), default="api",
+                   help="as run.py's --stac-hydrate")
     args = p.parse_args(argv)
     from xsits.testing.servers import FaultProxy, PgstacServer
 
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     world = bworld.get_world()
-    with PgstacServer() as api, \
+    with PgstacServer(api_hydrate=args.stac_hydrate == "api") as api, \
             brun.cog_server(args.cog_server, world.root, args.latency_ms) as cogs:
         api.load(world.collection, world.item_dicts(cogs.url))
         stac_lat = args.stac_latency_ms if args.latency_ms else 0.0
