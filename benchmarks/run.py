@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -336,6 +337,8 @@ def main(argv=None) -> int:
 
     from xsits.testing.servers import FaultProxy, PgstacServer
 
+    # `kill` stops the servers as Ctrl-C does (PostgreSQL and nginx would outlive us otherwise)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs: list[dict] = []
     comparisons: dict = {}
     out_root = OUT_ROOT / stamp  # per invocation: concurrent invocations never collide

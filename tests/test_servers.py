@@ -152,6 +152,34 @@ def test_load_upserts(pg_stac, world, world_items):
     assert "xsits:test" not in page["features"][0]["properties"]
 
 
+def test_api_hydrate_serves_the_same_items(pg_stac, world, world_items):
+    """The benchmark's ``api_hydrate=True`` (hydration in Python) answers as the default."""
+    from xsits.search import ITEM_FIELDS
+    from xsits.testing.servers import PgstacServer
+
+    bodies = [
+        {"collections": [world.collection["id"]], "limit": 1000},
+        {"collections": [world.collection["id"]], "limit": 1000,
+         "query": {"eo:cloud_cover": {"lt": 10}},
+         "fields": {"include": [*ITEM_FIELDS, "assets.B04", "assets.SCL"],
+                    "exclude": ["links"]}},
+    ]
+
+    def answers(url: str) -> list[list[dict]]:
+        pages = [_post_json(url + "/search", body)["features"] for body in bodies]
+        return [[{k: v for k, v in f.items() if k != "links"} for f in page] for page in pages]
+
+    with PgstacServer(api_hydrate=True) as api:
+        api.load(world.collection, world_items)
+        got = answers(api.url)
+    want = answers(pg_stac.url)
+    assert len(got[0]) == len(world_items)
+    assert 0 < len(got[1]) < len(world_items)  # the cloud filter keeps some, not all
+    assert got == want
+    assert set(got[1][0]["assets"]) == {"B04", "SCL"}
+    assert "href" in got[1][0]["assets"]["B04"] and "proj:shape" in got[0][0]["assets"]["B04"]
+
+
 # --------------------------------------------------------------------------- COG server
 
 
