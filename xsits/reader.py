@@ -990,15 +990,16 @@ class CogDriver:
                                      delay=self.delay)
             if isinstance(pixels, BaseException):
                 raise pixels
-        src_gbox = plan.level.geobox[plan.roi_src]
-        placed = pixels if plan.paste else (
-            _replicate(pixels, src_gbox, dst_geobox[roi_dst]) if cfg.nearest else None)
+        placed = pixels if plan.paste else None  # the grids line up: no GeoBox slicing
+        if placed is None:
+            src_gbox, dst_gbox = plan.level.geobox[plan.roi_src], dst_geobox[roi_dst]
+            placed = _replicate(pixels, src_gbox, dst_gbox) if cfg.nearest else None
         if placed is not None:
             np.copyto(out, placed, casting="unsafe")
             if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
                 np.copyto(out, dst_nodata, where=nodata_mask(placed, src_nodata))
         else:
-            rio_reproject(pixels, out, src_gbox, dst_geobox[roi_dst],
+            rio_reproject(pixels, out, src_gbox, dst_gbox,
                           cfg.resampling, src_nodata=src_nodata, dst_nodata=dst_nodata)
         return roi_dst, out
 
