@@ -229,3 +229,29 @@ def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
     cubes = xsits.open_cubes(aoi, resolution=20, mode="patch", size=4, **kw)
     assert list(cubes) == [f for f in aoi["feature_id"] if f in whole.items]
     assert set(cubes.missing) == {"sea"} and cubes.search.n_searches == whole.n_searches
+
+
+@pytest.mark.parametrize("zone", [32629, 32632, 32635, 25832])
+def test_read_planning_transformer_and_shrink_equal_pyproj_and_odc_geo(zone):
+    """The quickly created planning transformer gives pyproj's coordinates, and the overview
+    factor equals odc-geo's ``compute_reproject_roi`` (what odc-stac reads) at every scale."""
+    from odc.geo.geobox import GeoBox
+    from odc.geo.overlap import compute_reproject_roi
+
+    from xsits.load import _transformer, read_shrink
+
+    src = GeoBox.from_bbox((500000, 5000000, 505120, 5005120), f"EPSG:{zone}", resolution=10)
+    rng = np.random.default_rng(zone)
+    xx, yy = rng.uniform(500000, 505120, 50), rng.uniform(5000000, 5005120, 50)
+    want = Transformer.from_crs(f"EPSG:{zone}", "EPSG:3035", always_xy=True).transform(xx, yy)
+    got = _transformer(f"EPSG:{zone}", "EPSG:3035").transform(xx, yy)
+    np.testing.assert_array_equal(got, want)
+
+    x0, y0, _, _ = src.extent.to_crs("EPSG:3035").boundingbox
+    shrinks = []
+    for res in (10, 20, 25, 40, 80):
+        dst = GeoBox.from_bbox((x0 + 1500, y0 + 1500, x0 + 2500, y0 + 2300), "EPSG:3035",
+                               resolution=res)
+        shrinks.append(read_shrink(src, dst))
+        assert shrinks[-1] == compute_reproject_roi(src, dst).read_shrink, res
+    assert shrinks[0] == 1 and shrinks[-1] > 4  # the test spans several overview levels
