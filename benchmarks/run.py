@@ -73,22 +73,14 @@ def write_aoi(n: int) -> Path:
     return path
 
 
-def settle(api, collection: str) -> None:
-    """After (re)loading the items: ``VACUUM ANALYZE`` and one search, untimed.
-
-    Otherwise the first contender of a setting may pay for autovacuum's analyze of the fresh
-    rows and for PostgreSQL's cold caches (in session 5, xsits' first run of a setting was
-    1-2 s slower than its next ones).
-    """
+def warm_up(api, collection: str) -> None:
+    """One untimed search after (re)loading the items, so that no contender meets PostgreSQL's
+    cold caches (``PgstacServer.load`` has analyzed the rows already). In session 5, before
+    this, xsits' first run of a setting was 1-2 s slower than its next ones."""
     import urllib.request
 
-    import psycopg
-
-    with psycopg.connect(api.dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
-    body = json.dumps({"collections": [collection], "limit": 100}).encode()
-    req = urllib.request.Request(api.url + "/search", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
+    with urllib.request.urlopen(f"{api.url}/search?collections={collection}&limit=100",
+                                timeout=60) as resp:
         resp.read()
     api.reset_stats()
 
@@ -369,7 +361,7 @@ def main(argv=None) -> int:
             stac_lat = args.stac_latency_ms if lat > 0 else 0.0
             with cog_server(args.cog_server, world.root, lat) as cogs:
                 api.load(world.collection, world.item_dicts(cogs.url))
-                settle(api, world.collection["id"])
+                warm_up(api, world.collection["id"])
                 proxy = FaultProxy(api.url, latency_ms=stac_lat).start() if stac_lat else None
                 stac_url = proxy.url if proxy else api.url
                 log(f"latency COG {lat:g} ms / STAC {stac_lat:g} ms: {stac_url} {cogs.url}")

@@ -990,8 +990,9 @@ class CogDriver:
                                      delay=self.delay)
             if isinstance(pixels, BaseException):
                 raise pixels
-        placed = pixels if plan.paste else None  # the grids line up: no GeoBox slicing
-        if placed is None:
+        if plan.paste:  # the grids line up: no GeoBox slicing (~50 us each)
+            placed = pixels
+        else:
             src_gbox, dst_gbox = plan.level.geobox[plan.roi_src], dst_geobox[roi_dst]
             placed = _replicate(pixels, src_gbox, dst_gbox) if cfg.nearest else None
         if placed is not None:

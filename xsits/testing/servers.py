@@ -545,6 +545,8 @@ class PgstacServer(_StatsMixin):
         pgstac queryable typed from the data (pgstac's ``missing_queryables``), as
         real deployments do: without it pgstac compares and sorts unregistered
         properties as text (``sortby`` on ``eo:cloud_cover`` would put 100 before 11).
+        The database is then analyzed, so the first searches plan with statistics of the
+        new rows.
 
         Parameters
         ----------
@@ -587,6 +589,8 @@ class PgstacServer(_StatsMixin):
                             "SELECT upsert_queryable(%s, %s::jsonb, NULL, NULL, %s)",
                             [name, json.dumps(definition), [cid]],
                         )
+            # planner statistics now, not when autovacuum gets to the fresh rows (mid-search)
+            conn.execute("ANALYZE")
 
     def stats(self) -> dict[str, int]:
         """Return the requests received by the API since start/reset, by URL path.
