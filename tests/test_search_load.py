@@ -244,8 +244,9 @@ def test_read_planning_transformer_and_shrink_equal_pyproj_and_odc_geo(zone):
     rng = np.random.default_rng(zone)
     xx, yy = rng.uniform(500000, 505120, 50), rng.uniform(5000000, 5005120, 50)
     want = Transformer.from_crs(f"EPSG:{zone}", "EPSG:3035", always_xy=True).transform(xx, yy)
-    got = _transformer(f"EPSG:{zone}", "EPSG:3035").transform(xx, yy)
-    np.testing.assert_array_equal(got, want)
+    for where in (None, src):  # the fallback, then PROJ's only exact operation there
+        got = _transformer(f"EPSG:{zone}", "EPSG:3035", where).transform(xx, yy)
+        np.testing.assert_array_equal(got, want)
 
     x0, y0, _, _ = src.extent.to_crs("EPSG:3035").boundingbox
     shrinks = []
@@ -255,3 +256,37 @@ def test_read_planning_transformer_and_shrink_equal_pyproj_and_odc_geo(zone):
         shrinks.append(read_shrink(src, dst))
         assert shrinks[-1] == compute_reproject_roi(src, dst).read_shrink, res
     assert shrinks[0] == 1 and shrinks[-1] > 4  # the test spans several overview levels
+
+
+def test_one_exact_operation_per_crs_pair_and_gdal_area_keep_the_index_warp():
+    """GDAL given one area per CRS pair warps exactly as with its own area per warp.
+
+    Only pairs with a single exact PROJ operation get the shortcut (not NAD27 or OSGB36,
+    where the datum shift depends on the place), and only inside the CRSs' common area.
+    """
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+    from odc.geo.warp import rio_reproject
+
+    from xsits.load import _crs_pair, _gdal_area, nearest_index
+
+    assert _crs_pair("EPSG:3035", "EPSG:32632").best is not None
+    assert _crs_pair("EPSG:32632", "EPSG:4326").best is not None  # one datum
+    assert _crs_pair("EPSG:4267", "EPSG:4326").best is None  # NAD27: many shifts
+    assert _crs_pair("EPSG:27700", "EPSG:32630").best is None  # OSGB36: several
+    rng = np.random.default_rng(7)
+    shortcuts = 0
+    for zone in range(28, 39):
+        for northing in (3_900_000, 4_600_000, 5_300_000, 6_000_000, 7_400_000):
+            src = GeoBox((31, 29), Affine(20, 0, rng.uniform(300_000, 690_000), 0, -20,
+                                          northing), f"EPSG:326{zone}")
+            cx, cy = src.extent.centroid.to_crs("EPSG:3035").points[0]
+            dst = GeoBox((11, 10), Affine(20, 0, cx - 100 + rng.uniform(-5, 5), 0, -20,
+                                          cy + 110), "EPSG:3035")
+            index = np.arange(31 * 29, dtype="int32").reshape(31, 29)
+            want = rio_reproject(index, np.empty((11, 10), "int32"), src, dst, "nearest",
+                                 src_nodata=-1, dst_nodata=-1)
+            shortcuts += _gdal_area(src, dst) is not None
+            np.testing.assert_array_equal(nearest_index(src, dst), want, f"{zone} {northing}")
+            assert (want >= 0).all()
+    assert shortcuts >= 40  # most of these places are in EPSG:3035's area
