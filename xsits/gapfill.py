@@ -46,27 +46,39 @@ def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
 
     The same values as ``interpolate_na(method="linear", use_coordinate=True)`` (and its
     ``max_gap``: the span between the valid dates around a gap), then :func:`_edges_kernel`'s
-    edges, without one ``np.interp`` call per pixel series: four vectorised fills and
-    arithmetic, in the array's own layout (no transposition).
+    edges, without one ``np.interp`` call per pixel series: the valid dates before and after
+    each position come from two running maxima / minima of date indices, and only the NaN
+    positions are computed.
     """
-    shape = [1] * values.ndim
-    shape[axis] = -1
-    days = np.asarray(days, dtype="float64").reshape(shape)
-    valid = ~np.isnan(values)
-    t = np.where(valid, days, np.nan)
-    t_prev, t_next = _ffill(t, axis), _bfill(t, axis)
-    v_prev, v_next = _ffill(values, axis), _bfill(values, axis)
-    span = t_next - t_prev
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weight = np.where(span > 0, (days - t_prev) / span, 0.0)
-    out = np.where(valid, values, v_prev + weight * (v_next - v_prev))
-    if max_gap_days is not None:
-        with np.errstate(invalid="ignore"):
-            out = np.where(valid | (span <= max_gap_days), out, np.nan)
-    if edges:  # before the first valid date: the first value; after the last: the last one
-        out = np.where(np.isnan(t_prev), v_next, out)
-        out = np.where(np.isnan(t_next), v_prev, out)
-    return out.astype(dtype)
+    series = np.moveaxis(values, axis, 0)
+    n = series.shape[0]
+    flat = np.ascontiguousarray(series).reshape(n, -1)  # (time, pixel); no copy usually
+    valid = ~np.isnan(flat)
+    out = flat.astype(dtype, copy=True)
+    gaps = np.flatnonzero(~valid)
+    if gaps.size and n:
+        ti, pi = np.divmod(gaps, flat.shape[1])
+        order = np.arange(n, dtype="int32")[:, None]
+        before = np.maximum.accumulate(np.where(valid, order, -1), axis=0).ravel()[gaps]
+        after = np.minimum.accumulate(np.where(valid, order, n)[::-1], axis=0)[::-1][ti, pi]
+        has_before, has_after = before >= 0, after < n
+        before, after = np.maximum(before, 0), np.minimum(after, n - 1)
+        v_prev = flat.ravel()[before * flat.shape[1] + pi]
+        v_next = flat.ravel()[after * flat.shape[1] + pi]
+        days = np.asarray(days, dtype="float64")
+        t_prev, t_next = days[before], days[after]
+        span = t_next - t_prev
+        inner = has_before & has_after
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(span > 0, (days[ti] - t_prev) / span, 0.0)
+        res = np.where(inner, v_prev + weight * (v_next - v_prev), np.nan)
+        if max_gap_days is not None:
+            res = np.where(inner & (span > max_gap_days), np.nan, res)
+        if edges:  # before the first valid date: the first value; after the last: the last one
+            res = np.where(has_before, res, np.where(has_after, v_next, np.nan))
+            res = np.where(has_after, res, np.where(has_before, v_prev, np.nan))
+        out.ravel()[gaps] = res
+    return np.moveaxis(out.reshape(series.shape), 0, axis)
 
 
 def _blockwise(kernel, var: xr.Variable, dim: str, **kwargs) -> xr.Variable:
