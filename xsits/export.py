@@ -18,8 +18,9 @@ Encodings (NetCDF and Zarr):
 - every band carries ``grid_mapping = "spatial_ref"``; the scalar ``spatial_ref`` coordinate
   holds ``crs_wkt`` and ``spatial_ref`` (read back by rioxarray and odc-geo);
 - NetCDF: uncompressed unless ``compress=True`` (``zlib`` level 1 with shuffle: files ~3x
-  smaller, writes ~3x longer), one chunk per date; time encoded by xarray with CF
-  ``units``/``calendar``; string coordinates as variable-length strings; boolean coordinates
+  smaller, writes ~3x longer); a variable is stored contiguously up to
+  :data:`NETCDF_CONTIGUOUS_BYTES` uncompressed, else in chunks of one date; time encoded
+  by xarray with CF ``units``/``calendar``; string coordinates as variable-length strings; boolean coordinates
   as ``int8`` with ``dtype = "bool"`` (decoded back to ``bool`` by xarray), ``flag_values``
   and ``flag_meanings``;
 - Zarr: format 2 (readable by zarr-python 2 and 3, GDAL), consolidated metadata;
@@ -64,6 +65,9 @@ import xarray as xr
 
 from xsits.errors import ExportError, OutputExistsError, UnsafePathError
 
+#: Uncompressed NetCDF variables up to this size are stored contiguously (one write), larger
+#: or compressed ones in chunks of one date.
+NETCDF_CONTIGUOUS_BYTES = 16 * 2**20
 #: Canonical format name -> file suffix.
 FORMATS: dict[str, str] = {"netcdf": ".nc", "zarr": ".zarr", "csv": ".csv", "parquet": ".parquet"}
 
@@ -364,8 +368,11 @@ def _prepare(ds: xr.Dataset, fmt: str,
         if fmt == "netcdf":
             if compress:
                 enc.update(zlib=True, complevel=1, shuffle=True)
-            if var.ndim and all(sizes):
+            written = var.size * (4 if kind == "f" else var.dtype.itemsize)
+            if var.ndim and all(sizes) and (compress or written > NETCDF_CONTIGUOUS_BYTES):
                 enc["chunksizes"] = one_per_date
+            elif var.ndim and all(sizes):  # one HDF5 write (a chunk per date: ~2x slower)
+                enc["contiguous"] = True
         elif isinstance(var.data, dsa.Array):
             var = _regular(var)
         elif var.ndim and all(sizes):
