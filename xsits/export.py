@@ -21,8 +21,8 @@ Encodings (NetCDF and Zarr):
   smaller, writes ~3x longer); a variable is stored contiguously up to
   :data:`NETCDF_CONTIGUOUS_BYTES` uncompressed, else in chunks of one date; time encoded
   by xarray with CF ``units``/``calendar``; string coordinates as variable-length strings;
-  boolean coordinates as ``int8`` with ``dtype = "bool"`` (decoded back to ``bool`` by xarray), ``flag_values``
-  and ``flag_meanings``;
+  boolean coordinates as ``int8`` with ``dtype = "bool"`` (decoded back to ``bool`` by
+  xarray), ``flag_values`` and ``flag_meanings``;
 - Zarr: format 2 (readable by zarr-python 2 and 3, GDAL), consolidated metadata;
 - attributes that netCDF cannot hold are converted on a copy: ``bool``/``None`` to
   ``"True"``/``"False"``/``"None"``, ``dict`` and mixed lists to JSON text.
