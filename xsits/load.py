@@ -31,6 +31,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords, xr_reproject
 from odc.loader import resolve_load_cfg
 from odc.loader._builder import _fill_nd_slice
+from odc.loader._reader import resolve_dst_fill_value, resolve_src_nodata
 from odc.loader._rio import RioDriver, RioReader
 from odc.loader.types import RasterLoadParams, RasterSource
 from odc.stac import parse_items
@@ -601,7 +602,8 @@ def _read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
 
     Each file is read with :class:`xsits.reader.CogDriver` (all the feature's windows fetched
     at once) and the items of one date are fused by odc-loader's ``_fill_nd_slice``, as
-    ``odc.stac.load`` does; a cube read on its native grid is then warped by one index
+    ``odc.stac.load`` does (a date of one item is read straight into the cube: the same
+    pixels); a cube read on its native grid is then warped by one index
     lookup (:func:`nearest_index`). No dask graph per date and band.
     """
     read_gbox = plan.native or plan.geobox
@@ -614,10 +616,15 @@ def _read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
     with driver.restore_env(plan.env, state) as ctx:
         for band, layers in plan.layers.items():
             cfg = plan.cfg[band]
-            dst = np.empty((len(layers), *read_gbox.shape.yx), dtype=cfg.dtype)
+            fill = resolve_dst_fill_value(np.dtype(cfg.dtype), cfg,
+                                          resolve_src_nodata(cfg.fill_value, cfg))
+            dst = np.full((len(layers), *read_gbox.shape.yx), fill, dtype=cfg.dtype)
             for t, layer in enumerate(layers):
-                _fill_nd_slice([driver.open(src, ctx) for src in layer], read_gbox, cfg,
-                               dst=dst[t])
+                if len(layer) == 1 and cfg.fuser_fqn is None:  # nothing to fuse: read in place
+                    driver.open(layer[0], ctx).read(cfg, read_gbox, dst=dst[t])
+                else:
+                    _fill_nd_slice([driver.open(src, ctx) for src in layer], read_gbox, cfg,
+                                   dst=dst[t])
             if plan.native is not None:
                 index = _nearest_index_cached(plan.native, plan.geobox)
                 fill = _gather_fill(_band_attrs(cfg), dst.dtype)

@@ -597,7 +597,10 @@ def header(uri: str, *, retries: int = 4, delay: float = 0.2) -> Header:
     >>> header("cog.tif").levels[0].geobox.crs  # doctest: +SKIP
     CRS('EPSG:32632')
     """
-    got = headers([uri], retries=retries, delay=delay)[uri]
+    with _HEADERS_LOCK:
+        got = _HEADERS.get(uri)
+    if got is None:
+        got = headers([uri], retries=retries, delay=delay)[uri]
     if isinstance(got, BaseException):
         raise got
     return got
