@@ -368,11 +368,12 @@ def _prepare(ds: xr.Dataset, fmt: str,
         if fmt == "netcdf":
             if compress:
                 enc.update(zlib=True, complevel=1, shuffle=True)
-            written = var.size * (4 if kind == "f" else var.dtype.itemsize)
-            if var.ndim and all(sizes) and (compress or written > NETCDF_CONTIGUOUS_BYTES):
-                enc["chunksizes"] = one_per_date
-            elif var.ndim and all(sizes):  # one HDF5 write (a chunk per date: ~2x slower)
-                enc["contiguous"] = True
+            if var.ndim and all(sizes):
+                written = var.size * (4 if kind == "f" else var.dtype.itemsize)  # float32
+                if compress or written > NETCDF_CONTIGUOUS_BYTES:
+                    enc["chunksizes"] = one_per_date
+                else:  # one HDF5 write (a chunk per date: ~2x slower)
+                    enc["contiguous"] = True
         elif isinstance(var.data, dsa.Array):
             var = _regular(var)
         elif var.ndim and all(sizes):

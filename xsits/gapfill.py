@@ -55,29 +55,27 @@ def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
     flat = np.ascontiguousarray(series).reshape(n, -1)  # (time, pixel); no copy usually
     valid = ~np.isnan(flat)
     out = flat.astype(dtype, copy=True)
-    gaps = np.flatnonzero(~valid)
-    if gaps.size and n:
-        ti, pi = np.divmod(gaps, flat.shape[1])
+    ti, pi = np.nonzero(~valid)  # the NaN positions: (date, pixel)
+    if ti.size:
         order = np.arange(n, dtype="int32")[:, None]
-        before = np.maximum.accumulate(np.where(valid, order, -1), axis=0).ravel()[gaps]
+        before = np.maximum.accumulate(np.where(valid, order, -1), axis=0)[ti, pi]
         after = np.minimum.accumulate(np.where(valid, order, n)[::-1], axis=0)[::-1][ti, pi]
         has_before, has_after = before >= 0, after < n
+        # clamped to the first / last date, which is NaN where there is no valid date
         before, after = np.maximum(before, 0), np.minimum(after, n - 1)
-        v_prev = flat.ravel()[before * flat.shape[1] + pi]
-        v_next = flat.ravel()[after * flat.shape[1] + pi]
+        v_prev, v_next = flat[before, pi], flat[after, pi]
         days = np.asarray(days, dtype="float64")
         t_prev, t_next = days[before], days[after]
         span = t_next - t_prev
-        inner = has_before & has_after
         with np.errstate(invalid="ignore", divide="ignore"):
             weight = np.where(span > 0, (days[ti] - t_prev) / span, 0.0)
-        res = np.where(inner, v_prev + weight * (v_next - v_prev), np.nan)
+        res = v_prev + weight * (v_next - v_prev)  # NaN unless both sides are valid
         if max_gap_days is not None:
-            res = np.where(inner & (span > max_gap_days), np.nan, res)
+            res = np.where(span > max_gap_days, np.nan, res)
         if edges:  # before the first valid date: the first value; after the last: the last one
-            res = np.where(has_before, res, np.where(has_after, v_next, np.nan))
-            res = np.where(has_after, res, np.where(has_before, v_prev, np.nan))
-        out.ravel()[gaps] = res
+            res = np.where(has_before, res, v_next)
+            res = np.where(has_after, res, v_prev)
+        out[ti, pi] = res
     return np.moveaxis(out.reshape(series.shape), 0, axis)
 
 

@@ -334,7 +334,7 @@ class _CrsPair:
 
     area: tuple[float, float, float, float] | None  # lon/lat bounds; None: unrestricted
     best: Any  # a pyproj Transformer of PROJ's only exact operation there, or None
-    best_area: tuple[float, float, float, float]  # where ``best`` is PROJ's choice
+    best_area: tuple[float, float, float, float] | None  # where ``best`` is PROJ's choice
 
 
 @functools.lru_cache(maxsize=256)
@@ -355,18 +355,18 @@ def _crs_pair(src: str, dst: str) -> _CrsPair:
 
     a, b = pyproj.CRS(src), pyproj.CRS(dst)
     if a.area_of_use is None or b.area_of_use is None:
-        return _CrsPair(None, None, (0, 0, 0, 0))
+        return _CrsPair(None, None, None)
     (w0, s0, e0, n0), (w1, s1, e1, n1) = a.area_of_use.bounds, b.area_of_use.bounds
     area = max(w0, w1), max(s0, s1), min(e0, e1), min(n0, n1)
     if area[0] >= area[2] or area[1] >= area[3]:  # (a zone across the antimeridian)
-        return _CrsPair(None, None, (0, 0, 0, 0))
+        return _CrsPair(None, None, None)
     with warnings.catch_warnings():  # "best transformation is not available"
         warnings.simplefilter("ignore")
         group = TransformerGroup(a, b, always_xy=True, area_of_interest=AreaOfInterest(*area))
     ops = group.transformers
     ballpark = [t.accuracy < 0 and "ballpark" in t.description.lower() for t in ops]
     if not ops or group.unavailable_operations or ballpark[0] or not all(ballpark[1:]):
-        return _CrsPair(area, None, (0, 0, 0, 0))
+        return _CrsPair(area, None, None)
     use = ops[0].area_of_use
     best_area = _intersect(area, use.bounds if use is not None else area)
     return _CrsPair(area, ops[0], best_area)
@@ -616,9 +616,9 @@ def _read_small_cube(plan: _SmallCube) -> dict[str, np.ndarray]:
     with driver.restore_env(plan.env, state) as ctx:
         for band, layers in plan.layers.items():
             cfg = plan.cfg[band]
-            fill = resolve_dst_fill_value(np.dtype(cfg.dtype), cfg,
-                                          resolve_src_nodata(cfg.fill_value, cfg))
-            dst = np.full((len(layers), *read_gbox.shape.yx), fill, dtype=cfg.dtype)
+            empty = resolve_dst_fill_value(np.dtype(cfg.dtype), cfg,
+                                           resolve_src_nodata(cfg.fill_value, cfg))
+            dst = np.full((len(layers), *read_gbox.shape.yx), empty, dtype=cfg.dtype)
             for t, layer in enumerate(layers):
                 if len(layer) == 1 and cfg.fuser_fqn is None:  # nothing to fuse: read in place
                     driver.open(layer[0], ctx).read(cfg, read_gbox, dst=dst[t])

@@ -557,6 +557,8 @@ def headers(uris: Sequence[str], *, retries: int = 4,
             if u in _HEADERS:
                 out[u] = _HEADERS[u]
     todo = list(dict.fromkeys(u for u in uris if u not in out))
+    if not todo:  # every header cached (each chunk read asks for its file's): no fetch
+        return out
     for u, head in zip(todo, fetch([(u, 0, PREFETCH_BYTES) for u in todo], retries=retries,
                                    delay=delay), strict=True):
         if isinstance(head, BaseException):
@@ -597,10 +599,7 @@ def header(uri: str, *, retries: int = 4, delay: float = 0.2) -> Header:
     >>> header("cog.tif").levels[0].geobox.crs  # doctest: +SKIP
     CRS('EPSG:32632')
     """
-    with _HEADERS_LOCK:
-        got = _HEADERS.get(uri)
-    if got is None:
-        got = headers([uri], retries=retries, delay=delay)[uri]
+    got = headers([uri], retries=retries, delay=delay)[uri]
     if isinstance(got, BaseException):
         raise got
     return got
