@@ -95,6 +95,37 @@ def test_one_request_per_file_for_a_patch_cube(stac_url, cog_server):
     assert 0 < stats["requests"] <= files, (stats["requests"], files)
 
 
+def test_small_files_are_fetched_whole_once_their_host_is_known(stac_url, cog_server,
+                                                               monkeypatch):
+    """After SMALL_FILES_SEEN small files of a host, each file costs one request, not two."""
+    monkeypatch.setattr(reader, "PREFETCH_BYTES", 16 * 1024)  # the test files are ~100 KB
+    aoi = xsits.read_aoi(gpd.GeoDataFrame({"id": ["a"]}, geometry=[Point(WORLD_POINTS[0])],
+                                          crs=4326))
+    cubes = xsits.open_cubes(aoi, stac=stac_url, start=WORLD_START, end=WORLD_END,
+                             query=QUERY, resolution=10, mode="image", buffer=600.0,
+                             bands=("B03", "B08"))
+    files = 2 * len(cubes.search.items["a"])
+    assert files >= reader.SMALL_FILES_SEEN
+    reader.clear_cache()
+    cog_server.reset_stats()
+    first = cubes["a"].compute()
+    assert cog_server.stats()["requests"] == 2 * files  # header, then the tile
+    host = reader._host(cubes.search.items["a"][0].assets["B03"].href)
+    seen, largest = reader._state().sizes[host]
+    assert seen == files and 16 * 1024 < largest <= reader.SMALL_FILE_BYTES
+    assert reader._state().head_bytes(f"http://{host}/any.tif") >= largest
+
+    reader.clear_cache()  # the bytes, not what was learnt of the host
+    reader._state().sizes[host] = seen, largest
+    cog_server.reset_stats()
+    again = cubes["a"].compute()
+    assert cog_server.stats()["requests"] == files
+    xr.testing.assert_identical(again, first)
+
+    reader._state().sizes[host] = seen, reader.SMALL_FILE_BYTES + 1  # a big file: headers only
+    assert reader._state().head_bytes(f"http://{host}/any.tif") == reader.PREFETCH_BYTES
+
+
 @pytest.mark.parametrize("crs", ["utm", "EPSG:3035"])
 def test_cubes_equal_a_direct_odc_stac_load(stac_url, crs):
     """Same items, same grid: the values of ``odc.stac.load(items, geobox=...)`` (rasterio).

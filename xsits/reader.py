@@ -8,7 +8,8 @@ requests and ~10 ms of Python per read), it
 1. fetches, on the first read of a feature, **all** of that feature's files at once, with up
    to :data:`MAX_REQUESTS` range requests in flight (obstore's Rust HTTP, on a thread pool):
    per file one request for the first :data:`PREFETCH_BYTES` (the header and, in a COG, the
-   smallest overviews), then one per needed tile not already in it;
+   smallest overviews), then one per needed tile not already in it; files of a host found to
+   be small (:data:`SMALL_FILE_BYTES`: chips, windows of scenes) are fetched whole, in one;
 2. parses headers (the needed IFD tags of a DEFLATE or uncompressed COG; tifffile for
    anything else), inflates DEFLATE tiles only up to the needed rows (ISA-L, or libdeflate
    for whole tiles) and keeps only each file's window;
@@ -58,6 +59,11 @@ log = logging.getLogger(__name__)
 
 #: First bytes of each file fetched in one request: the header and a COG's smallest overviews.
 PREFETCH_BYTES = 128 * 1024
+#: Files of a host are fetched whole, in one request instead of two (header, then tiles), once
+#: the first :data:`SMALL_FILES_SEEN` files read there were all at most this size (chips,
+#: small windows of scenes). Big files (a full Sentinel-2 tile) keep :data:`PREFETCH_BYTES`.
+SMALL_FILE_BYTES = 2**20
+SMALL_FILES_SEEN = 16
 #: Range requests in flight at once per process (sized for latency, not for cores).
 MAX_REQUESTS = 64
 #: Fetched bytes kept per process, so that features sharing a file fetch it once.
@@ -96,6 +102,7 @@ class _State:
         self.bytes: collections.OrderedDict[tuple, memoryview] = collections.OrderedDict()
         self.used = 0
         self.pending: dict[tuple, Future] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # per host: files seen, the largest size
 
     def cached(self, key: tuple, fetch: Callable[[], memoryview]) -> memoryview | Future:
         """The bytes under ``key`` if cached, else a future: of a fetch in flight or ``fetch``."""
@@ -127,6 +134,24 @@ class _State:
             for key in [k for k in self.bytes if match(k)]:
                 self.used -= len(self.bytes.pop(key))
 
+    def head_bytes(self, uri: str) -> int:
+        """How many first bytes of ``uri`` to fetch with its header.
+
+        :data:`PREFETCH_BYTES`, or the whole file (with a margin) when its host's files are
+        small (:data:`SMALL_FILE_BYTES`).
+        """
+        seen, largest = self.sizes.get(_host(uri), (0, 0))
+        if seen < SMALL_FILES_SEEN or largest > SMALL_FILE_BYTES or largest <= PREFETCH_BYTES:
+            return PREFETCH_BYTES
+        return -(-largest * 5 // 4 // 2**16) * 2**16  # a margin, in 64 KiB steps
+
+    def note_size(self, uri: str, size: int) -> None:
+        """Record the size of a file read (from its header), for :meth:`head_bytes`."""
+        host = _host(uri)
+        with self.lock:
+            seen, largest = self.sizes.get(host, (0, 0))
+            self.sizes[host] = seen + 1, max(largest, size)
+
 
 _STATE: _State | None = None
 _STATE_LOCK = threading.Lock()
@@ -139,6 +164,11 @@ def _state() -> _State:
         if _STATE is None or _STATE.pid != os.getpid():
             _STATE = _State()
         return _STATE
+
+
+def _host(uri: str) -> str:
+    """The host serving ``uri`` (``""`` for local files)."""
+    return urlparse(uri).netloc
 
 
 def _locate(uri: str) -> tuple[str, str]:
@@ -204,13 +234,13 @@ def _get(uri: str, start: int, end: int, retries: int, delay: float) -> memoryvi
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
-          delay: float = 0.2) -> list[memoryview | BaseException]:
+def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4, delay: float = 0.2,
+          heads: dict[str, int] | None = None) -> list[memoryview | BaseException]:
     """Byte ranges ``(uri, start, end)``, all requested at once; an exception per failure.
 
     Ranges are read through the process cache: a range inside a file's first
-    :data:`PREFETCH_BYTES` comes from one request for those bytes (a COG's header and
-    smallest overviews).
+    :data:`PREFETCH_BYTES` (or ``heads[uri]`` bytes: what its header's request asked for)
+    comes from one request for those bytes (a COG's header and smallest overviews).
 
     Examples
     --------
@@ -225,18 +255,18 @@ def fetch(ranges: Sequence[tuple[str, int, int]], *, retries: int = 4,
     def request(uri: str, start: int, end: int) -> memoryview | Future:
         return st.cached((uri, start, end), lambda: _get(uri, start, end, retries, delay))
 
-    heads = {uri: request(uri, 0, PREFETCH_BYTES) for uri, start, _ in ranges
-             if start < PREFETCH_BYTES}
+    sizes = {uri: (heads or {}).get(uri, PREFETCH_BYTES) for uri, _, _ in ranges}
+    got = {uri: request(uri, 0, sizes[uri]) for uri, start, _ in ranges if start < sizes[uri]}
     futures: list[Future | memoryview | BaseException] = []
     for uri, start, end in ranges:
-        if start < PREFETCH_BYTES:
-            head = heads[uri]
+        if start < sizes[uri]:
+            head = got[uri]
             try:
                 head = head.result() if isinstance(head, Future) else head
             except Exception as err:
                 futures.append(err)
                 continue
-            if end <= len(head) or len(head) < PREFETCH_BYTES:
+            if end <= len(head) or len(head) < sizes[uri]:
                 futures.append(head[start:end])
                 continue
         futures.append(request(uri, start, end))
@@ -279,6 +309,12 @@ class Header:
     samples: int = 1
     byteorder: str = "<"
     key: tuple = ()  # the levels as plain values (a cache key for read plans)
+    fetched: int = PREFETCH_BYTES  # first bytes asked for with the header (fewer: whole file)
+
+    @property
+    def end(self) -> int:
+        """Where the file's last tile ends (about its size)."""
+        return max((int((off + n).max()) for off, n in self.tiles if len(off)), default=0)
 
 
 def _geobox(geo: dict, shape: tuple[int, int]) -> GeoBox:
@@ -559,16 +595,22 @@ def headers(uris: Sequence[str], *, retries: int = 4,
     todo = list(dict.fromkeys(u for u in uris if u not in out))
     if not todo:  # every header cached (each chunk read asks for its file's): no fetch
         return out
-    for u, head in zip(todo, fetch([(u, 0, PREFETCH_BYTES) for u in todo], retries=retries,
-                                   delay=delay), strict=True):
+    st = _state()
+    sizes = {u: st.head_bytes(u) for u in todo}
+    for u, head in zip(todo, fetch([(u, 0, sizes[u]) for u in todo], retries=retries,
+                                   delay=delay, heads=sizes), strict=True):
         if isinstance(head, BaseException):
             out[u] = head
             continue
         try:
-            out[u] = parsed = parse_header(head)
+            parsed = parse_header(head)
         except Unsupported as why:
             out[u] = why
             continue
+        if sizes[u] != parsed.fetched:
+            parsed = dataclasses.replace(parsed, fetched=sizes[u])
+        out[u] = parsed
+        st.note_size(u, len(head) if len(head) < sizes[u] else max(parsed.end, len(head)))
         with _HEADERS_LOCK:
             _HEADERS[u] = parsed
             while len(_HEADERS) > HEADERS_KEPT:
@@ -583,7 +625,10 @@ def clear_cache() -> None:
     --------
     >>> clear_cache()
     """
-    _state().forget(lambda _: True)
+    st = _state()
+    st.forget(lambda _: True)
+    with st.lock:
+        st.sizes.clear()
     _TILE_CACHE.clear()
     with _HEADERS_LOCK:
         _HEADERS.clear()
@@ -813,7 +858,9 @@ def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int
               for uri, band, head, plan in reads]
     ranges = sorted({(uri, off, off + n) for (uri, *_), tiles in zip(reads, wanted, strict=True)
                      for _, off, n, _, _, decoded in tiles if n and decoded is None})
-    got = dict(zip(ranges, fetch(ranges, retries=retries, delay=delay), strict=True))
+    heads = {uri: head.fetched for uri, _, head, _ in reads}
+    got = dict(zip(ranges, fetch(ranges, retries=retries, delay=delay, heads=heads),
+                   strict=True))
     out: list[np.ndarray | BaseException] = []
     for (uri, band, head, plan), tiles in zip(reads, wanted, strict=True):
         (r0, r1), (c0, c1) = ((s.start, s.stop) for s in plan.roi_src)
