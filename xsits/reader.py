@@ -596,6 +596,11 @@ def headers(uris: Sequence[str], *, retries: int = 4,
     if not todo:  # every header cached (each chunk read asks for its file's): no fetch
         return out
     st = _state()
+    if len(todo) > SMALL_FILES_SEEN and \
+            st.sizes.get(_host(todo[0]), (0, 0))[0] < SMALL_FILES_SEEN:
+        # a host not seen yet: a few headers first, to learn whether its files are small
+        out.update(headers(todo[:SMALL_FILES_SEEN], retries=retries, delay=delay))
+        todo = todo[SMALL_FILES_SEEN:]
     sizes = {u: st.head_bytes(u) for u in todo}
     for u, head in zip(todo, fetch([(u, 0, sizes[u]) for u in todo], retries=retries,
                                    delay=delay, heads=sizes), strict=True):
