@@ -84,3 +84,28 @@ def test_linear_fast_path_equals_interpolate_na(max_gap):
     got = gapfill(da, max_gap=max_gap, edges=False)
     np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
     assert np.isnan(got.values[:, 0, 0]).all()
+
+
+def test_bands_masked_alike_share_positions_and_equal_one_band_fills(monkeypatch):
+    """A cube's bands filled together equal each band filled alone, shared positions or not."""
+    import xsits.gapfill as G
+
+    rng = np.random.default_rng(3)
+    time = pd.to_datetime("2024-01-01") + pd.to_timedelta(
+        np.sort(rng.choice(365, 20, replace=False)), "D")
+    mask = rng.uniform(size=(20, 6, 5)) < 0.4
+    other = rng.uniform(size=mask.shape) < 0.2  # a band with its own NaNs
+    bands = {b: np.where(m, np.nan, rng.uniform(0, 1, mask.shape)).astype("float32")
+             for b, m in (("B03", mask), ("B04", mask), ("B08", mask | other))}
+    ds = xr.Dataset({b: (("time", "y", "x"), v) for b, v in bands.items()},
+                    coords={"time": time})
+    assert not np.array_equal(np.isnan(bands["B08"]), np.isnan(bands["B03"]))
+    computed = []
+    real = G._linear_where
+    monkeypatch.setattr(G, "_linear_where", lambda *a: computed.append(1) or real(*a))
+    got = gapfill(ds, max_gap="40D")
+    assert len(computed) == 2  # B04 reuses B03's positions; B08 has its own
+    for b in bands:
+        alone = gapfill(ds[b], max_gap="40D")
+        np.testing.assert_array_equal(got[b].values, alone.values)
+        assert got[b].dtype == np.float32

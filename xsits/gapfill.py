@@ -41,42 +41,61 @@ def _edges_kernel(values: np.ndarray, axis: int, dtype: np.dtype) -> np.ndarray:
 
 
 def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
-                   max_gap_days: float | None, edges: bool, dtype: np.dtype) -> np.ndarray:
+                   max_gap_days: float | None, edges: bool, dtype: np.dtype,
+                   shared: list | None = None) -> np.ndarray:
     """Time-weighted linear interpolation of interior NaNs along ``axis`` (and the edges).
 
     The same values as ``interpolate_na(method="linear", use_coordinate=True)`` (and its
     ``max_gap``: the span between the valid dates around a gap), then :func:`_edges_kernel`'s
     edges, without one ``np.interp`` call per pixel series: the valid dates before and after
     each position come from two running maxima / minima of date indices, and only the NaN
-    positions are computed.
+    positions are computed. ``shared`` (a list, for bands of one cube) keeps those positions
+    and weights: bands masked alike (by one ``scl_mask``) reuse them.
     """
     series = np.moveaxis(values, axis, 0)
     n = series.shape[0]
     flat = np.ascontiguousarray(series).reshape(n, -1)  # (time, pixel); no copy usually
     valid = ~np.isnan(flat)
+    where = next((w for v, w in shared or () if np.array_equal(v, valid)), None)
+    if where is None:
+        where = _linear_where(valid, np.asarray(days, dtype="float64"), max_gap_days)
+        if shared is not None:
+            shared.append((valid, where))
     out = flat.astype(dtype, copy=True)
-    ti, pi = np.nonzero(~valid)  # the NaN positions: (date, pixel)
+    ti, pi, before, after, weight, keep, has_before, has_after = where
     if ti.size:
-        order = np.arange(n, dtype="int32")[:, None]
-        before = np.maximum.accumulate(np.where(valid, order, -1), axis=0)[ti, pi]
-        after = np.minimum.accumulate(np.where(valid, order, n)[::-1], axis=0)[::-1][ti, pi]
-        has_before, has_after = before >= 0, after < n
-        # clamped to the first / last date, which is NaN where there is no valid date
-        before, after = np.maximum(before, 0), np.minimum(after, n - 1)
         v_prev, v_next = flat[before, pi], flat[after, pi]
-        days = np.asarray(days, dtype="float64")
-        t_prev, t_next = days[before], days[after]
-        span = t_next - t_prev
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weight = np.where(span > 0, (days[ti] - t_prev) / span, 0.0)
         res = v_prev + weight * (v_next - v_prev)  # NaN unless both sides are valid
-        if max_gap_days is not None:
-            res = np.where(span > max_gap_days, np.nan, res)
+        if keep is not None:
+            res = np.where(keep, res, np.nan)
         if edges:  # before the first valid date: the first value; after the last: the last one
             res = np.where(has_before, res, v_next)
             res = np.where(has_after, res, v_prev)
         out[ti, pi] = res
     return np.moveaxis(out.reshape(series.shape), 0, axis)
+
+
+def _linear_where(valid: np.ndarray, days: np.ndarray, max_gap_days: float | None) -> tuple:
+    """For the NaN positions of a ``(time, pixel)`` array: the valid dates around each.
+
+    ``(date, pixel, date before, date after, weight, kept, has before, has after)``; dates
+    without a valid side are clamped to the first / last date (NaN there, as wanted).
+    """
+    n = valid.shape[0]
+    ti, pi = np.nonzero(~valid)  # the NaN positions: (date, pixel)
+    if not ti.size:
+        return ti, pi, None, None, None, None, None, None
+    order = np.arange(n, dtype="int32")[:, None]
+    before = np.maximum.accumulate(np.where(valid, order, -1), axis=0)[ti, pi]
+    after = np.minimum.accumulate(np.where(valid, order, n)[::-1], axis=0)[::-1][ti, pi]
+    has_before, has_after = before >= 0, after < n
+    before, after = np.maximum(before, 0), np.minimum(after, n - 1)
+    t_prev, t_next = days[before], days[after]
+    span = t_next - t_prev
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(span > 0, (days[ti] - t_prev) / span, 0.0)
+    keep = None if max_gap_days is None else span <= max_gap_days
+    return ti, pi, before, after, weight, keep, has_before, has_after
 
 
 def _blockwise(kernel, var: xr.Variable, dim: str, **kwargs) -> xr.Variable:
@@ -96,16 +115,21 @@ def _fill_one(
     method: str,
     max_gap: int | float | str | pd.Timedelta | np.timedelta64 | _dt.timedelta | None,
     edges: bool,
+    shared: list | None = None,
 ) -> xr.Variable:
-    """One band filled, as a Variable (on the band's own coordinates)."""
+    """One band filled, as a Variable (on the band's own coordinates).
+
+    ``shared``: see :func:`_linear_kernel` (numpy data only: dask blocks are filled apart).
+    """
     fast = (method == "linear" and np.issubdtype(var[dim].dtype, np.datetime64)
             and (max_gap is None or not isinstance(max_gap, int | float)))
     if fast:
         times = var[dim].values
         days = (times - times[0]) / np.timedelta64(1, "D")
         gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
+        lazy = isinstance(var.data, dask.array.Array)
         return _blockwise(_linear_kernel, var.variable, dim, days=days, max_gap_days=gap,
-                          edges=edges, dtype=var.dtype)
+                          edges=edges, dtype=var.dtype, shared=None if lazy else shared)
     data = var.reset_coords(drop=True)  # per-date coordinates would be compared (computed)
     if data.chunks is not None:  # interpolation needs the whole series in one chunk
         data = data.chunk({dim: -1})
@@ -174,8 +198,9 @@ def gapfill(
         out = obj.copy(deep=False, data=_fill_one(obj, dim, method, max_gap, edges).data) \
             if _fillable(obj, dim) else obj
         return append_history(out, entry)
+    shared: list = []  # bands masked alike share the positions to fill
     updates = {
-        name: _fill_one(var, dim, method, max_gap, edges)
+        name: _fill_one(var, dim, method, max_gap, edges, shared)
         for name, var in obj.data_vars.items()
         if _fillable(var, dim)
     }
