@@ -282,17 +282,17 @@ def _read_resolution(items: Sequence[pystac.Item], code: str, geobox: GeoBox,
     from affine import Affine
 
     out = abs(geobox.resolution.x)
-    best = None
     item = next((it for it in items if _proj_code(it) == code), None)
+    grids = set()  # bands on one grid (the 10 m ones...) share their level
     for band in bands:
         meta = _proj_meta(item, band) if item is not None else {}
         t, shape = meta.get("proj:transform"), meta.get("proj:shape")
         if not t or not shape or len(t) < 6:
             return out
-        src = GeoBox(tuple(shape), Affine(*t[:6]), code)
-        res = abs(t[0]) * read_shrink(src, geobox)
-        best = res if best is None else min(best, res)
-    return out if best is None else min(best, out)
+        grids.add((tuple(shape), tuple(t[:6])))
+    levels = [abs(t[0]) * read_shrink(GeoBox(shape, Affine(*t), code), geobox)
+              for shape, t in grids]
+    return min([*levels, out])
 
 
 def read_shrink(src: GeoBox, dst: GeoBox) -> int:
