@@ -103,6 +103,7 @@ class _State:
         self.used = 0
         self.pending: dict[tuple, Future] = {}
         self.sizes: dict[str, tuple[int, int]] = {}  # per host: files seen, the largest size
+        self.sizes_lock = threading.Lock()
 
     def cached(self, key: tuple, fetch: Callable[[], memoryview]) -> memoryview | Future:
         """The bytes under ``key`` if cached, else a future: of a fetch in flight or ``fetch``."""
@@ -145,12 +146,15 @@ class _State:
             return PREFETCH_BYTES
         return -(-largest * 5 // 4 // 2**16) * 2**16  # a margin, in 64 KiB steps
 
-    def note_size(self, uri: str, size: int) -> None:
-        """Record the size of a file read (from its header), for :meth:`head_bytes`."""
-        host = _host(uri)
-        with self.lock:
-            seen, largest = self.sizes.get(host, (0, 0))
-            self.sizes[host] = seen + 1, max(largest, size)
+    def note_sizes(self, uris: Sequence[str], sizes: Sequence[int]) -> None:
+        """Record the sizes of files read (from their headers), for :meth:`head_bytes`."""
+        hosts: dict[str, list[int]] = {}
+        for uri, size in zip(uris, sizes, strict=True):
+            hosts.setdefault(_host(uri), []).append(size)
+        with self.sizes_lock:
+            for host, got in hosts.items():
+                seen, largest = self.sizes.get(host, (0, 0))
+                self.sizes[host] = seen + len(got), max(largest, *got)
 
 
 _STATE: _State | None = None
@@ -602,6 +606,8 @@ def headers(uris: Sequence[str], *, retries: int = 4,
         out.update(headers(todo[:SMALL_FILES_SEEN], retries=retries, delay=delay))
         todo = todo[SMALL_FILES_SEEN:]
     sizes = {u: st.head_bytes(u) for u in todo}
+    seen: list[str] = []
+    ends: list[int] = []
     for u, head in zip(todo, fetch([(u, 0, sizes[u]) for u in todo], retries=retries,
                                    delay=delay, heads=sizes), strict=True):
         if isinstance(head, BaseException):
@@ -615,11 +621,14 @@ def headers(uris: Sequence[str], *, retries: int = 4,
         if sizes[u] != parsed.fetched:
             parsed = dataclasses.replace(parsed, fetched=sizes[u])
         out[u] = parsed
-        st.note_size(u, len(head) if len(head) < sizes[u] else max(parsed.end, len(head)))
-        with _HEADERS_LOCK:
-            _HEADERS[u] = parsed
-            while len(_HEADERS) > HEADERS_KEPT:
-                _HEADERS.popitem(last=False)
+        seen.append(u)
+        ends.append(len(head) if len(head) < sizes[u] else max(parsed.end, len(head)))
+    with _HEADERS_LOCK:
+        for u in seen:
+            _HEADERS[u] = out[u]
+        while len(_HEADERS) > HEADERS_KEPT:
+            _HEADERS.popitem(last=False)
+    st.note_sizes(seen, ends)
     return out
 
 
@@ -632,7 +641,7 @@ def clear_cache() -> None:
     """
     st = _state()
     st.forget(lambda _: True)
-    with st.lock:
+    with st.sizes_lock:
         st.sizes.clear()
     _TILE_CACHE.clear()
     with _HEADERS_LOCK:
