@@ -356,8 +356,7 @@ def _crs_pair(src: str, dst: str) -> _CrsPair:
     a, b = pyproj.CRS(src), pyproj.CRS(dst)
     if a.area_of_use is None or b.area_of_use is None:
         return _CrsPair(None, None, None)
-    (w0, s0, e0, n0), (w1, s1, e1, n1) = a.area_of_use.bounds, b.area_of_use.bounds
-    area = max(w0, w1), max(s0, s1), min(e0, e1), min(n0, n1)
+    area = _intersect(a.area_of_use.bounds, b.area_of_use.bounds)
     if area[0] >= area[2] or area[1] >= area[3]:  # (a zone across the antimeridian)
         return _CrsPair(None, None, None)
     with warnings.catch_warnings():  # "best transformation is not available"

@@ -146,6 +146,10 @@ class _State:
             return PREFETCH_BYTES
         return -(-largest * 5 // 4 // 2**16) * 2**16  # a margin, in 64 KiB steps
 
+    def knows(self, uri: str) -> bool:
+        """Whether enough files of ``uri``'s host were seen for :meth:`head_bytes` to decide."""
+        return self.sizes.get(_host(uri), (0, 0))[0] >= SMALL_FILES_SEEN
+
     def note_sizes(self, uris: Sequence[str], sizes: Sequence[int]) -> None:
         """Record the sizes of files read (from their headers), for :meth:`head_bytes`."""
         hosts: dict[str, list[int]] = {}
@@ -600,8 +604,7 @@ def headers(uris: Sequence[str], *, retries: int = 4,
     if not todo:  # every header cached (each chunk read asks for its file's): no fetch
         return out
     st = _state()
-    if len(todo) > SMALL_FILES_SEEN and \
-            st.sizes.get(_host(todo[0]), (0, 0))[0] < SMALL_FILES_SEEN:
+    if len(todo) > SMALL_FILES_SEEN and not st.knows(todo[0]):
         # a host not seen yet: a few headers first, to learn whether its files are small
         out.update(headers(todo[:SMALL_FILES_SEEN], retries=retries, delay=delay))
         todo = todo[SMALL_FILES_SEEN:]
@@ -879,9 +882,8 @@ def read_windows(reads: Sequence[tuple[str, int, Header, Plan]], *, retries: int
     for (uri, band, head, plan), tiles in zip(reads, wanted, strict=True):
         (r0, r1), (c0, c1) = ((s.start, s.stop) for s in plan.roi_src)
         th, tw = plan.level.tile
-        one = len(tiles) == 1 and tiles[0][2] and tiles[0][3] <= r0 and tiles[0][4] <= c0 \
-            and r1 <= tiles[0][3] + th and c1 <= tiles[0][4] + tw
-        # a window inside one tile is a view of the decoded rows: nothing to fill or copy
+        # a window inside one (non-sparse) tile is a view of its decoded rows: no fill, no copy
+        one = len(tiles) == 1 and tiles[0][2] > 0
         pixels = None if one else np.full((r1 - r0, c1 - c0), _fill(head), dtype=head.dtype)
         try:
             for i, off, n, y0, x0, decoded in tiles:
