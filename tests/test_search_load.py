@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -258,24 +260,29 @@ def test_read_planning_transformer_and_shrink_equal_pyproj_and_odc_geo(zone):
     assert shrinks[0] == 1 and shrinks[-1] > 4  # the test spans several overview levels
 
 
-def test_one_exact_operation_per_crs_pair_and_gdal_area_keep_the_index_warp():
-    """GDAL given one area per CRS pair warps exactly as with its own area per warp.
+def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
+    """GDAL given the operation (or one area) per CRS pair warps exactly as on its own.
 
     Only pairs with a single exact PROJ operation get the shortcut (not NAD27 or OSGB36,
-    where the datum shift depends on the place), and only inside the CRSs' common area.
+    where the datum shift depends on the place), and only inside the CRSs' common area; the
+    operation itself only inside its own area, in the CRSs' axis order (EPSG:3035 and
+    EPSG:4326 put northing / latitude first).
     """
     from affine import Affine
     from odc.geo.geobox import GeoBox
     from odc.geo.warp import rio_reproject
 
-    from xsits.load import _crs_pair, _gdal_area, nearest_index
+    from xsits.load import _crs_pair, _gdal_options, _gdal_pipeline, nearest_index
 
     assert _crs_pair("EPSG:3035", "EPSG:32632").best is not None
     assert _crs_pair("EPSG:32632", "EPSG:4326").best is not None  # one datum
     assert _crs_pair("EPSG:4267", "EPSG:4326").best is None  # NAD27: many shifts
     assert _crs_pair("EPSG:27700", "EPSG:32630").best is None  # OSGB36: several
+    # steps not simply inverted are left to GDAL's own search
+    assert _gdal_pipeline("proj=pipeline step proj=cart step proj=helmert x=1 omit_fwd",
+                          "EPSG:4326", "EPSG:4978") is None
     rng = np.random.default_rng(7)
-    shortcuts = 0
+    shortcuts = collections.Counter()
     for zone in range(28, 39):
         for northing in (3_900_000, 4_600_000, 5_300_000, 6_000_000, 7_400_000):
             src = GeoBox((31, 29), Affine(20, 0, rng.uniform(300_000, 690_000), 0, -20,
@@ -286,7 +293,19 @@ def test_one_exact_operation_per_crs_pair_and_gdal_area_keep_the_index_warp():
             index = np.arange(31 * 29, dtype="int32").reshape(31, 29)
             want = rio_reproject(index, np.empty((11, 10), "int32"), src, dst, "nearest",
                                  src_nodata=-1, dst_nodata=-1)
-            shortcuts += _gdal_area(src, dst) is not None
+            shortcuts.update(_gdal_options(src, dst).keys())
             np.testing.assert_array_equal(nearest_index(src, dst), want, f"{zone} {northing}")
             assert (want >= 0).all()
-    assert shortcuts >= 40  # most of these places are in EPSG:3035's area
+            # the other way, and to and from longitude / latitude (latitude first for GDAL)
+            lonlat = GeoBox.from_bbox(src.extent.to_crs("EPSG:4326").boundingbox.buffered(
+                -0.001), "EPSG:4326", resolution=0.0002)
+            for a, b in ((dst, src), (src, lonlat), (lonlat, src)):
+                grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
+                want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
+                                     src_nodata=-1, dst_nodata=-1)
+                shortcuts.update(_gdal_options(a, b).keys())
+                np.testing.assert_array_equal(nearest_index(a, b), want, f"{zone} {a.crs}")
+                assert (want >= 0).sum() >= 100
+    # most of these places are in EPSG:3035's area (some only in its CRSs' common area), all
+    # in their UTM zone's
+    assert shortcuts["COORDINATE_OPERATION"] >= 180 and shortcuts["AREA_OF_INTEREST"], shortcuts
