@@ -281,6 +281,7 @@ def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
     # steps not simply inverted are left to GDAL's own search
     assert _gdal_pipeline("proj=pipeline step proj=cart step proj=helmert x=1 omit_fwd",
                           "EPSG:4326", "EPSG:4978") is None
+    assert _gdal_pipeline("proj=utm zone=35 south", "EPSG:32735", "EPSG:22275") is None  # S, W
     rng = np.random.default_rng(7)
     shortcuts = collections.Counter()
     for zone in range(28, 39):

@@ -457,7 +457,8 @@ def _gdal_pipeline(definition: str, src: Any, dst: Any) -> str | None:
     The inverse of a pipeline is its steps in reverse order, each inverted. GDAL feeds a
     given operation coordinates in the CRSs' own axis order (northing first for EPSG:3035,
     latitude first for EPSG:4326): an axis swap is added on each side where that is not x, y.
-    None for steps whose inverse is not that simple (``omit_fwd``, ``push``...).
+    None for steps whose inverse is not that simple (``omit_fwd``, ``push``...) and for CRSs
+    whose axes are not east and north.
 
     Examples
     --------
@@ -486,18 +487,20 @@ def _gdal_pipeline(definition: str, src: Any, dst: Any) -> str | None:
                for step in reversed(steps)]
     swap = ["proj=axisswap", "order=2,1"]
     north = [_northing_first(str(src)), _northing_first(str(dst))]
+    if None in north:  # (westing, southing...): left to GDAL's search
+        return None
     inverse = ([swap] if north[0] else []) + inverse + ([swap] if north[1] else [])
     return " ".join(["+proj=pipeline", *("+step " + " ".join("+" + w for w in step)
                                          for step in inverse)])
 
 
 @functools.lru_cache(maxsize=256)
-def _northing_first(crs: str) -> bool:
-    """Whether the first axis of ``crs`` points north or south (latitude, northing)."""
+def _northing_first(crs: str) -> bool | None:
+    """Whether ``crs`` puts its north axis first (latitude, northing), None for other axes."""
     import pyproj
 
-    axes = pyproj.CRS(crs).axis_info
-    return bool(axes) and axes[0].direction.lower() in ("north", "south")
+    axes = [a.direction.lower() for a in pyproj.CRS(crs).axis_info[:2]]
+    return {("east", "north"): False, ("north", "east"): True}.get(tuple(axes))
 
 
 def _pixel_transform(a: GeoBox, b: GeoBox) -> Callable[[Sequence[Any]], list[Any]]:
