@@ -307,6 +307,17 @@ def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
                 shortcuts.update(_gdal_options(a, b).keys())
                 np.testing.assert_array_equal(nearest_index(a, b), want, f"{zone} {a.crs}")
                 assert (want >= 0).sum() >= 100
+    for zone in (33, 35):  # southern zones (a "south" flag in the pipeline)
+        src = GeoBox((31, 29), Affine(20, 0, 400_000, 0, -20, 7_000_000), f"EPSG:327{zone}")
+        lonlat = GeoBox.from_bbox(src.extent.to_crs("EPSG:4326").boundingbox.buffered(-0.001),
+                                  "EPSG:4326", resolution=0.0002)
+        for a, b in ((src, lonlat), (lonlat, src)):
+            grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
+            want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
+                                 src_nodata=-1, dst_nodata=-1)
+            shortcuts.update(_gdal_options(a, b).keys())
+            np.testing.assert_array_equal(nearest_index(a, b), want, f"{zone} {a.crs}")
+            assert (want >= 0).sum() >= 100
     # most of these places are in EPSG:3035's area (some only in its CRSs' common area), all
     # in their UTM zone's
-    assert shortcuts["COORDINATE_OPERATION"] >= 180 and shortcuts["AREA_OF_INTEREST"], shortcuts
+    assert shortcuts["COORDINATE_OPERATION"] >= 190 and shortcuts["AREA_OF_INTEREST"], shortcuts

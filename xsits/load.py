@@ -479,7 +479,7 @@ def _gdal_pipeline(definition: str, src: Any, dst: Any) -> str | None:
                 steps[-1].append(w)
     else:
         head, steps = [], [words]
-    simple = re.compile(r"(inv|proj=[a-z_0-9]+|[a-z_0-9]+=[^=\s]+)$")
+    simple = re.compile(r"[a-z_0-9]+(=[^=\s]+)?$")  # flags (inv, south) and parameters
     if head or any(w.split("=")[0] in ("omit_fwd", "omit_inv", "push", "pop")
                    or not simple.match(w) for step in steps for w in step):
         return None
