@@ -282,8 +282,22 @@ def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
     assert _gdal_pipeline("proj=pipeline step proj=cart step proj=helmert x=1 omit_fwd",
                           "EPSG:4326", "EPSG:4978") is None
     assert _gdal_pipeline("proj=utm zone=35 south", "EPSG:32735", "EPSG:22275") is None  # S, W
-    rng = np.random.default_rng(7)
     shortcuts = collections.Counter()
+
+    def check(a: GeoBox, b: GeoBox, label: str) -> np.ndarray:
+        """``nearest_index(a, b)`` equals GDAL's own warp of ``a``'s pixel indices."""
+        grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
+        want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
+                             src_nodata=-1, dst_nodata=-1)
+        shortcuts.update(_gdal_options(a, b).keys())
+        np.testing.assert_array_equal(nearest_index(a, b), want, label)
+        return want
+
+    def lonlat(gbox: GeoBox) -> GeoBox:
+        return GeoBox.from_bbox(gbox.extent.to_crs("EPSG:4326").boundingbox.buffered(-0.001),
+                                "EPSG:4326", resolution=0.0002)
+
+    rng = np.random.default_rng(7)
     for zone in range(28, 39):
         for northing in (3_900_000, 4_600_000, 5_300_000, 6_000_000, 7_400_000):
             src = GeoBox((31, 29), Affine(20, 0, rng.uniform(300_000, 690_000), 0, -20,
@@ -291,33 +305,14 @@ def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
             cx, cy = src.extent.centroid.to_crs("EPSG:3035").points[0]
             dst = GeoBox((11, 10), Affine(20, 0, cx - 100 + rng.uniform(-5, 5), 0, -20,
                                           cy + 110), "EPSG:3035")
-            index = np.arange(31 * 29, dtype="int32").reshape(31, 29)
-            want = rio_reproject(index, np.empty((11, 10), "int32"), src, dst, "nearest",
-                                 src_nodata=-1, dst_nodata=-1)
-            shortcuts.update(_gdal_options(src, dst).keys())
-            np.testing.assert_array_equal(nearest_index(src, dst), want, f"{zone} {northing}")
-            assert (want >= 0).all()
+            assert (check(src, dst, f"{zone} {northing}") >= 0).all()
             # the other way, and to and from longitude / latitude (latitude first for GDAL)
-            lonlat = GeoBox.from_bbox(src.extent.to_crs("EPSG:4326").boundingbox.buffered(
-                -0.001), "EPSG:4326", resolution=0.0002)
-            for a, b in ((dst, src), (src, lonlat), (lonlat, src)):
-                grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
-                want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
-                                     src_nodata=-1, dst_nodata=-1)
-                shortcuts.update(_gdal_options(a, b).keys())
-                np.testing.assert_array_equal(nearest_index(a, b), want, f"{zone} {a.crs}")
-                assert (want >= 0).sum() >= 100
+            for a, b in ((dst, src), (src, lonlat(src)), (lonlat(src), src)):
+                assert (check(a, b, f"{zone} {northing} {a.crs}") >= 0).sum() >= 100
     for zone in (33, 35):  # southern zones (a "south" flag in the pipeline)
         src = GeoBox((31, 29), Affine(20, 0, 400_000, 0, -20, 7_000_000), f"EPSG:327{zone}")
-        lonlat = GeoBox.from_bbox(src.extent.to_crs("EPSG:4326").boundingbox.buffered(-0.001),
-                                  "EPSG:4326", resolution=0.0002)
-        for a, b in ((src, lonlat), (lonlat, src)):
-            grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
-            want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
-                                 src_nodata=-1, dst_nodata=-1)
-            shortcuts.update(_gdal_options(a, b).keys())
-            np.testing.assert_array_equal(nearest_index(a, b), want, f"{zone} {a.crs}")
-            assert (want >= 0).sum() >= 100
+        for a, b in ((src, lonlat(src)), (lonlat(src), src)):
+            assert (check(a, b, f"{zone} {a.crs}") >= 0).sum() >= 100
     # most of these places are in EPSG:3035's area (some only in its CRSs' common area), all
     # in their UTM zone's
     assert shortcuts["COORDINATE_OPERATION"] >= 190 and shortcuts["AREA_OF_INTEREST"], shortcuts
