@@ -467,21 +467,14 @@ def _gdal_pipeline(definition: str, src: Any, dst: Any) -> str | None:
     ['+inv +proj=utm +zone=32', '+proj=laea +lat_0=52', '+proj=axisswap +order=2,1']
     """
     words = definition.split()
-    if words[:1] == ["proj=pipeline"]:
-        if "step" not in words:
-            return None
-        head = words[1:words.index("step")]
-        steps: list[list[str]] = []
-        for w in words[len(head) + 1:]:
-            if w == "step":
-                steps.append([])
-            else:
-                steps[-1].append(w)
-    else:
-        head, steps = [], [words]
+    if words[:1] != ["proj=pipeline"]:  # one operation: a pipeline of one step
+        words = ["proj=pipeline", "step", *words]
+    if words[1:2] != ["step"]:  # parameters of the whole pipeline
+        return None
+    steps = [step.split() for step in " ".join(words[2:]).split(" step ")]
     simple = re.compile(r"[a-z_0-9]+(=[^=\s]+)?$")  # flags (inv, south) and parameters
-    if head or any(w.split("=")[0] in ("omit_fwd", "omit_inv", "push", "pop")
-                   or not simple.match(w) for step in steps for w in step):
+    if any(w.split("=")[0] in ("omit_fwd", "omit_inv", "push", "pop") or not simple.match(w)
+           for step in steps for w in step):
         return None
     inverse = [[w for w in step if w != "inv"] if "inv" in step else ["inv", *step]
                for step in reversed(steps)]
