@@ -208,3 +208,40 @@ def test_rgb_dataarray_with_band_dim_matches_dataset():
     from_ds = [np.asarray(im) for im in frames(ds, bands=RGB)]
     assert len(from_da) == 4
     assert all(np.array_equal(a, b) for a, b in zip(from_da, from_ds, strict=True))
+
+
+# GIFs drawn by the previous renderer (geogif 0.3 on NumPy 1.26 / Pillow 10.4) from these
+# cubes, kept in tests/data/gif_reference/: the Pillow renderer must draw the same frames.
+REFERENCE = os.path.join(os.path.dirname(__file__), "data", "gif_reference")
+
+
+def reference_cases() -> dict[str, dict]:
+    def five(**kw):
+        return make_cube(n_times=4, shape=(10, 10), bands=("B02", "B03", "B04", "B08", "SCL"),
+                         feature_id="7", **kw)
+
+    return {
+        "rgb": dict(obj=five(), bands=RGB, fps=5),
+        "rgb_masked": dict(obj=scl_mask(five()), bands=RGB, fps=8),
+        "rgb_nolabel_size": dict(obj=five(), bands=RGB, fps=4, date_labels=False, size=64),
+        "single_cmap": dict(obj=scl_mask(five()), bands="B08", cmap="Greens", fps=2),
+        "single_default": dict(obj=five(), bands="B08", fps=10, robust=False),
+        "rgb_vminmax_dask": dict(obj=five(chunks={"time": 2}), bands=RGB, vmin=1500,
+                                 vmax=2500, fps=3),
+        "wide": dict(obj=make_cube(n_times=3, shape=(6, 20), bands=("B02", "B03", "B04", "SCL"),
+                                   seed=3), bands=RGB, fps=6),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(reference_cases()))
+def test_frames_equal_the_previous_renderer(tmp_path, name):
+    kwargs = reference_cases()[name]
+    obj = kwargs.pop("obj")
+    path = to_gif(obj, tmp_path / f"{name}.gif", **kwargs)
+    with Image.open(path) as new, Image.open(os.path.join(REFERENCE, f"{name}.gif")) as old:
+        assert new.n_frames == old.n_frames == obj.sizes["time"]
+        assert new.size == old.size
+        for a, b in zip(ImageSequence.Iterator(new), ImageSequence.Iterator(old), strict=True):
+            assert a.info["duration"] == b.info["duration"]  # centiseconds in a GIF
+            assert abs(a.info["duration"] - 1000 / kwargs["fps"]) <= 10
+            assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b.convert("RGBA")))

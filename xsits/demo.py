@@ -93,7 +93,7 @@ def bundled_points(pt_ids: Sequence[int] | None = None) -> gpd.GeoDataFrame:
     Examples
     --------
     >>> gdf = bundled_points([1, 7])
-    >>> gdf["feature_id"].tolist(), round(gdf.geometry.x.iloc[1], 5)
+    >>> gdf["feature_id"].tolist(), round(float(gdf.geometry.x.iloc[1]), 5)
     (['1', '7'], -6.51812)
     """
     ids = list(BUNDLED_POINTS) if pt_ids is None else [int(i) for i in pt_ids]

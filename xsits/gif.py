@@ -1,14 +1,16 @@
-"""Timelapses of a cube: animated GIF (geogif), PNG frames and MP4 video.
+"""Timelapses of a cube: animated GIF, PNG frames and MP4 video, drawn with Pillow.
 
 One rendering path: the bands are picked and stacked (:func:`_stack`), small patches are
-enlarged with nearest-neighbour sampling, and geogif turns the stack into GIF bytes
-(``geogif.gif`` on numpy, ``geogif.dgif(...).compute()`` on dask). :func:`to_gif` writes
-those bytes; :func:`frames` decodes them into Pillow images, which :func:`to_png` and
-:func:`to_video` write. PNG and MP4 frames therefore look exactly like the GIF's (same stretch,
-date label and 256-colour palette).
+enlarged with nearest-neighbour sampling, stretched to 8 bits (robust percentiles or
+``vmin``/``vmax``; one band through a matplotlib colormap), labelled with their date and
+written as GIF bytes by Pillow (:func:`_render`; on dask input inside one delayed call).
+:func:`to_gif` writes those bytes; :func:`frames` decodes them into Pillow images, which
+:func:`to_png` and :func:`to_video` write. PNG and MP4 frames therefore look exactly like the
+GIF's (same stretch, date label and 256-colour palette). The frames are those geogif drew
+(the same stretch, label font, position and timing), without its ``numpy<2`` pin.
 
 Pixels that are NaN (masked) or equal to an integer band's ``attrs["nodata"]`` are black
-(Pillow cannot keep geogif's alpha channel in a GIF palette, so they are not transparent).
+(a GIF palette keeps no alpha channel, so they are not transparent).
 Pillow merges identical consecutive GIF frames into one frame of summed duration (the
 animation timing is unchanged); :func:`frames` undoes that, so it always gives one image per
 date.
@@ -143,6 +145,19 @@ def _stretch(
     return float(vmin), float(vmax)
 
 
+def _label(img: Any, label: str, font: Any) -> None:
+    """Draw ``label`` in white on a black box in the upper-left corner of ``img``."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = font.getbbox(label)
+    width, height = right - left, bottom - top
+    x = y = 15  # pixels from the corner
+    pad = 0.1 * height
+    draw.rectangle((x - pad, y - pad, x + width + pad, y + height + pad), fill=(0, 0, 0))
+    draw.multiline_text((x - left, y - top), label, font=font, fill=(255, 255, 255))
+
+
 def _render(
     stack: xr.DataArray,
     *,
@@ -154,13 +169,14 @@ def _render(
     date_format: str | None,
     size: int | None,
 ) -> bytes:
-    """GIF bytes of a numpy-backed ``(time, band, y, x)`` stack, drawn by ``geogif.gif``.
+    """GIF bytes of a numpy-backed ``(time, band, y, x)`` stack, drawn with Pillow.
 
-    The stretch is fixed here and NaN pixels are set below it (RGB) or to the colormap's
-    black "bad" colour (single band): Pillow drops geogif's alpha channel when it quantizes
-    to a GIF palette, so "transparent" pixels would otherwise show arbitrary colours.
+    Values are stretched linearly from ``vmin`` (black) to ``vmax`` (white), a single band
+    through ``cmap``; NaN pixels are set below the stretch (RGB) or to the colormap's black
+    "bad" colour, as a GIF palette keeps no alpha. Each frame gets its date label, then
+    Pillow writes the animation (``1000 / fps`` ms per frame, looping).
     """
-    import geogif
+    from PIL import Image, ImageFont
 
     vmin, vmax = _stretch(np.asarray(stack.data), robust, vmin, vmax)
     stack = _resize(stack, size)
@@ -168,12 +184,26 @@ def _render(
     if stack.sizes["band"] == 3:
         missing = np.isnan(data).any(axis=1, keepdims=True)
         data = np.where(missing, vmin - (vmax - vmin) - 1.0, data)
-        stack = stack.copy(data=data)
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        geogif.gif(stack, to=buffer, fps=fps, robust=False, vmin=vmin, vmax=vmax, cmap=cmap,
-                   date_format=date_format, date_size=max(10, stack.sizes["x"] // 20))
+        scaled = ((data.astype("float64") - vmin) / (vmax - vmin)).astype("float32")
+        scaled = np.clip(scaled, 0, 1)
+        if stack.sizes["band"] == 1:
+            rgba = cmap(scaled[:, 0])  # (time, y, x, 4), NaN -> the "bad" colour
+        else:
+            rgba = np.concatenate([np.moveaxis(scaled, 1, -1),
+                                   np.ones((*scaled.shape[:1], *scaled.shape[2:], 1), "float32")],
+                                  axis=-1)
+        u8 = np.clip((rgba * 255).astype("uint8"), 0, 255)
+    images = [Image.fromarray(frame) for frame in u8]
+    if date_format:
+        font = ImageFont.load_default(size=max(10, stack.sizes["x"] // 20))
+        labels = stack["time"].dt.strftime(date_format).values
+        for label, image in zip(labels, images, strict=True):
+            _label(image, str(label), font)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="gif", save_all=True, append_images=images[1:],
+                   duration=1000 / fps, loop=0, disposal=2)
     return buffer.getvalue()
 
 
@@ -194,7 +224,6 @@ def _gif_bytes(
     if stack.sizes["band"] == 1:
         import matplotlib
 
-        # a Colormap object: geogif's own lookup uses matplotlib.cm.get_cmap (gone in 3.9)
         cmap = matplotlib.colormaps[cmap or "viridis"] if not hasattr(cmap, "N") else cmap
         cmap = cmap.with_extremes(bad="black")
     else:
@@ -209,7 +238,7 @@ def _gif_bytes(
         date_format="%Y-%m-%d" if date_labels and is_time else None,
         size=size,
     )
-    if isinstance(stack.data, dsa.Array):  # as geogif.dgif: compute inside one delayed call
+    if isinstance(stack.data, dsa.Array):  # one delayed render: only the GIF bytes come back
         return dask.delayed(_render, pure=True)(stack, **options).compute()
     return _render(stack, **options)
 
@@ -267,7 +296,7 @@ def to_gif(
     cmap: Any = None,
     size: int | None = None,
 ) -> Path | Any:
-    """Animated GIF of the cube, one frame per date, written atomically (via geogif).
+    """Animated GIF of the cube, one frame per date, written atomically.
 
     Parameters
     ----------

@@ -101,7 +101,7 @@ def make_app(
                 body_bytes = await upstream.read()
                 status = upstream.status
                 up_headers = upstream.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             by_status["502"] += 1
             return web.json_response({"code": "BadGateway", "description": str(exc)}, status=502)
         out = CIMultiDict(

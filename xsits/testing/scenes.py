@@ -373,7 +373,7 @@ def _plan_scenes(spec: WorldSpec, windows: list[_Window]) -> list[_Scene]:
             day = start + dt.timedelta(days=i * spec.revisit_days)
             partial = i % 4 == 3
             sec = base_sec - (11 * 60 + 7 if partial else 0)
-            when = dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone.utc)
+            when = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
             when += dt.timedelta(seconds=sec)
             gen = when + dt.timedelta(hours=2, minutes=(i * 7) % 50, seconds=w.rank)
             platform = "S2A" if i % 2 == 0 else "S2B"
