@@ -13,6 +13,7 @@ from xsits.aoi import read_aoi
 from xsits.batch import compute_all
 from xsits.grid import GridSpec
 from xsits.load import Cubes, open_cubes
+from xsits.options import get_options, set_options
 from xsits.search import SearchResult, StacQuery, search
 
 __version__ = "0.1.0"
@@ -24,8 +25,10 @@ __all__ = [
     "StacQuery",
     "compute_all",
     "errors",
+    "get_options",
     "open_cubes",
     "read_aoi",
     "search",
+    "set_options",
     "steps",
 ]

@@ -1,0 +1,141 @@
+"""Global knobs of xsits, set with :func:`set_options` (also a context manager).
+
+Owns: the one mutable module state of the package, the :class:`Options` in force. Every
+other module reads it through :func:`get_options` when a call starts.
+Must not: hold per-load state (that lives in the object each load creates and passes down).
+
+============== ======= ===============================================================
+option         default meaning
+============== ======= ===============================================================
+retries        5       tries of every network call (STAC, COG, Intake), 1 = no retry
+retry_delay    0.2     seconds before the 2nd try, doubled for each next one
+max_requests   64      COG range requests in flight at once per load
+cache_bytes    256 MiB fetched COG bytes kept in memory for reuse by later reads
+cache_dir      None    where the demo world and other generated files go (None:
+                       ``$XSITS_CACHE_DIR``, else the platform's user cache directory)
+progress       True    progress bars on long work (searches, batches)
+fast_reader    True    serve the COG layouts proven equal to GDAL with xsits' reader
+whole_files    True    fetch a host's files whole once its first files were all small
+============== ======= ===============================================================
+
+Examples
+--------
+>>> import xsits
+>>> with xsits.set_options(retries=2, progress=False):
+...     xsits.get_options().retry.attempts, xsits.get_options().progress
+(2, False)
+>>> xsits.get_options().retry.attempts
+5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xsits.errors import XsitsError
+from xsits.retry import RetryPolicy
+
+
+class OptionError(XsitsError, ValueError):
+    """An unknown option, or a value it cannot take."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options in force; see the module's table. Read with :func:`get_options`."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_requests: int = 64
+    cache_bytes: int = 256 * 2**20
+    cache_dir: str | None = None
+    progress: bool = True
+    fast_reader: bool = True
+    whole_files: bool = True
+
+    def cache_path(self) -> Path:
+        """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        if os.environ.get("XSITS_CACHE_DIR"):
+            return Path(os.environ["XSITS_CACHE_DIR"])
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("xsits"))
+
+
+# The one mutable module state of the package (see the module docstring).
+_CURRENT = [Options()]
+
+_POSITIVE_INTS = ("retries", "max_requests", "cache_bytes")
+
+
+def get_options() -> Options:
+    """The options in force.
+
+    Examples
+    --------
+    >>> get_options().fast_reader
+    True
+    """
+    return _CURRENT[0]
+
+
+class set_options:  # noqa: N801 - used like a function, as xarray.set_options
+    """Set global options, for good or, as a context manager, for a block.
+
+    Parameters
+    ----------
+    **kwargs
+        Options of the module's table: ``retries``, ``retry_delay``, ``max_requests``,
+        ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``.
+
+    Raises
+    ------
+    OptionError
+        An unknown option or a bad value.
+
+    Examples
+    --------
+    >>> with set_options(fast_reader=False):
+    ...     get_options().fast_reader
+    False
+    >>> set_options(nope=1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xsits.options.OptionError: unknown option 'nope'; known: cache_bytes, cache_dir, ...
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._before = _CURRENT[0]
+        _CURRENT[0] = _updated(self._before, kwargs)
+
+    def __enter__(self) -> Options:
+        return _CURRENT[0]
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT[0] = self._before
+
+
+def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
+    known = {f.name for f in dataclasses.fields(Options)} - {"retry"} | {"retries",
+                                                                       "retry_delay"}
+    for name, value in kwargs.items():
+        if name not in known:
+            raise OptionError(f"unknown option {name!r}; known: {', '.join(sorted(known))}")
+        if name in _POSITIVE_INTS and (not isinstance(value, int) or isinstance(value, bool)
+                                       or value < 1):
+            raise OptionError(f"option {name}={value!r} must be a positive int, e.g. {name}=4")
+        if name == "retry_delay" and (not isinstance(value, (int, float)) or value < 0):
+            raise OptionError(f"option retry_delay={value!r} must be seconds >= 0, e.g. 0.5")
+        if name in ("progress", "fast_reader", "whole_files") and not isinstance(value, bool):
+            raise OptionError(f"option {name}={value!r} must be True or False")
+    retry = options.retry
+    if "retries" in kwargs or "retry_delay" in kwargs:
+        retry = dataclasses.replace(retry, attempts=kwargs.get("retries", retry.attempts),
+                                    backoff=float(kwargs.get("retry_delay", retry.backoff)))
+    rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay")}
+    return dataclasses.replace(options, retry=retry, **rest)
