@@ -410,8 +410,7 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
                  retry_delay: float) -> _Plan:
 
     aoi = source.aoi
-    kwargs = {"read_retries": retries, "retry_delay": retry_delay,
-              **dict(source.open_kwargs or {})}
+    kwargs = dict(source.open_kwargs or {})
     dropped = dict((getattr(aoi, "attrs", None) or {}).get("dropped", {}))
     fids = [str(f) for f in aoi["feature_id"]]
     ids = fids + [f for f in dropped if f not in set(fids)]

@@ -51,7 +51,7 @@ from xsits.aoi import read_aoi
 from xsits.errors import AOIError, CatalogError
 from xsits.export import RESULTS_DRIVERS, write_results_catalog
 from xsits.grid import GridSpec, feature_geoboxes, footprints_4326
-from xsits.load import Cubes, _solar_groups, open_cubes
+from xsits.load import Cubes, open_cubes, solar_groups
 from xsits.search import SearchResult, StacQuery, search
 
 __all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
@@ -271,7 +271,7 @@ class SitsSource(DataSource):
         for fid in self.feature_ids:
             gbox = geoboxes[fid]
             ((lon, _),) = gbox.extent.centroid.to_crs("EPSG:4326").points
-            groups = _solar_groups(res.items[fid], lon)
+            groups = solar_groups(res.items[fid], lon)
             dates[fid] = [_solar_date(g, lon) for g in groups]
             shapes[fid] = (len(groups), *gbox.shape)
             crss[fid] = str(gbox.crs)

@@ -83,6 +83,10 @@ class RetryPolicy:
         return [min(self.max_delay, self.backoff * 2**k) for k in range(self.attempts - 1)]
 
 
+_STATUS_TEXT = re.compile(
+    r"\b(?:HTTP(?: response| error)?(?: code)?|status(?: code)?)[ :=]*([1-5]\d\d)\b", re.I)
+
+
 def status_of(err: BaseException) -> int | None:
     """The HTTP status an exception carries, if any (requests, pystac-client, obstore, ours).
 
@@ -101,7 +105,7 @@ def status_of(err: BaseException) -> int | None:
     value = getattr(response, "status_code", None)
     if isinstance(value, int):
         return value
-    match = re.search(r"\b(?:HTTP|status(?: code)?)[ :]*([1-5]\d\d)\b", str(err), re.IGNORECASE)
+    match = _STATUS_TEXT.search(str(err))
     return int(match.group(1)) if match else None
 
 
