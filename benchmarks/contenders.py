@@ -107,6 +107,12 @@ def _apply_xsits_variant(args) -> dict:
         over = json.loads(args.gdal)
         xsits.load.GDAL_HTTP_DEFAULTS.update(over)
         variant["gdal"] = over
+    if args.options:
+        import xsits
+
+        over = json.loads(args.options)
+        xsits.set_options(**over)
+        variant["options"] = over
     if args.open_kwargs:
         variant["open_kwargs"] = json.loads(args.open_kwargs)
     if args.xsits_kwargs:
@@ -312,6 +318,8 @@ def main(argv=None) -> None:
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
     p.add_argument("--open-kwargs", default="", help="JSON of extra open_cubes kwargs")
     p.add_argument("--gdal", default="", help="JSON merged into GDAL_HTTP_DEFAULTS")
+    p.add_argument("--options", default="", help="JSON of xsits.set_options, e.g. "
+                   '\'{"whole_files": false}\'')
     p.add_argument("--profile", default="", help="run under pyinstrument; write PREFIX.html/.txt")
     args = p.parse_args(argv)
     fn = {"xsits": run_xsits, "plain": run_plain, "floor": run_floor}[args.contender]

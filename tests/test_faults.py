@@ -104,12 +104,12 @@ def test_cog_drops_and_truncations_are_retried(world, cog_server, stac_url, refe
 
 
 def test_plain_cubes_retry_their_reads(world, cog_server, stac_url):
-    """Retries live in the reader (RetryingRioDriver): a user's own .compute() gets them too."""
+    """Retries live in the reader (xsits.retry): a user's own .compute() gets them too."""
     clean = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, **OPEN)["p3"].compute()
-    with CogServer(world.root, fault_rate=0.15, seed=5) as bad:
+    with CogServer(world.root, fault_rate=0.15, seed=5) as bad, \
+            xsits.set_options(retry_delay=0.01):
         client = _client(stac_url, _rewriter(cog_server.url, bad.url))
-        cube = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, client=client, retry_delay=0.01,
-                                **OPEN)["p3"]
+        cube = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, client=client, **OPEN)["p3"]
         got = cube.compute(scheduler="threads")
         stats = bad.stats()
     assert stats["faults"] >= 2, stats

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -231,88 +229,3 @@ def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
     cubes = xsits.open_cubes(aoi, resolution=20, mode="patch", size=4, **kw)
     assert list(cubes) == [f for f in aoi["feature_id"] if f in whole.items]
     assert set(cubes.missing) == {"sea"} and cubes.search.n_searches == whole.n_searches
-
-
-@pytest.mark.parametrize("zone", [32629, 32632, 32635, 25832])
-def test_read_planning_transformer_and_shrink_equal_pyproj_and_odc_geo(zone):
-    """The quickly created planning transformer gives pyproj's coordinates, and the overview
-    factor equals odc-geo's ``compute_reproject_roi`` (what odc-stac reads) at every scale."""
-    from odc.geo.geobox import GeoBox
-    from odc.geo.overlap import compute_reproject_roi
-
-    from xsits.load import _transformer, read_shrink
-
-    src = GeoBox.from_bbox((500000, 5000000, 505120, 5005120), f"EPSG:{zone}", resolution=10)
-    rng = np.random.default_rng(zone)
-    xx, yy = rng.uniform(500000, 505120, 50), rng.uniform(5000000, 5005120, 50)
-    want = Transformer.from_crs(f"EPSG:{zone}", "EPSG:3035", always_xy=True).transform(xx, yy)
-    for where in (None, src):  # the fallback, then PROJ's only exact operation there
-        got = _transformer(f"EPSG:{zone}", "EPSG:3035", where).transform(xx, yy)
-        np.testing.assert_array_equal(got, want)
-
-    x0, y0, _, _ = src.extent.to_crs("EPSG:3035").boundingbox
-    shrinks = []
-    for res in (10, 20, 25, 40, 80):
-        dst = GeoBox.from_bbox((x0 + 1500, y0 + 1500, x0 + 2500, y0 + 2300), "EPSG:3035",
-                               resolution=res)
-        shrinks.append(read_shrink(src, dst))
-        assert shrinks[-1] == compute_reproject_roi(src, dst).read_shrink, res
-    assert shrinks[0] == 1 and shrinks[-1] > 4  # the test spans several overview levels
-
-
-def test_one_exact_operation_per_crs_pair_given_to_gdal_keeps_the_index_warp():
-    """GDAL given the operation (or one area) per CRS pair warps exactly as on its own.
-
-    Only pairs with a single exact PROJ operation get the shortcut (not NAD27 or OSGB36,
-    where the datum shift depends on the place), and only inside the CRSs' common area; the
-    operation itself only inside its own area, in the CRSs' axis order (EPSG:3035 and
-    EPSG:4326 put northing / latitude first).
-    """
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-    from odc.geo.warp import rio_reproject
-
-    from xsits.load import _crs_pair, _gdal_options, _gdal_pipeline, nearest_index
-
-    assert _crs_pair("EPSG:3035", "EPSG:32632").best is not None
-    assert _crs_pair("EPSG:32632", "EPSG:4326").best is not None  # one datum
-    assert _crs_pair("EPSG:4267", "EPSG:4326").best is None  # NAD27: many shifts
-    assert _crs_pair("EPSG:27700", "EPSG:32630").best is None  # OSGB36: several
-    # steps not simply inverted are left to GDAL's own search
-    assert _gdal_pipeline("proj=pipeline step proj=cart step proj=helmert x=1 omit_fwd",
-                          "EPSG:4326", "EPSG:4978") is None
-    assert _gdal_pipeline("proj=utm zone=35 south", "EPSG:32735", "EPSG:22275") is None  # S, W
-    shortcuts = collections.Counter()
-
-    def check(a: GeoBox, b: GeoBox, label: str) -> np.ndarray:
-        """``nearest_index(a, b)`` equals GDAL's own warp of ``a``'s pixel indices."""
-        grid = np.arange(a.shape[0] * a.shape[1], dtype="int32").reshape(a.shape.yx)
-        want = rio_reproject(grid, np.empty(b.shape.yx, "int32"), a, b, "nearest",
-                             src_nodata=-1, dst_nodata=-1)
-        shortcuts.update(_gdal_options(a, b).keys())
-        np.testing.assert_array_equal(nearest_index(a, b), want, label)
-        return want
-
-    def lonlat(gbox: GeoBox) -> GeoBox:
-        return GeoBox.from_bbox(gbox.extent.to_crs("EPSG:4326").boundingbox.buffered(-0.001),
-                                "EPSG:4326", resolution=0.0002)
-
-    rng = np.random.default_rng(7)
-    for zone in range(28, 39):
-        for northing in (3_900_000, 4_600_000, 5_300_000, 6_000_000, 7_400_000):
-            src = GeoBox((31, 29), Affine(20, 0, rng.uniform(300_000, 690_000), 0, -20,
-                                          northing), f"EPSG:326{zone}")
-            cx, cy = src.extent.centroid.to_crs("EPSG:3035").points[0]
-            dst = GeoBox((11, 10), Affine(20, 0, cx - 100 + rng.uniform(-5, 5), 0, -20,
-                                          cy + 110), "EPSG:3035")
-            assert (check(src, dst, f"{zone} {northing}") >= 0).all()
-            # the other way, and to and from longitude / latitude (latitude first for GDAL)
-            for a, b in ((dst, src), (src, lonlat(src)), (lonlat(src), src)):
-                assert (check(a, b, f"{zone} {northing} {a.crs}") >= 0).sum() >= 100
-    for zone in (33, 35):  # southern zones (a "south" flag in the pipeline)
-        src = GeoBox((31, 29), Affine(20, 0, 400_000, 0, -20, 7_000_000), f"EPSG:327{zone}")
-        for a, b in ((src, lonlat(src)), (lonlat(src), src)):
-            assert (check(a, b, f"{zone} {a.crs}") >= 0).sum() >= 100
-    # most of these places are in EPSG:3035's area (some only in its CRSs' common area), all
-    # in their UTM zone's
-    assert shortcuts["COORDINATE_OPERATION"] >= 190 and shortcuts["AREA_OF_INTEREST"], shortcuts

@@ -50,7 +50,8 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import one_line, redact, relaxed_gc, single_threaded_blas
-from xsits.errors import LoadError, OutputExistsError, XsitsError
+from xsits.errors import OutputExistsError, XsitsError
+from xsits.options import set_options
 
 __all__ = [
     "MANIFEST_NAME",
@@ -81,8 +82,6 @@ _SCHEDULER_GETS: dict[str, Callable] = {
 }
 _TASK_PREFIX = "xsits-feature"
 _ERROR_MAX = 500
-#: Attempts per feature (reads are retried one by one inside each attempt, ``retries`` times).
-_FEATURE_ATTEMPTS = 2
 
 
 class BatchError(XsitsError, ValueError):
@@ -220,14 +219,6 @@ def _missing_row(fid: str, reason: str) -> dict[str, Any]:
     return _row(fid, "failed", error=reason)
 
 
-def _transient(err: BaseException) -> bool:
-    """Worth retrying: read/network errors, not bad arguments or data-model errors."""
-    if isinstance(err, XsitsError):
-        return isinstance(err, LoadError)
-    return not isinstance(err, TypeError | KeyError | AttributeError | NotImplementedError |
-                          ZeroDivisionError | IndexError)
-
-
 _GDAL_READY = False
 _NETCDF_LOCK = threading.Lock()
 _IO_POOLS: dict[int, Any] = {}
@@ -311,33 +302,27 @@ def _run_feature(job: _Job) -> dict[str, Any]:
         return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
     _ensure_gdal()
     _install_log_redaction()  # in worker processes too
-    error: BaseException | None = None
-    for attempt in range(_FEATURE_ATTEMPTS):
-        try:
-            # the cube is read first (its files fetched together, see xsits.reader; its
-            # chunks on the shared I/O pool), then the steps run in memory: on a small
-            # cube, numpy is much cheaper than building a dask graph per step
-            ds = job.ds.compute(scheduler=dask.threaded.get, pool=_io_pool(job.io_threads))
-            for step in job.steps:
-                ds = step(ds)
-            n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
-            if n_dates == 0:
-                return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
-                            error="no date left after the steps; nothing written")
-            ds = ds.compute()  # a step may still have returned lazy data
-            # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
-            with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
-                written = export(ds, path, overwrite=job.overwrite, compress=job.compress)
-            return _row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
-        except OutputExistsError:
-            return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
-        except Exception as err:  # one feature must never sink the batch
-            error = err
-            if attempt + 1 >= _FEATURE_ATTEMPTS or not _transient(err):
-                break
-            log.info("feature %s: attempt %d failed (%s); retrying", job.fid, attempt + 1,
-                     _error_text(err))
-            time.sleep(job.retry_delay * 2**attempt)
+    try:
+        # the cube is read first (its files fetched together, see xsits.reader; its
+        # chunks on the shared I/O pool), then the steps run in memory: on a small
+        # cube, numpy is much cheaper than building a dask graph per step; failed
+        # requests were retried by xsits.retry inside the read
+        ds = job.ds.compute(scheduler=dask.threaded.get, pool=_io_pool(job.io_threads))
+        for step in job.steps:
+            ds = step(ds)
+        n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
+        if n_dates == 0:
+            return _row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
+                        error="no date left after the steps; nothing written")
+        ds = ds.compute()  # a step may still have returned lazy data
+        # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
+        with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
+            written = export(ds, path, overwrite=job.overwrite, compress=job.compress)
+        return _row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
+    except OutputExistsError:
+        return _row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
+    except Exception as err:  # one feature must never sink the batch
+        error = err
     assert error is not None
     text = _error_text(error)
     log.warning("feature %s failed: %s", job.fid, text)
@@ -858,14 +843,13 @@ def compute_all(
         Features processed at once: threads (default :data:`FEATURE_THREADS`) or processes
         (default: one per core) for the local schedulers.
     retries
-        For sources: retries of each failed file read after a network error or truncated
-        data, with what was cached of that file forgotten and exponential backoff from
-        ``retry_delay`` seconds (``open_cubes(read_retries=...)``; cubes you
-        opened yourself keep their own setting). A feature still failing is attempted once
-        more as a whole, then reported ``failed``. Errors in the steps (bad band, bad
-        argument) are not retried.
+        Retries of each failed network request during the run (``xsits.set_options(
+        retries=retries + 1)``, the one policy of :mod:`xsits.retry`): timeouts, dropped
+        connections, truncated bodies and HTTP 429 / 5xx, with exponential backoff from
+        ``retry_delay`` seconds. A feature whose reads still fail is reported ``failed``;
+        client faults (HTTP 403 / 404) and errors in the steps are not retried.
     retry_delay
-        Seconds before the first retry of a read (and of a failed feature).
+        Seconds before the first retry of a request (doubled for each next one).
     io_threads
         Threads of the process-wide pool that reads chunks for all features at once
         (default :data:`IO_THREADS`: sized for network latency, not for cores).
@@ -951,6 +935,7 @@ def compute_all(
             bar.set_postfix({s[0]: sum(r["status"] == s for r in rows.values())
                              for s in STATUSES}, refresh=False)
 
+    options = set_options(retries=retries + 1, retry_delay=retry_delay)  # for this run
     try:
         with relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # see docstrings
             for batch in plan.batches:  # for sources: blocks until more cubes are found
@@ -975,6 +960,7 @@ def compute_all(
                 collect(wait=True)
         complete = True
     finally:
+        options.__exit__()
         bar.close()
         runner.close()
         if rows or complete:

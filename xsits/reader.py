@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -444,8 +445,8 @@ def fast_refusal(tif: Any) -> str | None:
             return f"compression {p.compression.name}"
         if int(p.predictor) not in (1, 2, 3):
             return f"predictor {int(p.predictor)}"
-        if p.extrasamples:
-            return "extra samples (alpha)"
+        if any(int(s) in (1, 2) for s in p.extrasamples or ()):
+            return "an alpha band"
         if int(p.photometric) not in (1, 2):
             return f"photometric {p.photometric.name}"
         if p.dtype is None or p.dtype.name not in FAST_DTYPES or \
@@ -617,6 +618,7 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
     hit = net.recall(net.indices, key)
     if hit is not None:
         return hit
+    from rasterio.errors import NotGeoreferencedWarning
     from rasterio.warp import Resampling, reproject
 
     (h, w) = src.shape.yx
@@ -630,9 +632,11 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
         x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
         positions = np.arange((y1 - y0) * (x1 - x0), dtype="int32").reshape(y1 - y0, x1 - x0)
         index = np.full(dst.shape.yx, -1, dtype="int32")
-        reproject(positions, index, src_transform=src[y0:y1, x0:x1].transform,
-                  src_crs=str(src.crs), src_nodata=None, dst_transform=dst.transform,
-                  dst_crs=str(dst.crs), dst_nodata=-1, resampling=Resampling.nearest)
+        with warnings.catch_warnings():  # rasterio: "no geotransform" of its in-memory copy
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            reproject(positions, index, src_transform=src[y0:y1, x0:x1].transform,
+                      src_crs=str(src.crs), src_nodata=None, dst_transform=dst.transform,
+                      dst_crs=str(dst.crs), dst_nodata=-1, resampling=Resampling.nearest)
         rows, cols = np.divmod(index[index >= 0], x1 - x0)
         touches = rows.size and ((y0 > 0 and rows.min() == 0) or
                                  (y1 < h and rows.max() == y1 - y0 - 1) or
