@@ -9,6 +9,7 @@ True
 
 from xsits import accessor as _accessor  # noqa: F401  (registers the .sits accessor)
 from xsits import errors, steps
+from xsits._version import __version__
 from xsits.aoi import read_aoi
 from xsits.batch import compute_all
 from xsits.grid import GridSpec
@@ -16,10 +17,9 @@ from xsits.load import Cubes, open_cubes
 from xsits.options import get_options, set_options
 from xsits.search import SearchResult, StacQuery, search
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Cubes",
+    "__version__",
     "GridSpec",
     "SearchResult",
     "StacQuery",

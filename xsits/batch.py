@@ -50,6 +50,7 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import one_line, redact, relaxed_gc, single_threaded_blas
+from xsits._version import __version__
 from xsits.errors import OutputExistsError, XsitsError
 from xsits.options import set_options
 
@@ -602,7 +603,7 @@ class _Manifest:
         except (OSError, ValueError, AttributeError):
             pass
         self.doc: dict[str, Any] = {
-            "xsits_version": _version(),
+            "xsits_version": __version__,
             "created": self.created,
             "updated": self.created,
             "complete": False,
@@ -643,12 +644,6 @@ class _Manifest:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    import xsits
-
-    return getattr(xsits, "__version__", "unknown")
 
 
 # --------------------------------------------------------------------------- scheduling

@@ -649,7 +649,7 @@ def write_results_catalog(
     >>> cat["7"].read()["B04"].values.tolist()
     [1.0, 2.0]
     """
-    from xsits import __version__  # late: xsits imports this module
+    from xsits._version import __version__
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ from typing import Any
 import geopandas as gpd
 from intake.source.base import DataSource, Schema
 
-from xsits import __version__
+from xsits._version import __version__
 from xsits.aoi import read_aoi
 from xsits.errors import AOIError, CatalogError
 from xsits.export import RESULTS_DRIVERS, write_results_catalog
