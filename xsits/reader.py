@@ -104,6 +104,8 @@ class _Network:
         self.tiles: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.tile_bytes = 0
         self.indices: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.plans: OrderedDict[tuple, Any] = OrderedDict()
+        self.planner = ThreadPoolExecutor(1, thread_name_prefix="xsits-plan")
 
     # bytes ------------------------------------------------------------------
     def find(self, uri: str, start: int, end: int) -> memoryview | None:
@@ -239,6 +241,7 @@ class _Network:
             self.tiles.clear()
             self.tile_bytes = 0
             self.indices.clear()
+            self.plans.clear()
 
 
 # The process's network state (see _Network); created on first use, again after a fork.
@@ -586,6 +589,17 @@ def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan |
     """
     if head.refusal is not None or not cfg.nearest:
         return None
+    net = _net()
+    key = (tuple(lv.geobox for lv in head.levels), dst_geobox, cfg.use_overviews)
+    hit = net.recall(net.plans, key)
+    if hit is None:
+        # pyproj makes a transformer per thread (~50 ms each CRS pair): plan on one thread
+        hit = net.remember(net.plans, key, net.planner.submit(
+            _plan_read, head, cfg, dst_geobox).result() or False, keep=4096)
+    return hit or None
+
+
+def _plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan | None:
     base = head.levels[0].geobox
     rr = compute_reproject_roi(base, dst_geobox, ttol=0.9 if cfg.nearest else 0.05)
     roi_dst = rr.roi_dst
