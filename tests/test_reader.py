@@ -20,7 +20,7 @@ from odc.loader import RasterLoadParams, RasterSource
 from shapely.geometry import Point
 
 import xsits
-from xsits import reader
+from xsits import fetch, reader
 from xsits.load import band_config
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
@@ -135,7 +135,7 @@ def test_missing_or_forbidden_file_fails_at_once_naming_the_href(cog_server, sta
 
 def test_signed_href_keeps_its_query(world, cog_server, world_items):
     href = world_items[0]["assets"]["SCL"]["href"] + "?sig=abc"
-    assert reader._locate(href) == (href, "")  # a store of its own keeps the query string
+    assert fetch.locate(href) == (href, "")  # a store of its own keeps the query string
     reader.clear_cache()
     (head,) = reader.headers([href])
     assert head.refusal is None and head.dtype == "uint8"

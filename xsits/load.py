@@ -26,8 +26,9 @@ from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
-from xsits.reader import CogDriver, headers
+from xsits.reader import CogDriver
 from xsits.search import SearchResult, StacQuery, iter_search, merge_results
+from xsits.tiff import headers
 
 #: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
 TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
@@ -259,8 +260,6 @@ def load_cube(
     if ds.sizes["time"] != len(groups):  # pragma: no cover - guards against odc-stac changes
         raise LoadError("odc-stac grouped the items differently than expected")
     ds = ds.assign_coords(_time_coords(groups))
-    for name in ds.data_vars:
-        ds[name].attrs.setdefault("nodata", 0)
     ds.attrs.update(attrs or {})
     return ds
 

@@ -4,15 +4,15 @@ Owns: :class:`CogDriver`, an odc-loader reader driver. odc-stac keeps the geobox
 fusing, dtypes and nodata; the driver only answers "these pixels of this file on this grid".
 For each read it decides, from the file's header, between two readers:
 
-- **the fast reader**, for the layouts and requests on its allow-list (:func:`fast_refusal`,
-  :func:`plan_read`), each one proven equal to GDAL by ``tests/test_conformance.py``: a
-  tiled or striped GeoTIFF, uncompressed / DEFLATE / LZW / ZSTD, predictor 1-3, integer or
-  float samples, pixel or band interleave, no mask band, EPSG georeferencing; nearest
-  resampling. Bytes are fetched many files at a time (obstore, :data:`Options.max_requests`
-  requests in flight), headers parsed and tiles decoded by tifffile / imagecodecs. A read on
-  the file's own lattice is a window copy; any other is a lookup through the source pixel
-  GDAL's own nearest warp picks for each output pixel (:func:`_gdal_index`), computed once
-  per grid pair;
+- **the fast reader**, for the layouts and requests on its allow-list
+  (:func:`xsits.tiff.fast_refusal`, :func:`plan_read`), each one proven equal to GDAL by
+  ``tests/test_conformance.py``: a tiled or striped GeoTIFF, uncompressed / DEFLATE / LZW /
+  ZSTD, predictor 1-3, integer or float samples, pixel or band interleave, no mask or alpha
+  band, EPSG georeferencing; nearest resampling. Bytes are fetched many files at a time
+  (:mod:`xsits.fetch`), headers parsed (:mod:`xsits.tiff`) and tiles decoded by tifffile /
+  imagecodecs. A read on the file's own lattice is a window copy; any other is a lookup
+  through the source pixel GDAL's own nearest warp picks for each output pixel
+  (:func:`_gdal_index`), computed once per grid pair;
 - **GDAL** (odc-loader's :class:`~odc.loader.RioReader`) for everything else.
 
 A layout unknown to the fast reader is never an error: it goes to GDAL. Network failures are
@@ -29,18 +29,14 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import compute_reproject_roi
 from odc.geo.roi import roi_is_empty, roi_shape
@@ -54,488 +50,38 @@ from odc.loader import (
     resolve_src_nodata,
 )
 
-from xsits import retry
+from xsits import fetch, retry, tiff
 from xsits._common import redact
 from xsits.errors import LoadError
 from xsits.options import get_options
+from xsits.tiff import Header, Level, headers
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked for by a file's first request: its header and a COG's smallest overviews.
-HEAD_BYTES = 128 * 1024
-#: A file of at most this size is "small"; see :data:`SMALL_FILES_SEEN`.
-SMALL_FILE_BYTES = 2**20
-#: Once a host's first files were all small, a file's first request asks for
-#: :data:`SMALL_FILE_BYTES` (a small file comes whole, in one request) when ``whole_files``.
-SMALL_FILES_SEEN = 16
-#: Smallest request made when a header reads beyond what was fetched (IFDs at the end...).
-BLOCK_BYTES = 64 * 1024
 #: Output windows larger than this (pixels) are warped by GDAL directly.
 FAST_WARP_PIXELS = 1024 * 1024
 
-#: TIFF compressions the fast reader decodes (lossless, decoded by imagecodecs like GDAL).
-FAST_COMPRESSIONS = {1: "none", 5: "LZW", 8: "DEFLATE", 32946: "DEFLATE", 50000: "ZSTD"}
-#: Sample dtypes the fast reader serves.
-FAST_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
-
-
-# --------------------------------------------------------------------------- network
-
-
-class _Network:
-    """The process's HTTP stores, request threads and caches of bytes, headers and tiles.
-
-    Process-wide on purpose: the features of one tile read the same files, and fetch them
-    once. A forked child makes its own (threads do not survive a fork).
-    """
-
-    def __init__(self) -> None:
-        opts = get_options()
-        self.pid = os.getpid()
-        self.lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(opts.max_requests, thread_name_prefix="xsits-fetch")
-        self.stores: dict[str, Any] = {}
-        self.segments: OrderedDict[str, list[tuple[int, memoryview]]] = OrderedDict()
-        self.cached_bytes = 0
-        self.sizes: dict[str, int] = {}
-        self.inflight: dict[tuple[str, int, int], Future] = {}
-        self.host_sizes: dict[str, list[int]] = {}
-        self.headers: OrderedDict[str, Header | BaseException] = OrderedDict()
-        self.tiles: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.tile_bytes = 0
-        self.indices: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.plans: OrderedDict[tuple, Any] = OrderedDict()
-        self.planner = ThreadPoolExecutor(1, thread_name_prefix="xsits-plan")
-
-    # bytes ------------------------------------------------------------------
-    def find(self, uri: str, start: int, end: int) -> memoryview | None:
-        """Cached bytes ``[start, end)`` of ``uri`` (clamped to its size), else None."""
-        size = self.sizes.get(uri)
-        if size is not None:
-            end = min(end, size)
-        with self.lock:
-            for s, buf in self.segments.get(uri, ()):
-                if s <= start and end <= s + len(buf):
-                    self.segments.move_to_end(uri)
-                    return buf[start - s:end - s]
-        return None
-
-    def _store(self, key: str) -> Any:
-        from obstore.store import HTTPStore, LocalStore
-
-        with self.lock:
-            if key in self.stores:
-                return self.stores[key]
-        if key == "file":
-            store = LocalStore("/")
-        else:
-            store = HTTPStore.from_url(
-                key, client_options={"allow_http": True, "timeout": "120s",
-                                     "connect_timeout": "20s"},
-                retry_config={"max_retries": 0})  # xsits.retry is the one retry policy
-        with self.lock:
-            return self.stores.setdefault(key, store)
-
-    def _get(self, uri: str, start: int, end: int) -> memoryview:
-        import obstore
-
-        key, path = _locate(uri)
-
-        def once() -> memoryview:
-            got = obstore.get(self._store(key), path, options={"range": (start, end)})
-            size = int(got.meta["size"])
-            data = memoryview(bytes(got.bytes()))
-            if len(data) != min(end, size) - start:
-                raise retry.TransientError(
-                    f"truncated body: {len(data)} of {min(end, size) - start} bytes")
-            self.sizes[uri] = size
-            return data
-
-        try:
-            data = retry.call(once, what=f"reading {redact(uri)}", transient=_transient)
-        except Exception as err:
-            raise LoadError(f"cannot read {redact(uri)}: {_reason(err)}") from err
-        self._keep(uri, start, data)
-        return data
-
-    def _keep(self, uri: str, start: int, data: memoryview) -> None:
-        limit = get_options().cache_bytes
-        with self.lock:
-            self.segments.setdefault(uri, []).append((start, data))
-            self.segments.move_to_end(uri)
-            self.cached_bytes += len(data)
-            while self.cached_bytes > limit and len(self.segments) > 1:
-                _, old = self.segments.popitem(last=False)
-                self.cached_bytes -= sum(len(b) for _, b in old)
-
-    def submit(self, uri: str, start: int, end: int) -> Future:
-        """Bytes ``[start, end)`` of ``uri``: from the cache, or one request (deduplicated)."""
-        hit = self.find(uri, start, end)
-        if hit is not None:
-            done: Future = Future()
-            done.set_result(hit)
-            return done
-        key = (uri, start, end)
-        with self.lock:
-            fut = self.inflight.get(key)
-            if fut is None:
-                fut = self.pool.submit(self._get, uri, start, end)
-                self.inflight[key] = fut
-                fut.add_done_callback(lambda _f: self._forget_inflight(key))
-        return fut
-
-    def _forget_inflight(self, key: tuple) -> None:
-        with self.lock:
-            self.inflight.pop(key, None)
-
-    def head_bytes(self, uri: str) -> int:
-        """How many bytes a file's first request asks for (see :data:`SMALL_FILES_SEEN`)."""
-        if not get_options().whole_files:
-            return HEAD_BYTES
-        seen = self.host_sizes.get(urlparse(uri).netloc, [])
-        if len(seen) >= SMALL_FILES_SEEN and max(seen) <= SMALL_FILE_BYTES:
-            return SMALL_FILE_BYTES
-        return HEAD_BYTES
-
-    def saw_size(self, uri: str) -> None:
-        size = self.sizes.get(uri)
-        if size is not None:
-            with self.lock:
-                seen = self.host_sizes.setdefault(urlparse(uri).netloc, [])
-                if len(seen) < SMALL_FILES_SEEN or size > SMALL_FILE_BYTES:
-                    seen.append(size)
-
-    # small LRU caches ---------------------------------------------------------
-    def remember(self, cache: OrderedDict, key: Any, value: Any, keep: int) -> Any:
-        with self.lock:
-            cache[key] = value
-            cache.move_to_end(key)
-            while len(cache) > keep:
-                cache.popitem(last=False)
-        return value
-
-    def recall(self, cache: OrderedDict, key: Any) -> Any:
-        with self.lock:
-            value = cache.get(key)
-            if value is not None:
-                cache.move_to_end(key)
-            return value
-
-    def keep_tile(self, key: tuple, tile: np.ndarray) -> None:
-        limit = get_options().cache_bytes // 2
-        with self.lock:
-            if key in self.tiles:
-                return
-            self.tiles[key] = tile
-            self.tile_bytes += tile.nbytes
-            while self.tile_bytes > limit and len(self.tiles) > 1:
-                _, old = self.tiles.popitem(last=False)
-                self.tile_bytes -= old.nbytes
-
-    def clear(self) -> None:
-        with self.lock:
-            self.segments.clear()
-            self.cached_bytes = 0
-            self.sizes.clear()
-            self.headers.clear()
-            self.tiles.clear()
-            self.tile_bytes = 0
-            self.indices.clear()
-            self.plans.clear()
-
-
-# The process's network state (see _Network); created on first use, again after a fork.
-_NET: list[_Network] = []
-_NET_LOCK = threading.Lock()  # guards _NET's creation only
-
-
-def _net() -> _Network:
-    with _NET_LOCK:
-        if not _NET or _NET[0].pid != os.getpid():
-            _NET[:] = [_Network()]
-        return _NET[0]
+# Caches of this process (features of one tile share grids, plans and tiles):
+_PLANS: fetch.Lru[Any] = fetch.Lru(keep=4096)  # read plans, by (file grids, output grid)
+_INDICES: fetch.Lru[Any] = fetch.Lru(keep=4096)  # GDAL's nearest pick, by grid pair
+_TILES: fetch.Lru[np.ndarray] = fetch.Lru(  # decoded tiles, by (href, level, segment)
+    max_bytes=lambda: get_options().cache_bytes // 2)
+# pyproj makes a transformer per thread (~50 ms a CRS pair): plans are made on one thread
+_planner = fetch.per_process(lambda: ThreadPoolExecutor(1, thread_name_prefix="xsits-plan"))
 
 
 def clear_cache() -> None:
-    """Forget every fetched byte, parsed header and decoded tile of this process.
+    """Forget every fetched byte, parsed header, plan and decoded tile of this process.
 
     Examples
     --------
     >>> clear_cache()
     """
-    _net().clear()
+    fetch.clear()
+    tiff.clear()
+    for cache in (_PLANS, _INDICES, _TILES):
+        cache.clear()
     clear_gdal_cache()
-
-
-def _locate(uri: str) -> tuple[str, str]:
-    """``(store key, path in that store)`` of a URL or a local path."""
-    p = urlparse(uri)
-    if p.scheme in ("http", "https"):
-        if p.query or p.params:  # signed URLs: a store per URL keeps the query string
-            return uri, ""
-        return f"{p.scheme}://{p.netloc}", unquote(p.path).lstrip("/")
-    if p.scheme == "file":
-        return "file", os.path.abspath(unquote(p.path)).lstrip("/")
-    return "file", os.path.abspath(uri).lstrip("/")
-
-
-def _fetchable(uri: str) -> bool:
-    scheme = urlparse(uri).scheme
-    return scheme in ("http", "https", "file") or (scheme == "" and os.path.exists(uri))
-
-
-def _client_status(err: BaseException) -> int | None:
-    """The HTTP 4xx status of a client fault (not 408 / 425 / 429), if ``err`` is one."""
-    if isinstance(err, FileNotFoundError):
-        return 404
-    if isinstance(err, PermissionError):
-        return 403
-    status = retry.status_of(err)
-    if status is not None and 400 <= status < 500 and status not in retry.RETRY_STATUSES:
-        return status
-    return None
-
-
-def _transient(err: BaseException) -> bool:
-    if _client_status(err) is not None or isinstance(err, (LoadError, ValueError, TypeError)):
-        return False
-    return True  # obstore's other errors: timeouts, resets, 5xx, short bodies
-
-
-def _reason(err: BaseException) -> str:
-    status = _client_status(err)
-    if status == 404:
-        return "HTTP 404, the file does not exist; check the asset href"
-    if status in (401, 403):
-        return (f"HTTP {status}, access denied; sign the hrefs (stac='planetary-computer' "
-                "does) or check the credentials")
-    if status is not None:
-        return f"HTTP {status}"
-    return redact(str(err).splitlines()[0] if str(err) else type(err).__name__)
-
-
-# --------------------------------------------------------------------------- headers
-
-
-class _RangeFile:
-    """A read-only file over :class:`_Network`, for tifffile to parse a header from."""
-
-    def __init__(self, uri: str, first: memoryview) -> None:
-        self.uri, self.pos = uri, 0
-        self.size = _net().sizes.get(uri, len(first))
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else \
-            self.size + offset
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:
-        start = self.pos
-        end = self.size if n is None or n < 0 else min(self.size, start + n)
-        if end <= start:
-            return b""
-        net = _net()
-        data = net.find(self.uri, start, end)
-        if data is None:
-            block_end = min(self.size, max(end, start + BLOCK_BYTES))
-            data = net.submit(self.uri, start, block_end).result()[:end - start]
-        self.pos = end
-        return bytes(data)
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def closed(self) -> bool:
-        return False
-
-
-@dataclass(frozen=True)
-class Level:
-    """One resolution of a file: its grid and where its tiles (or strips) are."""
-
-    geobox: GeoBox
-    block: tuple[int, int]  # (rows, cols) of a tile, or (rows per strip, width)
-    offsets: np.ndarray
-    counts: np.ndarray
-    page: Any = field(repr=False)  # tifffile.TiffPage: decodes the level's segments
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Tiles down and across."""
-        (h, w), (bh, bw) = self.geobox.shape.yx, self.block
-        return -(-h // bh), -(-w // bw)
-
-
-@dataclass(frozen=True)
-class Header:
-    """What a file's header says, and whether the fast reader serves it."""
-
-    uri: str
-    dtype: str
-    count: int  # bands (samples per pixel)
-    planar: bool  # band-interleaved (PlanarConfiguration 2)
-    nodata: float | None
-    levels: tuple[Level, ...]  # full resolution first, then overviews, finer to coarser
-    refusal: str | None  # why the fast reader does not serve this file (None: it does)
-
-    @property
-    def factors(self) -> list[int]:
-        """Overview factors as rasterio reports them (``width // overview width``, rounded)."""
-        w = self.levels[0].geobox.shape.x
-        return [int(round(w / lv.geobox.shape.x)) for lv in self.levels[1:]]
-
-
-def _geobox(page: Any, geo: dict[str, Any], shape: tuple[int, int]) -> GeoBox | str:
-    """The pixel grid of a full-resolution page, or why it is not served."""
-    if "ModelTransformation" in geo or "ModelTransformationTag" in page.tags:
-        return "a ModelTransformation (rotated or sheared grid)"
-    scale, tie = geo.get("ModelPixelScale"), geo.get("ModelTiepoint")
-    if not scale or not tie or len(tie) != 6:
-        return "no ModelPixelScale / single ModelTiepoint"
-    if int(geo.get("GTRasterTypeGeoKey", 1)) != 1:
-        return "PixelIsPoint georeferencing"
-    model = int(geo.get("GTModelTypeGeoKey", 0))
-    code = geo.get("ProjectedCSTypeGeoKey") if model == 1 else \
-        geo.get("GeographicTypeGeoKey") if model == 2 else None
-    if code is None or int(code) in (0, 32767):
-        return "no EPSG code in the GeoKeys (user-defined CRS)"
-    i, j, _, x, y, _ = (float(v) for v in tie)
-    sx, sy = float(scale[0]), float(scale[1])
-    transform = Affine(sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy)
-    return GeoBox(shape, transform, f"EPSG:{int(code)}")
-
-
-def fast_refusal(tif: Any) -> str | None:
-    """Why the fast reader does not serve a parsed file (None when it does).
-
-    The allow-list is what ``tests/test_conformance.py`` proves equal to GDAL.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, rasterio, tifffile
-    >>> from rasterio.transform import from_origin
-    >>> path = tempfile.mktemp(suffix=".tif")
-    >>> with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1,
-    ...                    dtype="uint8", crs="EPSG:32632", compress="jpeg",
-    ...                    transform=from_origin(0, 40, 10, 10)) as f:
-    ...     f.write(np.zeros((1, 4, 4), "uint8"))
-    >>> with tifffile.TiffFile(path) as tif:
-    ...     fast_refusal(tif)
-    'compression JPEG'
-    """
-    pages = list(tif.pages)
-    first = pages[0]
-    if any(int(p.subfiletype) & 4 for p in pages):
-        return "an internal mask band"
-    for p in pages:
-        comp = int(p.compression)
-        if comp not in FAST_COMPRESSIONS:
-            return f"compression {p.compression.name}"
-        if int(p.predictor) not in (1, 2, 3):
-            return f"predictor {int(p.predictor)}"
-        if any(int(s) in (1, 2) for s in p.extrasamples or ()):
-            return "an alpha band"
-        if int(p.photometric) not in (1, 2):
-            return f"photometric {p.photometric.name}"
-        if p.dtype is None or p.dtype.name not in FAST_DTYPES or \
-                p.bitspersample != p.dtype.itemsize * 8:
-            return f"samples of {p.bitspersample} bits ({p.dtype})"
-        if p.is_tiled and p.tiledepth > 1 or p.imagedepth > 1:
-            return "a 3-D image"
-        if p.samplesperpixel != first.samplesperpixel or p.dtype != first.dtype or \
-                p.planarconfig != first.planarconfig:
-            return "overviews unlike the full-resolution image"
-        if any(int(c) == 0 for c in p.databytecounts):
-            return "sparse tiles (no bytes)"
-    return None
-
-
-def _parse(uri: str, first: memoryview) -> Header:
-    import tifffile
-
-    with tifffile.TiffFile(_RangeFile(uri, first)) as tif:
-        pages = [p for p in tif.pages if not int(p.subfiletype) & 4]
-        page0 = pages[0]
-        geo = tif.geotiff_metadata or {}
-        gbox = _geobox(page0, geo, (page0.imagelength, page0.imagewidth))
-        refusal = gbox if isinstance(gbox, str) else fast_refusal(tif)
-        nodata_tag = page0.tags.get(42113)
-        nodata = None
-        if nodata_tag is not None:
-            with contextlib.suppress(ValueError):
-                nodata = float(str(nodata_tag.value).strip().rstrip("\x00"))
-        levels = []
-        if refusal is None:
-            ordered = [page0] + sorted((p for p in pages[1:] if int(p.subfiletype) & 1),
-                                       key=lambda p: -p.imagewidth)
-            for p in ordered:
-                h, w = p.imagelength, p.imagewidth
-                fx, fy = page0.imagewidth / w, page0.imagelength / h  # as GDAL's overviews
-                t = gbox.transform
-                lv_box = GeoBox((h, w), Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f),
-                                gbox.crs)
-                block = (p.tilelength, p.tilewidth) if p.is_tiled else \
-                    (min(p.rowsperstrip or h, h), w)
-                levels.append(Level(lv_box, block, np.asarray(p.dataoffsets),
-                                    np.asarray(p.databytecounts), p))
-        return Header(uri, page0.dtype.name if page0.dtype is not None else "?",
-                      int(page0.samplesperpixel), int(page0.planarconfig) == 2, nodata,
-                      tuple(levels), refusal)
-
-
-def headers(uris: Sequence[str]) -> list[Header | BaseException]:
-    """The parsed headers of ``uris``, fetched all at once (an exception per failure).
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, rasterio
-    >>> from rasterio.transform import from_origin
-    >>> path = tempfile.mktemp(suffix=".tif")
-    >>> with rasterio.open(path, "w", driver="COG", width=600, height=600, count=1,
-    ...                    dtype="uint16", crs="EPSG:32632", nodata=0, compress="deflate",
-    ...                    blocksize=256, transform=from_origin(600000, 5600000, 10, 10)) as f:
-    ...     f.write(np.ones((1, 600, 600), "uint16"))
-    >>> (h,) = headers([path])
-    >>> h.dtype, h.nodata, h.refusal, [lv.geobox.shape.x for lv in h.levels]
-    ('uint16', 0.0, None, [600, 300, 150])
-    """
-    net = _net()
-    out: dict[str, Any] = {}
-    firsts = {}
-    for uri in dict.fromkeys(uris):
-        known = net.recall(net.headers, uri)
-        if known is not None:
-            out[uri] = known
-        else:
-            firsts[uri] = net.submit(uri, 0, net.head_bytes(uri))
-    for uri, fut in firsts.items():
-        try:
-            first = fut.result()
-            net.saw_size(uri)
-            head: Header | BaseException = _parse(uri, first)
-        except LoadError as err:
-            head = err  # network failures are not remembered: a later load asks again
-            out[uri] = head
-            continue
-        except Exception as err:  # not a TIFF tifffile reads: GDAL's
-            head = Header(uri, "?", 0, False, None, (), f"unreadable header ({err})")
-        out[uri] = net.remember(net.headers, uri, head, keep=8192)
-    return [out[u] for u in uris]
 
 
 # --------------------------------------------------------------------------- planning
@@ -589,13 +135,11 @@ def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan |
     """
     if head.refusal is not None or not cfg.nearest:
         return None
-    net = _net()
     key = (tuple(lv.geobox for lv in head.levels), dst_geobox, cfg.use_overviews)
-    hit = net.recall(net.plans, key)
+    hit = _PLANS.get(key)
     if hit is None:
-        # pyproj makes a transformer per thread (~50 ms each CRS pair): plan on one thread
-        hit = net.remember(net.plans, key, net.planner.submit(
-            _plan_read, head, cfg, dst_geobox).result() or False, keep=4096)
+        hit = _PLANS.put(key, _planner().submit(_plan_read, head, cfg, dst_geobox).result()
+                         or False)
     return hit or None
 
 
@@ -627,9 +171,8 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
     ``dst``, so every output pixel comes from exactly the source pixel a direct GDAL warp of
     the file would take. Cached per grid pair.
     """
-    net = _net()
     key = (src, dst)
-    hit = net.recall(net.indices, key)
+    hit = _INDICES.get(key)
     if hit is not None:
         return hit
     from rasterio.errors import NotGeoreferencedWarning
@@ -662,7 +205,7 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
             return None
         margin *= 4  # the window was too tight for GDAL's choice: widen it and warp again
     found = ((slice(y0, y1), slice(x0, x1)), index)
-    return net.remember(net.indices, key, found, keep=4096)
+    return _INDICES.put(key, found)
 
 
 # --------------------------------------------------------------------------- pixels
@@ -703,7 +246,6 @@ def block_ranges(head: Header, plan: Plan, band: int) -> list[tuple[str, int, in
 
 def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
     """The source window of a plan, decoded (native byte order)."""
-    net = _net()
     level = head.levels[plan.level]
     ys, xs = plan.window
     out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=head.dtype)
@@ -712,19 +254,19 @@ def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
     futures = {}
     for r, c in blocks:
         key = (head.uri, plan.level, _segment(head, level, r, c, band))
-        if net.recall(net.tiles, key) is None:
+        if _TILES.get(key) is None:
             k = key[2]
             start = int(level.offsets[k])
-            futures[key] = net.submit(head.uri, start, start + int(level.counts[k]))
+            futures[key] = fetch.submit(head.uri, start, start + int(level.counts[k]))
     for r, c in blocks:
         k = _segment(head, level, r, c, band)
         key = (head.uri, plan.level, k)
-        tile = net.recall(net.tiles, key)
+        tile = _TILES.get(key)
         if tile is None:
             data = futures[key].result()
             segment, _, _ = level.page.decode(bytes(data), k)
-            tile = segment.reshape(segment.shape[-3:])  # (rows, cols, samples)
-            net.keep_tile(key, tile)
+            tile = _TILES.put(key, segment.reshape(segment.shape[-3:]),  # (rows, cols, samples)
+                              segment.nbytes)
         sample = 0 if head.planar else band - 1
         ty, tx = r * bh, c * bw
         y0, y1 = max(ys.start, ty), min(ys.stop, ty + bh, level.geobox.shape.y)
@@ -827,7 +369,7 @@ class _LoadState:
             self.ready = True
             if not get_options().fast_reader:
                 return
-            uris = [u for u, _ in self.sources if _fetchable(u)]
+            uris = [u for u, _ in self.sources if fetch.fetchable(u)]
             heads = dict(zip(uris, headers(uris), strict=True))
             ranges = []
             for uri, nearest in self.sources:
@@ -839,9 +381,8 @@ class _LoadState:
                     if plan is not None:
                         ranges += block_ranges(head, plan, 1)
             if sum(e - s for _, s, e in ranges) <= get_options().cache_bytes // 4:
-                net = _net()
                 for uri, start, end in ranges:
-                    net.submit(uri, start, end)
+                    fetch.submit(uri, start, end)
 
 
 class _Context:
@@ -858,7 +399,7 @@ class _Reader:
         """One read: the fast reader's when it serves it, else GDAL's (odc's RioReader)."""
         state = self.ctx.state
         uri = self.src.uri
-        if get_options().fast_reader and selection is None and _fetchable(uri):
+        if get_options().fast_reader and selection is None and fetch.fetchable(uri):
             state.prefetch()
             (head,) = headers([uri])
             if isinstance(head, BaseException):
@@ -882,9 +423,8 @@ def _gdal_read(reader: RioReader, uri: str, cfg: RasterLoadParams, dst_geobox: G
     try:
         return reader.read(cfg, dst_geobox, dst=dst, selection=selection)
     except Exception as err:
-        status = _client_status(err)
-        if status is not None:
-            raise LoadError(f"cannot read {redact(uri)}: {_reason(err)}") from err
+        if fetch.client_status(err) is not None:
+            raise LoadError(f"cannot read {redact(uri)}: {fetch.reason(err)}") from err
         raise
 
 
