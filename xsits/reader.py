@@ -315,9 +315,9 @@ def _fast_read(head: Header, plan: Plan, src: RasterSource, cfg: RasterLoadParam
         if dst_nodata is not None and not _same(src_nodata, dst_nodata):
             np.copyto(out, dst_nodata, where=_nodata_mask(out, src_nodata))
         return roi, out
-    # GDAL's nearest warp: the output starts as nodata; valid source pixels are copied
-    if dst_nodata is not None:
-        np.copyto(out, dst_nodata)
+    # GDAL's nearest warp (INIT_DEST=NO_DATA): the output starts as nodata, or 0 without one;
+    # then valid source pixels are copied
+    np.copyto(out, 0 if dst_nodata is None else dst_nodata)
     hit = plan.index >= 0
     values = pixels.reshape(-1)[plan.index[hit]]
     if src_nodata is not None:

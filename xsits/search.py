@@ -338,7 +338,8 @@ def _fields(q: StacQuery, client) -> dict[str, list[str]] | None:
 
     if not client.conforms_to(ConformanceClasses.FIELDS):
         return None
-    return {"include": [*ITEM_FIELDS, *(f"assets.{a}" for a in q.assets.values())],
+    assets = dict.fromkeys(a.split(".")[0] for a in q.assets.values())  # "visual.2": "visual"
+    return {"include": [*ITEM_FIELDS, *(f"assets.{a}" for a in assets)],
             "exclude": ["links"]}
 
 
@@ -501,7 +502,7 @@ def iter_search(
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
             items: dict, missing: dict) -> None:
     """Give each item to the features it intersects (STRtree), keep only items with the bands."""
-    usable = [it for it in found if all(a in it.assets for a in q.assets.values())]
+    usable = [it for it in found if all(a.split(".")[0] in it.assets for a in q.assets.values())]
     tree = STRtree([shape(it.geometry) for it in usable])
     hits: dict[str, list[pystac.Item]] = {fid: [] for fid in shapes.index}
     if usable:
