@@ -104,7 +104,8 @@ def composite(
     if class_bands not in ("drop", "mode"):
         raise GridError(f"composite: unknown class_bands={class_bands!r}; use 'drop' or 'mode'")
     try:
-        fixed = isinstance(pd.tseries.frequencies.to_offset(freq), pd.offsets.Tick)
+        offset = pd.tseries.frequencies.to_offset(freq)
+        fixed = isinstance(offset, (pd.offsets.Tick, pd.offsets.Day))  # pandas' own test
         obj[dim].to_index().to_series().resample(freq, origin=origin if fixed else "start_day")
     except (ValueError, TypeError) as err:
         raise GridError(
