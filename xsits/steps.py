@@ -30,12 +30,14 @@ import xarray as xr
 __all__ = [
     "Step",
     "build_steps",
+    "clip",
     "composite",
     "describe",
     "drop_cloudy",
     "gapfill",
     "harmonize",
     "scl_mask",
+    "smooth",
     "to_patch",
 ]
 
@@ -221,6 +223,66 @@ class composite(Step):  # noqa: N801
         from xsits.composite import composite as op
 
         return op(ds, freq=self.freq, how=self.how)
+
+
+@dataclass(frozen=True, repr=False)
+class smooth(Step):  # noqa: N801
+    """Step applying :func:`xsits.smooth.smooth` (Savitzky-Golay or Whittaker along time).
+
+    Examples
+    --------
+    >>> smooth("whittaker", lam=2.0)
+    xsits.steps.smooth(method='whittaker', lam=2.0)
+    """
+
+    method: str = "savgol"
+    window: int = 5
+    polyorder: int = 3
+    mode: str = "interp"
+    lam: float = 0.5
+    order: int = 2
+
+    def describe(self) -> str:
+        """One-line call text; the method is always shown."""
+        text = super().describe()  # the default method is left out there
+        if self.method != "savgol":
+            return text
+        rest = text[len("smooth("):-1]
+        return f"smooth(method='savgol'{', ' + rest if rest else ''})"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.smooth import smooth as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class clip(Step):  # noqa: N801
+    """Step applying :func:`xsits.clip.clip` to each cube's own polygon, ``attrs["geometry"]``.
+
+    The polygon travels with its cube (:func:`xsits.clip.with_geometry`); a cube without
+    it raises :class:`~xsits.errors.AOIError` (a ``failed`` feature in a batch).
+
+    Examples
+    --------
+    >>> from shapely.geometry import box
+    >>> from xsits.clip import with_geometry
+    >>> from xsits.mask import scl_mask
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = with_geometry(scl_mask(make_cube(n_times=2, shape=(2, 2))),
+    ...                    box(500000, 5499980, 500020, 5500000))   # the top-left pixel
+    >>> clip()(ds).B04[0].isnull().values.tolist()
+    [[False, True], [True, True]]
+    """
+
+    all_touched: bool = False
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.clip import clip as op
+
+        return op(ds, all_touched=self.all_touched)
 
 
 def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
