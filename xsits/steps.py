@@ -323,20 +323,25 @@ def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
 
 # the flags of build_steps shadow these class names
 _HARMONIZE, _DROP_CLOUDY, _GAPFILL = harmonize, drop_cloudy, gapfill
+_COMPOSITE, _SMOOTH = composite, smooth
 
 
 def build_steps(*, harmonize: bool = False, mask: bool = False,
                 drop_cloudy: float | None = None,
-                gapfill: str | None = None) -> list[Step]:
-    """The usual pipeline from flags, in order: harmonize, SCL mask, drop cloudy, gap-fill.
+                gapfill: str | None = None, composite: str | None = None,
+                smooth: str | None = None) -> list[Step]:
+    """The usual pipeline from flags, in order: harmonize, mask, drop cloudy, gap-fill...
 
-    What ``xsits fetch --harmonize --mask --gapfill`` and the Intake entries' ``harmonize`` /
-    ``mask`` / ``gapfill`` parameters run.
+    Then a composite (median over periods of ``composite``) and smoothing (method ``smooth``).
+    What ``xsits fetch --harmonize --mask --gapfill``, ``xsits sample`` and the Intake
+    entries' ``harmonize`` / ``mask`` / ``gapfill`` parameters run.
 
     Examples
     --------
     >>> build_steps(harmonize=True, mask=True, gapfill="linear")
     [xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill(method='linear')]
+    >>> build_steps(composite="10D", smooth="whittaker")
+    [xsits.steps.composite(freq='10D', how='median'), xsits.steps.smooth(method='whittaker')]
     """
     out: list[Step] = []
     if harmonize:
@@ -347,4 +352,8 @@ def build_steps(*, harmonize: bool = False, mask: bool = False,
         out.append(_DROP_CLOUDY(max_fraction=drop_cloudy))
     if gapfill:
         out.append(_GAPFILL(method=gapfill))
+    if composite:
+        out.append(_COMPOSITE(freq=composite))
+    if smooth:
+        out.append(_SMOOTH(method=smooth))
     return out
