@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -119,36 +120,72 @@ class _Rows(NamedTuple):
     per_date: dict[str, np.ndarray]
 
 
-def _feature_rows(raw: xr.Dataset, steps: Sequence[Callable], window: int, reduce: str,
-                  indices: Sequence[str], classes: tuple[int, ...]) -> _Rows:
-    """The steps, the indices and the window's reduction on one read cube."""
-    ds = raw
+def _dates_key(ds: xr.Dataset) -> tuple:
+    """Cubes with equal keys have the same dates, per-date coordinates and variables."""
+    coords = tuple((str(k), c.values.tobytes()) for k, c in sorted(ds.coords.items())
+                   if c.dims == ("time",))
+    variables = tuple((str(k), str(v.dtype), v.dims) for k, v in ds.data_vars.items())
+    return coords, variables, tuple(ds.sizes.items())
+
+
+def _side_by_side(cubes: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Cubes of the same dates as one cube, concatenated along ``x`` (no x/y coordinates).
+
+    What pixelwise steps (:attr:`xsits.steps.Step.pixelwise`) can run on at once: their
+    result at a pixel depends only on its series and the per-date coordinates.
+    """
+    if len(cubes) == 1:
+        return cubes[0]
+    first = cubes[0]
+    data = {name: (var.dims, np.concatenate([c[name].values for c in cubes],
+                                            axis=var.get_axis_num("x")), var.attrs)
+            for name, var in first.data_vars.items()}
+    coords = {k: c.variable for k, c in first.coords.items() if not {"x", "y"} & set(c.dims)}
+    return xr.Dataset(data, coords=coords, attrs=first.attrs)
+
+
+def _points(var: xr.DataArray, n: int, reduce: str | None) -> np.ndarray:
+    """``(time, n)`` values of ``n`` windows side by side: the centre pixel, or ``reduce``."""
+    if set(var.dims) != {"time", "y", "x"}:
+        raise SampleError(f"sample: variable {var.name!r} has dims {var.dims} after the steps; "
+                          "sample takes (time, y, x) cubes")
+    ny, nx = var.sizes["y"], var.sizes["x"] // n
+    if reduce is None:
+        return var.transpose("time", "y", "x").values.reshape(-1, ny, n, nx)[:, ny // 2, :,
+                                                                             nx // 2]
+    values = as_float(var).transpose("time", "y", "x").values.reshape(-1, ny, n, nx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # windows without a valid pixel
+        return getattr(np, f"nan{reduce}")(values, axis=(1, 3)).astype(values.dtype)
+
+
+def _batch_rows(raws: Sequence[xr.Dataset], steps: Sequence[Callable], window: int,
+                reduce: str, indices: Sequence[str], classes: tuple[int, ...]) -> list[_Rows]:
+    """The steps, the indices and the windows' reduction on read cubes of the same dates."""
+    n = len(raws)
+    ds = _side_by_side(raws)
     for step in steps:
         ds = step(ds)
     if indices:
         from xsits.indices import indices as compute_indices
 
         ds = ds.assign(compute_indices(ds, list(indices)).data_vars)
-    ds = ds.compute()  # a step may have returned lazy data (of this small numpy cube)
-    centre = {"y": window // 2, "x": window // 2}
-    values = {}
-    for name, var in ds.data_vars.items():
-        if set(var.dims) != {"time", "y", "x"}:
-            raise SampleError(f"sample: variable {name!r} of feature "
-                              f"{ds.attrs.get('feature_id')!r} has dims {var.dims} after the "
-                              "steps; sample takes (time, y, x) cubes")
-        if window == 1 or name in CLASS_BANDS:
-            point = var.isel(centre)
-        else:
-            point = getattr(as_float(var), reduce)(("y", "x"), skipna=True)
-        values[str(name)] = point.values
-    masked = None
+    ds = ds.compute()  # a step may have returned lazy data (of these small numpy cubes)
+    values = {str(name): _points(var, n, None if window == 1 or name in CLASS_BANDS
+                                 else reduce)
+              for name, var in ds.data_vars.items()}
     times = ds["time"].values
-    if "SCL" in raw.data_vars and np.isin(times, raw["time"].values).all():  # dates kept
-        masked = raw["SCL"].isin(list(classes)).all(("y", "x")).sel(time=times).values
+    masked = None
+    raw_times = pd.Index(raws[0]["time"].values)
+    where = raw_times.get_indexer(times)
+    if "SCL" in raws[0].data_vars and (where >= 0).all():  # the steps kept acquisition dates
+        bad = np.stack([np.isin(r["SCL"].transpose("time", "y", "x").values, classes)
+                        for r in raws], axis=-1)  # (time, y, x, point)
+        masked = bad.all(axis=(1, 2))[where]  # no clear pixel in the window
     per_date = {str(k): c.values for k, c in ds.coords.items()
                 if c.dims == ("time",) and k != "time"}
-    return _Rows(times, values, masked, per_date)
+    return [_Rows(times, {k: v[:, i] for k, v in values.items()},
+                  None if masked is None else masked[:, i], per_date) for i in range(n)]
 
 
 class _Reader:
@@ -159,6 +196,7 @@ class _Reader:
         self.steps, self.window, self.reduce = list(steps), window, reduce
         self.indices, self.bar = list(indices), bar
         self.classes = _scl_classes(self.steps)
+        self.pixelwise = all(getattr(step, "pixelwise", False) for step in self.steps)
         self.rows: dict[str, _Rows] = {}
         self.missing: dict[str, str] = {}
         self.sent: set[str] = set()
@@ -189,13 +227,17 @@ class _Reader:
                 except (LoadError, OSError) as err:
                     self.missing[fid] = f"read failed: {one_line(err)}"
                     log.warning("sample: feature %s not read: %s", fid, one_line(err))
+        batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
         for fid, raw in loaded.items():
-            rows = _feature_rows(raw, self.steps, self.window, self.reduce, self.indices,
-                                 self.classes)
-            if len(rows.time):
-                self.rows[fid] = rows
-            else:
-                self.missing[fid] = "no date left after the steps"
+            batches.setdefault(_dates_key(raw) if self.pixelwise else fid, []).append(fid)
+        for fids in batches.values():
+            rows = _batch_rows([loaded[f] for f in fids], self.steps, self.window,
+                               self.reduce, self.indices, self.classes)
+            for fid, got in zip(fids, rows, strict=True):
+                if len(got.time):
+                    self.rows[fid] = got
+                else:
+                    self.missing[fid] = "no date left after the steps"
         self.bar.update(len(cubes))
 
     def wait(self) -> None:
@@ -301,7 +343,10 @@ def sample(
     values are those of that cube's pixel (``window=1``), or of the window reduced by
     ``reduce`` over its valid pixels. Points are read tile by tile, while the next groups of
     points are still searched, so each COG block is fetched and decoded once for all points
-    in it.
+    in it. When every step is pixelwise (:attr:`xsits.steps.Step.pixelwise`: harmonize,
+    scl_mask, gapfill, composite, smooth), the cubes of points with the same dates run the
+    steps side by side as one cube (the same values, ~50x less Python per point); other
+    steps (``drop_cloudy``, any function) run on each point's cube.
 
     Columns, in order: ``feature_id``; the AOI's attribute columns (labels), with their
     dtypes; ``time``; one column per band (and per index); ``lon``, ``lat`` (the point, in

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import xarray as xr
 
@@ -47,7 +47,15 @@ def _tuple_or_none(value: Iterable[int] | None) -> tuple[int, ...] | None:
 
 
 class Step:
-    """Base class: a readable ``repr`` (only non-default parameters) and :meth:`describe`."""
+    """Base class: a readable ``repr`` (only non-default parameters) and :meth:`describe`.
+
+    ``pixelwise`` is True for steps whose result at a pixel depends only on that pixel's
+    series and the per-date coordinates (not on its neighbours, the grid or the cube's
+    attributes): cubes with the same dates may then run them side by side, as one wider
+    cube (:func:`xsits.sample.sample` does).
+    """
+
+    pixelwise: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One-line call text, e.g. ``"gapfill(method='linear')"``; defaults are left out."""
@@ -92,6 +100,8 @@ class harmonize(Step):  # noqa: N801 - named like the function it applies
     True
     """
 
+    pixelwise: ClassVar[bool] = True
+
     offset: int = 1000
     min_baseline: str = "04.00"
 
@@ -111,6 +121,8 @@ class scl_mask(Step):  # noqa: N801
     >>> scl_mask(classes=[8, 9])
     xsits.steps.scl_mask(classes=(8, 9))
     """
+
+    pixelwise: ClassVar[bool] = True
 
     classes: tuple[int, ...] | None = None
     keep_band: bool = True
@@ -157,6 +169,8 @@ class gapfill(Step):  # noqa: N801
     >>> gapfill("nearest", max_gap="20D").describe()
     "gapfill(method='nearest', max_gap='20D')"
     """
+
+    pixelwise: ClassVar[bool] = True
 
     method: str = "linear"
     max_gap: Any = None
@@ -211,6 +225,8 @@ class composite(Step):  # noqa: N801
     "composite(freq='1MS', how='median')"
     """
 
+    pixelwise: ClassVar[bool] = True
+
     freq: str = "1MS"
     how: str = "median"
 
@@ -234,6 +250,8 @@ class smooth(Step):  # noqa: N801
     >>> smooth("whittaker", lam=2.0)
     xsits.steps.smooth(method='whittaker', lam=2.0)
     """
+
+    pixelwise: ClassVar[bool] = True
 
     method: str = "savgol"
     window: int = 5
