@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import geopandas as gpd
@@ -159,6 +160,21 @@ def test_points_of_one_tile_fetch_each_file_once(stac_url, cog_server):
         assert table.feature_id.nunique() == len(aoi)
         counts.append(cog_server.stats()["requests"])
     assert 0 < counts[1] == counts[0]  # 40 points: not one more request than 1 point
+
+
+def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
+    module = importlib.import_module("xsits.sample")  # (xsits.sample is the function)
+    aoi = _points(n_extra=1, seed=3)
+    whole = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
+    monkeypatch.setattr(module, "POINTS_PER_OPEN", 4)  # 4 open_cubes calls
+    calls = []
+    real = xsits.load.open_cubes
+    monkeypatch.setattr(xsits.load, "open_cubes", lambda part, **kw: (
+        calls.append(len(part)), real(part, **kw))[1])
+    parts = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
+    assert calls == [4, 4, 4, 1]
+    pd.testing.assert_frame_equal(parts, whole)
+    assert parts.attrs == whole.attrs
 
 
 def test_bad_arguments(stac_url, tmp_path):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 REDUCES: tuple[str, ...] = ("mean", "median")
 #: Points of one tile read by one ``dask.compute`` call (their cubes share the tile's files).
 POINTS_PER_COMPUTE = 256
+#: Points whose lazy cubes are opened together (by one ``open_cubes`` call).
+POINTS_PER_OPEN = 1024
 #: Cubes read at once (each fetches its files concurrently through the reader).
 READ_THREADS = 4
 #: Columns every table has (AOI columns and bands must not take these names).
@@ -188,6 +190,34 @@ def _batch_rows(raws: Sequence[xr.Dataset], steps: Sequence[Callable], window: i
                   None if masked is None else masked[:, i], per_date) for i in range(n)]
 
 
+def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
+    """The AOI in parts of at most :data:`POINTS_PER_OPEN` points, nearby points together.
+
+    Each part's cubes are opened (:func:`xsits.open_cubes`, its searches) and read before
+    the lazy cubes of the next parts exist, so memory does not grow with the number of
+    points; the points of a search group (:func:`xsits.search.group_features`) stay in one
+    part, unless a group is larger than a part.
+    """
+    from xsits.search import group_features
+
+    fp = gpd.GeoSeries(aoi.geometry.values, index=range(len(aoi)), crs=aoi.crs)
+    order = [int(i) for group in group_features(fp) for i in group]
+    for start in range(0, len(order), POINTS_PER_OPEN):
+        yield aoi.iloc[sorted(order[start:start + POINTS_PER_OPEN])]
+
+
+def _compute(cubes: Mapping[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """The cubes read into memory by one ``dask.compute`` of their arrays.
+
+    Their dask arrays, not the Datasets: dask's packing of thousands of small Datasets cost
+    more than the reads of their pixels (the coordinates are numpy already).
+    """
+    arrays = [var.data for cube in cubes.values() for var in cube.data_vars.values()]
+    values = iter(dask.compute(*arrays, scheduler="threads", num_workers=READ_THREADS))
+    return {fid: cube.copy(data={name: next(values) for name in cube.data_vars})
+            for fid, cube in cubes.items()}
+
+
 class _Reader:
     """Reads groups of cubes, one tile at a time, on a worker thread; collects the tables."""
 
@@ -217,13 +247,12 @@ class _Reader:
 
     def _read(self, cubes: dict[str, xr.Dataset]) -> None:
         try:
-            loaded = dict(zip(cubes, dask.compute(*cubes.values(), scheduler="threads",
-                                                  num_workers=READ_THREADS), strict=True))
+            loaded = _compute(cubes)
         except (LoadError, OSError):  # find the feature(s) at fault: one at a time
             loaded = {}
             for fid, cube in cubes.items():
                 try:
-                    loaded[fid] = cube.compute(scheduler="threads", num_workers=READ_THREADS)
+                    loaded.update(_compute({fid: cube}))
                 except (LoadError, OSError) as err:
                     self.missing[fid] = f"read failed: {one_line(err)}"
                     log.warning("sample: feature %s not read: %s", fid, one_line(err))
@@ -240,13 +269,10 @@ class _Reader:
                     self.missing[fid] = "no date left after the steps"
         self.bar.update(len(cubes))
 
-    def wait(self) -> None:
-        """Wait for every queued read; the first error is raised here."""
-        try:
-            for fut in self.futures:
-                fut.result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def wait(self, keep: int = 0) -> None:
+        """Wait for the queued reads but the last ``keep``; the first error is raised here."""
+        while len(self.futures) > keep:
+            self.futures.pop(0).result()
 
 
 def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Rows],
@@ -439,19 +465,27 @@ def sample(
         from tqdm import tqdm
     bar = tqdm(total=len(aoi), unit="point", desc="xsits sample", disable=not show)
     reader = _Reader(steps_list, int(window), reduce, index_list, bar)
+    missing: dict[str, str] = {}
+    query = None
     try:
         with relaxed_gc(), single_threaded_blas():  # see their docstrings
-            cubes = open_cubes(aoi, mode="patch", size=(int(window), int(window)),
-                               on_group=reader.submit, **open_kwargs)
-            reader.submit(cubes)  # any cube open_cubes did not hand to on_group
+            for part in _parts(aoi):  # the lazy cubes of two parts at most are in memory
+                queued = len(reader.futures)  # (what is still queued of the previous part)
+                cubes = open_cubes(part, mode="patch", size=(int(window), int(window)),
+                                   on_group=reader.submit, **open_kwargs)
+                reader.submit(cubes)  # any cube open_cubes did not hand to on_group
+                missing.update(cubes.missing)
+                if cubes.search is not None:
+                    query = cubes.search.query.describe()
+                del cubes
+                reader.wait(keep=len(reader.futures) - queued)  # the previous part read
             reader.wait()
     finally:
         reader.pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     df = _assemble(aoi, columns, reader.rows, geometry)
-    missing = {**cubes.missing, **reader.missing}
+    missing.update(reader.missing)
     df.attrs["missing"] = {f: missing[f] for f in aoi["feature_id"] if f in missing}
-    query = cubes.search.query.describe() if cubes.search is not None else None
     df.attrs["xsits"] = {"query": query, "steps": [steps_mod.describe(s) for s in steps_list],
                          "window": int(window), "reduce": reduce, "indices": index_list}
     if out is not None:
