@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--aoi", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--result", required=True)
+    p.add_argument("--size", type=int, default=10,
+                   help="patch mode: dimx = dimy in pixels (the notebook's 10; 1 for a point)")
     args = p.parse_args()
 
     import geopandas as gpd
@@ -103,7 +105,7 @@ def main() -> None:
     if args.mode == "image":
         multi.addParams_loadCube(resolution=20)
     else:
-        multi.addParams_loadCube(dimx=10, dimy=10, resolution=20)
+        multi.addParams_loadCube(dimx=args.size, dimy=args.size, resolution=20)
     multi.addParams_mask()
     for gid, i in enumerate(test_process["bbox_tuple"]):
         multi.fetch_func(i[0], i[1], gid, mask=True, gapfill=True)

@@ -40,7 +40,8 @@ def _fetch_args(aoi, stac_url, out):
             "--id-column", "pt_id", "--no-progress"]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["fetch", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["fetch", "--help"], ["demo", "--help"],
+                                  ["sample", "--help"]])
 def test_help(runner, args):
     result = runner.invoke(main, args)
     assert result.exit_code == 0
@@ -84,6 +85,8 @@ def test_build_steps_order():
     assert [type(s).__name__ for s in build_steps(harmonize=True, mask=True, drop_cloudy=0.5,
                                                   gapfill="nearest")] == [
         "harmonize", "scl_mask", "drop_cloudy", "gapfill"]
+    assert [s.describe() for s in build_steps(smooth="savgol", composite="10D", mask=True)] == [
+        "scl_mask()", "composite(freq='10D', how='median')", "smooth(method='savgol')"]
     assert build_steps() == []
 
 
@@ -118,6 +121,34 @@ def test_fetch_subprocess_exit_zero(stac_url, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("written 1, skipped 0, empty 1, failed 0 → ")
     assert "Traceback" not in proc.stderr
+
+
+def test_sample_end_to_end(runner, stac_url, tmp_path):
+    import xsits
+    from xsits import steps
+
+    aoi = _points_file(tmp_path, ids=("p0", "p1", "p3"), extra=[("sea", Point(0.0, 0.0))])
+    out = tmp_path / "train.parquet"
+    args = ["sample", str(aoi), "--out", str(out), "--stac", stac_url, "--bands",
+            "B04,B08,SCL", "--start", WORLD_START, "--end", WORLD_END, "--harmonize", "--mask",
+            "--gapfill", "--composite", "1MS", "--smooth", "whittaker", "--id-column", "pt_id",
+            "--geometry", "--no-progress"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = gpd.read_parquet(out)
+    assert result.stdout.strip() == f"{len(table)} rows, 3 points (1 without rows) → {out}"
+    assert "no row for sea: " in result.stderr
+    want = xsits.sample(xsits.read_aoi(aoi, id_column="pt_id"), stac=stac_url,
+                        bands=("B04", "B08", "SCL"), start=WORLD_START, end=WORLD_END,
+                        steps=[steps.harmonize(), steps.scl_mask(), steps.gapfill(),
+                               steps.composite("1MS"), steps.smooth("whittaker")],
+                        geometry=True, progress=False)
+    pd.testing.assert_frame_equal(pd.DataFrame(table), pd.DataFrame(want))
+    assert len(table) == 3 * 4 and table.pt_id.tolist()[::4] == ["p0", "p1", "p3"]
+    again = runner.invoke(main, args)  # never overwritten unless asked
+    assert again.exit_code == 1 and "already exists; pass overwrite=True" in again.output
+    assert runner.invoke(main, [*args, "--window", "2"]).output.startswith(
+        "Error: sample: window=2 must be an odd")
 
 
 def test_demo_calls_run_demo(runner, tmp_path, monkeypatch):

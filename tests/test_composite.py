@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,17 @@ def test_numpy_dask():
         assert_numpy_dask_equal(composite, ds, "1MS", how=how)
     assert_numpy_dask_equal(composite, ds, "1MS", class_bands="mode")
     assert_numpy_dask_equal(composite, _series(), "1MS", how="max")
+
+
+def test_origin_aligns_fixed_periods_of_cubes_with_different_first_dates():
+    late = make_cube(n_times=3, shape=(2, 2), start="2024-01-06", freq="20D")
+    assert str(composite(late, "10D").time.values[0])[:10] == "2024-01-06"  # start_day
+    aligned = composite(late, "10D", origin=pd.Timestamp("2024-01-01"))
+    assert [str(t)[:10] for t in aligned.time.values] == [
+        "2024-01-01", "2024-01-11", "2024-01-21", "2024-01-31", "2024-02-10"]
+    assert aligned.n_dates.values.tolist() == [1, 0, 1, 0, 1]
+    assert aligned.attrs["history"].endswith("origin='2024-01-01 00:00:00')")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # calendar periods: origin not passed on
+        monthly = composite(late, "1MS", origin=pd.Timestamp("2024-01-01"))
+    assert str(monthly.time.values[0])[:10] == "2024-01-01"

@@ -15,7 +15,9 @@ from xsits.batch import compute_all
 from xsits.grid import GridSpec
 from xsits.load import Cubes, open_cubes
 from xsits.options import get_options, set_options
+from xsits.sample import sample
 from xsits.search import SearchResult, StacQuery, search
+from xsits.stack import stack
 
 __all__ = [
     "Cubes",
@@ -28,7 +30,9 @@ __all__ = [
     "get_options",
     "open_cubes",
     "read_aoi",
+    "sample",
     "search",
     "set_options",
+    "stack",
     "steps",
 ]

@@ -1,4 +1,4 @@
-"""Small helpers shared by the operation modules (history, band selection, GC, BLAS)."""
+"""Small helpers shared by the operation modules (history, band selection, floats, GC, BLAS)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 #: Bands that hold classes or flags, never reflectance: never scaled, masked or harmonized.
@@ -27,6 +28,29 @@ def reflectance_vars(ds: xr.Dataset, exclude: Iterable[Hashable] = ()) -> list[H
     """
     skip = set(exclude) | CLASS_BANDS
     return [name for name in ds.data_vars if name not in skip]
+
+
+def as_float(var: xr.DataArray) -> xr.DataArray:
+    """Integer reflectance -> ``float32`` with ``attrs["nodata"]`` as NaN (floats unchanged).
+
+    Lazy on dask input. What operations that produce floats (composites, smoothing, point
+    samples) do first, so that nodata (0) never enters a median or a filter.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> da = xr.DataArray(np.array([0, 1200], "uint16"), dims="time", attrs={"nodata": 0})
+    >>> as_float(da).values.tolist(), as_float(da).attrs["nodata"]
+    ([nan, 1200.0], nan)
+    """
+    if np.issubdtype(var.dtype, np.floating):
+        return var
+    out = var.astype("float32")
+    nodata = var.attrs.get("nodata")
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        out = out.where(var != nodata)
+    out.attrs = {**var.attrs, "nodata": float("nan")}
+    return out
 
 
 def append_history(obj: xr.Dataset | xr.DataArray, entry: str) -> xr.Dataset | xr.DataArray:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
+from xsits import clip as _clip
 from xsits import composite as _composite
 from xsits import export as _export
 from xsits import gapfill as _gapfill
@@ -29,6 +30,7 @@ from xsits import indices as _indices
 from xsits import labels as _labels
 from xsits import mask as _mask
 from xsits import patch as _patch
+from xsits import smooth as _smooth
 
 
 def _facade(func: Callable) -> Callable:
@@ -48,6 +50,8 @@ class _Base:
     gapfill = _facade(_gapfill.gapfill)
     to_patch = _facade(_patch.to_patch)
     composite = _facade(_composite.composite)
+    smooth = _facade(_smooth.smooth)
+    clip = _facade(_clip.clip)
     labels = _facade(_labels.labels)
     to_gif = _facade(_gif.to_gif)
     to_video = _facade(_gif.to_video)
@@ -55,7 +59,7 @@ class _Base:
 
 @xr.register_dataset_accessor("sits")
 class SitsDatasetAccessor(_Base):
-    """``ds.sits``: masking, harmonization, gap-filling, patches, composites, outputs."""
+    """``ds.sits``: masking, harmonization, gap-filling, smoothing, clipping, outputs..."""
 
     harmonize = _facade(_harmonize.harmonize)
     scl_mask = _facade(_mask.scl_mask)
@@ -67,4 +71,4 @@ class SitsDatasetAccessor(_Base):
 
 @xr.register_dataarray_accessor("sits")
 class SitsDataArrayAccessor(_Base):
-    """``da.sits``: gap-filling, patches, composites and GIFs of a single band."""
+    """``da.sits``: gap-filling, smoothing, clipping, patches, composites and GIFs of a band."""

@@ -1,11 +1,13 @@
-"""The ``xsits`` command line: ``xsits fetch`` (the batch engine) and ``xsits demo``.
+"""The ``xsits`` command line: ``xsits fetch`` (the batch engine), ``sample`` and ``demo``.
 
 ``xsits fetch AOI`` reads the AOI (invalid geometries are reported, not fatal), builds the
 steps from the flags, and runs :func:`xsits.compute_all` on an
 :class:`xsits.batch.AoiSource` (cubes are searched and opened batch by batch). It prints one
 summary line (``written 22, skipped 0, empty 1, failed 1 → out/manifest.json``) and exits with
-0 when every feature was written or skipped (or is empty), 1 when any failed. Errors in the
-arguments and :class:`xsits.errors.XsitsError` give a one-line ``Error: ...``, no traceback.
+0 when every feature was written or skipped (or is empty), 1 when any failed. ``xsits sample
+AOI --out table.parquet`` writes the points' time series as one table
+(:func:`xsits.sample.sample`). Errors in the arguments and :class:`xsits.errors.XsitsError`
+give a one-line ``Error: ...``, no traceback.
 
 Examples
 --------
@@ -185,6 +187,107 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
                    err=True)
     click.echo(summary_line(report))
     if len(failed):
+        raise SystemExit(1)
+
+
+def _search_options(func: Any) -> Any:
+    """The STAC query and pixel grid options of ``xsits sample`` (those of ``fetch``)."""
+    options = [
+        click.option("--stac", default="planetary-computer",
+                     help="STAC API: preset (planetary-computer, earth-search), URL, or local "
+                          "ItemCollection/catalog file."),
+        click.option("--collection", default="sentinel-2-l2a", help="Collection id."),
+        click.option("--bands", default="B03,B04,B08,SCL", callback=_bands,
+                     help="Comma-separated asset keys."),
+        click.option("--start", default="2024-01-01", help="First date (YYYY-MM-DD)."),
+        click.option("--end", default="2024-12-31", help="Last date, inclusive (YYYY-MM-DD)."),
+        click.option("--max-cloud", type=click.FloatRange(0, 100), default=None,
+                     help="Keep items with eo:cloud_cover below this percentage."),
+        click.option("--query", "query", callback=_json_dict, default=None,
+                     help="STAC query extension as JSON."),
+        click.option("--filter", "cql2_filter", callback=_cql2, default=None,
+                     help="CQL2 filter, JSON or text (e.g. \"eo:cloud_cover < 10\")."),
+        click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=10.0,
+                     help="Pixel size in metres."),
+        click.option("--crs", default="utm",
+                     help="Cube CRS: 'utm' (per feature) or e.g. EPSG:3035."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command(context_settings={"show_default": True})
+@click.argument("aoi", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Output table, a .parquet file (GeoParquet with --geometry).")
+@_search_options
+@click.option("--window", type=click.IntRange(min=1), default=1,
+              help="Odd window size in pixels around each point (1: the point's pixel).")
+@click.option("--reduce", type=click.Choice(["mean", "median"]), default="mean",
+              help="Reduction of the window's valid pixels.")
+@click.option("--harmonize/--no-harmonize", default=False,
+              help="Undo the +1000 offset of processing baseline >= 04.00.")
+@click.option("--mask/--no-mask", default=False, help="Mask clouds/shadows/nodata with SCL.")
+@click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
+              help="Drop dates with more than this fraction of masked pixels in the window.")
+@click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
+              flag_value="linear", default=None,
+              help="Fill masked dates along time (alone: linear).")
+@click.option("--composite", "composite_freq", default=None, metavar="FREQ",
+              help="Median composites on a regular axis (pandas alias: 1MS, 10D...).")
+@click.option("--smooth", type=click.Choice(["savgol", "whittaker"]), default=None,
+              help="Smooth each series (R sits' defaults), after the other steps.")
+@click.option("--indices", default="", help="Comma-separated spectral indices (e.g. NDVI).")
+@click.option("--geometry", is_flag=True, help="Keep the points as a geometry column.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--id-column", default=None,
+              help="AOI column with the feature ids (default: feature_id, id, or row number).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
+def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str, ...],
+           start: str, end: str, max_cloud: float | None, query: dict | None,
+           cql2_filter: Any, resolution: float, crs: str, window: int, reduce: str,
+           harmonize: bool, mask: bool, drop_cloudy: float | None, gapfill: str | None,
+           composite_freq: str | None, smooth: str | None, indices: str, geometry: bool,
+           overwrite: bool, id_column: str | None, no_progress: bool, verbose: bool) -> None:
+    """Sample the time series of the points of AOI into one table (Parquet).
+
+    One row per (point, date): feature_id, the AOI's columns (labels), time, one column per
+    band (and index), lon, lat, masked. Exits with 1 when a point could not be read.
+
+    \b
+    Example:
+      xsits sample labels.geojson --out train.parquet --stac earth-search \\
+        --bands B04,B08,SCL --start 2024-03-01 --end 2024-10-31 --harmonize --mask \\
+        --gapfill --composite 10D --indices NDVI
+    """  # noqa: D301 - click needs a real backspace before the example
+    from xsits._common import one_line
+    from xsits.aoi import read_aoi
+    from xsits.sample import sample as run_sample
+
+    logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
+    try:
+        gdf = read_aoi(aoi, id_column=id_column)
+        steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
+                            gapfill=gapfill, composite=composite_freq, smooth=smooth)
+        table = run_sample(
+            gdf, steps=steps, window=window, reduce=reduce, geometry=geometry,
+            indices=[i.strip() for i in indices.split(",") if i.strip()], out=out_path,
+            overwrite=overwrite, progress=False if no_progress else None, stac=stac,
+            collection=collection, bands=bands, start=start, end=end, query=query,
+            filter=cql2_filter, max_cloud=max_cloud, resolution=resolution, crs=crs)
+    except XsitsError as err:
+        raise click.ClickException(one_line(err)) from err
+    missing = table.attrs["missing"]
+    failed = {f: r for f, r in missing.items() if r.startswith("read failed")}
+    for fid, reason in list(missing.items())[:_MAX_LISTED]:
+        click.echo(f"no row for {fid}: {reason}", err=True)
+    if len(missing) > _MAX_LISTED:
+        click.echo(f"... and {len(missing) - _MAX_LISTED} more without rows", err=True)
+    click.echo(f"{len(table)} rows, {table['feature_id'].nunique()} points "
+               f"({len(missing)} without rows) → {out_path}")
+    if failed:
         raise SystemExit(1)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, append_history
+from xsits._common import CLASS_BANDS, append_history, as_float
 from xsits.errors import GridError
 
 #: Reductions accepted by :func:`composite`.
@@ -15,22 +16,10 @@ HOWS: tuple[str, ...] = ("median", "mean", "max", "min", "count")
 SCL_CLASSES: tuple[int, ...] = tuple(range(1, 12))
 
 
-def _as_float(var: xr.DataArray) -> xr.DataArray:
-    """Integer reflectance -> float32 with ``attrs["nodata"]`` as NaN (floats unchanged)."""
-    if np.issubdtype(var.dtype, np.floating):
-        return var
-    out = var.astype("float32")
-    nodata = var.attrs.get("nodata")
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        out = out.where(var != nodata)
-    out.attrs = {**var.attrs, "nodata": float("nan")}
-    return out
-
-
-def _mode(var: xr.DataArray, dim: str, freq: str) -> xr.DataArray:
+def _mode(var: xr.DataArray, periods: dict) -> xr.DataArray:
     """Most frequent class per period (ties: lowest class); 0 (nodata) for empty periods."""
     counts = xr.concat(
-        [(var == k).resample({dim: freq}).sum().fillna(0) for k in SCL_CLASSES], dim="_class"
+        [(var == k).resample(**periods).sum().fillna(0) for k in SCL_CLASSES], dim="_class"
     )
     mode = (counts.argmax("_class") + SCL_CLASSES[0]).where(counts.sum("_class") > 0, 0)
     out = mode.astype(var.dtype).transpose(*var.dims)
@@ -38,9 +27,9 @@ def _mode(var: xr.DataArray, dim: str, freq: str) -> xr.DataArray:
     return out
 
 
-def _reduce(var: xr.DataArray, dim: str, freq: str, how: str) -> xr.DataArray:
-    data = _as_float(var)
-    out = getattr(data.resample({dim: freq}), how)()
+def _reduce(var: xr.DataArray, periods: dict, how: str) -> xr.DataArray:
+    data = as_float(var)
+    out = getattr(data.resample(**periods), how)()
     if how == "count":  # empty periods: 0 observations, not NaN
         out = out.fillna(0).astype("int64")
     out.attrs = dict(data.attrs)
@@ -53,6 +42,7 @@ def composite(
     how: str = "median",
     class_bands: str = "drop",
     dim: str = "time",
+    origin: str | pd.Timestamp = "start_day",
 ) -> xr.Dataset | xr.DataArray:
     """Composite onto a regular time axis: one value per period of ``freq``, via flox.
 
@@ -81,6 +71,10 @@ def composite(
         mode.
     dim
         The time dimension.
+    origin
+        Where fixed-length periods (``"10D"``) start: pandas' ``resample`` ``origin``
+        (``"start_day"``: midnight of the first date; ``"epoch"``; or a timestamp, so that
+        cubes with different first dates share one axis). Calendar periods (``"1MS"``) ignore it.
 
     Returns
     -------
@@ -110,20 +104,25 @@ def composite(
     if class_bands not in ("drop", "mode"):
         raise GridError(f"composite: unknown class_bands={class_bands!r}; use 'drop' or 'mode'")
     try:
-        obj[dim].to_index().to_series().resample(freq)
+        offset = pd.tseries.frequencies.to_offset(freq)
+        fixed = isinstance(offset, (pd.offsets.Tick, pd.offsets.Day))  # pandas' own test
+        obj[dim].to_index().to_series().resample(freq, origin=origin if fixed else "start_day")
     except (ValueError, TypeError) as err:
         raise GridError(
-            f"composite: invalid freq={freq!r} ({err}); use a pandas offset alias such as "
-            "'1MS', '10D' or 'QS'"
+            f"composite: invalid freq={freq!r} or origin={origin!r} ({err}); use a pandas "
+            "offset alias such as '1MS', '10D' or 'QS' and an origin such as 'epoch'"
         ) from None
-    entry = f"xsits.composite(freq={freq!r}, how={how!r}, class_bands={class_bands!r})"
+    # origin only for fixed periods: pandas warns that calendar periods ignore it
+    periods = {"indexer": {dim: freq}, **({"origin": origin} if fixed else {})}
+    shown = "" if str(origin) == "start_day" else f", origin={str(origin)!r}"
+    entry = f"xsits.composite(freq={freq!r}, how={how!r}, class_bands={class_bands!r}{shown})"
     with xr.set_options(use_flox=True):
         if isinstance(obj, xr.DataArray):
             data = obj.reset_coords(drop=True)
             if obj.name in CLASS_BANDS:
-                out = _mode(data, dim, freq)
+                out = _mode(data, periods)
             else:
-                out = _reduce(data, dim, freq, how)
+                out = _reduce(data, periods, how)
             out.name = obj.name
         else:
             data = obj.drop_vars([n for n, c in obj.coords.items() if dim in c.dims and n != dim])
@@ -133,15 +132,15 @@ def composite(
                     reduced[name] = var
                 elif name in CLASS_BANDS:
                     if class_bands == "mode":
-                        reduced[name] = _mode(var, dim, freq)
+                        reduced[name] = _mode(var, periods)
                 else:
-                    reduced[name] = _reduce(var, dim, freq, how)
+                    reduced[name] = _reduce(var, periods, how)
             out = xr.Dataset(reduced)
-        n_dates = xr.ones_like(obj[dim], dtype="int64").resample({dim: freq}).sum()
+        n_dates = xr.ones_like(obj[dim], dtype="int64").resample(**periods).sum()
         extra = {"n_dates": n_dates.fillna(0).astype("int64")}
         if "cloud_cover" in obj.coords and np.issubdtype(obj["cloud_cover"].dtype, np.number):
             extra["cloud_cover"] = obj["cloud_cover"].reset_coords(drop=True).astype(
-                "float64").resample({dim: freq}).mean()
+                "float64").resample(**periods).mean()
         out = out.assign_coords({k: v.reset_coords(drop=True) for k, v in extra.items()})
     for name in ("spatial_ref",):
         if name in obj.coords and name not in out.coords:

@@ -23,19 +23,21 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import xarray as xr
 
 __all__ = [
     "Step",
     "build_steps",
+    "clip",
     "composite",
     "describe",
     "drop_cloudy",
     "gapfill",
     "harmonize",
     "scl_mask",
+    "smooth",
     "to_patch",
 ]
 
@@ -45,7 +47,15 @@ def _tuple_or_none(value: Iterable[int] | None) -> tuple[int, ...] | None:
 
 
 class Step:
-    """Base class: a readable ``repr`` (only non-default parameters) and :meth:`describe`."""
+    """Base class: a readable ``repr`` (only non-default parameters) and :meth:`describe`.
+
+    ``pixelwise`` is True for steps whose result at a pixel depends only on that pixel's
+    series and the per-date coordinates (not on its neighbours, the grid or the cube's
+    attributes): cubes with the same dates may then run them side by side, as one wider
+    cube (:func:`xsits.sample.sample` does).
+    """
+
+    pixelwise: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One-line call text, e.g. ``"gapfill(method='linear')"``; defaults are left out."""
@@ -90,6 +100,8 @@ class harmonize(Step):  # noqa: N801 - named like the function it applies
     True
     """
 
+    pixelwise: ClassVar[bool] = True
+
     offset: int = 1000
     min_baseline: str = "04.00"
 
@@ -109,6 +121,8 @@ class scl_mask(Step):  # noqa: N801
     >>> scl_mask(classes=[8, 9])
     xsits.steps.scl_mask(classes=(8, 9))
     """
+
+    pixelwise: ClassVar[bool] = True
 
     classes: tuple[int, ...] | None = None
     keep_band: bool = True
@@ -155,6 +169,8 @@ class gapfill(Step):  # noqa: N801
     >>> gapfill("nearest", max_gap="20D").describe()
     "gapfill(method='nearest', max_gap='20D')"
     """
+
+    pixelwise: ClassVar[bool] = True
 
     method: str = "linear"
     max_gap: Any = None
@@ -209,6 +225,8 @@ class composite(Step):  # noqa: N801
     "composite(freq='1MS', how='median')"
     """
 
+    pixelwise: ClassVar[bool] = True
+
     freq: str = "1MS"
     how: str = "median"
 
@@ -221,6 +239,68 @@ class composite(Step):  # noqa: N801
         from xsits.composite import composite as op
 
         return op(ds, freq=self.freq, how=self.how)
+
+
+@dataclass(frozen=True, repr=False)
+class smooth(Step):  # noqa: N801
+    """Step applying :func:`xsits.smooth.smooth` (Savitzky-Golay or Whittaker along time).
+
+    Examples
+    --------
+    >>> smooth("whittaker", lam=2.0)
+    xsits.steps.smooth(method='whittaker', lam=2.0)
+    """
+
+    pixelwise: ClassVar[bool] = True
+
+    method: str = "savgol"
+    window: int = 5
+    polyorder: int = 3
+    mode: str = "interp"
+    lam: float = 0.5
+    order: int = 2
+
+    def describe(self) -> str:
+        """One-line call text; the method is always shown."""
+        text = super().describe()  # the default method is left out there
+        if self.method != "savgol":
+            return text
+        rest = text[len("smooth("):-1]
+        return f"smooth(method='savgol'{', ' + rest if rest else ''})"
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.smooth import smooth as op
+
+        return op(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class clip(Step):  # noqa: N801
+    """Step applying :func:`xsits.clip.clip` to each cube's own polygon, ``attrs["geometry"]``.
+
+    The polygon travels with its cube (:func:`xsits.clip.with_geometry`); a cube without
+    it raises :class:`~xsits.errors.AOIError` (a ``failed`` feature in a batch).
+
+    Examples
+    --------
+    >>> from shapely.geometry import box
+    >>> from xsits.clip import with_geometry
+    >>> from xsits.mask import scl_mask
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = with_geometry(scl_mask(make_cube(n_times=2, shape=(2, 2))),
+    ...                    box(500000, 5499980, 500020, 5500000))   # the top-left pixel
+    >>> clip()(ds).B04[0].isnull().values.tolist()
+    [[False, True], [True, True]]
+    """
+
+    all_touched: bool = False
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        from xsits.clip import clip as op
+
+        return op(ds, all_touched=self.all_touched)
 
 
 def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
@@ -261,20 +341,25 @@ def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:
 
 # the flags of build_steps shadow these class names
 _HARMONIZE, _DROP_CLOUDY, _GAPFILL = harmonize, drop_cloudy, gapfill
+_COMPOSITE, _SMOOTH = composite, smooth
 
 
 def build_steps(*, harmonize: bool = False, mask: bool = False,
                 drop_cloudy: float | None = None,
-                gapfill: str | None = None) -> list[Step]:
-    """The usual pipeline from flags, in order: harmonize, SCL mask, drop cloudy, gap-fill.
+                gapfill: str | None = None, composite: str | None = None,
+                smooth: str | None = None) -> list[Step]:
+    """The usual pipeline from flags, in order: harmonize, mask, drop cloudy, gap-fill...
 
-    What ``xsits fetch --harmonize --mask --gapfill`` and the Intake entries' ``harmonize`` /
-    ``mask`` / ``gapfill`` parameters run.
+    Then a composite (median over periods of ``composite``) and smoothing (method ``smooth``).
+    What ``xsits fetch --harmonize --mask --gapfill``, ``xsits sample`` and the Intake
+    entries' ``harmonize`` / ``mask`` / ``gapfill`` parameters run.
 
     Examples
     --------
     >>> build_steps(harmonize=True, mask=True, gapfill="linear")
     [xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill(method='linear')]
+    >>> build_steps(composite="10D", smooth="whittaker")
+    [xsits.steps.composite(freq='10D', how='median'), xsits.steps.smooth(method='whittaker')]
     """
     out: list[Step] = []
     if harmonize:
@@ -285,4 +370,8 @@ def build_steps(*, harmonize: bool = False, mask: bool = False,
         out.append(_DROP_CLOUDY(max_fraction=drop_cloudy))
     if gapfill:
         out.append(_GAPFILL(method=gapfill))
+    if composite:
+        out.append(_COMPOSITE(freq=composite))
+    if smooth:
+        out.append(_SMOOTH(method=smooth))
     return out

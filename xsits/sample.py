@@ -1,0 +1,496 @@
+"""Point time series as one tidy table: :func:`sample` (``xsits sample`` on the command line).
+
+Owns: turning labelled points into one row per (feature, date) with their AOI attributes,
+the order in which the points' cubes are read (by tile, so every COG block is fetched and
+decoded once for all points in it: the reader's byte and tile caches are per process), and
+the Parquet / GeoParquet output.
+Must not: read pixels or clean them its own way. Every point's values are its
+``open_cubes(mode="patch", size=(window, window))`` cube, read by :mod:`xsits.reader`,
+after the same steps (:mod:`xsits.steps`) that :func:`xsits.compute_all` applies.
+
+Examples
+--------
+>>> import xsits
+>>> table = xsits.sample("points.geojson", stac="earth-search", start="2024-01-01",
+...                      end="2024-12-31", bands=["B04", "B08", "SCL"],
+...                      steps=[xsits.steps.scl_mask(), xsits.steps.gapfill()],
+...                      out="points.parquet")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import dask
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
+from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
+
+log = logging.getLogger(__name__)
+
+#: Reductions of a window of pixels around each point.
+REDUCES: tuple[str, ...] = ("mean", "median")
+#: Points of one tile read by one ``dask.compute`` call (their cubes share the tile's files).
+POINTS_PER_COMPUTE = 256
+#: Points whose lazy cubes are opened together (by one ``open_cubes`` call).
+POINTS_PER_OPEN = 1024
+#: Cubes read at once (each fetches its files concurrently through the reader).
+READ_THREADS = 4
+#: Columns every table has (AOI columns and bands must not take these names).
+RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geometry")
+#: ``open_cubes`` arguments that :func:`sample` sets itself.
+OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "aoi")
+
+
+class SampleError(XsitsError, ValueError):
+    """An argument of :func:`sample` is invalid (window, reduce, steps, output path...)."""
+
+
+def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
+                open_kwargs: Mapping[str, Any]) -> None:
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1 \
+            or window % 2 == 0:
+        raise SampleError(f"sample: window={window!r} must be an odd number of pixels (1, 3, "
+                          "5...): the point's pixel and the same number of pixels on each side")
+    if reduce not in REDUCES:
+        raise SampleError(f"sample: unknown reduce={reduce!r}; use one of {', '.join(REDUCES)}")
+    for i, step in enumerate(steps):
+        if not callable(step):
+            raise SampleError(f"sample: steps[{i}] = {step!r} is not callable; use "
+                              "xsits.steps.* or a function Dataset -> Dataset")
+    own = [k for k in OWN_ARGS if k in open_kwargs]
+    if own:
+        raise SampleError(f"sample: {own[0]}= is set by sample itself (a window of pixels "
+                          "around each point); use window= instead")
+    if out is not None and Path(out).suffix.lower() != ".parquet":
+        raise ExportError(f"sample: out={str(out)!r} must be a .parquet file path, e.g. "
+                          "'points.parquet'")
+
+
+def _check_aoi(aoi: gpd.GeoDataFrame, bands: Iterable[str]) -> list[str]:
+    """The AOI attribute columns; every feature must be a point, no name may clash."""
+    kinds = aoi.geometry.geom_type
+    bad = kinds != "Point"
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise AOIError(f"sample: feature {aoi['feature_id'].iloc[i]!r} is a {kinds.iloc[i]}, "
+                       "not a point; sample points (e.g. aoi.geometry.centroid), or use "
+                       "open_cubes for polygons")
+    columns = [c for c in aoi.columns if c not in ("feature_id", aoi.geometry.name)]
+    taken = set(RESERVED) | set(bands)
+    for col in columns:
+        if str(col) in taken:
+            raise AOIError(f"sample: AOI column {col!r} clashes with a column of the table; "
+                           f"rename it (aoi.rename(columns={{{col!r}: 'label'}}))")
+    return columns
+
+
+def _scl_classes(steps: Sequence[Callable]) -> tuple[int, ...]:
+    """The SCL classes masked by the steps' ``scl_mask`` (its defaults when there is none)."""
+    from xsits import steps as steps_mod
+    from xsits.mask import DEFAULT_CLASSES
+
+    for step in steps:
+        if isinstance(step, steps_mod.scl_mask) and step.classes is not None:
+            return tuple(step.classes)
+    return DEFAULT_CLASSES
+
+
+def _tile_key(ds: xr.Dataset) -> tuple[str, ...]:
+    """The tiles (MGRS ids) a cube reads: points with the same ones share every file."""
+    if "mgrs_tile" not in ds.coords:
+        return (str(ds.attrs.get("crs", "")),)
+    return tuple(sorted({str(t) for t in ds.coords["mgrs_tile"].values}))
+
+
+class _Rows(NamedTuple):
+    """One feature's columns: dates, bands (and indices), ``masked``, per-date coordinates."""
+
+    time: np.ndarray
+    values: dict[str, np.ndarray]
+    masked: np.ndarray | None
+    per_date: dict[str, np.ndarray]
+
+
+def _dates_key(ds: xr.Dataset) -> tuple:
+    """Cubes with equal keys have the same dates, per-date coordinates and variables."""
+    coords = tuple((str(k), c.values.tobytes()) for k, c in sorted(ds.coords.items())
+                   if c.dims == ("time",))
+    variables = tuple((str(k), str(v.dtype), v.dims) for k, v in ds.data_vars.items())
+    return coords, variables, tuple(ds.sizes.items())
+
+
+def _side_by_side(cubes: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Cubes of the same dates as one cube, concatenated along ``x`` (no x/y coordinates).
+
+    What pixelwise steps (:attr:`xsits.steps.Step.pixelwise`) can run on at once: their
+    result at a pixel depends only on its series and the per-date coordinates.
+    """
+    if len(cubes) == 1:
+        return cubes[0]
+    first = cubes[0]
+    data = {name: (var.dims, np.concatenate([c[name].values for c in cubes],
+                                            axis=var.get_axis_num("x")), var.attrs)
+            for name, var in first.data_vars.items()}
+    coords = {k: c.variable for k, c in first.coords.items() if not {"x", "y"} & set(c.dims)}
+    return xr.Dataset(data, coords=coords, attrs=first.attrs)
+
+
+def _points(var: xr.DataArray, n: int, reduce: str | None) -> np.ndarray:
+    """``(time, n)`` values of ``n`` windows side by side: the centre pixel, or ``reduce``."""
+    if set(var.dims) != {"time", "y", "x"}:
+        raise SampleError(f"sample: variable {var.name!r} has dims {var.dims} after the steps; "
+                          "sample takes (time, y, x) cubes")
+    ny, nx = var.sizes["y"], var.sizes["x"] // n
+    if reduce is None:
+        return var.transpose("time", "y", "x").values.reshape(-1, ny, n, nx)[:, ny // 2, :,
+                                                                             nx // 2]
+    values = as_float(var).transpose("time", "y", "x").values.reshape(-1, ny, n, nx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # windows without a valid pixel
+        return getattr(np, f"nan{reduce}")(values, axis=(1, 3)).astype(values.dtype)
+
+
+def _batch_rows(raws: Sequence[xr.Dataset], steps: Sequence[Callable], window: int,
+                reduce: str, indices: Sequence[str], classes: tuple[int, ...]) -> list[_Rows]:
+    """The steps, the indices and the windows' reduction on read cubes of the same dates."""
+    n = len(raws)
+    ds = _side_by_side(raws)
+    for step in steps:
+        ds = step(ds)
+    if indices:
+        from xsits.indices import indices as compute_indices
+
+        ds = ds.assign(compute_indices(ds, list(indices)).data_vars)
+    ds = ds.compute()  # a step may have returned lazy data (of these small numpy cubes)
+    values = {str(name): _points(var, n, None if window == 1 or name in CLASS_BANDS
+                                 else reduce)
+              for name, var in ds.data_vars.items()}
+    times = ds["time"].values
+    masked = None
+    raw_times = pd.Index(raws[0]["time"].values)
+    where = raw_times.get_indexer(times)
+    if "SCL" in raws[0].data_vars and (where >= 0).all():  # the steps kept acquisition dates
+        bad = np.stack([np.isin(r["SCL"].transpose("time", "y", "x").values, classes)
+                        for r in raws], axis=-1)  # (time, y, x, point)
+        masked = bad.all(axis=(1, 2))[where]  # no clear pixel in the window
+    per_date = {str(k): c.values for k, c in ds.coords.items()
+                if c.dims == ("time",) and k != "time"}
+    return [_Rows(times, {k: v[:, i] for k, v in values.items()},
+                  None if masked is None else masked[:, i], per_date) for i in range(n)]
+
+
+def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
+    """The AOI in parts of at most :data:`POINTS_PER_OPEN` points, nearby points together.
+
+    Each part's cubes are opened (:func:`xsits.open_cubes`, its searches) and read before
+    the lazy cubes of the next parts exist, so memory does not grow with the number of
+    points; the points of a search group (:func:`xsits.search.group_features`) stay in one
+    part, unless a group is larger than a part.
+    """
+    from xsits.search import group_features
+
+    fp = gpd.GeoSeries(aoi.geometry.values, index=range(len(aoi)), crs=aoi.crs)
+    order = [int(i) for group in group_features(fp) for i in group]
+    for start in range(0, len(order), POINTS_PER_OPEN):
+        yield aoi.iloc[sorted(order[start:start + POINTS_PER_OPEN])]
+
+
+def _compute(cubes: Mapping[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """The cubes read into memory by one ``dask.compute`` of their arrays.
+
+    Their dask arrays, not the Datasets: dask's packing of thousands of small Datasets cost
+    more than the reads of their pixels (the coordinates are numpy already).
+    """
+    arrays = [var.data for cube in cubes.values() for var in cube.data_vars.values()]
+    values = iter(dask.compute(*arrays, scheduler="threads", num_workers=READ_THREADS))
+    return {fid: cube.copy(data={name: next(values) for name in cube.data_vars})
+            for fid, cube in cubes.items()}
+
+
+class _Reader:
+    """Reads groups of cubes, one tile at a time, on a worker thread; collects the tables."""
+
+    def __init__(self, steps: Sequence[Callable], window: int, reduce: str,
+                 indices: Sequence[str], bar: Any) -> None:
+        self.steps, self.window, self.reduce = list(steps), window, reduce
+        self.indices, self.bar = list(indices), bar
+        self.classes = _scl_classes(self.steps)
+        self.pixelwise = all(getattr(step, "pixelwise", False) for step in self.steps)
+        self.rows: dict[str, _Rows] = {}
+        self.missing: dict[str, str] = {}
+        self.sent: set[str] = set()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
+        self.futures: list[Future] = []
+
+    def submit(self, cubes: Mapping[str, xr.Dataset]) -> None:
+        """Queue ``cubes`` (a search group's): read in tile order while the search goes on."""
+        todo = {f: c for f, c in cubes.items() if f not in self.sent}
+        self.sent.update(todo)
+        by_tile: dict[tuple, list[str]] = {}
+        for fid, cube in todo.items():
+            by_tile.setdefault(_tile_key(cube), []).append(fid)
+        for fids in by_tile.values():
+            for i in range(0, len(fids), POINTS_PER_COMPUTE):
+                part = {f: todo[f] for f in fids[i:i + POINTS_PER_COMPUTE]}
+                self.futures.append(self.pool.submit(self._read, part))
+
+    def _read(self, cubes: dict[str, xr.Dataset]) -> None:
+        try:
+            loaded = _compute(cubes)
+        except (LoadError, OSError):  # find the feature(s) at fault: one at a time
+            loaded = {}
+            for fid, cube in cubes.items():
+                try:
+                    loaded.update(_compute({fid: cube}))
+                except (LoadError, OSError) as err:
+                    self.missing[fid] = f"read failed: {one_line(err)}"
+                    log.warning("sample: feature %s not read: %s", fid, one_line(err))
+        batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
+        for fid, raw in loaded.items():
+            batches.setdefault(_dates_key(raw) if self.pixelwise else fid, []).append(fid)
+        for fids in batches.values():
+            rows = _batch_rows([loaded[f] for f in fids], self.steps, self.window,
+                               self.reduce, self.indices, self.classes)
+            for fid, got in zip(fids, rows, strict=True):
+                if len(got.time):
+                    self.rows[fid] = got
+                else:
+                    self.missing[fid] = "no date left after the steps"
+        self.bar.update(len(cubes))
+
+    def wait(self, keep: int = 0) -> None:
+        """Wait for the queued reads but the last ``keep``; the first error is raised here."""
+        while len(self.futures) > keep:
+            self.futures.pop(0).result()
+
+
+def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Rows],
+              geometry: bool) -> pd.DataFrame:
+    """One DataFrame in AOI order (see :func:`sample` for its columns)."""
+    lonlat = aoi.geometry.to_crs("EPSG:4326")
+    parts = []
+    for i, fid in enumerate(aoi["feature_id"]):
+        got = rows.get(fid)
+        if got is None:
+            continue
+        n = len(got.time)
+        part = {"feature_id": np.full(n, fid, dtype=object)}
+        part.update({str(c): np.repeat(aoi[c].iloc[[i]].to_numpy(), n) for c in columns})
+        part["time"] = got.time
+        part.update(got.values)
+        part["lon"] = np.full(n, lonlat.iloc[i].x)
+        part["lat"] = np.full(n, lonlat.iloc[i].y)
+        if got.masked is not None:
+            part["masked"] = got.masked
+        part.update(got.per_date)
+        if geometry:
+            part["geometry"] = np.repeat(aoi.geometry.iloc[[i]].to_numpy(), n)
+        parts.append(pd.DataFrame(part))
+    if parts:
+        df = pd.concat(parts, ignore_index=True)
+    else:
+        df = pd.DataFrame({"feature_id": pd.Series([], dtype=object),
+                           **{str(c): aoi[c].iloc[:0] for c in columns},
+                           "time": pd.Series([], dtype="datetime64[ns]")})
+    for col in columns:  # categories, nullable ints... as in the AOI
+        df[str(col)] = df[str(col)].astype(aoi[col].dtype)
+    if geometry:
+        return gpd.GeoDataFrame(df, geometry="geometry" if parts else None, crs=aoi.crs)
+    return df
+
+
+def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a table atomically as Parquet (GeoParquet for a GeoDataFrame).
+
+    The file appears under its final name only once complete
+    (:func:`xsits.export.atomic_path`); ``df.attrs`` are stored with it (pandas keeps them).
+
+    Parameters
+    ----------
+    df
+        The table (e.g. from :func:`sample`).
+    out
+        A ``.parquet`` file path.
+    overwrite
+        Replace an existing file; otherwise :class:`~xsits.errors.OutputExistsError`.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> path = write_table(pd.DataFrame({"a": [1, 2]}), Path(tempfile.mkdtemp()) / "t.parquet")
+    >>> pd.read_parquet(path).a.tolist()
+    [1, 2]
+    """
+    from xsits.export import atomic_path
+
+    path = Path(out)
+    if path.suffix.lower() != ".parquet":
+        raise ExportError(f"out={str(out)!r} must be a .parquet file path, e.g. 'points.parquet'")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        df.to_parquet(tmp, index=False)
+    return path
+
+
+def sample(
+    aoi: gpd.GeoDataFrame | str | os.PathLike,
+    *,
+    steps: Iterable[Callable[[xr.Dataset], xr.Dataset]] | None = None,
+    window: int = 1,
+    reduce: str = "mean",
+    indices: Sequence[str] | str | None = None,
+    geometry: bool = False,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    id_column: str | None = None,
+    progress: bool | None = None,
+    **open_kwargs: Any,
+) -> pd.DataFrame:
+    """The time series of labelled points as one tidy table, one row per (feature, date).
+
+    For each point, its cube is ``xsits.open_cubes(aoi, mode="patch", size=(window,
+    window), **open_kwargs)`` (the point's pixel in the middle), read by :mod:`xsits.reader`,
+    then the ``steps`` run on it, as :func:`xsits.compute_all` runs them on any cube: the
+    values are those of that cube's pixel (``window=1``), or of the window reduced by
+    ``reduce`` over its valid pixels. Points are read tile by tile, while the next groups of
+    points are still searched, so each COG block is fetched and decoded once for all points
+    in it. When every step is pixelwise (:attr:`xsits.steps.Step.pixelwise`: harmonize,
+    scl_mask, gapfill, composite, smooth), the cubes of points with the same dates run the
+    steps side by side as one cube (the same values, ~50x less Python per point); other
+    steps (``drop_cloudy``, any function) run on each point's cube.
+
+    Columns, in order: ``feature_id``; the AOI's attribute columns (labels), with their
+    dtypes; ``time``; one column per band (and per index); ``lon``, ``lat`` (the point, in
+    EPSG:4326); ``masked`` (True when no pixel of the window was clear at that date, by the
+    SCL classes of the steps' ``scl_mask``, else its defaults: the value is NaN, or gap-filled
+    when a step fills; present when ``SCL`` is loaded and the steps keep acquisition dates);
+    then the per-date coordinates (``cloud_cover``, ``platform``, ``mgrs_tile``...; ``n_dates``
+    after a composite); ``geometry`` with ``geometry=True``. Class bands (``SCL``) give the
+    point's pixel, whatever the window.
+
+    Parameters
+    ----------
+    aoi
+        Points: a GeoDataFrame or a file for :func:`xsits.read_aoi` (``id_column``).
+    steps
+        Callables ``Dataset -> Dataset`` run on each point's cube in order, e.g.
+        ``[xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill()]``.
+    window
+        Odd size in pixels of the square around each point. Default 1: the point's pixel.
+    reduce
+        ``"mean"`` or ``"median"`` of the window's valid pixels (``window > 1``).
+    indices
+        Spectral indices to add as columns (:func:`xsits.indices.indices`, e.g. ``"NDVI"``),
+        computed after the steps (harmonize first).
+    geometry
+        Keep the points as a ``geometry`` column: a GeoDataFrame, written as GeoParquet.
+    out
+        Write the table there (a ``.parquet`` path), atomically (:func:`write_table`).
+    overwrite
+        Replace an existing ``out``.
+    id_column
+        The AOI's id column, when ``aoi`` is a file.
+    progress
+        Progress bar over points. ``None``: when stderr is a terminal or in Jupyter, unless
+        ``xsits.set_options(progress=False)``.
+    **open_kwargs
+        The search and grid: :func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
+        ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...
+        (not ``mode``, ``size`` or ``buffer``).
+
+    Returns
+    -------
+    pandas.DataFrame or geopandas.GeoDataFrame
+        The table; ``attrs["missing"]`` says why features have no row (no item, read failed
+        after the retries, no date left after the steps), ``attrs["xsits"]`` records the
+        query, the steps, ``window`` and ``reduce`` (both kept in the Parquet file).
+
+    Raises
+    ------
+    xsits.errors.AOIError
+        A feature is not a point, or an AOI column clashes with a column of the table.
+    SampleError
+        Invalid ``window``, ``reduce``, ``steps``, or an argument ``sample`` sets itself.
+    xsits.errors.ExportError
+        ``out`` is not a ``.parquet`` path (or exists, without ``overwrite``).
+    xsits.errors.XsitsError
+        Any other error of the search, the read or a step (a feature whose read fails after
+        its retries is reported in ``attrs["missing"]`` instead).
+
+    Examples
+    --------
+    >>> import xsits
+    >>> aoi = xsits.read_aoi("labels.gpkg", id_column="plot")  # doctest: +SKIP
+    >>> table = xsits.sample(aoi, stac="planetary-computer", bands=["B04", "B08", "SCL"],
+    ...                      start="2024-03-01", end="2024-10-31", resolution=10,
+    ...                      steps=xsits.steps.build_steps(harmonize=True, mask=True,
+    ...                                                    gapfill="linear"),
+    ...                      indices="NDVI", out="train.parquet")  # doctest: +SKIP
+    >>> table.groupby("crop").NDVI.median()  # doctest: +SKIP
+    """
+    from xsits import steps as steps_mod
+    from xsits.aoi import read_aoi
+    from xsits.load import open_cubes
+    from xsits.options import get_options
+
+    steps_list = [steps] if callable(steps) else list(steps or [])
+    index_list = [indices] if isinstance(indices, str) else list(indices or [])
+    _check_args(window, reduce, steps_list, out, open_kwargs)
+    aoi = read_aoi(aoi, id_column=id_column)
+    bands = open_kwargs.get("bands", ("B03", "B04", "B08", "SCL"))
+    columns = _check_aoi(aoi, [*bands, *index_list])
+    if out is not None and not overwrite and Path(out).exists():  # before anything is read
+        raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    from xsits.batch import _want_progress  # the batch engine's rule for progress bars
+
+    show = _want_progress(progress) and (progress is not None or get_options().progress)
+    if show:
+        from tqdm.auto import tqdm
+    else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
+        from tqdm import tqdm
+    bar = tqdm(total=len(aoi), unit="point", desc="xsits sample", disable=not show)
+    reader = _Reader(steps_list, int(window), reduce, index_list, bar)
+    missing: dict[str, str] = {}
+    query = None
+    try:
+        with relaxed_gc(), single_threaded_blas():  # see their docstrings
+            for part in _parts(aoi):  # the lazy cubes of two parts at most are in memory
+                queued = len(reader.futures)  # (what is still queued of the previous part)
+                cubes = open_cubes(part, mode="patch", size=(int(window), int(window)),
+                                   on_group=reader.submit, **open_kwargs)
+                reader.submit(cubes)  # any cube open_cubes did not hand to on_group
+                missing.update(cubes.missing)
+                if cubes.search is not None:
+                    query = cubes.search.query.describe()
+                del cubes
+                reader.wait(keep=len(reader.futures) - queued)  # the previous part read
+            reader.wait()
+    finally:
+        reader.pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    df = _assemble(aoi, columns, reader.rows, geometry)
+    missing.update(reader.missing)
+    df.attrs["missing"] = {f: missing[f] for f in aoi["feature_id"] if f in missing}
+    df.attrs["xsits"] = {"query": query, "steps": [steps_mod.describe(s) for s in steps_list],
+                         "window": int(window), "reduce": reduce, "indices": index_list}
+    if out is not None:
+        write_table(df, out, overwrite=overwrite)
+    if df.attrs["missing"]:
+        log.warning("sample: %d of %d features have no row (see table.attrs['missing'])",
+                    len(df.attrs["missing"]), len(aoi))
+    return df
