@@ -229,3 +229,31 @@ def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
     cubes = xsits.open_cubes(aoi, resolution=20, mode="patch", size=4, **kw)
     assert list(cubes) == [f for f in aoi["feature_id"] if f in whole.items]
     assert set(cubes.missing) == {"sea"} and cubes.search.n_searches == whole.n_searches
+
+
+def test_clip_true_masks_exactly_outside_a_polygon_with_a_hole(stac_url):
+    """open_cubes(clip=True): integer bands hold their nodata exactly where
+    rasterio.features.geometry_mask says the pixel centre is outside the polygon."""
+    import geopandas as gpd
+    from rasterio.features import geometry_mask
+    from shapely.geometry import Polygon
+
+    lon, lat = WORLD_POINTS[0]
+    d = 0.004
+    outer = [(lon - d, lat - d), (lon + d, lat - d), (lon + d, lat + d), (lon - d, lat + d)]
+    hole = [(lon - d / 3, lat - d / 3), (lon + d / 3, lat - d / 3), (lon, lat + d / 3)]
+    field = Polygon(outer, [hole])
+    aoi = xsits.read_aoi(gpd.GeoDataFrame({"id": ["f"]}, geometry=[field], crs=4326))
+    kw = dict(stac=stac_url, start=WORLD_START, end=WORLD_END, query={"eo:cloud_cover": {"lt": 10}},
+              resolution=20, mode="image", bands=("B04", "SCL"))
+    full = xsits.open_cubes(aoi, **kw)["f"].compute()
+    cut = xsits.open_cubes(aoi, clip=True, **kw)["f"].compute()
+    gbox = cut.odc.geobox
+    poly = gpd.GeoSeries([field], crs=4326).to_crs(gbox.crs).iloc[0]
+    outside = geometry_mask([poly], out_shape=gbox.shape.yx, transform=gbox.transform)
+    assert 0 < outside.mean() < 1 and outside[gbox.shape.y // 2].any()  # the hole is outside
+    for band in ("B04", "SCL"):
+        assert cut[band].dtype == full[band].dtype
+        assert (cut[band].values[:, outside] == 0).all()
+        np.testing.assert_array_equal(cut[band].values[:, ~outside], full[band].values[:, ~outside])
+    assert "geometry" in cut.attrs

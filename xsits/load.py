@@ -24,6 +24,8 @@ from odc.geo.geobox import GeoBox
 
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
+from xsits.clip import clip as clip_cube
+from xsits.clip import with_geometry
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.reader import CogDriver
@@ -284,6 +286,8 @@ def open_cubes(
     resampling: str | Mapping[str, str] = "nearest",
     id_column: str | None = None,
     search_result: SearchResult | None = None,
+    clip: bool = False,
+    all_touched: bool = False,
     client=None,
     on_group: Callable[[Cubes], Any] | None = None,
 ) -> Cubes:
@@ -300,6 +304,11 @@ def open_cubes(
         The grid: see :class:`xsits.GridSpec` (``size`` may be one int for a square patch).
     chunks, resampling
         Passed on to :func:`load_cube`.
+    clip, all_touched
+        For polygon features: set the pixels outside the polygon to NaN (float bands) or to
+        the band's nodata (integer bands), see :func:`xsits.clip.clip`; ``all_touched`` keeps
+        every pixel the polygon touches. Polygon cubes always carry their polygon
+        (``attrs["geometry"]``, for :class:`xsits.steps.clip`).
     id_column
         When ``aoi`` is a path: the id column for :func:`xsits.read_aoi`.
     search_result
@@ -378,6 +387,10 @@ def open_cubes(
                 except LoadError as err:
                     missing[fid] = group.missing[fid] = f"feature {fid!r}: {err}"
                     continue
+                if geoms[fid].geom_type in ("Polygon", "MultiPolygon"):
+                    cube = with_geometry(cube, geoms[fid], crs=aoi.crs)
+                    if clip:
+                        cube = clip_cube(cube, all_touched=all_touched)
                 built[fid] = group[fid] = cube.rename({a: b for b, a in q.assets.items()
                                                        if a != b})
             if on_group is not None:
