@@ -14,7 +14,7 @@ from xsits.batch import compute_all
 from xsits.grid import GridSpec
 from xsits.load import Cubes, open_cubes
 from xsits.options import get_options, set_options
-from xsits.search import SearchResult, StacQuery, search
+from xsits.stac import SearchResult, StacQuery, search
 
 __version__ = "0.1.0"
 

@@ -44,7 +44,7 @@ from xsits.aoi import read_aoi
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.reader import CogDriver, Source
-from xsits.search import SearchResult, StacQuery, iter_search, merge_results
+from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 
 # odc-loader reprojects in-memory arrays with rasterio, which warns that they have no transform
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
