@@ -37,7 +37,13 @@ from shapely.ops import unary_union
 
 from xsits import providers, retry
 from xsits._common import one_line, shorten
-from xsits.errors import MissingDependencyError, QueryError, SearchError, StacRequestError
+from xsits.errors import (
+    MissingDependencyError,
+    NoItemsError,
+    QueryError,
+    SearchError,
+    StacRequestError,
+)
 from xsits.providers import PRESETS
 from xsits.query import and_, check_query, parse_filter, query_to_cql2
 from xsits.stac_api import REQUEST_TIMEOUT, RetryingStacApiIO
@@ -473,6 +479,15 @@ def search(
     SearchResult
         Items per feature; features with no item (or whose group search failed) in ``missing``.
 
+    Raises
+    ------
+    xsits.errors.NoItemsError
+        No feature of the AOI has any item (every one outside the tiles, dates or query).
+    xsits.errors.StacRequestError
+        The API refused the search (HTTP 4xx), with its message.
+    xsits.errors.QueryError, xsits.errors.SearchError
+        A bad query (before any request), or an API that cannot be reached.
+
     Examples
     --------
     >>> import xsits
@@ -491,7 +506,23 @@ def search(
         return dict(sorted(d.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
     merged.items, merged.missing = in_aoi_order(merged.items), in_aoi_order(merged.missing)
+    if not merged.items and merged.missing:
+        _raise_nothing_found(merged.missing, footprints if footprints is not None else
+                             gpd.GeoSeries(aoi.geometry.values, index=aoi["feature_id"],
+                                           crs=aoi.crs))
     return merged
+
+
+def _raise_nothing_found(missing: Mapping[str, str], shapes: gpd.GeoSeries) -> None:
+    """Raise for a search where no feature has an item: the first feature and why."""
+    fid, why = next(iter(missing.items()))
+    where = ""
+    if fid in shapes.index:
+        point = shapes.to_crs("EPSG:4326").loc[[fid]].representative_point().iloc[0]
+        where = f" (lon {point.x:.4f}, lat {point.y:.4f})"
+    more = f" (and {len(missing) - 1} more features)" if len(missing) > 1 else ""
+    cls = NoItemsError if why.startswith("no ") else SearchError
+    raise cls(f"no feature of the AOI has an item: feature {fid!r}{where}{more}: {why}")
 
 
 def _query(stac_query: StacQuery | None, query_kwargs: Mapping[str, Any]) -> StacQuery:
