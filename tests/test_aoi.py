@@ -64,7 +64,7 @@ def test_csv_named_columns_and_crs(tmp_path):
 @pytest.mark.parametrize(
     "content,kwargs,match",
     [
-        ("a,b\n1,2\n", {}, "no x/y columns"),
+        ("a,b\n1,2\n", {}, "no lon/lat \\(or x/y\\) columns"),
         ("E,N\n1,2\n", {"x": "E", "y": "N"}, "CRS .* is unknown"),
         ("lon,lat\n8.4,abc\n", {}, "row 2: column 'lat' has a non-numeric value 'abc'"),
         ("lon,lat\n200,40\n", {}, "outside lon -180..180"),
@@ -87,7 +87,7 @@ def test_missing_file():
 def test_malformed_geojson(tmp_path):
     path = tmp_path / "broken.geojson"
     path.write_text('{"type": "FeatureCollection", "features": [ {"type": ')
-    with pytest.raises(AOIError, match="broken.geojson' cannot be read"):
+    with pytest.raises(AOIError, match="broken.geojson' is not valid JSON .*line 1, column"):
         xsits.read_aoi(path)
 
 

@@ -8,7 +8,7 @@ import pytest
 MODULES = [
     "xsits.aoi",
     "xsits.grid",
-    "xsits.search",
+    "xsits.stac",
     "xsits.load",
     "xsits.errors",
     "xsits._common",

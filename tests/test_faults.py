@@ -23,7 +23,7 @@ from shapely.geometry import Point, Polygon
 import xsits
 from xsits import steps
 from xsits.batch import AoiSource, compute_all
-from xsits.search import StacQuery, open_client
+from xsits.stac import StacQuery, open_client
 from xsits.testing.servers import CogServer, FaultProxy
 
 OPEN = dict(bands=("B04", "B08", "SCL"), start=WORLD_START, end=WORLD_END, resolution=20,

@@ -48,9 +48,33 @@ def test_image_mode_covers_buffered_bbox():
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"mode": "tile"}, "mode='tile'"), ({"resolution": -1}, "positive"),
-    ({"size": (0, 3)}, "both >= 1"), ({"crs": "EPSG:4326"}, "geographic"),
+    ({"size": (0, 3)}, "both whole numbers >= 1"), ({"crs": "EPSG:4326"}, "geographic"),
     ({"crs": "nonsense"}, "not a CRS"), ({"buffer": -5}, ">= 0"),
 ])
 def test_bad_grid(kwargs, match):
     with pytest.raises(GridError, match=match):
         GridSpec(**kwargs)
+
+
+@pytest.mark.parametrize(("xy", "corner"), [
+    ((500003, 5500007), (500000.0, 5500010.0)),  # inside a pixel: that pixel
+    ((500007.5, 5500001), (500000.0, 5500010.0)),
+    ((500010, 5500010), (500010.0, 5500010.0)),  # on a corner: the pixel east / south
+])
+def test_point_without_buffer_is_the_one_pixel_containing_it(xy, corner):
+    """Finding 7: buffer=0 around a point gave 2 x 2 px (a pixel centred on the point,
+    snapped outward to the grid); it is the single pixel that contains the point."""
+    gbox = feature_geobox(Point(*xy), 32632, GridSpec(resolution=10, mode="image", buffer=0))
+    assert (gbox.shape.x, gbox.shape.y) == (1, 1)
+    assert (gbox.affine.c, gbox.affine.f) == corner
+    x0, y0, x1, y1 = gbox.boundingbox
+    assert x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1
+
+
+def test_a_thin_line_keeps_its_length():
+    """A feature thinner than a pixel is not replaced by a pixel around its centroid."""
+    from shapely.geometry import LineString
+
+    line = LineString([(500001, 5500000), (500003, 5501000)])
+    gbox = feature_geobox(line, 32632, GridSpec(resolution=10, mode="image"))
+    assert (gbox.shape.x, gbox.shape.y) == (1, 100)

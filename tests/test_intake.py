@@ -103,7 +103,7 @@ def test_sentinel2_catalog_entries_and_presets():
         ({"stac": "my-stac"}, CatalogError, "stac='my-stac'"),
         ({"gapfill": "spline"}, CatalogError, "gapfill='spline'"),
         ({"aoi": "no/such/file.geojson"}, AOIError, "does not exist"),
-        ({"start": "last tuesday"}, QueryError, "not dates"),
+        ({"start": "last tuesday"}, QueryError, "is not a date"),
         ({"start": "2024-05-01", "end": "2024-01-01"}, QueryError, "before"),
     ],
 )
@@ -125,9 +125,8 @@ def test_direct_driver_errors():
         intake.open_sits(aoi=str(POINTS), colection="x")
     with pytest.raises(CatalogError, match="aoi is required"):
         SitsSource()
-    src = intake.open_sits(aoi=str(POINTS), stac="no-such-preset")
-    with pytest.raises(QueryError, match="not a preset"):
-        src.discover()
+    with pytest.raises(QueryError, match="not a preset"):  # checked before any work
+        intake.open_sits(aoi=str(POINTS), stac="no-such-preset")
     with pytest.raises(xsits.errors.GridError):
         intake.open_sits(aoi=str(POINTS), mode="tile")
 

@@ -12,7 +12,7 @@ from shapely.geometry import Point, box, shape
 
 import xsits
 from xsits.errors import QueryError
-from xsits.search import StacQuery
+from xsits.stac import StacQuery
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
 
@@ -215,7 +215,7 @@ def test_to_patch_of_a_patch_cube_changes_nothing(stac_url, aoi):
 
 def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
     """iter_search yields one result per group search; open_cubes consumes them as they come."""
-    from xsits.search import iter_search, merge_results
+    from xsits.stac import iter_search, merge_results
 
     kw = _kw(stac_url, query=QUERY)
     whole = xsits.search(aoi, **kw)

@@ -16,7 +16,7 @@ from xsits.grid import GridSpec
 from xsits.load import Cubes, open_cubes
 from xsits.options import get_options, set_options
 from xsits.sample import sample
-from xsits.search import SearchResult, StacQuery, search
+from xsits.stac import SearchResult, StacQuery, search
 from xsits.stack import stack
 
 __all__ = [

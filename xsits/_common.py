@@ -94,16 +94,35 @@ def redact(text: str) -> str:
     return _SECRET_KEYS.sub(r"\1***", text)
 
 
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` if it has at most ``limit`` characters, else cut at a word boundary with " …".
+
+    Examples
+    --------
+    >>> shorten("no item matches the query here", 20)
+    'no item matches …'
+    >>> shorten("short", 20)
+    'short'
+    """
+    if len(text) <= limit:
+        return text
+    cut = text[: max(1, limit - 2)]
+    head = cut.rsplit(None, 1)[0] if " " in cut.strip() else cut
+    return head.rstrip(" ,;:(") + " …"
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (or its type name), redacted and shortened.
+
+    Shortened at a word boundary (:func:`shorten`), never mid-word.
 
     Examples
     --------
     >>> one_line(OSError("CURL error on https://h/a.tif?sig=S" + chr(10) + "more"))
     'CURL error on https://h/a.tif?<redacted>'
     """
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return redact(text)[:limit]
+    text = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return shorten(redact(text), limit)
 
 
 _GC_LOCK = threading.Lock()

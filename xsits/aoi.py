@@ -3,6 +3,10 @@
 The first step of the data flow: ``aoi → search → load``. Every feature gets a string
 ``feature_id`` that is safe to use as a file name, so the outputs of a batch can never escape
 their directory.
+
+Owns: reading and checking AOIs (file, layer, columns, CRS, coordinates, geometries, ids):
+every problem is an :class:`~xsits.errors.AOIError` naming the file, row or feature.
+Must not: reproject, search or read pixels.
 """
 
 from __future__ import annotations
@@ -53,24 +57,52 @@ def _as_id(value: object) -> str:
     return str(value).strip()
 
 
+def _check_crs(crs: object, name: str) -> None:
+    """Raise :class:`AOIError` unless pyproj knows ``crs`` (None: nothing to check)."""
+    if crs is None:
+        return
+    import pyproj
+
+    try:
+        pyproj.CRS.from_user_input(crs)
+    except (pyproj.exceptions.CRSError, TypeError, ValueError) as err:
+        msg = " ".join(str(err).split())[:160]
+        raise AOIError(f"AOI {name}: crs={crs!r} is not a CRS pyproj knows ({msg}); pass e.g. "
+                       "crs=4326 for lon/lat degrees or crs='EPSG:32632'") from None
+
+
 def _read_csv(path: Path, x: str | None, y: str | None, crs: object) -> gpd.GeoDataFrame:
     try:
         df = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise AOIError(f"AOI file '{path}' is not a readable CSV ({err}); fix the file") from err
+    except UnicodeDecodeError as err:
+        raise AOIError(f"AOI file '{path}' is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                       f"at position {err.start}); save it as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        msg = " ".join(str(err).split())
+        raise AOIError(f"AOI file '{path}' is not a readable CSV ({msg}); fix the file") from None
     if df.empty:
         raise AOIError(f"AOI file '{path}' has no rows; add at least one feature")
+    if (x is None) != (y is None):
+        raise AOIError(f"AOI file '{path}': x={x!r}, y={y!r}; pass both coordinate columns "
+                       f"(its columns are {list(df.columns)})")
     if x is None and y is None:
         cols = {c.lower(): c for c in df.columns}
         for xn, yn in _LONLAT_NAMES:
             if xn in cols and yn in cols:
                 x, y = cols[xn], cols[yn]
                 break
-    missing = [c for c in (x, y) if c is None or c not in df.columns]
+    if x is None or y is None:
+        raise AOIError(
+            f"AOI file '{path}' has no lon/lat (or x/y) columns: its columns are "
+            f"{list(df.columns)}; pass x='<lon column>', y='<lat column>' "
+            "(CLI: --x-column, --y-column)"
+        )
+    missing = [c for c in (x, y) if c not in df.columns]
     if missing:
         raise AOIError(
-            f"AOI file '{path}' has no x/y columns {[x, y]}: its columns are {list(df.columns)}; "
-            "pass x='<lon column>', y='<lat column>'"
+            f"AOI file '{path}' has no column {missing[0]!r}: its columns are "
+            f"{list(df.columns)}; pass x='<lon column>', y='<lat column>' "
+            "(CLI: --x-column, --y-column)"
         )
     if crs is None:
         if (str(x).lower(), str(y).lower()) in _LONLAT_NAMES[:3]:
@@ -96,15 +128,40 @@ def _read_csv(path: Path, x: str | None, y: str | None, crs: object) -> gpd.GeoD
     )
 
 
-def _read_vector(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
+def _json_problem(path: Path) -> str | None:
+    """Why a (Geo)JSON file is not UTF-8 JSON text, or None when it is."""
+    import json
+
     try:
-        return gpd.read_file(path, layer=layer)
+        json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return (f"is not UTF-8 text (byte {err.object[err.start]:#04x} at position "
+                f"{err.start}); save it as UTF-8")
+    except json.JSONDecodeError as err:
+        return f"is not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}); fix it"
+    return None
+
+
+def _read_vector(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
+    if path.is_file() and path.stat().st_size == 0:
+        raise AOIError(f"AOI file '{path}' is empty (0 bytes); give a file with features")
+    try:
+        gdf = gpd.read_file(path, layer=layer)
     except Exception as err:  # pyogrio raises several types for unreadable files
+        why = _json_problem(path) if path.suffix.lower() in (".json", ".geojson") else None
+        if why:
+            raise AOIError(f"AOI file '{path}' {why}") from None
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AOIError(
             f"AOI file '{path}' cannot be read as a vector layer ({msg}); "
             "check it is valid GeoJSON / GPKG / Shapefile, or a CSV with x/y columns"
-        ) from err
+        ) from None
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        where = f"layer {layer!r}" if layer is not None else "its first layer"
+        raise AOIError(f"AOI file '{path}': {where} has no geometry column (a table of "
+                       f"{list(gdf.columns)}); give a layer with geometries (layer=...) or a "
+                       "CSV with lon/lat columns")
+    return gdf
 
 
 def _check_coordinates(gdf: gpd.GeoDataFrame, name: str) -> None:
@@ -183,16 +240,25 @@ def read_aoi(
     >>> read_aoi(gdf, id_column="pt_id")["feature_id"].tolist()
     ['7', '8']
     """
+    if on_invalid not in ("raise", "drop"):
+        raise AOIError(f"on_invalid={on_invalid!r} is not known; use 'raise' or 'drop'")
     if isinstance(source, gpd.GeoDataFrame):
         name = "GeoDataFrame"
+        _check_crs(crs, name)
         gdf = source.copy()
         if gdf.crs is None and crs is not None:
             gdf = gdf.set_crs(crs)
     else:
+        if not isinstance(source, str | os.PathLike):
+            raise AOIError(f"aoi={source!r} must be a file path or a GeoDataFrame, e.g. "
+                           "'points.geojson'")
         path = Path(source)
         name = f"file '{path}'"
         if not path.exists():
             raise AOIError(f"AOI file '{path}' does not exist; check the path")
+        if path.is_dir() and path.suffix.lower() not in (".gdb", ".shp"):
+            raise AOIError(f"AOI file '{path}' is a directory; give the AOI file inside it")
+        _check_crs(crs, name)
         if path.suffix.lower() == ".csv":
             gdf = _read_csv(path, x, y, crs)
         else:

@@ -280,7 +280,7 @@ def _source_attrs(fid: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     import inspect
 
     from xsits.load import open_cubes
-    from xsits.search import StacQuery
+    from xsits.stac import StacQuery
 
     params = inspect.signature(open_cubes).parameters
     result = kwargs.get("search_result")
@@ -382,7 +382,7 @@ def _spatial_order(aoi: Any) -> list[int]:
     """Row positions ordered so that nearby features share a batch (and a STAC search)."""
     import geopandas as gpd
 
-    from xsits.search import group_features
+    from xsits.stac import group_features
 
     if len(aoi) == 0:
         return []
@@ -560,7 +560,7 @@ def _json_safe(value: Any) -> Any:
 
 def _describe_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``open_cubes`` arguments for the manifest: no client objects, endpoints without tokens."""
-    from xsits.search import StacQuery
+    from xsits.stac import StacQuery
 
     out = {}
     for key, value in kwargs.items():

@@ -33,6 +33,22 @@ class SearchError(XsitsError, RuntimeError):
     """The STAC search failed (server unreachable after retries, bad answer)."""
 
 
+class StacRequestError(SearchError):
+    """The STAC API refused the request itself (HTTP 400, 401, 403, 404, 422...): not retried.
+
+    The message carries the server's own explanation (without query strings or tokens).
+
+    Attributes
+    ----------
+    status
+        The HTTP status code.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class NoItemsError(SearchError):
     """No STAC item matched a feature (outside every tile, or all too cloudy)."""
 
@@ -50,6 +66,10 @@ class BandError(XsitsError, KeyError):
 
 class GridError(XsitsError, ValueError):
     """A grid/CRS/resolution/size parameter is invalid."""
+
+
+class GapfillError(XsitsError, ValueError):
+    """Gap filling cannot run as asked (unknown method, bad ``max_gap``)."""
 
 
 class IndexNameError(XsitsError, ValueError):

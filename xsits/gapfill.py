@@ -1,4 +1,9 @@
-"""Temporal gap filling: interpolate the NaNs left by masking along ``time``."""
+"""Temporal gap filling: interpolate the NaNs left by masking along ``time``.
+
+Owns: :func:`gapfill`, its methods (:data:`METHODS`), ``max_gap`` as a count of dates or a
+time span, and the linear fallback for pixels with fewer valid dates than a method needs.
+Must not: compute (lazy on dask input) or touch integer class bands.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,14 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import CLASS_BANDS, append_history
+from xsits.errors import GapfillError
+
+#: Interpolation methods and the valid dates a pixel needs for each (fewer: linear).
+METHODS: dict[str, int] = {"linear": 1, "nearest": 1, "zero": 1, "slinear": 1,
+                           "quadratic": 3, "cubic": 4, "spline": 4, "barycentric": 1,
+                           "krogh": 1, "pchip": 1, "akima": 1, "makima": 1}
+
+MaxGap = int | str | pd.Timedelta | np.timedelta64 | _dt.timedelta | None
 
 
 def _fillable(var: xr.DataArray, dim: str) -> bool:
@@ -42,11 +55,12 @@ def _edges_kernel(values: np.ndarray, axis: int, dtype: np.dtype) -> np.ndarray:
 
 def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
                    max_gap_days: float | None, edges: bool, dtype: np.dtype,
-                   shared: list | None = None) -> np.ndarray:
+                   shared: list | None = None, max_gap_steps: int | None = None) -> np.ndarray:
     """Time-weighted linear interpolation of interior NaNs along ``axis`` (and the edges).
 
     The same values as ``interpolate_na(method="linear", use_coordinate=True)`` (and its
-    ``max_gap``: the span between the valid dates around a gap), then :func:`_edges_kernel`'s
+    ``max_gap``: the span between the valid dates around a gap; ``max_gap_steps``: the
+    number of missing dates in a gap), then :func:`_edges_kernel`'s
     edges, without one ``np.interp`` call per pixel series: the valid dates before and after
     each position come from two running maxima / minima of date indices, and only the NaN
     positions are computed. ``shared`` (a list, for bands of one cube) keeps those positions
@@ -58,7 +72,8 @@ def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
     valid = ~np.isnan(flat)
     where = next((w for v, w in shared or () if np.array_equal(v, valid)), None)
     if where is None:
-        where = _linear_where(valid, np.asarray(days, dtype="float64"), max_gap_days)
+        where = _linear_where(valid, np.asarray(days, dtype="float64"), max_gap_days,
+                              max_gap_steps)
         if shared is not None:
             shared.append((valid, where))
     out = flat.astype(dtype, copy=True)
@@ -75,7 +90,8 @@ def _linear_kernel(values: np.ndarray, axis: int, days: np.ndarray,
     return np.moveaxis(out.reshape(series.shape), 0, axis)
 
 
-def _linear_where(valid: np.ndarray, days: np.ndarray, max_gap_days: float | None) -> tuple:
+def _linear_where(valid: np.ndarray, days: np.ndarray, max_gap_days: float | None,
+                  max_gap_steps: int | None = None) -> tuple:
     """For the NaN positions of a ``(time, pixel)`` array: the valid dates around each.
 
     ``(date, pixel, date before, date after, weight, kept, has before, has after)``; dates
@@ -95,7 +111,22 @@ def _linear_where(valid: np.ndarray, days: np.ndarray, max_gap_days: float | Non
     with np.errstate(invalid="ignore", divide="ignore"):
         weight = np.where(span > 0, (days[ti] - t_prev) / span, 0.0)
     keep = None if max_gap_days is None else span <= max_gap_days
+    if max_gap_steps is not None:
+        keep = after - before - 1 <= max_gap_steps
     return ti, pi, before, after, weight, keep, has_before, has_after
+
+
+def _long_gaps_kernel(values: np.ndarray, axis: int, max_steps: int,
+                      dtype: np.dtype) -> np.ndarray:
+    """True at the NaNs of interior gaps of more than ``max_steps`` dates (along ``axis``)."""
+    series = np.moveaxis(values, axis, 0)
+    flat = np.ascontiguousarray(series).reshape(series.shape[0], -1)
+    ti, pi, before, after, _, _, has_before, has_after = _linear_where(
+        ~np.isnan(flat), np.zeros(flat.shape[0]), None)
+    out = np.zeros(flat.shape, dtype=bool)
+    if ti.size:
+        out[ti, pi] = has_before & has_after & (after - before - 1 > max_steps)
+    return np.moveaxis(out.reshape(series.shape), 0, axis)
 
 
 def _blockwise(kernel, var: xr.Variable, dim: str, **kwargs) -> xr.Variable:
@@ -109,34 +140,76 @@ def _blockwise(kernel, var: xr.Variable, dim: str, **kwargs) -> xr.Variable:
     return var.copy(deep=False, data=out)
 
 
+def _check(obj: xr.Dataset | xr.DataArray, method: str, max_gap: MaxGap, edges: bool,
+           dim: str) -> int | pd.Timedelta | None:
+    """``max_gap`` as a count of dates (int) or a span (Timedelta); raise on bad arguments."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise GapfillError(f"method={method!r} is not a gap-filling method; use one of "
+                           f"{', '.join(METHODS)}")
+    if not isinstance(edges, bool):
+        raise GapfillError(f"edges={edges!r} must be True or False")
+    if dim not in obj.dims:
+        raise GapfillError(f"dim={dim!r} is not a dimension of the cube {tuple(obj.dims)}; "
+                           "pass dim='time'")
+    if max_gap is None:
+        return None
+    if isinstance(max_gap, int | np.integer) and not isinstance(max_gap, bool | np.bool_):
+        if max_gap < 0:
+            raise GapfillError(f"max_gap={max_gap!r} must be >= 0 dates, e.g. max_gap=3")
+        return int(max_gap)
+    if isinstance(max_gap, str | pd.Timedelta | np.timedelta64 | _dt.timedelta):
+        try:
+            span = pd.Timedelta(max_gap)
+        except (ValueError, TypeError):
+            span = pd.NaT
+        if not pd.isna(span) and span >= pd.Timedelta(0):
+            if not np.issubdtype(obj[dim].dtype, np.datetime64):
+                raise GapfillError(f"max_gap={max_gap!r} is a time span but {dim!r} holds no "
+                                   "dates; give a count of dates, e.g. max_gap=3")
+            return span
+    raise GapfillError(f"max_gap={max_gap!r} must be a count of dates (int, e.g. 3) or a time "
+                       "span (e.g. '20D')")
+
+
 def _fill_one(
     var: xr.DataArray,
     dim: str,
     method: str,
-    max_gap: int | float | str | pd.Timedelta | np.timedelta64 | _dt.timedelta | None,
+    max_gap: int | pd.Timedelta | None,
     edges: bool,
     shared: list | None = None,
 ) -> xr.Variable:
     """One band filled, as a Variable (on the band's own coordinates).
 
-    ``shared``: see :func:`_linear_kernel` (numpy data only: dask blocks are filled apart).
+    ``max_gap``: a count of dates or a span, checked by :func:`_check`. ``shared``: see
+    :func:`_linear_kernel` (numpy data only: dask blocks are filled apart).
     """
-    fast = (method == "linear" and np.issubdtype(var[dim].dtype, np.datetime64)
-            and (max_gap is None or not isinstance(max_gap, int | float)))
-    if fast:
+    steps = max_gap if isinstance(max_gap, int) else None
+    span = None if steps is not None else max_gap
+    if method == "linear" and np.issubdtype(var[dim].dtype, np.datetime64):
         times = var[dim].values
         days = (times - times[0]) / np.timedelta64(1, "D")
-        gap = None if max_gap is None else pd.Timedelta(max_gap) / pd.Timedelta("1D")
+        gap = None if span is None else span / pd.Timedelta("1D")
         lazy = isinstance(var.data, dask.array.Array)
         return _blockwise(_linear_kernel, var.variable, dim, days=days, max_gap_days=gap,
-                          edges=edges, dtype=var.dtype, shared=None if lazy else shared)
+                          edges=edges, dtype=var.dtype, shared=None if lazy else shared,
+                          max_gap_steps=steps)
     data = var.reset_coords(drop=True)  # per-date coordinates would be compared (computed)
     if data.chunks is not None:  # interpolation needs the whole series in one chunk
         data = data.chunk({dim: -1})
-    out = data.interpolate_na(dim=dim, method=method, max_gap=max_gap,
-                              use_coordinate=True).variable
+    need = METHODS[method]
+    rich = data.notnull().sum(dim) >= need if need > 1 else None
+    source = data if rich is None else data.where(rich)  # too few dates: all NaN, left alone
+    out = source.interpolate_na(dim=dim, method=method, max_gap=span,
+                                use_coordinate=True).variable
+    if steps is not None:
+        out = out.where(~_blockwise(_long_gaps_kernel, data.variable, dim, max_steps=steps,
+                                    dtype=bool))
     if edges:
         out = _blockwise(_edges_kernel, out, dim, dtype=var.dtype)
+    if rich is not None:  # pixels with fewer valid dates than the method needs: linear
+        linear = _fill_one(var, dim, "linear", max_gap, edges)
+        out = out.where(rich.variable, linear)
     out = out.astype(var.dtype)
     out.attrs = dict(var.attrs)
     return out
@@ -145,7 +218,7 @@ def _fill_one(
 def gapfill(
     obj: xr.Dataset | xr.DataArray,
     method: str = "linear",
-    max_gap: int | float | str | pd.Timedelta | np.timedelta64 | _dt.timedelta | None = None,
+    max_gap: MaxGap = None,
     edges: bool = True,
     dim: str = "time",
 ) -> xr.Dataset | xr.DataArray:
@@ -164,11 +237,14 @@ def gapfill(
     obj
         A cube or a single band.
     method
-        Interpolation method of ``interpolate_na``: ``"linear"``, ``"nearest"``,
-        ``"slinear"``, ``"quadratic"``, ``"cubic"``, ``"pchip"``, ``"akima"`` ...
+        Interpolation method of ``interpolate_na`` (:data:`METHODS`): ``"linear"``,
+        ``"nearest"``, ``"slinear"``, ``"quadratic"``, ``"cubic"``, ``"pchip"``,
+        ``"akima"``... A pixel with fewer valid dates than the method needs (3 for
+        ``"quadratic"``, 4 for ``"cubic"`` and ``"spline"``) is filled linearly instead.
     max_gap
-        Largest gap to fill, as a time span (``"20D"``, ``pd.Timedelta``...): longer interior
-        gaps stay NaN entirely. ``None`` fills every interior gap.
+        Largest gap to fill: a count of consecutive missing dates (``3``), or a time span
+        (``"20D"``, ``pd.Timedelta``...: the span between the valid dates around the gap).
+        Longer interior gaps stay NaN entirely. ``None`` fills every interior gap.
     edges
         Also fill NaNs before the first valid date with the first valid value and after the
         last valid date with the last one (nearest valid value; not limited by ``max_gap``).
@@ -181,6 +257,11 @@ def gapfill(
     xarray.Dataset or xarray.DataArray
         Same type, dims, dtypes and coordinates, with a line appended to ``attrs["history"]``.
 
+    Raises
+    ------
+    xsits.errors.GapfillError
+        An unknown method, a ``max_gap`` that is neither a count nor a span, a missing ``dim``.
+
     Examples
     --------
     >>> import numpy as np, pandas as pd, xarray as xr
@@ -192,15 +273,18 @@ def gapfill(
     [nan, 1.0, 3.0, 4.0]
     >>> gapfill(da, max_gap="20D").values.tolist()   # the 30-day gap is too long
     [1.0, 1.0, nan, 4.0]
+    >>> gapfill(da, max_gap=1).values.tolist()       # one missing date: filled
+    [1.0, 1.0, 3.0, 4.0]
     """
     entry = f"xsits.gapfill(method={method!r}, max_gap={max_gap!r}, edges={edges})"
+    gap = _check(obj, method, max_gap, edges, dim)
     if isinstance(obj, xr.DataArray):
-        out = obj.copy(deep=False, data=_fill_one(obj, dim, method, max_gap, edges).data) \
+        out = obj.copy(deep=False, data=_fill_one(obj, dim, method, gap, edges).data) \
             if _fillable(obj, dim) else obj
         return append_history(out, entry)
     shared: list = []  # bands masked alike share the positions to fill
     updates = {
-        name: _fill_one(var, dim, method, max_gap, edges, shared)
+        name: _fill_one(var, dim, method, gap, edges, shared)
         for name, var in obj.data_vars.items()
         if _fillable(var, dim)
     }

@@ -41,6 +41,7 @@ import xarray as xr
 
 from xsits.errors import BandError, ExportError, MissingDependencyError
 from xsits.export import atomic_path
+from xsits.providers import find_band
 
 #: Long side (pixels) small rasters are enlarged to, at least, when ``size`` is None.
 MIN_SIDE = 256
@@ -53,12 +54,14 @@ def _fid(obj: xr.Dataset | xr.DataArray) -> str:
 
 
 def _band(ds: xr.Dataset, name: Hashable) -> xr.DataArray:
-    if name not in ds.data_vars:
+    """Band ``name`` of ``ds``, under either Sentinel-2 name (``B04`` / ``red``)."""
+    found = find_band(ds, name)
+    if found is None:
         raise BandError(
             f"band {name!r} is not in the cube of feature {_fid(ds)} "
             f"(it has {', '.join(map(str, ds.data_vars))}); pass bands= with names from these"
         )
-    return ds[name]
+    return ds[found]
 
 
 def _as_float(band: xr.DataArray) -> xr.DataArray:

@@ -2,11 +2,17 @@
 
 ``aoi → grid → search → load``: the grid of a feature decides which area is searched and
 exactly which pixels are loaded.
+
+Owns: :class:`GridSpec` (checked when it is made, before any request), each feature's
+GeoBox, and the resampling names a load accepts (:func:`validate_resampling`).
+Must not: search or read pixels.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +23,18 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from shapely.geometry.base import BaseGeometry
 
+from xsits._common import one_line
 from xsits.errors import GridError
+
+#: Resampling names accepted by odc-stac / GDAL (``resampling=`` of a load).
+RESAMPLING: tuple[str, ...] = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos",
+                               "average", "mode", "min", "max", "med", "q1", "q3", "sum", "rms")
+
+
+def _number(value: object) -> bool:
+    """A finite real number (not a bool, not a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(float(value))
 
 
 @dataclass(frozen=True)
@@ -54,24 +71,81 @@ class GridSpec:
     def __post_init__(self) -> None:
         if self.mode not in ("image", "patch"):
             raise GridError(f"mode={self.mode!r} is not known; use mode='image' or mode='patch'")
-        if not self.resolution or self.resolution <= 0:
-            raise GridError(f"resolution={self.resolution!r} must be a positive number of metres")
-        size = tuple(int(v) for v in self.size)
-        if len(size) != 2 or min(size) < 1:
-            raise GridError(f"size={self.size!r} must be (width, height) with both >= 1")
-        object.__setattr__(self, "size", size)
-        if self.buffer < 0:
-            raise GridError(f"buffer={self.buffer!r} must be >= 0 metres")
+        if not _number(self.resolution) or self.resolution <= 0:
+            raise GridError(f"resolution={self.resolution!r} must be a positive number of "
+                            "metres, e.g. resolution=10")
+        size = (self.size, self.size) if _number(self.size) else self.size
+        size = tuple(size) if isinstance(size, Iterable) and not isinstance(size, str) else ()
+        if len(size) != 2 or not all(_number(v) and v >= 1 and float(v).is_integer()
+                                     for v in size):
+            raise GridError(f"size={self.size!r} must be (width, height) in pixels, both whole "
+                            "numbers >= 1, e.g. size=(10, 10)")
+        object.__setattr__(self, "size", tuple(int(v) for v in size))
+        if not _number(self.buffer) or self.buffer < 0:
+            raise GridError(f"buffer={self.buffer!r} must be a number of metres >= 0, e.g. "
+                            "buffer=100")
+        object.__setattr__(self, "resolution", float(self.resolution))
+        object.__setattr__(self, "buffer", float(self.buffer))
         if str(self.crs).lower() != "utm":
             try:
                 crs = CRS(self.crs)
             except Exception as err:
-                raise GridError(f"crs={self.crs!r} is not a CRS odc-geo knows: {err}") from err
+                raise GridError(f"crs={self.crs!r} is not a CRS odc-geo knows "
+                                f"({one_line(err, 120)}); use 'utm' or e.g. 'EPSG:3035'") from None
             if crs.geographic:
                 raise GridError(
                     f"crs={self.crs!r} is geographic; use a projected CRS in metres "
                     "(e.g. 'utm' or 'EPSG:3035')"
                 )
+
+
+def validate_resampling(
+    resampling: str | Mapping[str, str], bands: Iterable[str] | None = None
+) -> str | dict[str, str]:
+    """``resampling`` if odc-stac / GDAL accept it (a name or ``{band: name}``), else raise.
+
+    Parameters
+    ----------
+    resampling
+        One of :data:`RESAMPLING`, or a mapping of band names (``"*"``: every other band)
+        to such names.
+    bands
+        The bands loaded: a mapping's keys must be among them (or ``"*"``).
+
+    Raises
+    ------
+    xsits.errors.GridError
+        An unknown name, a mapping key that is not a loaded band, or another type.
+
+    Examples
+    --------
+    >>> validate_resampling("bilinear")
+    'bilinear'
+    >>> validate_resampling({"B04": "cubic", "*": "nearest"}, bands=["B04", "SCL"])
+    {'B04': 'cubic', '*': 'nearest'}
+    >>> validate_resampling("bicubic")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xsits.errors.GridError: resampling='bicubic' is not a resampling odc-stac knows; use ...
+    """
+    names = ", ".join(RESAMPLING)
+    if isinstance(resampling, str):
+        if resampling not in RESAMPLING:
+            raise GridError(f"resampling={resampling!r} is not a resampling odc-stac knows; use "
+                            f"one of {names}")
+        return resampling
+    if not isinstance(resampling, Mapping) or not resampling:
+        raise GridError(f"resampling={resampling!r} must be a name ({names}) or a non-empty "
+                        "{band: name} mapping, e.g. resampling={'B04': 'bilinear'}")
+    known = None if bands is None else {*bands, "*"}
+    for band, name in resampling.items():
+        if known is not None and band not in known:
+            raise GridError(f"resampling={dict(resampling)!r} names band {band!r}, which is not "
+                            f"loaded; use one of {sorted(known)}")
+        if name not in RESAMPLING:
+            raise GridError(f"resampling={dict(resampling)!r}: {name!r} for band {band!r} is not "
+                            f"a resampling odc-stac knows; use one of {names}")
+    return dict(resampling)
 
 
 def feature_crs(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec) -> CRS:
@@ -140,7 +214,9 @@ def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec)
 
     Patch mode: ``size`` pixels of the global grid of ``resolution`` multiples whose centre is
     nearest the feature's centroid (see :func:`patch_geobox`). Image mode covers the
-    feature's bounding box buffered by ``buffer`` metres.
+    feature's bounding box buffered by ``buffer`` metres; a point with ``buffer=0`` gets the
+    single pixel that contains it (1 x 1; on a pixel edge, the pixel east / south, as in
+    :func:`patch_geobox`).
 
     Examples
     --------
@@ -149,21 +225,22 @@ def feature_geobox(geometry: BaseGeometry, geometry_crs: object, spec: GridSpec)
     ...                       GridSpec(resolution=10, mode="patch", size=(4, 3)))
     >>> gbox.shape, gbox.affine.c, gbox.affine.f
     (Shape2d(x=4, y=3), 499990.0, 5500020.0)
+    >>> gbox = feature_geobox(Point(500003, 5500007), 32632, GridSpec(resolution=10))
+    >>> gbox.shape, gbox.affine.c, gbox.affine.f
+    (Shape2d(x=1, y=1), 500000.0, 5500010.0)
     """
     crs = feature_crs(geometry, geometry_crs, spec)
     res = float(spec.resolution)
+    anchor = GeoBox((1, 1), Affine(res, 0.0, 0.0, 0.0, -res, 0.0), crs)
     if spec.mode == "patch":
         width, height = spec.size
-        anchor = GeoBox((1, 1), Affine(res, 0.0, 0.0, 0.0, -res, 0.0), crs)
         return patch_geobox(anchor, feature_centre(geometry, geometry_crs, crs), width, height)[0]
     shape = geom.Geometry(geometry, crs=geometry_crs).to_crs(crs)
     minx, miny, maxx, maxy = shape.boundingbox
     b = float(spec.buffer)
-    bbox = (minx - b, miny - b, maxx + b, maxy + b)
-    if bbox[2] - bbox[0] < res or bbox[3] - bbox[1] < res:  # a point without buffer: one pixel
-        cx, cy = shape.centroid.coords[0]
-        bbox = (cx - res / 2, cy - res / 2, cx + res / 2, cy + res / 2)
-    return GeoBox.from_bbox(bbox, crs, resolution=res)
+    if minx == maxx and miny == maxy and b == 0:  # a point: the one pixel containing it
+        return patch_geobox(anchor, (minx, miny), 1, 1)[0]
+    return GeoBox.from_bbox((minx - b, miny - b, maxx + b, maxy + b), crs, resolution=res)
 
 
 def feature_geoboxes(aoi: gpd.GeoDataFrame, spec: GridSpec) -> dict[str, GeoBox]:

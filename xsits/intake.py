@@ -52,7 +52,7 @@ from xsits.errors import AOIError, CatalogError
 from xsits.export import RESULTS_DRIVERS, write_results_catalog
 from xsits.grid import GridSpec, feature_geoboxes, footprints_4326
 from xsits.load import Cubes, open_cubes, solar_groups
-from xsits.search import SearchResult, StacQuery, search
+from xsits.stac import SearchResult, StacQuery, search
 
 __all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
 

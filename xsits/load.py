@@ -1,7 +1,7 @@
 """One lazy, dask-backed cube per feature: ``odc.stac.load`` with xsits' reader driver.
 
 Owns: :func:`open_cubes` (``aoi -> grid -> search -> load``: each feature's pixel grid from
-:mod:`xsits.grid`, its items from :mod:`xsits.search`, one lazy cube each) and
+:mod:`xsits.grid`, its items from :mod:`xsits.stac`, one lazy cube each) and
 :func:`load_cube` (one ``odc.stac.load(..., groupby="solar_day", driver=CogDriver(...))``).
 Bands keep the file's dtype and nodata (read from the first file's header when the items have
 no ``raster:bands``). Nothing is read until ``.compute()`` but those headers.
@@ -29,7 +29,7 @@ from xsits.clip import with_geometry
 from xsits.errors import LoadError
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.reader import CogDriver
-from xsits.search import SearchResult, StacQuery, iter_search, merge_results
+from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
 
 #: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
@@ -69,7 +69,7 @@ class Cubes(dict):
     missing
         ``{feature_id: reason}`` for features without a cube (no item, failed search...).
     search
-        The :class:`~xsits.search.SearchResult` the cubes were built from.
+        The :class:`~xsits.stac.SearchResult` the cubes were built from.
 
     Examples
     --------

@@ -2,7 +2,8 @@
 
 The Sentinel-2 L2A Scene Classification Layer (SCL) classes masked by default are
 0 nodata, 1 saturated/defective, 3 cloud shadow, 8 cloud medium probability,
-9 cloud high probability and 10 thin cirrus.
+9 cloud high probability and 10 thin cirrus. The SCL band is found under either name,
+``SCL`` (Planetary Computer) or ``scl`` (Earth Search).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import xarray as xr
 
 from xsits._common import append_history, reflectance_vars
 from xsits.errors import BandError
+from xsits.providers import find_band
 
 #: SCL classes masked by default: nodata, saturated, shadow, cloud medium/high, cirrus.
 DEFAULT_CLASSES: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
@@ -21,6 +23,13 @@ DEFAULT_CLASSES: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 
 def _fid(ds: xr.Dataset) -> str:
     return str(ds.attrs.get("feature_id", "?"))
+
+
+def _scl_name(ds: xr.Dataset, band: Hashable | None) -> Hashable:
+    """The SCL variable of ``ds``: ``band``, else ``SCL`` or ``scl`` (whichever it has)."""
+    if band is not None:
+        return band
+    return find_band(ds, "SCL") or "SCL"
 
 
 def _bad_pixels(
@@ -36,7 +45,8 @@ def _bad_pixels(
         return mask
     if band not in ds.data_vars:
         raise BandError(
-            f"feature {_fid(ds)}: band {band!r} is missing; load it "
+            f"feature {_fid(ds)}: band {band!r} is missing (the cube has "
+            f"{', '.join(map(str, ds.data_vars))}); load it "
             f"(open_cubes(..., bands=[..., {band!r}])), keep it (scl_mask(keep_band=True)) "
             "or pass mask=<boolean DataArray>"
         )
@@ -46,7 +56,7 @@ def _bad_pixels(
 def scl_mask(
     ds: xr.Dataset,
     classes: Iterable[int] = DEFAULT_CLASSES,
-    band: Hashable = "SCL",
+    band: Hashable | None = None,
     keep_band: bool = True,
     mask: xr.DataArray | None = None,
 ) -> xr.Dataset:
@@ -65,7 +75,7 @@ def scl_mask(
         SCL classes to mask (default: nodata 0, saturated 1, shadow 3, clouds 8 and 9,
         cirrus 10).
     band
-        Name of the SCL band.
+        Name of the SCL band. Default: ``SCL`` or ``scl``, whichever the cube has.
     keep_band
         Keep the SCL band in the output (unchanged) or drop it.
     mask
@@ -96,6 +106,7 @@ def scl_mask(
     >>> str(out.B04.dtype), str(out.SCL.dtype)
     ('float32', 'uint8')
     """
+    band = _scl_name(ds, band)
     bad = _bad_pixels(ds, classes, band, mask)
     if mask is not None:  # on the cube's coordinates: pixels the mask does not cover are kept
         bad = bad.reindex_like(ds, fill_value=False)
@@ -122,7 +133,7 @@ def scl_mask(
 def masked_fraction(
     ds: xr.Dataset,
     classes: Iterable[int] = DEFAULT_CLASSES,
-    band: Hashable = "SCL",
+    band: Hashable | None = None,
     mask: xr.DataArray | None = None,
 ) -> xr.DataArray:
     """Fraction (0..1) of masked pixels per date, as a lazy DataArray over ``time``.
@@ -137,7 +148,7 @@ def masked_fraction(
     >>> masked_fraction(ds).values.tolist()  # 1: cloudy quarter; 2: shadow; 3: nodata pixel
     [0.0, 0.25, 0.0625, 0.0625]
     """
-    bad = _bad_pixels(ds, classes, band, mask)
+    bad = _bad_pixels(ds, classes, _scl_name(ds, band), mask)
     spatial = [d for d in bad.dims if d != "time"]
     frac = bad.mean(dim=spatial).astype("float64")
     frac.name = "masked_fraction"
@@ -149,7 +160,7 @@ def drop_cloudy(
     ds: xr.Dataset,
     max_fraction: float = 0.5,
     classes: Iterable[int] = DEFAULT_CLASSES,
-    band: Hashable = "SCL",
+    band: Hashable | None = None,
     mask: xr.DataArray | None = None,
 ) -> xr.Dataset:
     """Drop the dates whose masked fraction (:func:`masked_fraction`) exceeds ``max_fraction``.

@@ -195,10 +195,10 @@ def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
 
     Each part's cubes are opened (:func:`xsits.open_cubes`, its searches) and read before
     the lazy cubes of the next parts exist, so memory does not grow with the number of
-    points; the points of a search group (:func:`xsits.search.group_features`) stay in one
+    points; the points of a search group (:func:`xsits.stac.group_features`) stay in one
     part, unless a group is larger than a part.
     """
-    from xsits.search import group_features
+    from xsits.stac import group_features
 
     fp = gpd.GeoSeries(aoi.geometry.values, index=range(len(aoi)), crs=aoi.crs)
     order = [int(i) for group in group_features(fp) for i in group]

@@ -41,8 +41,12 @@ def make_app(
     faults: Faults,
     latency_s: float,
     self_url: list[str],
+    fault_paths: tuple[str, ...] = (),
 ) -> web.Application:
-    """Build the proxy application (``self_url[0]`` is filled once the port is known)."""
+    """Build the proxy application (``self_url[0]`` is filled once the port is known).
+
+    With ``fault_paths``, only requests whose path starts with one of them may fail.
+    """
     target = target.rstrip("/")
     counts: Counter[str] = Counter()
     by_status: Counter[str] = Counter()
@@ -78,7 +82,8 @@ def make_app(
         paths[request.path] += 1
         if latency_s:
             await asyncio.sleep(latency_s)
-        kind = faults.next(tuple(str(s) for s in statuses))
+        eligible = not fault_paths or request.path.startswith(fault_paths)
+        kind = faults.next(tuple(str(s) for s in statuses)) if eligible else None
         if kind is not None:
             counts["faults"] += 1
             by_status[kind] += 1
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-consecutive-faults", type=int, default=0)
+    parser.add_argument("--fault-paths", default="")
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         faults=Faults(args.error_rate, args.seed, args.max_consecutive_faults),
         latency_s=args.latency_ms / 1000.0,
         self_url=self_url,
+        fault_paths=tuple(p for p in args.fault_paths.split(",") if p),
     )
 
     async def run() -> None:

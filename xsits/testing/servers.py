@@ -723,6 +723,9 @@ class FaultProxy(_StatsMixin):
     max_consecutive_faults : int
         Never fail more than this many requests in a row (0: unbounded); with
         ``n`` a client retrying ``n`` times always gets through.
+    fault_paths : sequence of str
+        Only requests whose path starts with one of these may fail (default: any),
+        e.g. ``("/search",)`` to fail STAC searches but not the landing page.
 
     Attributes
     ----------
@@ -746,8 +749,10 @@ class FaultProxy(_StatsMixin):
         seed: int = 0,
         *,
         max_consecutive_faults: int = 0,
+        fault_paths: Sequence[str] = (),
     ) -> None:
         self.target_url = target_url
+        self.fault_paths = tuple(fault_paths)
         self.error_rate = error_rate
         self.statuses = tuple(statuses)
         self.latency_ms = latency_ms
@@ -763,7 +768,8 @@ class FaultProxy(_StatsMixin):
             ["--target", self.target_url, "--error-rate", str(self.error_rate),
              "--statuses", ",".join(str(s) for s in self.statuses),
              "--latency-ms", str(self.latency_ms), "--seed", str(self.seed),
-             "--max-consecutive-faults", str(self.max_consecutive_faults)],
+             "--max-consecutive-faults", str(self.max_consecutive_faults),
+             "--fault-paths", ",".join(self.fault_paths)],
         )
         self.url = base + "/" if self.target_url.endswith("/") else base
         return self

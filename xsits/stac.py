@@ -1,10 +1,17 @@
 """Find the STAC items of many features with one search per group of nearby features.
 
 Features are grouped spatially (UTM zone, then ``group_size_deg`` cells); each group is
-searched once with the union of its features' footprints (pystac-client, paged, with retries),
-or filtered in-process for a local ItemCollection / catalog (``cql2`` evaluates
-``query``/``filter``). Items are then assigned to the features they actually intersect with a
-shapely STRtree. ``aoi → grid → search → load``.
+searched once with the union of its features' footprints (pystac-client, paged), or filtered
+in-process for a local ItemCollection / catalog. Both paths apply the same CQL2
+(:mod:`xsits.query`: ``query``, ``max_cloud`` and ``filter`` as one expression). Items are
+then assigned to the features they actually intersect with a shapely STRtree.
+``aoi → grid → search → load``.
+
+Owns: :class:`StacQuery` (what to search, checked when it is made, before any request), the
+HTTP of STAC API requests (every request through :func:`xsits.retry.call`: 429 / 5xx /
+timeouts retried with backoff, 400 / 401 / 403 / 404 / 422 raised at once as
+:class:`~xsits.errors.StacRequestError` with the server's message), and assigning items.
+Must not: know how providers name bands (:mod:`xsits.providers`) or read pixels.
 """
 
 from __future__ import annotations
@@ -28,64 +35,79 @@ from shapely import STRtree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from xsits._common import one_line
-from xsits.errors import MissingDependencyError, QueryError, SearchError
-
-#: Named STAC APIs.
-PRESETS: dict[str, str] = {
-    "planetary-computer": "https://planetarycomputer.microsoft.com/api/stac/v1",
-    "earth-search": "https://earth-search.aws.element84.com/v1",
-}
-
-#: Asset keys of presets whose assets are not named like the bands (``{band: asset key}``).
-ASSET_KEYS: dict[str, dict[str, str]] = {
-    "earth-search": {
-        "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-        "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-        "B11": "swir16", "B12": "swir22", "SCL": "scl", "AOT": "aot", "WVP": "wvp",
-    },
-}
+from xsits import providers, retry
+from xsits._common import one_line, shorten
+from xsits.errors import (
+    MissingDependencyError,
+    NoItemsError,
+    QueryError,
+    SearchError,
+    StacRequestError,
+)
+from xsits.providers import PRESETS
+from xsits.query import and_, check_query, parse_filter, query_to_cql2
+from xsits.stac_api import REQUEST_TIMEOUT, RetryingStacApiIO
 
 #: Group searches run at once (each waits on the network).
 SEARCH_THREADS = 8
+#: Largest page size of a search (stac-fastapi's limit).
+MAX_LIMIT = 10_000
 
-#: HTTP statuses retried with exponential backoff by every STAC API request.
-RETRY_STATUSES = (429, 500, 502, 503, 504)
 
-_QUERY_OPS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+def _date(name: str, value: Any) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        stamp = None
+    if stamp is None or pd.isna(stamp):
+        raise QueryError(f"{name}={value!r} is not a date; use 'YYYY-MM-DD', e.g. "
+                         f"{name}='2024-01-01'")
+    return stamp
 
 
 @dataclass(frozen=True)
 class StacQuery:
     """What to search: where (``stac``), which collection, dates, bands and item filters.
 
+    Every field is checked when the query is made (no request is sent): a bad value raises
+    :class:`~xsits.errors.QueryError` naming it.
+
     Parameters
     ----------
     stac
-        A preset (``"planetary-computer"``, ``"earth-search"``), a STAC API URL, or the path
-        of a local ItemCollection (``.json``/``.geojson``) or static catalog (``catalog.json``).
+        A preset (``"planetary-computer"``, ``"earth-search"``), ``"demo"`` (the embedded
+        offline demo world), a STAC API URL, or the path of a local ItemCollection
+        (``.json``/``.geojson``) or static catalog (``catalog.json``).
     collection
         Collection id. Default ``"sentinel-2-l2a"``.
     start, end
         Inclusive date range (``"YYYY-MM-DD"``). ``end`` includes that whole day.
     bands
-        Asset keys to load. Default ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
+        Bands to load, as band ids (``"B04"``, ``"SCL"``) or Earth Search names (``"red"``,
+        ``"scl"``), whichever the provider uses (:attr:`assets`). Default
+        ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
     query
-        STAC query-extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``.
+        STAC Query extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``; operators
+        ``eq, neq, lt, lte, gt, gte, in, startsWith, endsWith, contains``
+        (:mod:`xsits.query`), the same for API and local catalogs.
     filter
-        CQL2 filter (JSON dict or CQL2 text).
+        CQL2 filter (JSON dict or CQL2 text), parsed by ``cql2`` now.
     max_cloud
         Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``).
     limit
-        Page size of API searches. Default 1000 (fewer requests).
-    retries
-        Retries (with exponential backoff) per API request on 429/5xx. Default 6.
+        Page size of API searches, 1..10000. Default 1000 (fewer requests).
 
     Examples
     --------
     >>> q = StacQuery(stac="earth-search", start="2024-01-01", end="2024-02-01", max_cloud=10)
     >>> q.endpoint, q.api_query()
     ('https://earth-search.aws.element84.com/v1', {'eo:cloud_cover': {'lt': 10}})
+    >>> q.assets
+    {'B03': 'green', 'B04': 'red', 'B08': 'nir', 'SCL': 'scl'}
+    >>> StacQuery(start="2024-02-01", end="2024-01-01")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xsits.errors.QueryError: end='2024-01-01' is before start='2024-02-01'; swap them
     """
 
     stac: str = "planetary-computer"
@@ -97,41 +119,78 @@ class StacQuery:
     filter: Mapping[str, Any] | str | None = field(default=None, hash=False)
     max_cloud: float | None = None
     limit: int = 1000
-    retries: int = 6
 
     def __post_init__(self) -> None:
-        if isinstance(self.bands, str):
-            object.__setattr__(self, "bands", tuple(b.strip() for b in self.bands.split(",")))
-        else:
-            object.__setattr__(self, "bands", tuple(self.bands))
-        if not self.bands:
-            raise QueryError("bands is empty; ask for at least one band, e.g. bands=['B04']")
+        self._check_stac()
+        if not isinstance(self.collection, str) or not self.collection.strip():
+            raise QueryError(f"collection={self.collection!r} must be a collection id, e.g. "
+                             "collection='sentinel-2-l2a'")
+        bands = self.bands.split(",") if isinstance(self.bands, str) else self.bands
         try:
-            start, end = pd.Timestamp(self.start), pd.Timestamp(self.end)
-        except (ValueError, TypeError) as err:
-            raise QueryError(
-                f"dates start={self.start!r} / end={self.end!r} are not dates; "
-                "use 'YYYY-MM-DD'"
-            ) from err
+            bands = tuple(b.strip() for b in bands)
+        except (TypeError, AttributeError):
+            raise QueryError(f"bands={self.bands!r} must be a list of band names, e.g. "
+                             "bands=['B04', 'SCL']") from None
+        if not bands or not all(bands):
+            raise QueryError(f"bands={list(bands)!r} has no band or an empty name; ask for at "
+                             "least one band, e.g. bands=['B04']")
+        why = providers.check_bands(bands, self.collection)
+        if why:
+            raise QueryError(f"bands={list(bands)!r}: {why}")
+        object.__setattr__(self, "bands", bands)
+        start, end = _date("start", self.start), _date("end", self.end)
         if end < start:
             raise QueryError(f"end={self.end!r} is before start={self.start!r}; swap them")
         object.__setattr__(self, "start", str(start.date()))
         object.__setattr__(self, "end", str(end.date()))
-        if self.query is not None and not isinstance(self.query, Mapping):
-            raise QueryError(f"query={self.query!r} must be a dict like {{'eo:cloud_cover': "
-                             "{'lt': 10}}")
-        if self.max_cloud is not None and not 0 <= float(self.max_cloud) <= 100:
-            raise QueryError(f"max_cloud={self.max_cloud!r} must be a percentage in 0..100")
+        object.__setattr__(self, "query", check_query(self.query))
+        parse_filter(self.filter)
+        if self.max_cloud is not None:
+            try:
+                cloud = float(self.max_cloud)
+            except (TypeError, ValueError):
+                cloud = float("nan")
+            if isinstance(self.max_cloud, bool) or not 0 <= cloud <= 100:
+                raise QueryError(f"max_cloud={self.max_cloud!r} must be a percentage in "
+                                 "0..100, e.g. max_cloud=10")
+            if isinstance(self.max_cloud, str):
+                object.__setattr__(self, "max_cloud", cloud)
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or \
+                not 1 <= self.limit <= MAX_LIMIT:
+            raise QueryError(f"limit={self.limit!r} must be an int in 1..{MAX_LIMIT}")
+
+    def _check_stac(self) -> None:
+        stac = self.stac
+        if not isinstance(stac, str) or not stac.strip():
+            raise QueryError(f"stac={stac!r} must be a preset ({', '.join(PRESETS)}), 'demo', "
+                             "a STAC API URL or a local ItemCollection path")
+        if re.match(r"^https?://", stac, re.IGNORECASE):
+            parts = urlsplit(stac)
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                parts = None
+            if parts is None or not parts.hostname:
+                raise QueryError(f"stac={stac!r} is not a valid URL; give one such as "
+                                 "'https://earth-search.aws.element84.com/v1'")
+        elif self.is_local and not providers.is_demo(stac) and not os.path.exists(self.endpoint):
+            raise QueryError(
+                f"stac={stac!r} is not a preset ({', '.join(PRESETS)}), not 'demo', not an "
+                "http(s) URL and not an existing local file; fix the value"
+            )
 
     @property
     def is_local(self) -> bool:
-        """True when ``stac`` is a local file searched in-process."""
-        return self.stac not in PRESETS and not re.match(r"^https?://", self.stac)
+        """True when ``stac`` is a local file (or the demo world) searched in-process."""
+        return self.stac not in PRESETS and not re.match(r"^https?://", self.stac, re.I)
 
     @property
     def endpoint(self) -> str:
-        """The API URL (or local path) without any query string, user info or token."""
-        url = PRESETS.get(self.stac, self.stac)
+        """The API URL (or local path) without any query string, user info or token.
+
+        ``stac="demo"`` is the demo world's ItemCollection, generated here on first use.
+        """
+        url = providers.resolve_stac(self.stac)
         if self.is_local:
             return str(Path(url).expanduser().resolve())
         parts = urlsplit(url)
@@ -146,17 +205,40 @@ class StacQuery:
         return f"{self.start}T00:00:00Z/{self.end}T23:59:59.999Z"
 
     @property
+    def naming(self) -> providers.Naming | None:
+        """How the provider names the bands (:func:`xsits.providers.naming`).
+
+        By preset, API root or collection; a local catalog by its items' asset keys.
+        """
+        scheme = providers.naming(self.stac, self.collection)
+        if scheme is None and self.is_local:
+            path = self.endpoint
+            if os.path.exists(path):
+                scheme = _local_naming(path, os.path.getmtime(path), self.collection)
+        return scheme
+
+    @property
     def assets(self) -> dict[str, str]:
         """``{band: asset key}``: band names as asked, asset keys as the provider names them."""
-        keys = ASSET_KEYS.get(self.stac, {})
-        return {band: keys.get(band, band) for band in self.bands}
+        scheme = self.naming
+        return {band: providers.asset_key(band, scheme) for band in self.bands}
 
     def api_query(self) -> dict[str, Any] | None:
         """The query-extension dict: ``query`` merged with ``max_cloud``."""
-        q = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (self.query or {}).items()}
+        q = {k: dict(v) for k, v in (self.query or {}).items()}
         if self.max_cloud is not None:
             q.setdefault("eo:cloud_cover", {})["lt"] = self.max_cloud
         return q or None
+
+    def cql2(self) -> dict[str, Any] | None:
+        """Every item filter as one CQL2 JSON expression: ``query``, ``max_cloud``, ``filter``.
+
+        Examples
+        --------
+        >>> StacQuery(max_cloud=10, filter="platform = 'Sentinel-2A'").cql2()["op"]
+        'and'
+        """
+        return and_(query_to_cql2(self.api_query()), parse_filter(self.filter))
 
     def describe(self) -> str:
         """JSON text of the item filters, for provenance attributes and manifests."""
@@ -223,56 +305,42 @@ def group_features(footprints: gpd.GeoSeries, group_size_deg: float = 2.0) -> li
     return [list(ids) for _, ids in key.groupby(key, sort=True).groups.items()]
 
 
-def _cql2_from_query(query: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate a STAC query-extension dict to CQL2 JSON (evaluated by ``cql2``)."""
-    args = []
-    for prop, ops in query.items():
-        for op, value in ops.items():
-            if op in _QUERY_OPS:
-                args.append({"op": _QUERY_OPS[op], "args": [{"property": prop}, value]})
-            elif op == "in":
-                args.append({"op": "in", "args": [{"property": prop}, list(value)]})
-            elif op == "startsWith":
-                args.append({"op": "like", "args": [{"property": prop}, f"{value}%"]})
-            else:
-                raise QueryError(f"query operator {op!r} on {prop!r} is not supported; use "
-                                 f"one of {sorted([*_QUERY_OPS, 'in', 'startsWith'])}")
-    return {"op": "and", "args": args} if len(args) > 1 else args[0]
-
-
 @functools.lru_cache(maxsize=8)
 def _local_items(path: str, mtime: float) -> tuple[dict, ...]:
     """Item dicts of a local ItemCollection or static catalog (cached while unchanged)."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SearchError(
-            f"local STAC file '{p}' is not readable JSON ({err}); fix the path"
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise QueryError(
+            f"stac='{p}' is not a readable JSON file ({one_line(err)}); fix the path"
         ) from err
-    if doc.get("type") == "FeatureCollection":
-        return tuple(doc["features"])
-    if doc.get("type") in ("Catalog", "Collection"):
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    if kind == "FeatureCollection":
+        return tuple(doc.get("features") or ())
+    if kind in ("Catalog", "Collection"):
         cat = pystac.read_file(str(p))
         return tuple(item.to_dict() for item in cat.get_items(recursive=True))
-    raise SearchError(f"local STAC file '{p}' is neither an ItemCollection nor a catalog")
+    raise QueryError(f"stac='{p}' is neither a STAC ItemCollection nor a catalog (its type "
+                     f"is {kind!r}); give an ItemCollection, a catalog.json or an API URL")
+
+
+@functools.lru_cache(maxsize=8)
+def _local_naming(path: str, mtime: float, collection: str) -> providers.Naming | None:
+    """The band naming of a local catalog: that of its first item of ``collection``."""
+    for d in _local_items(path, mtime):
+        if d.get("collection", collection) == collection:
+            return providers.naming_of_assets(list(d.get("assets") or ()))
+    return None
 
 
 def _search_local(q: StacQuery, area) -> list[pystac.Item]:
-    """Filter a local ItemCollection / catalog like a STAC API would."""
+    """Filter a local ItemCollection / catalog like a STAC API would (the same CQL2)."""
     import cql2
 
     path = q.endpoint
-    if not os.path.exists(path):
-        raise QueryError(
-            f"stac={q.stac!r} is not a preset ({', '.join(PRESETS)}), not an http(s) URL and "
-            "not an existing local file; fix the value"
-        )
-    exprs = []
-    if q.api_query():
-        exprs.append(cql2.Expr(_cql2_from_query(q.api_query())))
-    if q.filter is not None:
-        exprs.append(cql2.Expr(q.filter if isinstance(q.filter, str) else dict(q.filter)))
+    expr = q.cql2()
+    match = cql2.Expr(expr).matches if expr is not None else None
     t0, t1 = pd.Timestamp(q.start, tz="UTC"), pd.Timestamp(q.end, tz="UTC") + pd.Timedelta("1D")
     out = []
     for d in _local_items(path, os.path.getmtime(path)):
@@ -281,7 +349,7 @@ def _search_local(q: StacQuery, area) -> list[pystac.Item]:
         t = pd.Timestamp(d["properties"]["datetime"])
         if not (t0 <= t < t1) or not shape(d["geometry"]).intersects(area):
             continue
-        if all(e.matches(d) for e in exprs):
+        if match is None or match(d):
             out.append(pystac.Item.from_dict(d, preserve_dict=True))
     return out
 
@@ -299,30 +367,33 @@ def _pc_modifier(stac: str):
 
 
 def open_client(q: StacQuery, *, modifier=None):
-    """A pystac-client ``Client`` with retries and backoff on 429/5xx (and PC signing).
+    """A pystac-client ``Client`` whose requests are retried (:mod:`xsits.stac_api`).
+
+    Planetary Computer hrefs are signed (``xsits[pc]``).
+
+    Raises
+    ------
+    xsits.errors.StacRequestError
+        The API refused the landing page request (HTTP 4xx), with its message.
+    xsits.errors.SearchError
+        The API cannot be reached (after the retries of ``xsits.get_options().retry``).
 
     Examples
     --------
     >>> client = open_client(StacQuery(stac="http://127.0.0.1:1"))  # doctest: +SKIP
     """
     from pystac_client import Client
-    from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
-    retry = Retry(
-        total=q.retries,
-        backoff_factor=0.2,
-        backoff_max=10,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=None,
-        respect_retry_after_header=True,
-    )
-    io = StacApiIO(max_retries=retry, timeout=60)
-    url = PRESETS.get(q.stac, q.stac)
+    io = RetryingStacApiIO(timeout=REQUEST_TIMEOUT)
     try:
-        return Client.open(url, stac_io=io, modifier=modifier or _pc_modifier(q.stac))
+        return Client.open(PRESETS.get(q.stac, q.stac), stac_io=io,
+                           modifier=modifier or _pc_modifier(q.stac))
+    except StacRequestError:
+        raise
     except Exception as err:
-        raise SearchError(f"STAC API {q.endpoint} cannot be opened: {one_line(err)}") from err
+        tries = retry.default_policy().attempts
+        raise SearchError(f"STAC API {q.endpoint} cannot be opened after {tries} tries: "
+                          f"{one_line(err)}; check the URL and the network") from err
 
 
 #: Item fields asked of APIs with the fields extension (plus the bands' assets): what
@@ -343,15 +414,34 @@ def _fields(q: StacQuery, client) -> dict[str, list[str]] | None:
             "exclude": ["links"]}
 
 
+def _filters(q: StacQuery, client) -> dict[str, Any]:
+    """``filter`` (CQL2 JSON of every item filter) or, without the filter extension, ``query``.
+
+    The same CQL2 a local catalog evaluates: APIs implement the Query extension's string
+    and ``in`` operators unevenly (stac-fastapi-pgstac only its comparisons).
+    """
+    from pystac_client import ConformanceClasses
+
+    expr = q.cql2()
+    if expr is None:
+        return {}
+    if client.conforms_to(ConformanceClasses.FILTER):
+        return {"filter": expr, "filter_lang": "cql2-json"}
+    if q.filter is None and client.conforms_to(ConformanceClasses.QUERY):
+        return {"query": q.api_query()}
+    raise QueryError(f"the STAC API {q.endpoint} supports neither CQL2 filters nor the Query "
+                     f"extension; drop filter= / query= / max_cloud= "
+                     f"(asked: {shorten(json.dumps(expr), 120)})")
+
+
 def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
     search = client.search(
         collections=[q.collection],
         intersects=area.__geo_interface__,
         datetime=q.datetime,
-        query=q.api_query(),
-        filter=q.filter,
         limit=q.limit,
         fields=_fields(q, client),
+        **_filters(q, client),
     )
     # as search.items(), but not migrated to the newest STAC version: migrating deep-copies
     # every item (~0.3 ms each); odc-stac and xsits read either version's fields
@@ -390,6 +480,15 @@ def search(
     SearchResult
         Items per feature; features with no item (or whose group search failed) in ``missing``.
 
+    Raises
+    ------
+    xsits.errors.NoItemsError
+        No feature of the AOI has any item (every one outside the tiles, dates or query).
+    xsits.errors.StacRequestError
+        The API refused the search (HTTP 4xx), with its message.
+    xsits.errors.QueryError, xsits.errors.SearchError
+        A bad query (before any request), or an API that cannot be reached.
+
     Examples
     --------
     >>> import xsits
@@ -408,7 +507,23 @@ def search(
         return dict(sorted(d.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
     merged.items, merged.missing = in_aoi_order(merged.items), in_aoi_order(merged.missing)
+    if not merged.items and merged.missing:
+        _raise_nothing_found(merged.missing, footprints if footprints is not None else
+                             gpd.GeoSeries(aoi.geometry.values, index=aoi["feature_id"],
+                                           crs=aoi.crs))
     return merged
+
+
+def _raise_nothing_found(missing: Mapping[str, str], shapes: gpd.GeoSeries) -> None:
+    """Raise for a search where no feature has an item: the first feature and why."""
+    fid, why = next(iter(missing.items()))
+    where = ""
+    if fid in shapes.index:
+        point = shapes.to_crs("EPSG:4326").loc[[fid]].representative_point().iloc[0]
+        where = f" (lon {point.x:.4f}, lat {point.y:.4f})"
+    more = f" (and {len(missing) - 1} more features)" if len(missing) > 1 else ""
+    cls = NoItemsError if why.startswith("no ") else SearchError
+    raise cls(f"no feature of the AOI has an item: feature {fid!r}{where}{more}: {why}")
 
 
 def _query(stac_query: StacQuery | None, query_kwargs: Mapping[str, Any]) -> StacQuery:
@@ -473,8 +588,8 @@ def iter_search(
         try:
             return _search_local(query, area) if query.is_local else _search_api(query, client,
                                                                                  area)
-        except (QueryError, MissingDependencyError):
-            raise
+        except (QueryError, MissingDependencyError, StacRequestError):
+            raise  # the query itself is wrong: every group would fail alike
         except Exception as err:  # one failed group must not sink the others
             return err
 
@@ -488,7 +603,7 @@ def iter_search(
                 missing: dict[str, str] = {}
                 if isinstance(found, BaseException):
                     for fid in ids:
-                        missing[fid] = f"STAC search failed after retries: {one_line(found)}"
+                        missing[fid] = f"the STAC search failed after retries: {one_line(found)}"
                 else:
                     _assign(found, footprints.loc[ids], query, items, missing)
                 for its in items.values():
@@ -513,8 +628,10 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
         if its:
             items[fid] = its
         elif found and not usable:
+            have = sorted({k for it in found for k in it.assets})
             missing[fid] = (
-                f"items found lack assets {list(q.assets.values())}; check the band names"
+                f"the items found lack assets {list(q.assets.values())} (they have "
+                f"{shorten(', '.join(have), 200)}); ask for bands by those names"
             )
         else:
             missing[fid] = (
