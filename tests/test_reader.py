@@ -158,3 +158,24 @@ def test_header_of_many_levels_and_band_interleave(tmp_path):
         assert head.factors == src.overviews(1)
         assert head.levels[0].geobox.transform == src.transform
     assert head.planar and head.count == 2 and head.nodata == -1 and head.refusal is None
+
+
+@pytest.mark.parametrize(("crs", "mode"), [("EPSG:3035", "patch"), ("utm", "image")])
+def test_small_cube_task_equals_odc_stac_graph(stac_url, crs, mode):
+    """A small cube is one task running odc.stac.load itself; it equals odc-stac's own lazy
+    graph (one task per date and band): values, dtypes, coordinates, attributes, encoding."""
+    from xsits.load import load_cube
+
+    aoi = _point_aoi(2)
+    res = xsits.search(aoi, stac=stac_url, start=WORLD_START, end=WORLD_END, query=QUERY,
+                       bands=BANDS)
+    gbox = xsits.grid.feature_geoboxes(aoi, xsits.GridSpec(
+        crs=crs, resolution=20, mode=mode, buffer=300.0, size=(7, 5)))["a"]
+    small = load_cube(res.items["a"], gbox, bands=list(BANDS))
+    graph = load_cube(res.items["a"], gbox, bands=list(BANDS), chunks={"time": 1})
+    assert len(small.__dask_graph__()) < 10 < len(graph.__dask_graph__())
+    got, want = small.compute(), graph.compute()
+    xr.testing.assert_identical(got, want)
+    for band in BANDS:
+        assert got[band].encoding == want[band].encoding
+    assert (got["B08"].values > 0).mean() > 0.3

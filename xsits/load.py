@@ -235,6 +235,9 @@ def load_cube(
     groups = solar_groups(items, lon)
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
+    small = chunks is None and all(n <= CHUNKS[d] for n, d in
+                                   zip(geobox.shape.yx, "yx", strict=True)) and \
+        len(groups) * geobox.shape.x * geobox.shape.y * 2 <= CHUNK_BYTES
     if chunks is None:
         ny, nx = (min(n, CHUNKS[d]) for n, d in zip(geobox.shape.yx, "yx", strict=True))
         per_chunk = max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))  # dates per chunk
@@ -244,17 +247,13 @@ def load_cube(
                for it in items for b in bands if b.split(".")[0] in it.assets]
     try:
         cfg = band_config(items, bands) if stac_cfg is None else stac_cfg
-        ds = odc.stac.load(
-            items,
-            bands=list(bands),
-            geobox=geobox,
-            groupby="solar_day",
-            chunks=dict(chunks),
-            resampling=dict(resampling),
-            fail_on_error=True,
-            stac_cfg=dict(cfg),
-            driver=CogDriver(sources),
-        )
+        kwargs = dict(bands=list(bands), geobox=geobox, groupby="solar_day",
+                      resampling=dict(resampling), fail_on_error=True, stac_cfg=dict(cfg),
+                      driver=CogDriver(sources))
+        if small:
+            ds = _deferred(items, groups, kwargs)
+        else:
+            ds = odc.stac.load(items, chunks=dict(chunks), **kwargs)
     except LoadError:
         raise
     except Exception as err:
@@ -264,6 +263,43 @@ def load_cube(
     ds = ds.assign_coords(_time_coords(groups))
     ds.attrs.update(attrs or {})
     return ds
+
+
+def _deferred(items: Sequence[pystac.Item], groups: list[list[pystac.Item]],
+               kwargs: dict[str, Any]) -> xr.Dataset:
+    """A small cube as one dask task that runs ``odc.stac.load`` itself when computed.
+
+    The same pixels, dtypes and attributes as odc-stac's lazy graph (its template is
+    odc-stac's own cube of the first date), for one task per feature instead of one per date
+    and band, and odc-stac's planning done by the task (on a dask worker) instead of up front.
+    """
+    import dask
+    import dask.array as da
+
+    template = odc.stac.load(groups[0], chunks={}, **kwargs)
+    times = [g[0].datetime.replace(tzinfo=None) for g in groups]
+    token = dask.base.tokenize(*(it.id for it in items), kwargs["geobox"], list(kwargs))
+    task = dask.delayed(_load_now, pure=True, traverse=False)(
+        list(items), kwargs, np.array(times, dtype="datetime64[ns]"),
+        dask_key_name=f"xsits-load-{token}")
+    shape = (len(groups), *kwargs["geobox"].shape.yx)
+    data = {}
+    for name, var in template.data_vars.items():
+        arr = da.from_delayed(task[name], shape, dtype=var.dtype, name=f"{name}-{token}")
+        data[name] = xr.DataArray(arr, dims=var.dims, attrs=var.attrs)
+        data[name].encoding = dict(var.encoding)
+    coords = {k: v for k, v in template.coords.items() if "time" not in v.dims}
+    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
+    return xr.Dataset(data, coords=coords, attrs=template.attrs)
+
+
+def _load_now(items: list[pystac.Item], kwargs: dict[str, Any],
+              times: np.ndarray) -> dict[str, np.ndarray]:
+    """The deferred cube's task: ``odc.stac.load(..., chunks=None)`` (no dask), checked."""
+    ds = odc.stac.load(items, chunks=None, **kwargs)
+    if not np.array_equal(ds["time"].values.astype("datetime64[ns]"), times):
+        raise LoadError("odc-stac dated the cube differently than planned")  # pragma: no cover
+    return {name: var.values for name, var in ds.data_vars.items()}
 
 
 def open_cubes(

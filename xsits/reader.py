@@ -135,12 +135,18 @@ def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan |
     """
     if head.refusal is not None or not cfg.nearest:
         return None
-    key = (tuple(lv.geobox for lv in head.levels), dst_geobox, cfg.use_overviews)
+    key = (*(_grid_key(lv.geobox) for lv in head.levels), _grid_key(dst_geobox),
+           cfg.use_overviews)
     hit = _PLANS.get(key)
     if hit is None:
         hit = _PLANS.put(key, _planner().submit(_plan_read, head, cfg, dst_geobox).result()
                          or False)
     return hit or None
+
+
+def _grid_key(gbox: GeoBox) -> tuple:
+    """A cheap cache key of a grid (hashing a GeoBox writes its CRS as WKT every time)."""
+    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
 
 
 def _plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan | None:
@@ -171,7 +177,7 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
     ``dst``, so every output pixel comes from exactly the source pixel a direct GDAL warp of
     the file would take. Cached per grid pair.
     """
-    key = (src, dst)
+    key = (_grid_key(src), _grid_key(dst))
     hit = _INDICES.get(key)
     if hit is not None:
         return hit
