@@ -4,8 +4,8 @@
     python benchmarks/run.py --features 1000 --only xsits --latency-ms 0 --repeat 1
     python benchmarks/run.py --profile              # xsits once under pyinstrument
 
-See benchmarks/README.md. Results go to benchmarks/results/<timestamp>.json and a Markdown
-table is printed.
+See benchmarks/README.md. Results go to benchmarks/results/run-<latencies>ms-<N>f.json
+(or <tag>.json) and a Markdown table is printed.
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
                    help="where stac-fastapi-pgstac hydrates items: in Python (USE_API_HYDRATE, "
                         "default: a fifth of the server CPU, which shares the client's cores "
                         "here) or in PostgreSQL (its default; until session 4)")
-    p.add_argument("--tag", default="", help="label stored in the results JSON")
+    p.add_argument("--tag", default="", help="label and file name of the results JSON")
     args = p.parse_args(argv)
 
     latencies = [float(x) for x in args.latency_ms.split(",") if x != ""]
@@ -427,7 +427,9 @@ def main(argv=None) -> int:
            "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},
            "summary": rows, "targets": checks, "comparisons": comparisons,
            "runs": [{k: v for k, v in r.items() if k != "paths"} for r in runs]}
-    path = RESULTS / f"{stamp}.json"
+    # one file per benchmark setting, overwritten by the next run of it: git keeps the latest
+    name = args.tag or f"run-{args.latency_ms.replace(',', '+')}ms-{args.features}f"
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1, default=str))
     partial.unlink(missing_ok=True)
     print()

@@ -17,7 +17,7 @@ own process:
 - ``sits``: sits 0.8.0's ``Multiproc`` in patch mode with ``dimx = dimy = 1`` (one cube per
   point) on the first ``--sits-points`` points; its time per point is extrapolated to N.
 
-Results: ``benchmarks/results/sample-<timestamp>.json`` and a Markdown table.
+Results: ``benchmarks/results/sample-<N>p.json`` and a Markdown table.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def drive(args) -> int:
     doc = {"timestamp": stamp, "argv": sys.argv[1:], "open_kwargs": OPEN,
            "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},
            "runs": runs, "comparison": comparison}
-    path = brun.RESULTS / f"sample-{stamp}.json"
+    path = brun.RESULTS / f"sample-{args.points}p.json"  # latest run of this size
     path.write_text(json.dumps(doc, indent=1, default=str))
     print()
     print(table)
