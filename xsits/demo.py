@@ -2,7 +2,7 @@
 
 ``xsits demo`` (``make demo``) runs :func:`run_demo`: on first use the demo scenes are
 generated deterministically with :func:`xsits.testing.scenes.make_world` into the cache
-directory (:func:`cache_dir`: platformdirs ``user_cache_dir("xsits")``, or ``$XSITS_CACHE_DIR``)
+directory (:func:`cache_dir`: the option ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache)
 and written as a static STAC ItemCollection that :func:`xsits.search` filters in-process: no
 network, no server. Then, for :data:`DEMO_PT_IDS` of the bundled points, it opens the cubes,
 harmonizes, masks clouds with SCL, gap-fills linearly, exports one NetCDF per feature with
@@ -27,6 +27,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 from shapely.geometry import Point
+
+from xsits.options import get_options
 
 __all__ = [
     "BUNDLED_POINTS",
@@ -65,21 +67,18 @@ DEMO_WINDOW_M = 2560
 
 
 def cache_dir() -> Path:
-    """Where xsits caches generated data: ``$XSITS_CACHE_DIR`` or ``user_cache_dir("xsits")``.
+    """Where xsits caches generated data: ``get_options().cache_path()``.
+
+    That is the option ``cache_dir``, else ``$XSITS_CACHE_DIR``, else ``user_cache_dir("xsits")``.
 
     Examples
     --------
-    >>> from unittest import mock
-    >>> with mock.patch.dict("os.environ", {"XSITS_CACHE_DIR": "/tmp/xsits-cache"}):
+    >>> import xsits
+    >>> with xsits.set_options(cache_dir="/tmp/xsits-cache"):
     ...     str(cache_dir())
     '/tmp/xsits-cache'
     """
-    env = os.environ.get("XSITS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("xsits"))
+    return get_options().cache_path().expanduser()
 
 
 def bundled_points(pt_ids: Sequence[int] | None = None) -> gpd.GeoDataFrame:
