@@ -133,6 +133,7 @@ class Result:
     reader: str = "?"  # "fast", "gdal", "mixed", "none" (no read)
     detail: str = ""
     api_equal: dict[str, bool] = field(default_factory=dict)
+    api_out: dict[str, tuple] = field(default_factory=dict)  # mode: (dtype, nodata attr)
     seconds: float = 0.0
 
 
@@ -213,7 +214,7 @@ def _requests_of_crs() -> Iterator[tuple[str, str, Layout, Request]]:
         yield "source CRS", f"src-{crs}", src, Request()
         yield "source CRS", f"src-{crs}-x2", src, Request(factor=2)
         for out in outs:
-            for factor in (1, 2, 3.3, 6, 8):
+            for factor in (1, 2, 3.3, 8):
                 yield "output CRS x resolution", f"{crs}-to-{out}-x{factor}", src, \
                     Request(crs=out, factor=factor)
             yield "output CRS x resampling", f"{crs}-to-{out}-bilinear", src, \
@@ -233,9 +234,10 @@ def cases() -> list[Case]:
         if axis in ("compression x dtype", "compression (lossy)", "predictor", "byte order",
                     "nodata", "overviews", "block x overviews x interleave"):
             add(axis, label + "-x2.5", layout, Request(factor=2.5))
+        if axis in ("compression x dtype", "compression (lossy)", "nodata", "overviews"):
             add(axis, label + "-3035", layout, Request(crs="EPSG:3035", factor=1.5))
         if axis == "overviews":
-            for f in (2, 4, 7, 16):
+            for f in (2, 4, 16):
                 add(axis, f"{label}-x{f}", layout, Request(factor=f))
         if axis == "bands x interleave":
             for b in range(2, layout.bands + 1):
@@ -286,17 +288,16 @@ def cases() -> list[Case]:
             req = replace(req, band=layout.bands)
         add("combinations", f"combo-{i}", layout, req)
     # open_cubes, image and patch modes: each file elsewhere (one item per feature)
-    api_layouts = [BASE, replace(BASE, compress="ZSTD", predictor=2),
+    api_layouts = [BASE, replace(BASE, compress="ZSTD", predictor=2, overviews="addo",
+                                 block=128),
                    replace(BASE, compress="JPEG", dtype="uint8", nodata="zero"),
-                   replace(BASE, interleave="band", bands=2), replace(BASE, nodata="mask"),
-                   replace(BASE, overviews="addo", block=128), FLOAT_BASE,
-                   replace(BASE, nodata="none"), replace(BASE, compress="LERC", block=0,
-                                                         overviews="none")]
+                   replace(BASE, interleave="band", bands=2, compress="LERC", block=0,
+                           overviews="none"),
+                   replace(BASE, nodata="mask"), FLOAT_BASE]
     n = 0
     for mode in ("image", "patch"):
         for crs, factor, method in (("utm", 1, "nearest"), ("utm", 2, "nearest"),
-                                    ("EPSG:3035", 2, "nearest"), ("utm", 3, "bilinear"),
-                                    ("EPSG:3035", 6, "average")):
+                                    ("EPSG:3035", 2, "nearest"), ("EPSG:3035", 6, "average")):
             for meta in ("pc", "raster_bands"):
                 for layout in api_layouts:
                     n += 1
@@ -308,10 +309,10 @@ def cases() -> list[Case]:
                         replace(layout, where=n), req)
     for kind in ("500", "truncate", "404", "403"):
         for layout in (BASE, replace(BASE, compress="JPEG", dtype="uint8", nodata="zero")):
-            for api in (None, "patch"):
+            for api, meta in ((None, "pc"), (None, "raster_bands"), ("patch", "pc")):
                 n += 1
-                add("HTTP faults", f"fault-{kind}-{layout.compress}-{api or 'driver'}",
-                    replace(layout, where=n), Request(fault=kind, api=api, factor=2))
+                add("HTTP faults", f"fault-{kind}-{layout.compress}-{api or 'driver'}-{meta}",
+                    replace(layout, where=n), Request(fault=kind, api=api, factor=2, meta=meta))
     names = Counter(c.name for c in out)
     dup = [k for k, v in names.items() if v > 1]
     assert not dup, dup
@@ -367,11 +368,12 @@ def write_raster(layout: Layout, path: Path) -> None:
         opts["photometric"] = "YCBCR" if layout.interleave == "pixel" else "RGB"
     if layout.compress == "WEBP":
         opts["webp_lossless"] = False
+    # "cog": the COG driver; band interleave (which its GDAL 3.10 cannot write): a GTiff
+    # copied with COPY_SRC_OVERVIEWS, the same layout (overviews' IFDs first, then the data)
     cog = layout.overviews == "cog"
-    if cog:
+    by_cog_driver = cog and layout.interleave == "pixel"
+    if by_cog_driver:
         opts.update(blocksize=layout.block, overviews="AUTO", resampling="nearest")
-        if layout.interleave == "band":
-            opts["interleave"] = "BAND"
     else:
         opts["interleave"] = layout.interleave
         if layout.block:
@@ -381,32 +383,81 @@ def write_raster(layout: Layout, path: Path) -> None:
         if layout.endian == "big":
             opts["endianness"] = "BIG"
     nodata = layout.nodata_value()
-    env = {"GDAL_TIFF_INTERNAL_MASK": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.tif")
-    with rasterio.Env(**env):
-        target = tmp if cog and layout.nodata == "mask" else path
-        drv = "GTiff" if target == tmp or not cog else "COG"
-        mem_opts = {} if drv == "COG" else opts
-        if drv == "GTiff" and target == tmp:
-            mem_opts = {"tiled": True}
+    copied = cog and (layout.nodata == "mask" or not by_cog_driver)
+    from rasterio.enums import Resampling
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        target = tmp if copied else path
+        drv = "COG" if by_cog_driver and not copied else "GTiff"
+        first_opts = {"tiled": True, "interleave": layout.interleave} if copied else opts
         with rasterio.open(target, "w", driver=drv, width=layout.size, height=layout.size,
                            count=layout.bands, dtype=layout.dtype, crs=layout.crs,
-                           transform=transform, nodata=nodata, **mem_opts) as dst:
+                           transform=transform, nodata=nodata, **first_opts) as dst:
             dst.write(data)
             if layout.nodata == "mask":
                 dst.write_mask(np.where(hole, 0, 255).astype("uint8"))
-        if target == tmp:  # a COG with a mask band: GTiff with a mask, then copied as a COG
-            from rasterio.shutil import copy as rio_copy
-
-            rio_copy(tmp, path, driver="COG", **opts)
+        if copied:
+            if by_cog_driver:
+                rio_copy(tmp, path, driver="COG", **opts)
+            else:
+                with rasterio.open(tmp, "r+") as dst:
+                    factors, f = [], 2
+                    while layout.size / f >= min(layout.block, 256) / 2:
+                        factors.append(f)
+                        f *= 2
+                    dst.build_overviews(factors or [2], Resampling.nearest)
+                rio_copy(tmp, path, driver="GTiff", copy_src_overviews=True, **opts)
             tmp.unlink()
         if layout.overviews in ("addo", "many"):
-            from rasterio.enums import Resampling
-
             with rasterio.open(path, "r+") as dst:
                 factors = [2, 4] if layout.overviews == "addo" else [2, 4, 8, 16, 32, 64]
                 dst.build_overviews(factors, Resampling.nearest)
+    check_written(layout, path)
+
+
+#: TIFF compression tag of each codec name
+_TIFF_CODES = {"NONE": 1, "DEFLATE": 8, "LZW": 5, "ZSTD": 50000, "JPEG": 7, "LERC": 34887,
+               "LERC_DEFLATE": 34887, "WEBP": 50001}
+
+
+def check_written(layout: Layout, path: Path) -> None:
+    """Fail unless the file has the layout the case claims (GDAL may ignore an option)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = list(tif.pages)
+        main = pages[0]
+        images = [p for p in pages if not int(p.subfiletype) & 4]
+        masks = [p for p in pages if int(p.subfiletype) & 4]
+        got = {
+            "compression": int(main.compression), "predictor": int(main.predictor),
+            "tiled": main.is_tiled, "block": main.tilewidth if main.is_tiled else 0,
+            "planar": int(main.planarconfig), "bands": main.samplesperpixel,
+            "dtype": main.dtype.name, "big": tif.byteorder == ">", "masks": bool(masks),
+            "overviews": len(images) - 1,
+            # where the IFDs are: all before the image data (COG), or some after (gdaladdo)
+            "ifds_first": max(p.offset for p in pages) < min(main.dataoffsets),
+        }
+    want = {
+        "compression": _TIFF_CODES[layout.compress], "predictor": layout.predictor,
+        "tiled": layout.block > 0, "block": layout.block,
+        "planar": 2 if layout.interleave == "band" and layout.bands > 1 else 1,
+        "bands": layout.bands, "dtype": layout.dtype, "big": layout.endian == "big",
+        "masks": layout.nodata == "mask",
+        "ifds_first": layout.overviews not in ("addo", "many"),
+        "overviews": {"none": 0, "addo": 2, "many": 6}.get(layout.overviews,
+                                                           got["overviews"] or -1),
+    }
+    if layout.bands == 1:
+        want["planar"] = got["planar"]  # one band: either is the same layout
+    if layout.overviews == "cog" and layout.size <= layout.block:
+        want["overviews"] = got["overviews"]  # GDAL makes none for a single-tile file
+    if got != want:
+        diff = {k: (got[k], want[k]) for k in got if got[k] != want[k]}
+        raise AssertionError(f"{path.name}: GDAL wrote another layout (got, wanted): {diff}")
 
 
 # --------------------------------------------------------------------------- STAC items
@@ -534,6 +585,11 @@ def compare(got: Any, want: Any, bands: Sequence[str]) -> str:
         if g.shape != w.shape:
             return f"{band}: shape {g.shape} != {w.shape}"
         gv, wv = g.values, w.values
+        valid = ~np.isnan(wv) if wv.dtype.kind == "f" else np.ones(wv.shape, bool)
+        if wn is not None and not math.isnan(wn):
+            valid &= wv != wn
+        if valid.mean() < 0.2:  # a case must compare pixels, not an empty window
+            return f"{band}: only {100 * valid.mean():.1f} % of the truth is valid"
         if not np.array_equal(gv, wv, equal_nan=gv.dtype.kind == "f"):
             if gv.dtype.kind == "f":
                 nan = np.isnan(gv) != np.isnan(wv)
@@ -566,6 +622,32 @@ def load_truth(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> A
     return odc.stac.load(items, bands=[band], geobox=gbox, groupby="solar_day",
                          resampling=resampling, chunks=None,
                          stac_cfg=truth_cfg(items, band))
+
+
+def load_driver(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> Any:
+    """xsits' driver path: ``odc.stac.load`` as :func:`xsits.load.load_cube` calls it.
+
+    The same arguments as load_cube's (its ``band_config``, ``CogDriver`` with the files,
+    ``groupby="solar_day"``, ``fail_on_error``), run at once without dask, as load_cube's
+    one-task cube runs it (``load._load_now``).
+    """
+    import odc.stac
+
+    from xsits.errors import LoadError
+    from xsits.load import band_config
+    from xsits.reader import CogDriver
+
+    resampling_of = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
+    sources = [(it.assets[band.split(".")[0]].href, resampling == "nearest") for it in items]
+    cfg = band_config(items, [band])
+    try:
+        return odc.stac.load(items, bands=[band], geobox=gbox, groupby="solar_day",
+                             resampling=resampling_of, fail_on_error=True, stac_cfg=cfg,
+                             driver=CogDriver(sources), chunks=None)
+    except LoadError:
+        raise
+    except Exception as err:  # as load_cube: every failure to read is a LoadError
+        raise LoadError(f"cannot build the cube: {err}") from err
 
 
 def _reader_of(stats: dict[str, int]) -> str:
@@ -648,11 +730,14 @@ class Suite:
 
     @staticmethod
     def collection(case: Case) -> str:
-        """Driver cases share one collection; open_cubes cases one per group (same dtype)."""
+        """Driver cases share one collection; open_cubes cases one per dtype and nodata.
+
+        (open_cubes takes a band's dtype / nodata from the first file of its collection.)
+        """
         req = case.request
         if req.api is None:
             return f"{SUITE}-driver"
-        return f"{SUITE}-api-" + hashlib.sha1(repr(api_group(case)).encode()).hexdigest()[:8]
+        return f"{SUITE}-api-{case.layout.dtype}-{case.layout.nodata}"
 
     def run(self) -> dict[str, Result]:
         """Run every case (open_cubes cases by group, one open_cubes call per group)."""
@@ -673,8 +758,6 @@ class Suite:
     def run_driver(self, case: Case) -> Result:
         from xsits import reader
         from xsits.errors import LoadError
-        from xsits.load import load_cube
-
         t0 = time.monotonic()
         res = Result(case)
         item = self.items[case.name]
@@ -690,7 +773,7 @@ class Suite:
             if req.fault:
                 self.cogs.set_fault(self.paths[case.name], req.fault, times=2)
             try:
-                got = load_cube([item], gbox, bands=[band], resampling=req.resampling).compute()
+                got = load_driver([item], gbox, band, req.resampling)
             finally:
                 if req.fault:
                     self.cogs.clear_faults()
@@ -709,7 +792,6 @@ class Suite:
         """404 / 403: a LoadError naming the href without its query, within seconds."""
         from xsits import reader
         from xsits.errors import LoadError
-        from xsits.load import load_cube
 
         reader.clear_cache()
         path = self.paths[case.name]
@@ -717,7 +799,7 @@ class Suite:
             self.cogs.set_fault(path, "403", times=-1)
         t0 = time.monotonic()
         try:
-            load_cube([item], gbox, bands=[band]).compute()
+            load_driver([item], gbox, band, "nearest")
         except LoadError as err:
             took = time.monotonic() - t0
             msg = str(err)
@@ -788,6 +870,9 @@ class Suite:
                 self._api_result(case, False, f"no cube: {cubes.missing.get(fid)}")
                 continue
             got = computed[fid]
+            self.results[case.name].api_out[case.request.api] = (
+                got["B04"].dtype.name, got["B04"].attrs.get("nodata"),
+                got["B04"].encoding.get("_FillValue"))
             items = cubes.search.items[fid]
             if [it.id for it in items] != [self.items[case.name].id]:
                 self._api_result(case, False, f"items {[it.id for it in items]}")
