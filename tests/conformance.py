@@ -15,10 +15,13 @@ Equal means the same dtype, the same nodata attribute, identical values and iden
 positions. There is no tolerance anywhere. Each case records whether the fast reader served
 its reads, GDAL did, or both (``reader.last_load_stats()``).
 
-Fault cases inject per-path faults in the COG server: 500 once then success and a truncated
-body once must come back equal (retried); 404 / 403 must raise a :class:`LoadError` naming the
-href (without its query string) within seconds, and through ``open_cubes`` must leave the
-feature in ``cubes.missing`` with that reason.
+Fault cases inject per-path faults in the COG server: 500 / 503, a truncated body or a
+dropped connection, on the header's requests or on the reads after it, then success, must
+come back equal (retried); 404 / 403 must raise a :class:`LoadError` naming the href
+(without its query string) within seconds. Through ``open_cubes`` (with features of good files
+in the same call) the bad feature is in ``cubes.missing`` with that reason when open_cubes read
+its header (the first file of the call's band and collection), else its lazy cube raises that
+LoadError at once when computed; the other features' cubes are equal either way.
 
 ``python -m tests.conformance --table`` runs the whole suite (starting its own servers) and
 prints the table of cases per axis.
@@ -113,9 +116,13 @@ class Request:
     resampling: str = "nearest"
     band: int = 1
     meta: str = "pc"  # "pc": proj:epsg + proj:shape + proj:transform, no raster:bands;
-    #                   "raster_bands", "proj_code", "no_transform", "epsg_only"
+    #                   "raster_bands" (the file's dtype / nodata), "proj_code" (proj v2),
+    #                   "no_transform", "epsg_only"; raster:bands unlike the file:
+    #                   "rb_float32", "rb_nodata0", "rb_no_nodata"
     api: str | None = None  # None: the driver path only; "image" / "patch": also open_cubes
-    fault: str | None = None  # "500", "truncate", "404", "403"
+    fault: str | None = None  # "500", "truncate", "404", "403": the next requests of the
+    #                           file fail (its header's); "KIND@read": once its header is known,
+    #                           the next request (a block's, or GDAL's) fails with KIND
 
 
 @dataclass(frozen=True)
@@ -264,7 +271,8 @@ def cases() -> list[Case]:
             Request(crs="EPSG:3035", factor=2, resampling=method))
         add("resampling", f"{method}-float", FLOAT_BASE,
             Request(factor=2, resampling=method))
-    for meta in ("pc", "raster_bands", "proj_code", "no_transform", "epsg_only"):
+    for meta in ("pc", "raster_bands", "proj_code", "no_transform", "epsg_only", "rb_float32",
+                 "rb_nodata0", "rb_no_nodata"):
         for layout in (BASE, FLOAT_BASE, replace(BASE, nodata="none")):
             for req in (Request(), Request(crs="EPSG:3035", factor=2), Request(factor=6)):
                 add("STAC metadata", f"{meta}-{layout.dtype}-{layout.nodata}-"
@@ -307,12 +315,21 @@ def cases() -> list[Case]:
                         f"{layout.compress}-{layout.dtype}-{layout.nodata}-"
                         f"{layout.interleave}-{layout.overviews}",
                         replace(layout, where=n), req)
-    for kind in ("500", "truncate", "404", "403"):
+    for kind in ("500", "truncate", "404", "403", "500@read", "truncate@read", "drop@read",
+                 "503@read"):
         for layout in (BASE, replace(BASE, compress="JPEG", dtype="uint8", nodata="zero")):
-            for api, meta in ((None, "pc"), (None, "raster_bands"), ("patch", "pc")):
+            # ("patch", "pc"): with good features in one open_cubes call; ("image",
+            # "proj_code"): alone in its call
+            for api, meta in ((None, "pc"), (None, "raster_bands"), ("patch", "pc"),
+                              ("image", "proj_code")):
+                if "@" in kind and api is not None:
+                    continue
                 n += 1
+                # reads after the header: a file larger than the header's request (128 kB)
+                lay = replace(layout, where=n, size=1024 if "@" in kind else layout.size)
                 add("HTTP faults", f"fault-{kind}-{layout.compress}-{api or 'driver'}-{meta}",
-                    replace(layout, where=n), Request(fault=kind, api=api, factor=2, meta=meta))
+                    lay, Request(fault=kind, api=api, factor=1 if "@" in kind else 2,
+                                 meta=meta))
     names = Counter(c.name for c in out)
     dup = [k for k, v in names.items() if v > 1]
     assert not dup, dup
@@ -494,23 +511,28 @@ def make_item(case: Case, href: str, collection: str, index: int) -> dict:
         "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"],
         "gsd": float(gbox.resolution.x),
     }
-    if req.meta in ("pc", "raster_bands", "no_transform", "epsg_only"):
+    rb = req.meta == "raster_bands" or req.meta.startswith("rb_")
+    if req.meta in ("pc", "no_transform", "epsg_only") or rb:
         props["proj:epsg"] = epsg
         exts.append("https://stac-extensions.github.io/projection/v1.0.0/schema.json")
     elif req.meta == "proj_code":
         props["proj:code"] = f"EPSG:{epsg}"
         exts.append("https://stac-extensions.github.io/projection/v2.0.0/schema.json")
-    if req.meta in ("pc", "raster_bands", "proj_code", "no_transform"):
+    if req.meta in ("pc", "proj_code", "no_transform") or rb:
         asset["proj:shape"] = [layout.size, layout.size]
         asset["proj:bbox"] = list(gbox.extent.boundingbox)
-    if req.meta in ("pc", "raster_bands", "proj_code"):
+    if req.meta in ("pc", "proj_code") or rb:
         asset["proj:transform"] = list(gbox.transform)[:6]
-    if req.meta == "raster_bands":
+    if rb:
         exts.append("https://stac-extensions.github.io/raster/v1.1.0/schema.json")
         nd = layout.nodata_value()
         band: dict[str, Any] = {"data_type": layout.dtype, "spatial_resolution": 10,
                                 "scale": 1.0, "offset": 0.0}
-        if nd is not None:
+        if req.meta == "rb_float32":  # STAC says float32 of an integer file
+            band["data_type"] = "float32"
+        if req.meta == "rb_nodata0":  # STAC's nodata is not the file's
+            nd = 0
+        if nd is not None and req.meta != "rb_no_nodata":
             band["nodata"] = "nan" if isinstance(nd, float) and math.isnan(nd) else nd
         asset["raster:bands"] = [band] * layout.bands
     del rasterio
@@ -771,7 +793,14 @@ class Suite:
             want = load_truth([item], gbox, band, req.resampling)
             reader.clear_cache()
             if req.fault:
-                self.cogs.set_fault(self.paths[case.name], req.fault, times=2)
+                kind, _, when = req.fault.partition("@")
+                if when == "read":
+                    from xsits import tiff
+
+                    tiff.headers([self.hrefs[case.name]])
+                self.cogs.reset_stats()
+                # 2: a HEAD (GDAL's first request) has no body to truncate
+                self.cogs.set_fault(self.paths[case.name], kind, times=2)
             try:
                 got = load_driver([item], gbox, band, req.resampling)
             finally:
@@ -779,6 +808,8 @@ class Suite:
                     self.cogs.clear_faults()
             res.reader = _reader_of(reader.last_load_stats())
             res.detail = compare(got, want, [band])
+            if req.fault and not res.detail and not self.cogs.stats()["faults"]:
+                res.detail = "the fault was never served (nothing was asked of the file)"
             res.equal = not res.detail
         except LoadError as err:
             res.equal, res.detail = False, f"LoadError: {err}"
@@ -824,6 +855,7 @@ class Suite:
 
         import xsits
         from xsits import reader
+        from xsits.errors import LoadError
 
         first = group[0]
         req = first.request
@@ -849,7 +881,13 @@ class Suite:
                 aoi, stac=self.stac.url, collection=self.collection(first), bands=["B04"],
                 start=START, end=END, resolution=res_m, crs=req.crs or "utm",
                 resampling=req.resampling, **mode_kw)
-            computed = {fid: cube.compute() for fid, cube in cubes.items()}
+            computed: dict[str, Any] = {}
+            for fid, cube in cubes.items():
+                t0 = time.monotonic()
+                try:
+                    computed[fid] = cube.compute()
+                except LoadError as err:  # a feature whose file fails when it is read
+                    computed[fid] = (err, time.monotonic() - t0)
         except Exception as err:
             for case in group:
                 self._api_result(case, False, f"open_cubes: {type(err).__name__}: {err}")
@@ -860,14 +898,28 @@ class Suite:
         for case in group:
             fid = id_of[case.name]
             if case.request.fault in ("404", "403"):
-                why = cubes.missing.get(fid, "")
+                # cubes are lazy: a file whose header open_cubes read (the first of its
+                # collection's band) leaves its feature in .missing; any other fails when
+                # its cube is computed, at once, with the same LoadError
                 bare = self.hrefs[case.name].split("?")[0]
-                ok = fid not in cubes and bare in why and "SECRET" not in why and \
+                if fid in cubes:
+                    err, took = computed[fid] if isinstance(computed.get(fid), tuple) else \
+                        (None, 0.0)
+                    why = str(err) if err is not None else "computed without an error"
+                    ok = err is not None and took < 3
+                    where = "compute"
+                else:
+                    why, ok, where = cubes.missing.get(fid, ""), True, "missing"
+                ok = ok and bare in why and "SECRET" not in why and \
                     f"HTTP {case.request.fault}" in why
-                self._api_result(case, ok, "" if ok else f"missing: {why!r}")
+                self.results[case.name].api_out["fault"] = (where,)
+                self._api_result(case, ok, "" if ok else f"{where}: {why!r}")
                 continue
             if fid not in computed:
                 self._api_result(case, False, f"no cube: {cubes.missing.get(fid)}")
+                continue
+            if isinstance(computed[fid], tuple):
+                self._api_result(case, False, f"compute: {computed[fid][0]}")
                 continue
             got = computed[fid]
             self.results[case.name].api_out[case.request.api] = (
@@ -894,8 +946,9 @@ class Suite:
 def api_group(case: Case) -> tuple:
     """open_cubes cases loaded by one call: same dtype / nodata / metadata / grid request."""
     lay, req = case.layout, case.request
+    alone = req.fault if req.meta == "proj_code" else None  # fault cases alone in a call
     return (lay.dtype, lay.nodata, lay.crs, req.meta, req.api, req.crs, req.factor,
-            req.resampling, req.band)
+            req.resampling, req.band, alone)
 
 
 # --------------------------------------------------------------------------- table

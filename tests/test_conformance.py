@@ -56,9 +56,9 @@ def test_suite_has_the_cases_of_issue_19():
     assert {lay.interleave for lay in layouts} == {"pixel", "band"}
     assert {lay.endian for lay in layouts} == {"little", "big"}
     assert {r.resampling for r in requests} == set(conformance.RESAMPLING)
-    assert {r.meta for r in requests} == {"pc", "raster_bands", "proj_code", "no_transform",
+    assert {r.meta for r in requests} >= {"pc", "raster_bands", "proj_code", "no_transform",
                                           "epsg_only"}
-    assert {r.fault for r in requests} == {None, "500", "truncate", "404", "403"}
+    assert {r.fault for r in requests} >= {None, "500", "truncate", "404", "403"}
     assert {r.api for r in requests} == {None, "image", "patch"}
     from xsits.grid import RESAMPLING
 
@@ -97,3 +97,11 @@ def test_uint16_band_keeps_dtype_and_nodata_through_open_cubes(suite):
     floats = [out for r in suite.results.values() if r.case.layout.nodata == "nan"
               for out in r.api_out.values()]
     assert floats and all(d == "float32" and math.isnan(nd) for d, nd, _ in floats)
+
+
+def test_missing_or_forbidden_file_through_open_cubes(suite):
+    """404 / 403 through open_cubes: the feature is in .missing (its header was read when the
+    cubes were built) or its lazy cube raises the LoadError when computed; both are seen."""
+    where = Counter(r.api_out["fault"][0] for r in suite.results.values()
+                    if r.case.request.fault in ("404", "403") and r.case.request.api)
+    assert where["missing"] >= 4 and where["compute"] >= 4, where

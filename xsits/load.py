@@ -4,8 +4,7 @@ Owns: :func:`open_cubes` (``aoi -> grid -> search -> load``: each feature's pixe
 :mod:`xsits.grid`, its items from :mod:`xsits.stac`, one lazy cube each) and
 :func:`load_cube` (one ``odc.stac.load(..., groupby="solar_day", driver=CogDriver(...))``).
 Bands keep the file's dtype and nodata (read from the first file's header when the items have
-no ``raster:bands``). Nothing is read until ``.compute()`` but the files' headers (a missing
-or forbidden file fails when its cube is built).
+no ``raster:bands``). Nothing is read until ``.compute()`` but those headers.
 Must not: read pixels (:mod:`xsits.reader`), reproject, group or fuse dates (odc-stac).
 """
 
@@ -28,7 +27,6 @@ from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
 from xsits.clip import with_geometry
 from xsits.errors import LoadError
-from xsits.fetch import fetchable
 from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
 from xsits.reader import CogDriver
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
@@ -248,11 +246,6 @@ def load_cube(
                 resampling.get(b, resampling["*"]) == "nearest")
                for it in items for b in bands if b.split(".")[0] in it.assets]
     try:
-        # a file that is missing or forbidden fails here, naming its href: open_cubes records
-        # the feature in .missing instead of a cube that raises when computed
-        for head in headers(list(dict.fromkeys(h for h, _ in sources if fetchable(h)))):
-            if isinstance(head, LoadError):
-                raise head
         cfg = band_config(items, bands) if stac_cfg is None else stac_cfg
         kwargs = dict(bands=list(bands), geobox=geobox, groupby="solar_day",
                       resampling=dict(resampling), fail_on_error=True, stac_cfg=dict(cfg),
