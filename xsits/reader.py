@@ -300,6 +300,20 @@ def _exact_cast(src: np.dtype, dst: np.dtype) -> bool:
     return src == dst or np.can_cast(src, dst, "safe")
 
 
+def _warp_nodata_ok(head: Header, cfg: RasterLoadParams) -> bool:
+    """Whether a warped read's nodata pair is one the fast reader is proven on.
+
+    GDAL's nearest warp (as odc's rasterio reader calls it) copies source nodata pixels as
+    values when the output nodata is 0 and the source's is another value (e.g. STAC's
+    ``raster:bands`` nodata 0 for a file whose nodata is 65535). Served: no source nodata,
+    the same nodata, or a NaN output nodata; any other pair goes to GDAL.
+    """
+    src_nodata = resolve_src_nodata(head.nodata, cfg)
+    dst_nodata = resolve_dst_nodata(resolve_dst_dtype(head.dtype, cfg), cfg, src_nodata)
+    return src_nodata is None or dst_nodata is None or _same(src_nodata, dst_nodata) or \
+        math.isnan(dst_nodata)
+
+
 def _fast_read(head: Header, plan: Plan, src: RasterSource, cfg: RasterLoadParams,
                dst_geobox: GeoBox, dst: np.ndarray | None) -> tuple[tuple[slice, slice],
                                                                   np.ndarray]:
@@ -414,6 +428,8 @@ class _Reader:
             if head.refusal is None and 1 <= self.src.band <= head.count and \
                     _exact_cast(np.dtype(head.dtype), resolve_dst_dtype(head.dtype, cfg)):
                 plan = plan_read(head, cfg, dst_geobox)
+            if plan is not None and plan.index is not None and not _warp_nodata_ok(head, cfg):
+                plan = None
             if plan is not None:
                 state.stats.count(True)
                 return _fast_read(head, plan, self.src, cfg, dst_geobox, dst)

@@ -3,8 +3,10 @@
 Run as ``python xsits/testing/_cog_app.py --root DIR --port-file FILE``.  Built on
 the ``rangehttpserver`` package's ``RangeRequestHandler`` and
 :class:`http.server.ThreadingHTTPServer` (HTTP/1.1 keep-alive).  Counters are
-served, uncounted, at ``/__stats`` and cleared by ``/__stats/reset``.  Used by
-:class:`xsits.testing.servers.CogServer`.
+served, uncounted, at ``/__stats`` and cleared by ``/__stats/reset``.  Faults of one path
+are set, uncounted, at ``/__faults?path=/a.tif&kind=500&times=1`` (``kind``: an HTTP status,
+``drop`` or ``truncate``; ``times``: how many of the next requests of that path fail, -1 for
+all) and cleared by ``/__faults/clear``.  Used by :class:`xsits.testing.servers.CogServer`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,43 @@ else:  # run as a script: do not import the (heavy) xsits package
     from _child import bind_free_socket, watch_parent, write_port_file  # type: ignore
 
 STATS_PATH = "/__stats"
+FAULTS_PATH = "/__faults"
+
+
+class PathFaults:
+    """Faults set for given paths: the next ``times`` requests of a path fail with ``kind``.
+
+    Examples
+    --------
+    >>> f = PathFaults()
+    >>> f.set("/a.tif", "500", 1)
+    >>> f.take("/a.tif"), f.take("/a.tif"), f.take("/b.tif")
+    ('500', None, None)
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.faults: dict[str, list] = {}
+
+    def set(self, path: str, kind: str, times: int) -> None:
+        """Fail the next ``times`` requests of ``path`` (-1: every one) with ``kind``."""
+        with self.lock:
+            self.faults[path] = [kind, times]
+
+    def clear(self) -> None:
+        """Forget every path fault."""
+        with self.lock:
+            self.faults.clear()
+
+    def take(self, path: str) -> str | None:
+        """The fault of this request of ``path``, or None."""
+        with self.lock:
+            hit = self.faults.get(path)
+            if hit is None or hit[1] == 0:
+                return None
+            if hit[1] > 0:
+                hit[1] -= 1
+            return hit[0]
 
 
 class Faults:
@@ -103,6 +142,7 @@ class Handler(RangeRequestHandler):
     protocol_version = "HTTP/1.1"
     stats: Stats
     faults: Faults
+    path_faults: PathFaults
     latency_s: float = 0.0
 
     def setup(self) -> None:
@@ -133,8 +173,27 @@ class Handler(RangeRequestHandler):
             self.wfile.write(body)
         return True
 
+    def _faults_endpoint(self) -> bool:
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(self.path)
+        if parts.path not in (FAULTS_PATH, FAULTS_PATH + "/clear"):
+            return False
+        if parts.path.endswith("/clear"):
+            self.path_faults.clear()
+        else:
+            q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            self.path_faults.set(q["path"], q.get("kind", "500"), int(q.get("times", "1")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(b"{}")
+        return True
+
     def _serve(self, method: str) -> None:
-        if self._stats_endpoint():
+        if self._stats_endpoint() or self._faults_endpoint():
             return
         self.stats.add("requests")
         self.stats.add(method.lower())
@@ -144,7 +203,17 @@ class Handler(RangeRequestHandler):
             self.stats.add("range_requests")
         if self.latency_s:
             time.sleep(self.latency_s)
-        self.fault = self.faults.next()
+        self.fault = self.path_faults.take(self.path.split("?", 1)[0]) or self.faults.next()
+        if self.fault is not None and self.fault.isdigit():
+            self.stats.add("faults")
+            body = f"injected HTTP {self.fault}".encode()
+            self.send_response(int(self.fault))
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method == "GET":
+                self.wfile.write(body)
+            return
         if self.fault == "drop":
             self.stats.add("faults")
             self.stats.add("dropped")
@@ -223,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     watch_parent(args.parent_pid)
     Handler.stats = Stats()
     Handler.faults = Faults(args.fault_rate, args.seed, args.max_consecutive_faults)
+    Handler.path_faults = PathFaults()
     Handler.latency_s = args.latency_ms / 1000.0
     handler = partial(Handler, directory=os.path.abspath(args.root))
     sock = bind_free_socket()

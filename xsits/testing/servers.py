@@ -678,6 +678,26 @@ class CogServer(_StatsMixin):
         self.url = base + "/"
         return self
 
+    def set_fault(self, path: str, kind: str | int, times: int = 1) -> None:
+        """Fail the next ``times`` requests of ``path`` (-1: every one) with ``kind``.
+
+        ``kind``: an HTTP status (``404``, ``403``, ``500``...), ``"drop"`` (the connection
+        closes without an answer) or ``"truncate"`` (half of the body, then the connection
+        closes). ``path`` is relative to :attr:`url` (``"a/b.tif"``).
+
+        Examples
+        --------
+        >>> cogs.set_fault("T31UFQ/B04.tif", 500, times=1)  # doctest: +SKIP
+        """
+        from urllib.parse import urlencode
+
+        query = urlencode({"path": "/" + path.lstrip("/"), "kind": str(kind), "times": times})
+        _http_json(self._base() + "/__faults?" + query)
+
+    def clear_faults(self) -> None:
+        """Forget every fault set by :meth:`set_fault`."""
+        _http_json(self._base() + "/__faults/clear")
+
     def stats(self) -> dict[str, Any]:
         """Return the request counters since start/reset.
 
