@@ -13,8 +13,7 @@ import pytest
 import xarray as xr
 
 import xsits
-from xsits import batch as batch_mod
-from xsits import steps
+from xsits import batch_run, steps
 from xsits.batch import AoiSource, BatchError, compute_all, redact, summary_line
 from xsits.testing.cubes import make_cube
 
@@ -136,13 +135,13 @@ def test_manifest_records_query_steps_and_statuses(tmp_path):
 
 def test_each_compute_holds_one_batch(tmp_path, monkeypatch):
     sizes = []
-    real = batch_mod.dask.compute
+    real = batch_run.dask.compute
 
     def counting(*args, **kwargs):
         sizes.append(len(args))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_mod.dask, "compute", counting)
+    monkeypatch.setattr(batch_run.dask, "compute", counting)
     report = compute_all(_cubes(tuple("abcdefg")), [steps.harmonize()], out_dir=tmp_path,
                          progress=False, batch_size=3, scheduler="synchronous")
     assert sizes == [3, 3, 1]
