@@ -328,6 +328,24 @@ def test_secrets_never_recorded(tmp_path, caplog):
     assert redact("token=abc&x=1 and sig=zz") == "token=***&x=1 and sig=***"
 
 
+def test_child_logger_records_redacted(tmp_path, caplog):
+    """Records of loggers below the redacted ones, made before or after a run, are redacted."""
+    url = "https://acct.blob.core.windows.net/c/B04.tif?sig=SECRET"
+    before = logging.getLogger("odc.loader.xsits_test_before")
+    compute_all(_cubes(("a",)), [], out_dir=tmp_path, progress=False)
+    after = logging.getLogger("odc.loader.xsits_test_after.deeper")  # created after the run
+    caplog.set_level(logging.WARNING)
+    before.warning("cannot read %s", url)
+    after.error("cannot read %s", url)
+    logging.getLogger("rasterio._env").warning("CURL error on %s", url)
+    assert len(caplog.records) == 3
+    assert "SECRET" not in caplog.text
+    assert caplog.records[0].getMessage() == (
+        "cannot read https://acct.blob.core.windows.net/c/B04.tif?<redacted>")
+    logging.getLogger("somebody.else").warning("keep %s", "x?sig=1")  # others untouched
+    assert caplog.records[-1].getMessage() == "keep x?sig=1"
+
+
 # --------------------------------------------------------------------------- schedulers, UI
 
 

@@ -44,40 +44,57 @@ _ERROR_MAX = 500
 # --------------------------------------------------------------------------- redaction
 
 
-class _RedactFilter(logging.Filter):
-    """Rewrites log records with :func:`redact` (odc-loader logs the hrefs it failed to read)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        clean = redact(msg)
-        if clean != msg:
-            record.msg, record.args = clean, ()
-        return True
+#: Loggers whose records, and their children's (``odc.loader``'s module loggers...), may
+#: quote signed hrefs; :func:`compute_all` redacts them all.
+REDACTED_LOGGERS = ("xsits", "odc", "rasterio", "pystac_client", "urllib3", "distributed")
 
 
-_REDACT_FILTER = _RedactFilter()
-#: Loggers whose records may quote signed hrefs; :func:`compute_all` redacts them.
-REDACTED_LOGGERS = ("xsits", "odc", "odc.loader", "odc.loader._rio", "odc.stac", "rasterio",
-                    "rasterio._env", "rasterio._err", "rasterio._base", "pystac_client",
-                    "urllib3.connectionpool", "distributed.worker")
+def _is_redacted(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in REDACTED_LOGGERS)
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Rewrite ``record``'s message with :func:`redact` (odc-loader logs the hrefs it failed)."""
+    try:
+        msg = record.getMessage()
+    except Exception:  # a malformed record is not ours to fix
+        return
+    clean = redact(msg)
+    if clean != msg:
+        record.msg, record.args = clean, ()
 
 
 def install_log_redaction() -> None:
-    """Add the redacting filter to every logger that may quote an href (idempotent).
+    """Redact every record of :data:`REDACTED_LOGGERS` and of their children (idempotent).
 
-    Logger filters only see records created on that very logger, so the filter goes on each
-    known emitter and on every existing child of those names.
+    A filter on a logger sees only the records created on that very logger, not those its
+    children propagate, and a filter on a handler only that handler's; so the redaction
+    happens where every record is made, in a record factory wrapping the one in force
+    (``logging.setLogRecordFactory``). It covers loggers created later too, and needs no
+    module's private logger name.
+
+    Examples
+    --------
+    >>> import logging
+    >>> install_log_redaction()
+    >>> rec = logging.getLogger("odc.loader.any_child").makeRecord(
+    ...     "odc.loader.any_child", logging.ERROR, "f", 1, "read %s failed",
+    ...     ("https://h/a.tif?sig=S",), None)
+    >>> rec.getMessage()
+    'read https://h/a.tif?<redacted> failed'
     """
-    names = set(REDACTED_LOGGERS)
-    names |= {n for n in logging.root.manager.loggerDict
-              if n.split(".")[0] in {"xsits", "odc", "rasterio", "pystac_client"}}
-    for name in names:
-        lg = logging.getLogger(name)
-        if _REDACT_FILTER not in lg.filters:
-            lg.addFilter(_REDACT_FILTER)
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "xsits_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _is_redacted(record.name):
+            _redact_record(record)
+        return record
+
+    factory.xsits_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def error_text(err: BaseException) -> str:
