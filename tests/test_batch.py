@@ -90,6 +90,25 @@ def test_written_files_equal_in_memory_processing(tmp_path):
     np.testing.assert_array_equal(cat["a"].read().B04.values, _processed(cubes["a"]).B04.values)
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_table_batches_write_the_results_catalog(tmp_path, fmt):
+    """Every format writes catalog.yaml; a Parquet / CSV batch reopens through Intake."""
+    import intake
+
+    cubes = _cubes(("a", "b"))
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, format=fmt, progress=False)
+    assert (report.status == "written").all()
+    assert report.attrs["catalog"] == str(tmp_path / "catalog.yaml")
+    cat = intake.open_catalog(str(tmp_path / "catalog.yaml"))
+    assert sorted(cat) == ["a", "b"]
+    got = cat["b"].read()
+    if not isinstance(got, pd.DataFrame):  # Intake's csv driver gives a dask DataFrame
+        got = got.compute()
+    want = _processed(cubes["b"]).B04.transpose("time", "y", "x").values.ravel()
+    np.testing.assert_allclose(got["B04"].to_numpy(dtype=float), want, equal_nan=True)
+    assert set(got["feature_id"].astype(str)) == {"b"}
+
+
 def test_rerun_skips_everything_and_touches_nothing(tmp_path):
     cubes = _cubes(("a", "b", "c"))
     first = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False)
