@@ -347,6 +347,25 @@ def test_secrets_never_recorded(tmp_path, caplog):
     assert redact("token=abc&x=1 and sig=zz") == "token=***&x=1 and sig=***"
 
 
+def test_long_reasons_short_in_report_whole_in_manifest(tmp_path):
+    """Issue 20 finding 9: never cut mid-word; the report shortens, manifest.json keeps all."""
+    words = " ".join(f"word{i:03d}" for i in range(120))  # ~960 characters
+    cubes = xsits.Cubes({"a": make_cube(feature_id="a")},
+                        missing={"m": f"feature 'm': the load failed because {words}."})
+    report = compute_all(cubes, [Flaky("a", ValueError(f"step broke: {words}."))],
+                         out_dir=tmp_path, progress=False)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    for fid, head in (("a", "ValueError: step broke: word000"),
+                      ("m", "feature 'm': the load failed because word000")):
+        short = report.set_index("feature_id").error[fid]
+        whole = doc["features"][fid]["error"]
+        assert short.startswith(head) and short.endswith(" …") and len(short) <= 300
+        assert whole.startswith(head) and whole.endswith("word119.")  # the whole sentence
+        assert whole.startswith(short[:-2])  # cut between two words, nothing else changed
+        assert short[:-2].split()[-1] in whole.split()
+    assert report.set_index("feature_id").status.to_dict() == {"a": "failed", "m": "failed"}
+
+
 def test_child_logger_records_redacted(tmp_path, caplog):
     """Records of loggers below the redacted ones, made before or after a run, are redacted."""
     url = "https://acct.blob.core.windows.net/c/B04.tif?sig=SECRET"

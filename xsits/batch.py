@@ -45,6 +45,7 @@ from xsits.batch_report import (
     install_log_redaction,
     report_frame,
     row,
+    short_reason,
     summary_line,
     write_catalog,
 )
@@ -199,7 +200,7 @@ def compute_all(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise BatchError(f"out_dir '{out}' cannot be created ({error_text(err)}); "
+        raise BatchError(f"out_dir '{out}' cannot be created ({short_reason(error_text(err))}); "
                          "choose another directory") from err
     planned_path({k: "x" for k in NAME_ATTRS}, [], out, format)  # unknown format: raise now
     plan = plan_batches(cubes_or_source, batch_size, out, format, overwrite, steps_list)

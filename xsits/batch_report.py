@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from xsits._common import one_line, redact
+from xsits._common import one_line, redact, shorten
 from xsits._version import __version__
 from xsits.errors import XsitsError
 from xsits.export import RESULTS_DRIVERS
@@ -46,7 +46,11 @@ REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "s
 STATUSES: tuple[str, ...] = ("written", "skipped", "empty", "failed")
 #: Name of the manifest written in ``out_dir``.
 MANIFEST_NAME = "manifest.json"
-_ERROR_MAX = 500
+#: Characters of a reason in the report DataFrame (and the CLI's lines); longer ones are
+#: shortened at a word boundary with " …", the whole text is in ``manifest.json``.
+REPORT_ERROR_CHARS = 300
+#: Bound on a reason kept whole (a manifest never holds a megabyte traceback).
+_ERROR_FULL_CHARS = 4000
 
 # --------------------------------------------------------------------------- redaction
 
@@ -112,7 +116,7 @@ def error_text(err: BaseException) -> str:
     """
 
     def one(e: BaseException) -> str:
-        msg = one_line(e)
+        msg = one_line(e, _ERROR_FULL_CHARS)
         name = type(e).__name__
         return msg if isinstance(e, XsitsError) or msg.startswith(name) else f"{name}: {msg}"
 
@@ -121,9 +125,9 @@ def error_text(err: BaseException) -> str:
     while (nxt := cause.__cause__ or cause.__context__) is not None and id(nxt) not in seen:
         seen.add(id(nxt))
         cause = nxt
-    if cause is not err and one_line(cause) not in text:
+    if cause is not err and one_line(cause, _ERROR_FULL_CHARS) not in text:
         text += f" ({one(cause)})"
-    return text[:_ERROR_MAX]
+    return shorten(text, _ERROR_FULL_CHARS)
 
 
 def row(fid: str, status: str, path: Any = None, n_dates: int | None = None,
@@ -138,11 +142,24 @@ def _is_empty_reason(reason: str) -> bool:
 
 
 def missing_row(fid: str, reason: str) -> dict[str, Any]:
-    reason = redact(str(reason))[:_ERROR_MAX]
+    """The row of a feature without a cube (``cubes.missing``): ``empty`` or ``failed``."""
+    reason = shorten(redact(str(reason)), _ERROR_FULL_CHARS)
     if _is_empty_reason(reason):
         return row(fid, "empty", n_dates=0, error=reason)
     return row(fid, "failed", error=reason)
 
+
+def short_reason(text: str | None) -> str | None:
+    """``text`` as the report shows it: at most :data:`REPORT_ERROR_CHARS`, cut between words.
+
+    Examples
+    --------
+    >>> short_reason("the STAC search failed: " + "very " * 100 + "long")[-11:]
+    'very very …'
+    >>> short_reason(None) is None
+    True
+    """
+    return None if text is None else shorten(text, REPORT_ERROR_CHARS)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -256,10 +273,14 @@ def _now() -> str:
 
 
 def report_frame(rows: Mapping[str, dict[str, Any]], ids: Iterable[str]) -> pd.DataFrame:
-    """The report DataFrame: one row per feature, ``ids`` order first, then any other row."""
+    """The report DataFrame: one row per feature, ``ids`` order first, then any other row.
+
+    Reasons are shortened (:func:`short_reason`); :class:`Manifest` keeps them whole.
+    """
     order = list(ids)
     order += [f for f in rows if f not in set(order)]
-    report = pd.DataFrame([rows[f] for f in order if f in rows], columns=list(REPORT_COLUMNS))
+    report = pd.DataFrame([{**rows[f], "error": short_reason(rows[f]["error"])}
+                           for f in order if f in rows], columns=list(REPORT_COLUMNS))
     for col in ("path", "error"):
         report[col] = report[col].astype(object).where(report[col].notna(), None)
     report["n_dates"] = report["n_dates"].astype("Int64")

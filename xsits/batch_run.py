@@ -32,7 +32,7 @@ import dask.threaded
 import xarray as xr
 
 from xsits.batch_plan import BatchError
-from xsits.batch_report import error_text, install_log_redaction, row
+from xsits.batch_report import error_text, install_log_redaction, row, short_reason
 from xsits.errors import OutputExistsError
 
 __all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS"]
@@ -135,7 +135,7 @@ def run_feature(job: Job) -> dict[str, Any]:
         error = err
     assert error is not None
     text = error_text(error)
-    log.warning("feature %s failed: %s", job.fid, text)
+    log.warning("feature %s failed: %s", job.fid, short_reason(text))
     return row(job.fid, "failed", seconds=time.perf_counter() - t0, error=text)
 
 
@@ -174,7 +174,7 @@ class Runner:
                 self.client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as err:
                 raise BatchError(f"cannot connect to the dask scheduler at {scheduler!r} "
-                                 f"({error_text(err)}); check the address") from err
+                                 f"({short_reason(error_text(err))}); check the address") from err
             self.owned = True
             self.scheduler = "distributed"
         elif type(scheduler).__name__ == "Client" and hasattr(scheduler, "compute"):
