@@ -13,8 +13,7 @@ import pytest
 import xarray as xr
 
 import xsits
-from xsits import batch as batch_mod
-from xsits import steps
+from xsits import batch_run, steps
 from xsits.batch import AoiSource, BatchError, compute_all, redact, summary_line
 from xsits.testing.cubes import make_cube
 
@@ -91,6 +90,25 @@ def test_written_files_equal_in_memory_processing(tmp_path):
     np.testing.assert_array_equal(cat["a"].read().B04.values, _processed(cubes["a"]).B04.values)
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_table_batches_write_the_results_catalog(tmp_path, fmt):
+    """Every format writes catalog.yaml; a Parquet / CSV batch reopens through Intake."""
+    import intake
+
+    cubes = _cubes(("a", "b"))
+    report = compute_all(cubes, PIPELINE, out_dir=tmp_path, format=fmt, progress=False)
+    assert (report.status == "written").all()
+    assert report.attrs["catalog"] == str(tmp_path / "catalog.yaml")
+    cat = intake.open_catalog(str(tmp_path / "catalog.yaml"))
+    assert sorted(cat) == ["a", "b"]
+    got = cat["b"].read()
+    if not isinstance(got, pd.DataFrame):  # Intake's csv driver gives a dask DataFrame
+        got = got.compute()
+    want = _processed(cubes["b"]).B04.transpose("time", "y", "x").values.ravel()
+    np.testing.assert_allclose(got["B04"].to_numpy(dtype=float), want, equal_nan=True)
+    assert set(got["feature_id"].astype(str)) == {"b"}
+
+
 def test_rerun_skips_everything_and_touches_nothing(tmp_path):
     cubes = _cubes(("a", "b", "c"))
     first = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False)
@@ -136,13 +154,13 @@ def test_manifest_records_query_steps_and_statuses(tmp_path):
 
 def test_each_compute_holds_one_batch(tmp_path, monkeypatch):
     sizes = []
-    real = batch_mod.dask.compute
+    real = batch_run.dask.compute
 
     def counting(*args, **kwargs):
         sizes.append(len(args))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_mod.dask, "compute", counting)
+    monkeypatch.setattr(batch_run.dask, "compute", counting)
     report = compute_all(_cubes(tuple("abcdefg")), [steps.harmonize()], out_dir=tmp_path,
                          progress=False, batch_size=3, scheduler="synchronous")
     assert sizes == [3, 3, 1]
@@ -327,6 +345,43 @@ def test_secrets_never_recorded(tmp_path, caplog):
     assert "SECRET" not in (tmp_path / "manifest.json").read_text()
     assert "SECRET" not in caplog.text and "SECRET" not in report.to_string()
     assert redact("token=abc&x=1 and sig=zz") == "token=***&x=1 and sig=***"
+
+
+def test_long_reasons_short_in_report_whole_in_manifest(tmp_path):
+    """Issue 20 finding 9: never cut mid-word; the report shortens, manifest.json keeps all."""
+    words = " ".join(f"word{i:03d}" for i in range(120))  # ~960 characters
+    cubes = xsits.Cubes({"a": make_cube(feature_id="a")},
+                        missing={"m": f"feature 'm': the load failed because {words}."})
+    report = compute_all(cubes, [Flaky("a", ValueError(f"step broke: {words}."))],
+                         out_dir=tmp_path, progress=False)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    for fid, head in (("a", "ValueError: step broke: word000"),
+                      ("m", "feature 'm': the load failed because word000")):
+        short = report.set_index("feature_id").error[fid]
+        whole = doc["features"][fid]["error"]
+        assert short.startswith(head) and short.endswith(" …") and len(short) <= 300
+        assert whole.startswith(head) and whole.endswith("word119.")  # the whole sentence
+        assert whole.startswith(short[:-2])  # cut between two words, nothing else changed
+        assert short[:-2].split()[-1] in whole.split()
+    assert report.set_index("feature_id").status.to_dict() == {"a": "failed", "m": "failed"}
+
+
+def test_child_logger_records_redacted(tmp_path, caplog):
+    """Records of loggers below the redacted ones, made before or after a run, are redacted."""
+    url = "https://acct.blob.core.windows.net/c/B04.tif?sig=SECRET"
+    before = logging.getLogger("odc.loader.xsits_test_before")
+    compute_all(_cubes(("a",)), [], out_dir=tmp_path, progress=False)
+    after = logging.getLogger("odc.loader.xsits_test_after.deeper")  # created after the run
+    caplog.set_level(logging.WARNING)
+    before.warning("cannot read %s", url)
+    after.error("cannot read %s", url)
+    logging.getLogger("rasterio._env").warning("CURL error on %s", url)
+    assert len(caplog.records) == 3
+    assert "SECRET" not in caplog.text
+    assert caplog.records[0].getMessage() == (
+        "cannot read https://acct.blob.core.windows.net/c/B04.tif?<redacted>")
+    logging.getLogger("somebody.else").warning("keep %s", "x?sig=1")  # others untouched
+    assert caplog.records[-1].getMessage() == "keep x?sig=1"
 
 
 # --------------------------------------------------------------------------- schedulers, UI

@@ -27,6 +27,8 @@ MODULES = [
     "xsits.accessor",
     "xsits.steps",
     "xsits.batch",
+    "xsits.batch_plan",
+    "xsits.batch_report",
     "xsits.cli",
 ]
 

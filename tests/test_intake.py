@@ -259,8 +259,8 @@ def test_results_catalog_reopens_netcdf_and_zarr(tmp_path):
 def test_results_catalog_rejects_unknown_suffix_and_keeps_old_file(tmp_path):
     ok = write_results_catalog({}, tmp_path)
     before = ok.read_text()
-    with pytest.raises(ExportError, match="parquet"):
-        write_results_catalog({"x": tmp_path / "x.parquet"}, tmp_path)
+    with pytest.raises(ExportError, match="tif"):
+        write_results_catalog({"x": tmp_path / "x.tif"}, tmp_path)
     assert ok.read_text() == before
     assert issubclass(ExportError, XsitsError)
 

@@ -69,7 +69,7 @@ def append_history(obj: xr.Dataset | xr.DataArray, entry: str) -> xr.Dataset | x
     return out
 
 
-_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]+")
 _SECRET_KEYS = re.compile(
     r"(?i)\b((?:sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token|access_token|api_key|"
     r"apikey|key|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s'\"]+"
@@ -89,6 +89,8 @@ def redact(text: str) -> str:
     'HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?<redacted> ok'
     >>> redact("bad sig=SECRET in config")
     'bad sig=*** in config'
+    >>> redact(redact("https://h/a.tif?sig=S"))  # redacting twice changes nothing
+    'https://h/a.tif?<redacted>'
     """
     text = _URL_QUERY.sub(r"\1?<redacted>", text)
     return _SECRET_KEYS.sub(r"\1***", text)

@@ -456,9 +456,9 @@ def sample(
     columns = _check_aoi(aoi, [*bands, *index_list])
     if out is not None and not overwrite and Path(out).exists():  # before anything is read
         raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
-    from xsits.batch import _want_progress  # the batch engine's rule for progress bars
+    from xsits.batch_run import want_progress  # the batch engine's rule for progress bars
 
-    show = _want_progress(progress) and (progress is not None or get_options().progress)
+    show = want_progress(progress) and (progress is not None or get_options().progress)
     if show:
         from tqdm.auto import tqdm
     else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
