@@ -154,8 +154,7 @@ def read_back_b04(path, fmt) -> list[int]:
     if fmt in ("csv", "parquet"):
         table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
         return table["B04"].astype(int).tolist()
-    with xr.open_dataset(path, engine="zarr" if fmt == "zarr" else None) as back:
-        return back.B04.values.ravel().tolist()
+    return open_back(path, fmt).B04.values.ravel().tolist()
 
 
 def read_back_b04_expected(ds) -> list[int]:
@@ -174,7 +173,13 @@ def test_atomic_path_cleans_up_on_error(tmp_path):
 
 
 def open_back(path, fmt) -> xr.Dataset:
-    return xr.open_dataset(path, engine="zarr" if fmt == "zarr" else "netcdf4").load()
+    """Read an output back as written: integer bands stay integer (their ``_FillValue`` is
+    their nodata, which xarray would otherwise turn into NaN)."""
+    if fmt == "zarr":
+        return xr.open_dataset(path, engine="zarr").load()
+    back = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False).load()
+    assert back.attrs.pop("Conventions") == "CF-1.8"
+    return back
 
 
 @pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
@@ -230,7 +235,7 @@ def test_masked_bands_are_float32_with_nan_and_unmasked_stay_integer(tmp_path):
     mask = export(masked(), tmp_path / "masked.nc")
     with netCDF4.Dataset(plain) as nc:
         assert nc["B04"].dtype == np.uint16
-        assert "_FillValue" not in nc["B04"].ncattrs()
+        assert nc["B04"]._FillValue == 0  # its nodata (CF)
         assert nc["SCL"].dtype == np.uint8
         assert nc["B04"].filters()["zlib"] is False  # as xarray writes: fast
         assert nc["B04"].chunking() == "contiguous"  # small: one write
@@ -294,7 +299,7 @@ def test_accessor_and_dataarray(tmp_path):
     path = cube().sits.export(tmp_path)
     assert path.exists() and path.suffix == ".nc"
     da_path = export(cube().B04, tmp_path / "b04.nc")
-    with xr.open_dataset(da_path) as back:
+    with xr.open_dataset(da_path, mask_and_scale=False) as back:
         assert list(back.data_vars) == ["B04"]
         np.testing.assert_array_equal(back.B04.values, cube().B04.values)
 
@@ -372,3 +377,36 @@ def test_table_refuses_non_grid_variables(tmp_path):
 def test_doctests():
     result = doctest.testmod(export_mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 5 and result.failed == 0
+
+
+@pytest.mark.parametrize("masked_cube", [False, True])
+def test_netcdf_follows_cf(tmp_path, masked_cube):
+    """CF-1.8: Conventions, grid_mapping with the CRS, standard time units and calendar,
+    a _FillValue of each variable's own dtype, no fill on coordinate variables."""
+    ds = masked() if masked_cube else cube()
+    ds = ds.assign_coords(time=ds.time + pd.Timedelta("10h27min31.024s"))  # as S2 times
+    path = export(ds, tmp_path)
+    with netCDF4.Dataset(path) as nc:
+        assert nc.Conventions == "CF-1.8"
+        assert nc["time"].units == "seconds since 1970-01-01"
+        assert nc["time"].calendar == "proleptic_gregorian"
+        assert nc["time"].standard_name == "time"
+        crs = pyproj.CRS.from_cf(nc["spatial_ref"].__dict__)
+        assert crs.to_epsg() == 32632
+        for name in ("B03", "B04", "B08", "SCL"):
+            var = nc[name]
+            assert var.grid_mapping == "spatial_ref"
+            assert var._FillValue.dtype == var.dtype, name
+            if var.dtype.kind == "f":
+                assert np.isnan(var._FillValue)
+            else:
+                assert var._FillValue == ds[name].attrs["nodata"]
+        for name in ("x", "y", "time"):
+            assert "_FillValue" not in nc[name].ncattrs(), name
+        assert nc["x"].standard_name == "projection_x_coordinate"
+    back = xr.open_dataset(path).load()
+    np.testing.assert_array_equal(back.time.values, ds.time.values)  # exact to the ms
+    if not masked_cube:  # CF readers see the nodata pixels as missing
+        nodata_px = (ds.B04 == 0).compute().values
+        assert nodata_px.any()
+        assert np.isnan(back.B04.values[nodata_px]).all()

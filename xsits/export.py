@@ -19,8 +19,11 @@ Encodings (NetCDF and Zarr):
   holds ``crs_wkt`` and ``spatial_ref`` (read back by rioxarray and odc-geo);
 - NetCDF: uncompressed unless ``compress=True`` (``zlib`` level 1 with shuffle: files ~3x
   smaller, writes ~3x longer); a variable is stored contiguously up to
-  :data:`NETCDF_CONTIGUOUS_BYTES` uncompressed, else in chunks of one date; time encoded
-  by xarray with CF ``units``/``calendar``; string coordinates as variable-length strings;
+  :data:`NETCDF_CONTIGUOUS_BYTES` uncompressed, else in chunks of one date. CF-1.8:
+  ``Conventions``, ``grid_mapping`` (``spatial_ref``) on every band, time in ``seconds since
+  1970-01-01`` (proleptic Gregorian), ``_FillValue`` NaN for float bands and the band's
+  nodata for integer ones (so CF readers, xarray included, see nodata as missing; open with
+  ``mask_and_scale=False`` to keep the integers); string coordinates as variable-length strings;
   boolean coordinates as ``int8`` with ``dtype = "bool"`` (decoded back to ``bool`` by
   xarray), ``flag_values`` and ``flag_meanings``;
 - Zarr: format 2 (readable by zarr-python 2 and 3, GDAL), consolidated metadata;
@@ -41,7 +44,7 @@ Examples
 >>> path = export(ds, out)
 >>> path.name
 'fid-7_image_2024-01-01_2024-01-11.nc'
->>> with xr.open_dataset(path) as back:
+>>> with xr.open_dataset(path, mask_and_scale=False) as back:
 ...     bool((back.B04 == ds.B04).all()), str(back.B04.dtype)
 (True, 'uint16')
 """
@@ -68,6 +71,8 @@ from xsits.errors import ExportError, OutputExistsError, UnsafePathError
 #: Uncompressed NetCDF variables up to this size are stored contiguously (one write), larger
 #: or compressed ones in chunks of one date.
 NETCDF_CONTIGUOUS_BYTES = 16 * 2**20
+#: The ``Conventions`` attribute of NetCDF outputs.
+CF_CONVENTIONS = "CF-1.8"
 #: Canonical format name -> file suffix.
 FORMATS: dict[str, str] = {"netcdf": ".nc", "zarr": ".zarr", "csv": ".csv", "parquet": ".parquet"}
 
@@ -345,7 +350,9 @@ def _prepare(ds: xr.Dataset, fmt: str,
         if name == "time" and var.dtype.kind == "M":
             var.attrs.setdefault("standard_name", "time")
             var.attrs.setdefault("axis", "T")
-            encoding[name] = {"calendar": "proleptic_gregorian"}
+            encoding[name] = _time_encoding(var)
+        if name in ds.dims and fmt == "netcdf":  # CF: coordinate variables have no fill
+            encoding.setdefault(name, {})["_FillValue"] = None
         if name in ("x", "y") and projected:
             var.attrs.setdefault("standard_name", f"projection_{name}_coordinate")
             var.attrs.setdefault("axis", name.upper())
@@ -359,8 +366,8 @@ def _prepare(ds: xr.Dataset, fmt: str,
         kind = var.dtype.kind
         if kind == "f":
             enc.update(dtype="float32", _FillValue=np.float32(np.nan))
-        elif kind in "iu":
-            enc["_FillValue"] = None
+        elif kind in "iu":  # CF (NetCDF): the band's nodata marks its missing pixels
+            enc["_FillValue"] = _integer_fill(var) if fmt == "netcdf" else None
         if grid_mapping and {"x", "y"} <= set(var.dims):
             var.attrs["grid_mapping"] = grid_mapping
         sizes = var.shape
@@ -380,8 +387,40 @@ def _prepare(ds: xr.Dataset, fmt: str,
             enc["chunks"] = one_per_date
         data_vars[name] = var
         encoding[name] = enc
-    out = xr.Dataset(data_vars, coords=coords, attrs=_clean_attrs(ds.attrs))
+    attrs = _clean_attrs(ds.attrs)
+    if fmt == "netcdf":
+        attrs["Conventions"] = CF_CONVENTIONS
+    out = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return out, encoding
+
+
+def _time_encoding(var: xr.Variable) -> dict[str, Any]:
+    """CF time: ``seconds since 1970-01-01`` in the proleptic Gregorian calendar.
+
+    Whole seconds are written as int64; sub-second times (Sentinel-2 acquisition times carry
+    milliseconds) as float64, exact to the microsecond.
+    """
+    enc: dict[str, Any] = {"units": "seconds since 1970-01-01 00:00:00",
+                           "calendar": "proleptic_gregorian"}
+    values = var.values  # a coordinate: already in memory
+    whole = (values.astype("datetime64[ns]").astype("int64") % 10**9 == 0).all()
+    enc["dtype"] = "int64" if whole else "float64"
+    return enc
+
+
+def _integer_fill(var: xr.Variable) -> Any:
+    """``_FillValue`` of an integer band: its nodata in its dtype, or none."""
+    nodata = var.attrs.get("nodata")
+    if nodata is None:
+        return None
+    try:
+        value = float(nodata)
+    except (TypeError, ValueError):
+        return None
+    info = np.iinfo(var.dtype)
+    if not value.is_integer() or not info.min <= value <= info.max:
+        return None
+    return var.dtype.type(int(value))
 
 
 # --------------------------------------------------------------------------- writers
@@ -597,7 +636,8 @@ def export(
 #: Output suffix -> (Intake driver, extra ``args``) used by :func:`write_results_catalog`.
 #: ``engine: netcdf4``: intake-xarray 2.0 would otherwise pick scipy (NetCDF3 only).
 RESULTS_DRIVERS: dict[str, tuple[str, dict[str, Any]]] = {
-    ".nc": ("netcdf", {"xarray_kwargs": {"engine": "netcdf4"}}),
+    # mask_and_scale=False: integer bands come back as written (their _FillValue is nodata)
+    ".nc": ("netcdf", {"xarray_kwargs": {"engine": "netcdf4", "mask_and_scale": False}}),
     ".zarr": ("zarr", {}),
     ".csv": ("csv", {}),
 }
