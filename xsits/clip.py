@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from odc.geo.crs import norm_crs
 from odc.geo.geom import Geometry
 from shapely import wkt
 from shapely.geometry.base import BaseGeometry
@@ -41,6 +42,12 @@ def _fid(obj: xr.Dataset | xr.DataArray) -> str:
 
 def _as_geometry(obj: xr.Dataset | xr.DataArray, geometry: Any, crs: Any) -> Geometry:
     """``geometry`` as an odc-geo Geometry with a CRS (the cube's when none is known)."""
+    if crs is not None:
+        try:
+            crs = norm_crs(crs)
+        except Exception as err:  # pyproj's CRSError and odc-geo's own
+            raise AOIError(f"feature {_fid(obj)}: crs={crs!r} is not a CRS pyproj knows "
+                           f"({type(err).__name__}); pass e.g. crs='EPSG:4326'") from None
     if geometry is None:
         text = obj.attrs.get(GEOMETRY_ATTR)
         if not text:

@@ -27,7 +27,13 @@ from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
 from xsits.clip import with_geometry
 from xsits.errors import LoadError
-from xsits.grid import GridSpec, feature_centre, feature_geoboxes, footprints_4326
+from xsits.grid import (
+    GridSpec,
+    feature_centre,
+    feature_geoboxes,
+    footprints_4326,
+    validate_resampling,
+)
 from xsits.reader import CogDriver
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
@@ -370,8 +376,8 @@ def open_cubes(
     ...                          crs="EPSG:3035", mode="patch", size=(10, 10))  # doctest: +SKIP
     >>> cubes["7"]  # doctest: +SKIP
     """
-    if not isinstance(aoi, gpd.GeoDataFrame):
-        aoi = read_aoi(aoi, id_column=id_column)
+    if not isinstance(aoi, gpd.GeoDataFrame) or "feature_id" not in aoi.columns:
+        aoi = read_aoi(aoi, id_column=id_column)  # a raw GeoDataFrame gets its ids here too
     if isinstance(size, int):
         size = (size, size)
     q = StacQuery(stac=stac, collection=collection, start=start, end=end, bands=tuple(bands),
@@ -379,6 +385,7 @@ def open_cubes(
     if search_result is not None:
         q = search_result.query
     grid = GridSpec(crs=crs, resolution=resolution, mode=mode, buffer=buffer, size=tuple(size))
+    resampling = validate_resampling(resampling, bands=q.bands)
     geoboxes = feature_geoboxes(aoi, grid)
     configure_gdal()
     base = {
