@@ -21,8 +21,8 @@ does so when a catalog names the ``sits`` driver) wraps the argument validation 
 catalog entries *for entries of this driver only*.
 
 :func:`write_results_catalog` writes ``catalog.yaml`` beside batch outputs so that
-``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``
-drivers).
+``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``,
+Intake ``csv``, intake-parquet ``parquet`` drivers).
 
 Examples
 --------
