@@ -23,3 +23,4 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/ruff check xsits tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules xsits

@@ -44,14 +44,6 @@ def _need_servers(reason: str) -> None:
     pytest.skip(msg)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # local servers only: never route 127.0.0.1 through an HTTP proxy (requests, GDAL/curl)
-    for var in ("NO_PROXY", "no_proxy"):
-        cur = os.environ.get(var, "")
-        if "127.0.0.1" not in cur:
-            os.environ[var] = ",".join(p for p in (cur, "127.0.0.1", "localhost") if p)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -139,12 +139,3 @@ def test_demo_gif_has_one_frame_per_date_and_catalog_reopens(run):
     got = cat["7"].read()
     with xr.open_dataset(table.set_index("feature_id").loc["7", "path"]) as ref:
         xr.testing.assert_identical(got.load(), ref.load())
-
-
-def test_docstring_examples():
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module("xsits.demo"),
-                             optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import os
 import warnings
@@ -15,7 +14,6 @@ from helpers import raise_if_dask_computes
 from PIL import Image, ImageSequence
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import gif as gif_mod
 from xsits.errors import BandError, ExportError
 from xsits.gif import frames, to_gif, to_png
 from xsits.mask import scl_mask
@@ -194,11 +192,6 @@ def test_video_frame_count(tmp_path):
         assert first[:260, :260].std() > 10 and first[265:, :].max() < 30
     finally:
         reader.close()
-
-
-def test_doctests():
-    result = doctest.testmod(gif_mod, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 5 and result.failed == 0
 
 
 def test_rgb_dataarray_with_band_dim_matches_dataset():

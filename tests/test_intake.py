@@ -263,12 +263,3 @@ def test_results_catalog_rejects_unknown_suffix_and_keeps_old_file(tmp_path):
         write_results_catalog({"x": tmp_path / "x.tif"}, tmp_path)
     assert ok.read_text() == before
     assert issubclass(ExportError, XsitsError)
-
-
-def test_docstring_examples():
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module("xsits.intake"),
-                             optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -127,6 +127,8 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     return shorten(redact(text), limit)
 
 
+# Process state on purpose: the GC thresholds are the interpreter's; nested and concurrent
+# relaxed_gc() blocks count their depth so the outermost one restores them.
 _GC_LOCK = threading.Lock()
 _GC_DEPTH = 0
 _GC_SAVED: tuple[int, ...] = (700, 10, 10)
@@ -167,6 +169,7 @@ def relaxed_gc(threshold: int = 10_000) -> Iterator[None]:
                 gc.unfreeze()
 
 
+# Process state on purpose: BLAS thread limits are the process's; same depth counting.
 _BLAS_LOCK = threading.Lock()
 _BLAS_DEPTH = 0
 _BLAS_LIMITS: Any = None

@@ -179,11 +179,11 @@ def compute_all(
     >>> cubes = {f: make_cube(feature_id=f, chunks={"time": 2}) for f in ("a", "b")}
     >>> out = tempfile.mkdtemp()
     >>> report = xsits.compute_all(cubes, [xsits.steps.harmonize()], out_dir=out,
-    ...                            progress=False)  # doctest: +SKIP
-    >>> report.status.tolist()  # doctest: +SKIP
+    ...                            progress=False)
+    >>> report.status.tolist()
     ['written', 'written']
     >>> xsits.compute_all(cubes, [xsits.steps.harmonize()], out_dir=out,
-    ...                   progress=False).status.tolist()  # doctest: +SKIP
+    ...                   progress=False).status.tolist()
     ['skipped', 'skipped']
     """
     install_log_redaction()

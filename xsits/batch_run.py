@@ -69,6 +69,9 @@ class Job:
             setattr(self, name, value)
 
 
+# Per process on purpose (each dask worker process has its own): GDAL is configured once
+# per process; netCDF4/HDF5 is not thread-safe, so one NetCDF write at a time per process;
+# one I/O pool per size, shared by every feature of the process (see docs/architecture.md).
 _GDAL_READY = False
 _NETCDF_LOCK = threading.Lock()
 _IO_POOLS: dict[int, Any] = {}
@@ -152,6 +155,13 @@ def _in_notebook() -> bool:
 
 
 def want_progress(progress: bool | None) -> bool:
+    """Show a progress bar? ``None``: when stderr is a terminal or in Jupyter.
+
+    Examples
+    --------
+    >>> want_progress(False), want_progress(True)
+    (False, True)
+    """
     if progress is None:
         return bool(getattr(sys.stderr, "isatty", lambda: False)()) or _in_notebook()
     return bool(progress)

@@ -11,8 +11,12 @@ summary table.
 
 Examples
 --------
+>>> import tempfile
 >>> from xsits.demo import run_demo
->>> table = run_demo("demo-out")  # doctest: +SKIP
+>>> table = run_demo(tempfile.mkdtemp(), progress=False)
+xsits demo: 6 features, 134 feature-dates, outputs in ...
+>>> table.status.tolist()
+['written', 'written', 'written', 'written', 'written', 'written']
 """
 
 from __future__ import annotations
@@ -155,8 +159,8 @@ def demo_world():
 
     Examples
     --------
-    >>> world = demo_world()  # doctest: +SKIP
-    >>> len(world.windows)  # doctest: +SKIP
+    >>> world = demo_world()
+    >>> len(world.windows)
     6
     """
     from xsits.testing.scenes import make_world
@@ -180,9 +184,13 @@ def demo_catalog_path() -> Path:
     Examples
     --------
     >>> import xsits
-    >>> path = demo_catalog_path()  # doctest: +SKIP
+    >>> path = demo_catalog_path()
+    >>> path.suffix
+    '.geojson'
     >>> cubes = xsits.open_cubes(demo_aoi(), stac=str(path), start=DEMO_START,
-    ...                          end=DEMO_END)  # doctest: +SKIP
+    ...                          end=DEMO_END)
+    >>> sorted(cubes)
+    ['1', '10', '3', '4', '5', '7']
     """
     spec = _spec()
     root = cache_dir() / "demo-world"
@@ -230,8 +238,12 @@ def run_demo(out_dir: str | os.PathLike | None = None, *, progress: bool = True)
 
     Examples
     --------
-    >>> table = run_demo(progress=False)  # doctest: +SKIP
-    >>> table[["feature_id", "dates"]].head(2)  # doctest: +SKIP
+    >>> table = run_demo(progress=False)
+    xsits demo: 6 features, 134 feature-dates, outputs in ...
+    >>> table[["feature_id", "dates"]].head(2)
+      feature_id  dates
+    0          1     23
+    1          3     20
     """
     import tempfile
 

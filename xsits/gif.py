@@ -39,6 +39,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from xsits._common import as_float
 from xsits.errors import BandError, ExportError, MissingDependencyError
 from xsits.export import atomic_path
 from xsits.providers import find_band
@@ -64,14 +65,6 @@ def _band(ds: xr.Dataset, name: Hashable) -> xr.DataArray:
     return ds[found]
 
 
-def _as_float(band: xr.DataArray) -> xr.DataArray:
-    """``band`` as float32, with integer ``nodata`` pixels as NaN (lazy)."""
-    nodata = band.attrs.get("nodata")
-    if band.dtype.kind in "iu" and nodata is not None and not np.isnan(nodata):
-        band = band.where(band != nodata)
-    return band.astype("float32")
-
-
 def _stack(obj: xr.Dataset | xr.DataArray, bands: Bands) -> xr.DataArray:
     """A float32 ``(time, band, y, x)`` stack of 1 or 3 bands, lazy if ``obj`` is."""
     if isinstance(obj, xr.DataArray):
@@ -93,7 +86,7 @@ def _stack(obj: xr.Dataset | xr.DataArray, bands: Bands) -> xr.DataArray:
                 f"cannot render {layer.name!r} of feature {_fid(obj)} with dims {layer.dims}; "
                 "a timelapse needs (time, y, x)"
             )
-    floats = [_as_float(layer).copy(deep=False) for layer in layers]
+    floats = [as_float(layer).astype("float32") for layer in layers]  # nodata -> NaN
     for layer in floats:
         layer.attrs = {}
     stack = xr.concat(floats, dim="band", coords="minimal", compat="override", join="override")

@@ -21,15 +21,18 @@ does so when a catalog names the ``sits`` driver) wraps the argument validation 
 catalog entries *for entries of this driver only*.
 
 :func:`write_results_catalog` writes ``catalog.yaml`` beside batch outputs so that
-``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``
-drivers).
+``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``,
+Intake ``csv``, intake-parquet ``parquet`` drivers).
 
 Examples
 --------
+The repository's ``catalogs/demo.yaml`` (paths from the repository root) names the
+offline demo world (:mod:`xsits.demo`):
+
 >>> import intake
->>> cat = intake.open_catalog("catalogs/demo.yaml")  # doctest: +SKIP
->>> src = cat.demo(max_cloud=30)  # doctest: +SKIP
->>> src.discover()["npartitions"]  # doctest: +SKIP
+>>> cat = intake.open_catalog("catalogs/demo.yaml")
+>>> src = cat.demo(max_cloud=30)
+>>> src.discover()["npartitions"]
 6
 """
 
@@ -146,13 +149,16 @@ class SitsSource(DataSource):
 
     Examples
     --------
+    >>> from xsits.demo import demo_aoi
     >>> from xsits.intake import SitsSource
-    >>> src = SitsSource(aoi="notebooks/data/rand_pts.geojson", stac="demo",
-    ...                  start="2024-04-01", end="2024-09-30", mask=True)  # doctest: +SKIP
-    >>> src.discover()["metadata"]["n_dates"]["1"]  # doctest: +SKIP
-    21
-    >>> ds = src.read_partition(0)  # doctest: +SKIP
-    >>> cubes = src.to_dask()  # doctest: +SKIP
+    >>> src = SitsSource(aoi=demo_aoi(), stac="demo", start="2024-04-01", end="2024-09-30",
+    ...                  mask=True)
+    >>> src.discover()["metadata"]["n_dates"]["1"]
+    37
+    >>> src.read_partition(0).attrs["feature_id"]
+    '1'
+    >>> sorted(src.to_dask())
+    ['1', '10', '3', '4', '5', '7']
     """
 
     name = "sits"
@@ -319,7 +325,11 @@ class SitsSource(DataSource):
 
         Examples
         --------
-        >>> ds = src.read_partition("7")  # doctest: +SKIP
+        >>> from xsits.demo import demo_aoi
+        >>> src = SitsSource(aoi=demo_aoi(), stac="demo", start="2024-04-01",
+        ...                  end="2024-05-31")
+        >>> src.read_partition("7").attrs["feature_id"]
+        '7'
         """
         self._load_metadata()
         if isinstance(i, str):
@@ -340,7 +350,12 @@ class SitsSource(DataSource):
 
         Examples
         --------
-        >>> cubes = src.to_dask()  # doctest: +SKIP
+        >>> from xsits.demo import demo_aoi
+        >>> src = SitsSource(aoi=demo_aoi(), stac="demo", start="2024-04-01",
+        ...                  end="2024-05-31", bands=["B04"])
+        >>> cubes = src.to_dask()
+        >>> sorted(cubes), cubes["7"].B04.chunks is not None
+        (['1', '10', '3', '4', '5', '7'], True)
         """
         self._load_metadata()
         return self._cubes(self._read_aoi())
@@ -350,7 +365,12 @@ class SitsSource(DataSource):
 
         Examples
         --------
-        >>> cubes = src.read()  # doctest: +SKIP
+        >>> from xsits.demo import demo_aoi
+        >>> src = SitsSource(aoi=demo_aoi(), stac="demo", start="2024-04-01",
+        ...                  end="2024-05-31", bands=["B04"])
+        >>> cubes = src.read()
+        >>> cubes["7"].B04.chunks is None  # in memory
+        True
         """
         import dask
 
@@ -399,8 +419,9 @@ def check_entry_arguments(entry: Any, user_inputs: Mapping[str, Any]) -> None:
 
     Examples
     --------
-    >>> cat = intake.open_catalog("catalogs/demo.yaml")  # doctest: +SKIP
-    >>> cat.demo(max_cloud="lots")  # doctest: +SKIP
+    >>> import intake
+    >>> cat = intake.open_catalog("catalogs/demo.yaml")
+    >>> cat.demo(max_cloud="lots")
     Traceback (most recent call last):
     xsits.errors.CatalogError: catalog entry 'demo': max_cloud='lots' is not a float ...
     """

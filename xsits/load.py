@@ -369,12 +369,18 @@ def open_cubes(
 
     Examples
     --------
+    The offline demo world (:mod:`xsits.demo`) as the STAC catalog; any API root or preset
+    (``stac="planetary-computer"``) works the same way.
+
     >>> import xsits
-    >>> aoi = xsits.read_aoi("notebooks/data/rand_pts.geojson", id_column="pt_id")  # doctest: +SKIP
-    >>> cubes = xsits.open_cubes(aoi, stac="planetary-computer", start="2024-01-01",
-    ...                          end="2025-02-01", max_cloud=10, resolution=20,
-    ...                          crs="EPSG:3035", mode="patch", size=(10, 10))  # doctest: +SKIP
-    >>> cubes["7"]  # doctest: +SKIP
+    >>> from xsits.demo import demo_aoi, demo_catalog_path
+    >>> cubes = xsits.open_cubes(demo_aoi(), stac=str(demo_catalog_path()),
+    ...                          start="2024-04-01", end="2024-05-31", max_cloud=30,
+    ...                          resolution=20, crs="EPSG:3035", mode="patch", size=(10, 10))
+    >>> sorted(cubes), cubes["7"].B04.dims, cubes["7"].B04.shape
+    (['1', '10', '3', '4', '5', '7'], ('time', 'y', 'x'), (9, 10, 10))
+    >>> cubes["7"].attrs["crs"], cubes["7"].B04.dtype.name
+    ('EPSG:3035', 'uint16')
     """
     if not isinstance(aoi, gpd.GeoDataFrame) or "feature_id" not in aoi.columns:
         aoi = read_aoi(aoi, id_column=id_column)  # a raw GeoDataFrame gets its ids here too

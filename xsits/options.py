@@ -46,7 +46,15 @@ class OptionError(XsitsError, ValueError):
 
 @dataclass(frozen=True)
 class Options:
-    """The options in force; see the module's table. Read with :func:`get_options`."""
+    """The options in force; see the module's table. Read with :func:`get_options`.
+
+    Examples
+    --------
+    >>> import xsits
+    >>> with xsits.set_options(max_requests=8):
+    ...     xsits.get_options().max_requests
+    8
+    """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_requests: int = 64

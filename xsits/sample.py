@@ -10,11 +10,17 @@ after the same steps (:mod:`xsits.steps`) that :func:`xsits.compute_all` applies
 
 Examples
 --------
+On the offline demo world (:mod:`xsits.demo`); any STAC API works the same way
+(``stac="earth-search"``):
+
 >>> import xsits
->>> table = xsits.sample("points.geojson", stac="earth-search", start="2024-01-01",
-...                      end="2024-12-31", bands=["B04", "B08", "SCL"],
+>>> from xsits.demo import demo_aoi, demo_catalog_path
+>>> table = xsits.sample(demo_aoi(), stac=str(demo_catalog_path()), start="2024-04-01",
+...                      end="2024-09-30", bands=["B04", "B08", "SCL"],
 ...                      steps=[xsits.steps.scl_mask(), xsits.steps.gapfill()],
-...                      out="points.parquet")  # doctest: +SKIP
+...                      progress=False)
+>>> len(table), table.feature_id.nunique()
+(222, 6)
 """
 
 from __future__ import annotations
@@ -434,14 +440,22 @@ def sample(
 
     Examples
     --------
-    >>> import xsits
-    >>> aoi = xsits.read_aoi("labels.gpkg", id_column="plot")  # doctest: +SKIP
-    >>> table = xsits.sample(aoi, stac="planetary-computer", bands=["B04", "B08", "SCL"],
-    ...                      start="2024-03-01", end="2024-10-31", resolution=10,
+    Labelled points (here the demo's, labelled by hand) to a training table:
+
+    >>> import os, tempfile, xsits
+    >>> from xsits.demo import demo_aoi, demo_catalog_path
+    >>> aoi = demo_aoi().assign(crop=["wheat", "maize"] * 3)
+    >>> out = os.path.join(tempfile.mkdtemp(), "train.parquet")
+    >>> table = xsits.sample(aoi, stac=str(demo_catalog_path()), bands=["B04", "B08", "SCL"],
+    ...                      start="2024-04-01", end="2024-09-30", resolution=10,
     ...                      steps=xsits.steps.build_steps(harmonize=True, mask=True,
     ...                                                    gapfill="linear"),
-    ...                      indices="NDVI", out="train.parquet")  # doctest: +SKIP
-    >>> table.groupby("crop").NDVI.median()  # doctest: +SKIP
+    ...                      indices="NDVI", out=out, progress=False)
+    >>> table.groupby("crop").NDVI.median().round(1)
+    crop
+    maize    0.5
+    wheat    0.5
+    Name: NDVI, dtype: float32
     """
     from xsits import steps as steps_mod
     from xsits.aoi import read_aoi

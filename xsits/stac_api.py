@@ -83,10 +83,12 @@ class RetryingStacApiIO(StacApiIO):
 
     Examples
     --------
+    >>> import xsits
     >>> io = RetryingStacApiIO(timeout=5)
-    >>> io.request("http://127.0.0.1:1/")  # doctest: +SKIP
+    >>> with xsits.set_options(retries=1):  # one try: nothing listens on port 1
+    ...     io.request("http://127.0.0.1:1/")
     Traceback (most recent call last):
-    xsits.retry.TransientError: STAC API request http://127.0.0.1:1/ failed: ...
+    xsits.retry.TransientError: no answer from http://127.0.0.1:1/: ...
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -53,6 +53,13 @@ class Step:
     series and the per-date coordinates (not on its neighbours, the grid or the cube's
     attributes): cubes with the same dates may then run them side by side, as one wider
     cube (:func:`xsits.sample.sample` does).
+
+    Examples
+    --------
+    >>> from xsits import steps
+    >>> step = steps.gapfill("linear")
+    >>> isinstance(step, steps.Step), step.pixelwise
+    (True, True)
     """
 
     pixelwise: ClassVar[bool] = False

@@ -785,10 +785,11 @@ def _item(sc: _Scene, stats: dict[str, Any], spec: WorldSpec, ia: dict[str, Any]
 
 
 def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (:func:`xsits.export.atomic_path`)."""
+    from xsits.export import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(text)
 
 
 def _overview_count(n: int, blocksize: int) -> int:

@@ -17,11 +17,17 @@ Every server counts the requests it receives; read the counts with ``.stats()``
 
 Examples
 --------
+The demo world (:func:`xsits.demo.demo_world`) served as a real STAC API and COG server:
+
+>>> import pystac_client
+>>> from xsits.demo import demo_world
 >>> from xsits.testing.servers import CogServer, PgstacServer
->>> with PgstacServer() as api, CogServer("/data/cogs") as cogs:  # doctest: +SKIP
-...     api.load(collection, items)
-...     api.url, cogs.url
-('http://127.0.0.1:40123', 'http://127.0.0.1:40125/')
+>>> world = demo_world()
+>>> with PgstacServer() as api, CogServer(world.root) as cogs:
+...     api.load(world.collection, world.item_dicts(cogs.url))
+...     search = pystac_client.Client.open(api.url).search(max_items=3)
+...     [it.assets["B04"].href.startswith(cogs.url) for it in search.items()]
+[True, True, True]
 """
 
 from __future__ import annotations
@@ -372,13 +378,15 @@ class PgstacServer(_StatsMixin):
 
     Examples
     --------
-    >>> with PgstacServer() as api:  # doctest: +SKIP
-    ...     api.load(world.collection, world.item_dicts(cogs.url))
-    ...     import pystac_client
+    >>> import pystac_client
+    >>> from xsits.demo import demo_world
+    >>> world = demo_world()
+    >>> with PgstacServer() as api:
+    ...     api.load(world.collection, world.item_dicts("http://cogs.invalid/"))
     ...     n = len(list(pystac_client.Client.open(api.url).search(
-    ...         collections=["sentinel-2-l2a"]).items()))
-    ...     api.stats()["/search"]
-    1
+    ...         collections=["sentinel-2-l2a"], max_items=5).items()))
+    ...     n, api.stats()["/search"]
+    (5, 1)
     """
 
     def __init__(
@@ -561,7 +569,13 @@ class PgstacServer(_StatsMixin):
 
         Examples
         --------
-        >>> api.load(world.collection, world.item_dicts(cogs.url))  # doctest: +SKIP
+        >>> from xsits.demo import demo_world
+        >>> world = demo_world()
+        >>> with PgstacServer() as api:
+        ...     api.load(world.collection, world.item_dicts("http://cogs.invalid/"))
+        ...     collection = world.collection["id"]
+        ...     api.url.startswith("http://127.0.0.1:"), collection
+        (True, 'sentinel-2-l2a')
         """
         import psycopg
 
@@ -602,8 +616,11 @@ class PgstacServer(_StatsMixin):
 
         Examples
         --------
-        >>> api.stats()  # doctest: +SKIP
-        {'/': 1, '/search': 2}
+        >>> import urllib.request
+        >>> with PgstacServer() as api:
+        ...     _ = urllib.request.urlopen(api.url + "/").read()
+        ...     api.stats()
+        {'/': 1}
         """
         return super().stats()
 
@@ -640,12 +657,14 @@ class CogServer(_StatsMixin):
 
     Examples
     --------
-    >>> with CogServer("/data/world", latency_ms=50) as cogs:  # doctest: +SKIP
-    ...     import rasterio
-    ...     with rasterio.open(cogs.url + "T31UFQ/B04.tif") as src:
-    ...         src.read(1, window=((0, 256), (0, 256)))
-    ...     cogs.stats()["range_requests"]
-    3
+    >>> import rasterio
+    >>> from xsits.demo import demo_world
+    >>> href = demo_world().item_dicts("")[0]["assets"]["B04"]["href"]
+    >>> with CogServer(demo_world().root, latency_ms=50) as cogs:
+    ...     with rasterio.open(cogs.url + href) as src:
+    ...         block = src.read(1, window=((0, 64), (0, 64)))
+    ...     block.shape, cogs.stats()["range_requests"] > 0
+    ((64, 64), True)
     """
 
     def __init__(
@@ -710,8 +729,15 @@ class CogServer(_StatsMixin):
 
         Examples
         --------
-        >>> cogs.stats()["requests"]  # doctest: +SKIP
-        12
+        >>> import tempfile, urllib.request
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = (root / "a.bin").write_bytes(bytes(range(8)))
+        >>> with CogServer(root) as cogs:
+        ...     req = urllib.request.Request(cogs.url + "a.bin", headers={"Range": "bytes=2-4"})
+        ...     got = list(urllib.request.urlopen(req).read())
+        ...     got, cogs.stats()["requests"], cogs.stats()["range_requests"]
+        ([2, 3, 4], 1, 1)
         """
         return super().stats()
 
@@ -754,10 +780,17 @@ class FaultProxy(_StatsMixin):
 
     Examples
     --------
-    >>> with FaultProxy(api.url, error_rate=0.3, latency_ms=150, seed=1) as proxy:  # doctest: +SKIP
-    ...     Client.open(proxy.url, stac_io=StacApiIO(max_retries=retry))
+    >>> import tempfile, urllib.error, urllib.request
+    >>> root = tempfile.mkdtemp()
+    >>> with CogServer(root) as cogs, FaultProxy(cogs.url, error_rate=1.0,
+    ...                                          statuses=(503,)) as proxy:
+    ...     try:
+    ...         urllib.request.urlopen(proxy.url + "a.tif")
+    ...     except urllib.error.HTTPError as err:
+    ...         print(err.code)
     ...     proxy.stats()["by_status"]
-    {'200': 7, '500': 2, '429': 1}
+    503
+    {'503': 1}
     """
 
     def __init__(
@@ -805,7 +838,15 @@ class FaultProxy(_StatsMixin):
 
         Examples
         --------
-        >>> proxy.stats()["faults"]  # doctest: +SKIP
-        15
+        >>> import tempfile, urllib.error, urllib.request
+        >>> with CogServer(tempfile.mkdtemp()) as cogs, FaultProxy(cogs.url,
+        ...                                                        error_rate=0.5) as proxy:
+        ...     for _ in range(10):
+        ...         try:
+        ...             urllib.request.urlopen(proxy.url + "missing.tif")
+        ...         except urllib.error.HTTPError:
+        ...             pass
+        ...     0 < proxy.stats()["faults"] < 10, proxy.stats()["requests"]
+        (True, 10)
         """
         return super().stats()
