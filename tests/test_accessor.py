@@ -2,12 +2,13 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal, is_dask, raise_if_dask_computes
 from shapely.geometry import box
 
 import xsits  # noqa: F401  (registers .sits)
 from xsits import composite, gapfill, harmonize, indices, labels, mask, patch
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal, is_dask, raise_if_dask_computes
 
 FUNCS = {
     "harmonize": harmonize.harmonize,

@@ -12,10 +12,11 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from shapely.geometry import Point, Polygon
 
 from xsits.cli import build_steps, main
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 from rasterio.features import geometry_mask
 from shapely.geometry import Point, Polygon, box
 
@@ -19,6 +18,8 @@ from xsits.clip import clip, with_geometry
 from xsits.errors import AOIError, GridError
 from xsits.export import export
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 X0, Y0 = 500000.0, 5500000.0  # make_cube's top-left corner (EPSG:32632, 20 m pixels)
 

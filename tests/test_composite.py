@@ -4,12 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 
 from xsits.composite import composite
 from xsits.errors import GridError
 from xsits.mask import scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _series():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-import conformance
 import pytest
+
+import conformance
 from conftest import _need_servers
 
 CASES = conformance.cases()

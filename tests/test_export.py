@@ -17,7 +17,6 @@ import pyproj
 import pytest
 import rioxarray  # noqa: F401
 import xarray as xr
-from helpers import raise_if_dask_computes
 
 import xsits  # noqa: F401  (registers .sits)
 from xsits import export as export_mod
@@ -26,6 +25,8 @@ from xsits.export import export, output_path
 from xsits.gapfill import gapfill
 from xsits.mask import scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import raise_if_dask_computes
 
 warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
 

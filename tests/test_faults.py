@@ -17,7 +17,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from shapely.geometry import Point, Polygon
 
 import xsits
@@ -25,6 +24,8 @@ from xsits import steps
 from xsits.batch import AoiSource, compute_all
 from xsits.stac import StacQuery, open_client
 from xsits.testing.servers import CogServer, FaultProxy
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
 OPEN = dict(bands=("B04", "B08", "SCL"), start=WORLD_START, end=WORLD_END, resolution=20,
             crs="EPSG:3035", mode="patch", size=(8, 8))

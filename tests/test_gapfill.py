@@ -2,11 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 
 from xsits.gapfill import gapfill
 from xsits.mask import scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _series(values, days):

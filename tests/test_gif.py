@@ -10,7 +10,6 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import raise_if_dask_computes
 from PIL import Image, ImageSequence
 
 import xsits  # noqa: F401  (registers .sits)
@@ -18,6 +17,8 @@ from xsits.errors import BandError, ExportError
 from xsits.gif import frames, to_gif, to_png
 from xsits.mask import scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import raise_if_dask_computes
 
 warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
 

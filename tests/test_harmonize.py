@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 
 from xsits.errors import BandError
 from xsits.harmonize import harmonize
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _cube(**kw):

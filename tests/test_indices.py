@@ -3,13 +3,14 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import assert_numpy_dask_equal
 
 from xsits.errors import BandError, IndexNameError, MissingDependencyError
 from xsits.harmonize import harmonize
 from xsits.indices import indices
 from xsits.mask import scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _cube(**kw):

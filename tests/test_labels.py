@@ -3,12 +3,13 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
-from helpers import assert_numpy_dask_equal
 from shapely.geometry import box
 
 from xsits.errors import AOIError
 from xsits.labels import labels
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _cube():

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 
 from xsits.errors import BandError
 from xsits.mask import drop_cloudy, masked_fraction, scl_mask
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def test_scl_mask_values_and_dtypes():

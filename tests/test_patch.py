@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
-from helpers import assert_numpy_dask_equal
 
 from xsits.errors import GridError
 from xsits.mask import scl_mask
 from xsits.patch import to_patch
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _cube(**kw):

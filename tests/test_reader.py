@@ -14,7 +14,6 @@ import odc.stac
 import pytest
 import rasterio
 import xarray as xr
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from odc.geo.geobox import GeoBox
 from odc.loader import RasterLoadParams, RasterSource
 from shapely.geometry import Point
@@ -22,6 +21,8 @@ from shapely.geometry import Point
 import xsits
 from xsits import fetch, reader
 from xsits.load import band_config
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
 BANDS = ("B03", "B08", "SCL")

@@ -9,7 +9,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from shapely.geometry import Point, box
 
 import xsits
@@ -17,6 +16,8 @@ from xsits import reader, steps
 from xsits.errors import AOIError, ExportError, OutputExistsError
 from xsits.mask import DEFAULT_CLASSES
 from xsits.sample import SampleError
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
 QUERY = {"eo:cloud_cover": {"lt": 30}}
 BANDS = ("B04", "B08", "SCL")

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 from pyproj import Transformer
 from shapely.geometry import Point, box, shape
 
 import xsits
 from xsits.errors import QueryError
 from xsits.stac import StacQuery
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
 QUERY = {"eo:cloud_cover": {"lt": 10}}
 

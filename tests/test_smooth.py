@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import assert_numpy_dask_equal
 from scipy.signal import savgol_filter
 
 import xsits  # noqa: F401  (registers .sits)
@@ -17,6 +16,8 @@ from xsits.errors import GridError
 from xsits.mask import scl_mask
 from xsits.smooth import smooth
 from xsits.testing.cubes import make_cube
+
+from helpers import assert_numpy_dask_equal
 
 
 def _series_cube(n_times=12, shape=(3, 4), seed=0, holes=()):

@@ -7,8 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import WORLD_END, WORLD_POINTS, WORLD_START
-from helpers import raise_if_dask_computes
 from shapely.geometry import Point
 
 import xsits
@@ -17,6 +15,9 @@ from xsits.errors import AOIError, BandError, ExportError, GridError
 from xsits.mask import scl_mask
 from xsits.stack import stack
 from xsits.testing.cubes import make_cube
+
+from conftest import WORLD_END, WORLD_POINTS, WORLD_START
+from helpers import raise_if_dask_computes
 
 
 def _cubes(chunks=None):
