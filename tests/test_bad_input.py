@@ -29,6 +29,7 @@ from xsits.errors import (
     UnsafePathError,
     XsitsError,
 )
+from xsits.stac_api import RetryingStacApiIO
 from xsits.testing.cubes import make_cube
 
 POINT = (5.90, 45.20)  # inside the session world (tests/conftest.py)
@@ -218,13 +219,12 @@ def test_unreachable_stac_url(tmp_path, out):
     assert _files(out) == []
 
 
-def test_http_400_from_the_api_is_not_retried(stac_url, tmp_path, pg_stac):
+@pytest.mark.parametrize("params", ["bbox=1,2", "datetime=nonsense", "limit=0"])
+def test_http_400_from_the_api_is_not_retried(stac_url, pg_stac, params):
     pg_stac.reset_stats()
+    io = RetryingStacApiIO(timeout=10)
     with pytest.raises(StacRequestError) as err:
-        xsits.search(xsits.read_aoi(_points(tmp_path)), stac=stac_url,
-                     collection="sentinel-2-l2a", bands=["B04"],
-                     start="2022-01-01", end="2022-01-31",
-                     query={"eo:cloud_cover": {"lt": "not-a-number"}})
+        io.request(f"{stac_url}/search?{params}")
     assert err.value.status == 400
     _check(err, "400")
     assert pg_stac.stats().get("/search", 0) == 1  # the client's fault: asked once
@@ -243,7 +243,9 @@ def test_point_outside_every_tile(stac_url, tmp_path):
     cubes = xsits.open_cubes(gdf, id_column="pid", stac=stac_url, bands=["B04"],
                              start="2021-12-01", end="2022-03-31")
     assert list(cubes) == [] and list(cubes.missing) == ["sea"]
-    assert cubes.missing["sea"].endswith(".")  # a whole sentence
+    why = cubes.missing["sea"]
+    assert "no sentinel-2-l2a item between 2021-12-01 and 2022-03-31" in why
+    assert why.endswith("widen the dates or raise max_cloud")  # names the fix
 
 
 # --------------------------------------------------------------------------- grid and load

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import warnings
@@ -373,11 +372,6 @@ def test_table_refuses_non_grid_variables(tmp_path):
     with pytest.raises(ExportError, match="'extra'"):
         export(ds, tmp_path, format="csv")
     assert listing(tmp_path) == []
-
-
-def test_doctests():
-    result = doctest.testmod(export_mod, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 5 and result.failed == 0
 
 
 @pytest.mark.parametrize("masked_cube", [False, True])

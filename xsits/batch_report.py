@@ -27,17 +27,10 @@ import xarray as xr
 from xsits._common import one_line, redact, shorten
 from xsits._version import __version__
 from xsits.errors import XsitsError
-from xsits.export import RESULTS_DRIVERS
 
 __all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "summary_line"]
 
 log = logging.getLogger("xsits.batch")
-
-# Parquet outputs read back through intake-parquet's ``parquet`` driver (the Intake plugin of
-# the Intake project; Intake V1 and intake-xarray have none). It belongs in export.py's table
-# beside the other formats; until that module's owner moves it there, it is registered here,
-# which every ``import xsits`` runs before any catalog is written.
-RESULTS_DRIVERS.setdefault(".parquet", ("parquet", {}))
 
 #: Columns of the report DataFrame, in order.
 REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "seconds", "error")

@@ -640,6 +640,8 @@ RESULTS_DRIVERS: dict[str, tuple[str, dict[str, Any]]] = {
     ".nc": ("netcdf", {"xarray_kwargs": {"engine": "netcdf4", "mask_and_scale": False}}),
     ".zarr": ("zarr", {}),
     ".csv": ("csv", {}),
+    # intake-parquet's driver (Intake V1 and intake-xarray have none for Parquet)
+    ".parquet": ("parquet", {}),
 }
 
 
@@ -678,7 +680,7 @@ def write_results_catalog(
     Raises
     ------
     xsits.errors.ExportError
-        An output has a suffix without an Intake driver (e.g. ``.parquet``).
+        An output has a suffix without an Intake driver (e.g. ``.gif``).
 
     Examples
     --------

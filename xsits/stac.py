@@ -380,6 +380,8 @@ def open_client(q: StacQuery, *, modifier=None):
 
     Examples
     --------
+    Not run here (it needs a STAC API); ``tests/test_search_load.py`` opens the local one.
+
     >>> client = open_client(StacQuery(stac="http://127.0.0.1:1"))  # doctest: +SKIP
     """
     from pystac_client import Client
@@ -491,6 +493,9 @@ def search(
 
     Examples
     --------
+    Not run here: it searches Planetary Computer (``tests/test_search_load.py`` searches the
+    local API).
+
     >>> import xsits
     >>> aoi = xsits.read_aoi("notebooks/data/rand_pts.geojson", id_column="pt_id")  # doctest: +SKIP
     >>> res = search(aoi, stac="planetary-computer", start="2024-01-01", end="2024-02-01",
@@ -570,6 +575,8 @@ def iter_search(
 
     Examples
     --------
+    Not run here: it searches Earth Search, with ``aoi`` from :func:`xsits.read_aoi`.
+
     >>> for part in iter_search(aoi, stac="earth-search", start="2024-01-01",
     ...                         end="2024-02-01"):  # doctest: +SKIP
     ...     print(part.n_searches, sorted(part.items))
@@ -636,5 +643,5 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
         else:
             missing[fid] = (
                 f"no {q.collection} item between {q.start} and {q.end} matches the query here "
-                "(outside every tile, or all too cloudy)"
+                "(outside every tile, or all too cloudy); widen the dates or raise max_cloud"
             )
