@@ -85,6 +85,7 @@ class Layout:
     res: tuple[float, float] = (1.0, 1.0)  # x, y pixel size, times the CRS's ORIGINS size
     size: int = 384  # width = height
     where: int = 0  # distinct position (api cases: each file elsewhere)
+    offset: float = 0.0  # shift right and down, in file widths (files of a mosaic overlap)
 
     @property
     def key(self) -> str:
@@ -131,6 +132,7 @@ class Case:
     axis: str
     layout: Layout
     request: Request = Request()
+    mosaic: tuple[Layout, ...] = ()  # more files on the same date, fused by odc-stac
 
 
 @dataclass
@@ -171,7 +173,8 @@ def _valid(layout: Layout) -> bool:
 def _layouts() -> Iterator[tuple[str, str, Layout]]:
     """(axis, label, layout) around the baselines, one or two axes at a time."""
     for comp in ("NONE", "DEFLATE", "LZW", "ZSTD", "LERC", "LERC_DEFLATE"):
-        for dtype in ("uint8", "uint16", "int16", "int32", "float32", "float64"):
+        for dtype in ("uint8", "uint16", "int16", "int32", "float32", "float64") + (
+                ("int8", "uint32") if comp in ("DEFLATE", "LERC") else ()):
             nodata = "nan" if dtype.startswith("float") else "value"
             yield "compression x dtype", f"{comp}-{dtype}", replace(
                 BASE, compress=comp, dtype=dtype, nodata=nodata)
@@ -232,9 +235,10 @@ def cases() -> list[Case]:
     """Every case of the suite (cheap: no file is written)."""
     out: list[Case] = []
 
-    def add(axis: str, name: str, layout: Layout, req: Request = Request()) -> None:
-        if _valid(layout):
-            out.append(Case(name, axis, layout, req))
+    def add(axis: str, name: str, layout: Layout, req: Request = Request(),
+            mosaic: tuple[Layout, ...] = ()) -> None:
+        if _valid(layout) and all(_valid(m) for m in mosaic):
+            out.append(Case(name, axis, layout, req, mosaic))
 
     for axis, label, layout in _layouts():
         add(axis, label, layout)
@@ -277,6 +281,22 @@ def cases() -> list[Case]:
             for req in (Request(), Request(crs="EPSG:3035", factor=2), Request(factor=6)):
                 add("STAC metadata", f"{meta}-{layout.dtype}-{layout.nodata}-"
                     f"{req.crs or 'src'}-x{req.factor}", layout, replace(req, meta=meta))
+    # several files on one date (odc-stac fuses them: the first valid pixel wins)
+    pairs = {
+        "same": (BASE, replace(BASE, offset=0.5)),
+        "three": (BASE, replace(BASE, offset=0.5), replace(BASE, offset=-0.4)),
+        "fast-gdal": (BASE, replace(BASE, compress="LERC", offset=0.5)),
+        "gdal-fast": (replace(BASE, compress="JPEG", dtype="uint8", nodata="zero"),
+                      replace(BASE, dtype="uint8", nodata="zero", offset=0.5)),
+        "float": (FLOAT_BASE, replace(FLOAT_BASE, offset=0.5, overviews="addo")),
+        "no-nodata": (replace(BASE, nodata="none"),
+                      replace(BASE, nodata="none", offset=0.5, block=128)),
+    }
+    for label, (first, *more) in pairs.items():
+        for req in (Request(), Request(factor=2), Request(factor=3.3, shift=0.5),
+                    Request(crs="EPSG:3035", factor=2)):
+            add("mosaic", f"mosaic-{label}-{req.crs or 'src'}-x{req.factor}", first, req,
+                tuple(more))
     # a sample of combinations of several axes
     rng = np.random.default_rng(19)
     pool = [c for c in out if c.axis in ("compression x dtype", "predictor", "nodata")]
@@ -375,7 +395,8 @@ def write_raster(layout: Layout, path: Path) -> None:
     from rasterio.transform import from_origin
 
     x0, y0, px = ORIGINS[layout.crs]
-    x0 += layout.where * px * (layout.size * 3)  # api cases: files side by side
+    x0 += (layout.where * 3 + layout.offset) * px * layout.size  # api cases: side by side
+    y0 -= layout.offset / 2 * px * layout.size * layout.res[1]
     transform = from_origin(x0, y0, px * layout.res[0], px * layout.res[1])
     data, hole = _pattern(layout)
     opts: dict[str, Any] = {"compress": layout.compress}
@@ -486,13 +507,14 @@ def _footprint(layout: Layout) -> tuple[Any, Any]:
     from odc.geo.geobox import GeoBox
 
     x0, y0, px = ORIGINS[layout.crs]
-    x0 += layout.where * px * (layout.size * 3)
+    x0 += (layout.where * 3 + layout.offset) * px * layout.size
+    y0 -= layout.offset / 2 * px * layout.size * layout.res[1]
     gbox = GeoBox((layout.size, layout.size),
                   Affine(px * layout.res[0], 0, x0, 0, -px * layout.res[1], y0), layout.crs)
     return gbox, gbox.extent.to_crs("EPSG:4326")
 
 
-def make_item(case: Case, href: str, collection: str, index: int) -> dict:
+def make_item(case: Case, href: str, collection: str, index: int, part: int = 0) -> dict:
     """A Planetary-Computer-shaped item of the case's file (see tests/data/pc-item-example)."""
     import rasterio
 
@@ -500,8 +522,8 @@ def make_item(case: Case, href: str, collection: str, index: int) -> dict:
     gbox, fp = _footprint(layout)
     epsg = int(layout.crs.split(":")[1])
     props: dict[str, Any] = {
-        "datetime": (dt.datetime(2024, 1, 1, 10, 30) + dt.timedelta(days=index % 300,
-                     seconds=index)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "datetime": (dt.datetime(2024, 1, 1, 10, 30) + dt.timedelta(
+            days=index % 300, seconds=index + part)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "platform": "Sentinel-2B", "constellation": "Sentinel 2", "instruments": ["msi"],
         "eo:cloud_cover": 1.5, "s2:mgrs_tile": "32TNR", "s2:processing_baseline": "05.11",
     }
@@ -538,7 +560,7 @@ def make_item(case: Case, href: str, collection: str, index: int) -> dict:
     del rasterio
     return {
         "type": "Feature", "stac_version": "1.1.0", "stac_extensions": exts,
-        "id": f"{SUITE}-{index:04d}-{case.name}"[:120], "collection": collection,
+        "id": f"{SUITE}-{index:04d}-{part}-{case.name}"[:120], "collection": collection,
         "geometry": fp.json, "bbox": list(fp.boundingbox), "properties": props, "links": [],
         "assets": {"B04": asset,
                    "tilejson": {"href": "http://127.0.0.1:9/tilejson.json",
@@ -735,6 +757,14 @@ class Suite:
             self.hrefs[case.name] = href
             cid = self.collection(case)
             by_collection[cid].append(make_item(case, href, cid, i))
+            for k, extra in enumerate(case.mosaic, 1):
+                path = self.root / "files" / f"{extra.key}.tif"
+                if extra.key not in written:
+                    write_raster(extra, path)
+                    written[extra.key] = path
+                by_collection[cid].append(make_item(replace(case, layout=extra),
+                                                    self.cogs.url + f"files/{extra.key}.tif",
+                                                    cid, i, k))
         ids = {}
         for cid, items in by_collection.items():
             self.stac.load(make_collection(cid), items)
@@ -747,8 +777,8 @@ class Suite:
                 found[it.id] = it
         for i, case in enumerate(self.cases):
             cid = self.collection(case)
-            iid = make_item(case, self.hrefs[case.name], cid, i)["id"]
-            self.items[case.name] = found[iid]
+            self.items[case.name] = [found[make_item(case, "", cid, i, k)["id"]]
+                                     for k in range(len(case.mosaic) + 1)]
 
     @staticmethod
     def collection(case: Case) -> str:
@@ -782,7 +812,7 @@ class Suite:
         from xsits.errors import LoadError
         t0 = time.monotonic()
         res = Result(case)
-        item = self.items[case.name]
+        item = self.items[case.name]  # the items of the case (more than one: a mosaic)
         band = "B04" if case.request.band == 1 else f"B04.{case.request.band}"
         gbox = case_geobox(case)
         req = case.request
@@ -790,7 +820,7 @@ class Suite:
             if req.fault in ("404", "403"):
                 res.equal, res.detail, res.reader = self._client_fault(case, item, band, gbox)
                 return res
-            want = load_truth([item], gbox, band, req.resampling)
+            want = load_truth(item, gbox, band, req.resampling)
             reader.clear_cache()
             if req.fault:
                 kind, _, when = req.fault.partition("@")
@@ -802,7 +832,7 @@ class Suite:
                 # 2: a HEAD (GDAL's first request) has no body to truncate
                 self.cogs.set_fault(self.paths[case.name], kind, times=2)
             try:
-                got = load_driver([item], gbox, band, req.resampling)
+                got = load_driver(item, gbox, band, req.resampling)
             finally:
                 if req.fault:
                     self.cogs.clear_faults()
@@ -830,7 +860,7 @@ class Suite:
             self.cogs.set_fault(path, "403", times=-1)
         t0 = time.monotonic()
         try:
-            load_driver([item], gbox, band, "nearest")
+            load_driver(item, gbox, band, "nearest")
         except LoadError as err:
             took = time.monotonic() - t0
             msg = str(err)
@@ -926,7 +956,7 @@ class Suite:
                 got["B04"].dtype.name, got["B04"].attrs.get("nodata"),
                 got["B04"].encoding.get("_FillValue"))
             items = cubes.search.items[fid]
-            if [it.id for it in items] != [self.items[case.name].id]:
+            if [it.id for it in items] != [it.id for it in self.items[case.name]]:
                 self._api_result(case, False, f"items {[it.id for it in items]}")
                 continue
             want = load_truth(items, cubes[fid].odc.geobox, "B04", case.request.resampling)

@@ -8,7 +8,8 @@ For each read it decides, from the file's header, between two readers:
   (:func:`xsits.tiff.fast_refusal`, :func:`plan_read`), each one proven equal to GDAL by
   ``tests/test_conformance.py``: a tiled or striped GeoTIFF, uncompressed / DEFLATE / LZW /
   ZSTD, predictor 1-3, integer or float samples, pixel or band interleave, no mask or alpha
-  band, EPSG georeferencing; nearest resampling. Bytes are fetched many files at a time
+  band, EPSG georeferencing; nearest resampling (a warp only when the file's and the
+  output's nodata agree, see :func:`_warp_nodata_ok`). Bytes are fetched many files at a time
   (:mod:`xsits.fetch`), headers parsed (:mod:`xsits.tiff`) and tiles decoded by tifffile /
   imagecodecs. A read on the file's own lattice is a window copy; any other is a lookup
   through the source pixel GDAL's own nearest warp picks for each output pixel
