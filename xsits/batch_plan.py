@@ -23,13 +23,9 @@ import xarray as xr
 
 from xsits._common import redact
 from xsits.batch_report import describe_kwargs, missing_row, row
-from xsits.errors import XsitsError
+from xsits.errors import BatchError, XsitsError
 
 __all__ = ["AoiSource", "BatchError"]
-
-class BatchError(XsitsError, ValueError):
-    """An argument of :func:`compute_all` is invalid (steps, scheduler, batch size, input)."""
-
 
 
 # --------------------------------------------------------------------------- inputs

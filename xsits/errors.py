@@ -94,3 +94,11 @@ class CatalogError(XsitsError, ValueError):
 
 class MissingDependencyError(XsitsError, ImportError):
     """An optional extra is needed (e.g. ``pip install xsits[indices]``)."""
+
+
+class OptionError(XsitsError, ValueError):
+    """An unknown option, or a value it cannot take (:func:`xsits.set_options`)."""
+
+
+class BatchError(XsitsError, ValueError):
+    """An argument of :func:`xsits.compute_all` is invalid (steps, scheduler, batch size, input)."""

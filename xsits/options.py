@@ -36,12 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xsits.errors import XsitsError
+from xsits.errors import OptionError
 from xsits.retry import RetryPolicy
-
-
-class OptionError(XsitsError, ValueError):
-    """An unknown option, or a value it cannot take."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,7 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     >>> set_options(nope=1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xsits.options.OptionError: unknown option 'nope'; known: cache_bytes, cache_dir, ...
+    xsits.errors.OptionError: unknown option 'nope'; known: cache_bytes, cache_dir, ...
     """
 
     def __init__(self, **kwargs: Any) -> None:
