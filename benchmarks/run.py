@@ -199,7 +199,10 @@ def compare_outputs(xsits_rec: dict, plain_rec: dict) -> dict:
     res = {"features_xsits": len(xp), "features_plain": len(pp), "compared": len(common),
            "equal": 0, "max_abs_diff": 0.0, "mismatches": []}
     for fid in common:
-        with xr.open_dataset(xp[fid]) as a, xr.open_dataset(pp[fid]) as b:
+        # undecoded, as the results catalog opens them: xsits' SCL is integer with _FillValue 0
+        # (NO_DATA), which default decoding would turn into NaN
+        with xr.open_dataset(xp[fid], mask_and_scale=False) as a, \
+                xr.open_dataset(pp[fid], mask_and_scale=False) as b:
             ok = True
             why = []
             for dim in ("time", "y", "x"):
