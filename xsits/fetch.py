@@ -130,6 +130,8 @@ class _Bytes:
         self.sizes: dict[str, int] = {}
         self.inflight: dict[tuple[str, int, int], Future] = {}
         self.host_sizes: dict[str, list[int]] = {}
+        # a file's first request, fixed once: readers that open it at the same time share it
+        self.heads: dict[str, int] = {}
 
 
 # The process's fetch state: one per process, so that features sharing a file fetch it once.
@@ -311,10 +313,13 @@ def head_bytes(uri: str) -> int:
     """
     if not get_options().whole_files:
         return HEAD_BYTES
-    seen = _state().host_sizes.get(urlparse(uri).netloc, [])
-    if len(seen) >= SMALL_FILES_SEEN and max(seen) <= SMALL_FILE_BYTES:
-        return SMALL_FILE_BYTES
-    return HEAD_BYTES
+    st = _state()
+    with st.lock:
+        if uri not in st.heads:
+            seen = st.host_sizes.get(urlparse(uri).netloc, [])
+            small = len(seen) >= SMALL_FILES_SEEN and max(seen) <= SMALL_FILE_BYTES
+            st.heads[uri] = SMALL_FILE_BYTES if small else HEAD_BYTES
+        return st.heads[uri]
 
 
 def saw_size(uri: str) -> None:
@@ -340,3 +345,4 @@ def clear() -> None:
         st.segments.clear()
         st.cached = 0
         st.sizes.clear()
+        st.heads.clear()
