@@ -93,6 +93,15 @@ class Layout:
         return f"{self.compress.lower()}-{self.dtype}-" + \
             hashlib.sha1(text.encode()).hexdigest()[:10]
 
+    def transform(self) -> Any:
+        """The file's affine transform (api cases side by side; mosaic files overlapping)."""
+        from affine import Affine
+
+        x0, y0, px = ORIGINS[self.crs]
+        x0 += (self.where * 3 + self.offset) * px * self.size
+        y0 -= self.offset / 2 * px * self.size * self.res[1]
+        return Affine(px * self.res[0], 0, x0, 0, -px * self.res[1], y0)
+
     def nodata_value(self) -> float | None:
         if self.nodata in ("none", "mask"):
             return None
@@ -392,12 +401,8 @@ def _pattern(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
 def write_raster(layout: Layout, path: Path) -> None:
     """Write ``layout`` with rasterio / GDAL (the GTiff or COG driver, creation options)."""
     import rasterio
-    from rasterio.transform import from_origin
 
-    x0, y0, px = ORIGINS[layout.crs]
-    x0 += (layout.where * 3 + layout.offset) * px * layout.size  # api cases: side by side
-    y0 -= layout.offset / 2 * px * layout.size * layout.res[1]
-    transform = from_origin(x0, y0, px * layout.res[0], px * layout.res[1])
+    transform = layout.transform()
     data, hole = _pattern(layout)
     opts: dict[str, Any] = {"compress": layout.compress}
     if layout.predictor > 1:
@@ -503,21 +508,19 @@ def check_written(layout: Layout, path: Path) -> None:
 
 def _footprint(layout: Layout) -> tuple[Any, Any]:
     """(geobox of the file, its footprint polygon in EPSG:4326)."""
-    from affine import Affine
     from odc.geo.geobox import GeoBox
 
-    x0, y0, px = ORIGINS[layout.crs]
-    x0 += (layout.where * 3 + layout.offset) * px * layout.size
-    y0 -= layout.offset / 2 * px * layout.size * layout.res[1]
-    gbox = GeoBox((layout.size, layout.size),
-                  Affine(px * layout.res[0], 0, x0, 0, -px * layout.res[1], y0), layout.crs)
+    gbox = GeoBox((layout.size, layout.size), layout.transform(), layout.crs)
     return gbox, gbox.extent.to_crs("EPSG:4326")
+
+
+def item_id(case: Case, index: int, part: int = 0) -> str:
+    """The id of the item of the case's ``part``-th file (0: its own; 1...: the mosaic's)."""
+    return f"{SUITE}-{index:04d}-{part}-{case.name}"[:120]
 
 
 def make_item(case: Case, href: str, collection: str, index: int, part: int = 0) -> dict:
     """A Planetary-Computer-shaped item of the case's file (see tests/data/pc-item-example)."""
-    import rasterio
-
     layout, req = case.layout, case.request
     gbox, fp = _footprint(layout)
     epsg = int(layout.crs.split(":")[1])
@@ -557,10 +560,9 @@ def make_item(case: Case, href: str, collection: str, index: int, part: int = 0)
         if nd is not None and req.meta != "rb_no_nodata":
             band["nodata"] = "nan" if isinstance(nd, float) and math.isnan(nd) else nd
         asset["raster:bands"] = [band] * layout.bands
-    del rasterio
     return {
         "type": "Feature", "stac_version": "1.1.0", "stac_extensions": exts,
-        "id": f"{SUITE}-{index:04d}-{part}-{case.name}"[:120], "collection": collection,
+        "id": item_id(case, index, part), "collection": collection,
         "geometry": fp.json, "bbox": list(fp.boundingbox), "properties": props, "links": [],
         "assets": {"B04": asset,
                    "tilejson": {"href": "http://127.0.0.1:9/tilejson.json",
@@ -742,13 +744,15 @@ class Suite:
         """Write every file, index every item (one collection per group), read them back."""
         import pystac_client
 
-        written: dict[str, Path] = {}
+        def file(layout: Layout) -> Path:  # each distinct layout written once
+            path = self.root / "files" / f"{layout.key}.tif"
+            if not path.exists():
+                write_raster(layout, path)
+            return path
+
         by_collection: dict[str, list[dict]] = defaultdict(list)
         for i, case in enumerate(self.cases):
-            path = self.root / "files" / f"{case.layout.key}.tif"
-            if case.layout.key not in written:
-                write_raster(case.layout, path)
-                written[case.layout.key] = path
+            path = file(case.layout)
             href = self.href(case)
             if case.request.fault and case.request.fault != "404":
                 dst = self.root / self.paths[case.name]
@@ -758,18 +762,12 @@ class Suite:
             cid = self.collection(case)
             by_collection[cid].append(make_item(case, href, cid, i))
             for k, extra in enumerate(case.mosaic, 1):
-                path = self.root / "files" / f"{extra.key}.tif"
-                if extra.key not in written:
-                    write_raster(extra, path)
-                    written[extra.key] = path
+                file(extra)
                 by_collection[cid].append(make_item(replace(case, layout=extra),
                                                     self.cogs.url + f"files/{extra.key}.tif",
                                                     cid, i, k))
-        ids = {}
         for cid, items in by_collection.items():
             self.stac.load(make_collection(cid), items)
-            for it in items:
-                ids[it["id"]] = cid
         client = pystac_client.Client.open(self.stac.url)
         found = {}
         for cid in by_collection:
@@ -777,7 +775,7 @@ class Suite:
                 found[it.id] = it
         for i, case in enumerate(self.cases):
             cid = self.collection(case)
-            self.items[case.name] = [found[make_item(case, "", cid, i, k)["id"]]
+            self.items[case.name] = [found[item_id(case, i, k)]
                                      for k in range(len(case.mosaic) + 1)]
 
     @staticmethod
@@ -812,15 +810,15 @@ class Suite:
         from xsits.errors import LoadError
         t0 = time.monotonic()
         res = Result(case)
-        item = self.items[case.name]  # the items of the case (more than one: a mosaic)
+        items = self.items[case.name]  # more than one: a mosaic
         band = "B04" if case.request.band == 1 else f"B04.{case.request.band}"
         gbox = case_geobox(case)
         req = case.request
         try:
             if req.fault in ("404", "403"):
-                res.equal, res.detail, res.reader = self._client_fault(case, item, band, gbox)
+                res.equal, res.detail, res.reader = self._client_fault(case, items, band, gbox)
                 return res
-            want = load_truth(item, gbox, band, req.resampling)
+            want = load_truth(items, gbox, band, req.resampling)
             reader.clear_cache()
             if req.fault:
                 kind, _, when = req.fault.partition("@")
@@ -832,7 +830,7 @@ class Suite:
                 # 2: a HEAD (GDAL's first request) has no body to truncate
                 self.cogs.set_fault(self.paths[case.name], kind, times=2)
             try:
-                got = load_driver(item, gbox, band, req.resampling)
+                got = load_driver(items, gbox, band, req.resampling)
             finally:
                 if req.fault:
                     self.cogs.clear_faults()
@@ -849,7 +847,7 @@ class Suite:
             res.seconds = time.monotonic() - t0
         return res
 
-    def _client_fault(self, case: Case, item: Any, band: str, gbox: Any) -> tuple:
+    def _client_fault(self, case: Case, items: Any, band: str, gbox: Any) -> tuple:
         """404 / 403: a LoadError naming the href without its query, within seconds."""
         from xsits import reader
         from xsits.errors import LoadError
@@ -860,7 +858,7 @@ class Suite:
             self.cogs.set_fault(path, "403", times=-1)
         t0 = time.monotonic()
         try:
-            load_driver(item, gbox, band, "nearest")
+            load_driver(items, gbox, band, "nearest")
         except LoadError as err:
             took = time.monotonic() - t0
             msg = str(err)

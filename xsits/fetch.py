@@ -306,6 +306,8 @@ def _forget_inflight(key: tuple) -> None:
 def head_bytes(uri: str) -> int:
     """How many bytes a file's first request asks for (see :data:`SMALL_FILES_SEEN`).
 
+    Decided once per file, so readers opening it at the same time send one request.
+
     Examples
     --------
     >>> head_bytes("http://unknown-host/a.tif") == HEAD_BYTES
