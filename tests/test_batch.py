@@ -397,6 +397,26 @@ def test_other_local_schedulers(tmp_path, scheduler):
         np.testing.assert_array_equal(got.B08.values, _processed(cubes["c"]).B08.values)
 
 
+def _stamp_options(ds):
+    """A step that records, in the output, the options in force where it runs."""
+    opts = xsits.get_options()
+    return ds.assign_attrs(retries=opts.retry.attempts, retry_delay=opts.retry.backoff,
+                           whole_files=int(opts.whole_files))
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_worker_processes_run_with_the_callers_options(tmp_path, scheduler):
+    with xsits.set_options(whole_files=False):
+        report = compute_all(_cubes(("a", "b")), [_stamp_options], out_dir=tmp_path,
+                             progress=False, scheduler=scheduler, workers=2, retries=2,
+                             retry_delay=0.5)
+    assert xsits.get_options().whole_files and xsits.get_options().retry.attempts == 5
+    for path in report.path:
+        with xr.open_dataset(path) as got:
+            assert (got.attrs["retries"], got.attrs["retry_delay"],
+                    got.attrs["whole_files"]) == (3, 0.5, 0)
+
+
 def test_progress_bar_on_off_and_auto(tmp_path, capsys):
     cubes = _cubes(("a", "b"))
     cubes.missing["z"] = "no item found"

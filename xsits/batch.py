@@ -58,7 +58,7 @@ from xsits.batch_run import (
     want_progress,
 )
 from xsits.errors import XsitsError
-from xsits.options import set_options
+from xsits.options import get_options, set_options
 
 __all__ = [
     "BATCHES_IN_FLIGHT",
@@ -250,7 +250,7 @@ def compute_all(
                         batch.rows.append(row(str(fid), "skipped", path))
                     else:
                         jobs.append(Job(str(fid), ds, steps_list, path, overwrite, compress,
-                                         io_threads, retry_delay))
+                                         io_threads, get_options()))
                 bar.update(len(batch.rows))
                 running.append((batch, runner.submit(jobs, bar)))
                 collect(wait=len(running) > BATCHES_IN_FLIGHT)

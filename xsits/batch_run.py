@@ -34,8 +34,9 @@ import xarray as xr
 from xsits.batch_plan import BatchError
 from xsits.batch_report import error_text, install_log_redaction, row, short_reason
 from xsits.errors import OutputExistsError
+from xsits.options import Options, adopt_options, get_options
 
-__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS"]
+__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "prepare_process"]
 
 log = logging.getLogger("xsits.batch")
 
@@ -53,13 +54,13 @@ class Job:
     """Everything one feature task needs; a plain object so dask does not look inside it."""
 
     __slots__ = ("fid", "ds", "steps", "path", "overwrite", "compress", "io_threads",
-                 "retry_delay")
+                 "options")
 
     def __init__(self, fid: str, ds: xr.Dataset, steps: Sequence[Callable], path: Path,
-                 overwrite: bool, compress: bool, io_threads: int, retry_delay: float) -> None:
+                 overwrite: bool, compress: bool, io_threads: int, options: Options) -> None:
         self.fid, self.ds, self.steps, self.path = fid, ds, tuple(steps), path
         self.overwrite, self.compress = overwrite, compress
-        self.io_threads, self.retry_delay = io_threads, retry_delay
+        self.io_threads, self.options = io_threads, options  # the run's, for worker processes
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -95,14 +96,27 @@ def _io_pool(n: int) -> Any:
         return _IO_POOLS[n]
 
 
-def _ensure_gdal() -> None:
-    """Apply xsits' GDAL HTTP settings (retries...) once in this process (dask workers too)."""
+def prepare_process(options: Options) -> None:
+    """Make a process ready to read: the caller's ``options``, xsits' GDAL settings, redaction.
+
+    What every feature task does first: in the calling process it changes nothing; a dask
+    worker process (``"processes"``, ``dask.distributed``) starts with the default options
+    and without xsits' GDAL HTTP settings (retries...), and gets them here, once.
+
+    Examples
+    --------
+    >>> import xsits
+    >>> prepare_process(xsits.get_options())  # in the calling process: nothing to do
+    """
     global _GDAL_READY
+    if get_options() != options:
+        adopt_options(options)
     if not _GDAL_READY:
         from xsits.load import configure_gdal
 
         configure_gdal()
         _GDAL_READY = True
+    install_log_redaction()
 
 
 def run_feature(job: Job) -> dict[str, Any]:
@@ -113,8 +127,7 @@ def run_feature(job: Job) -> dict[str, Any]:
     path = job.path
     if path.exists() and not job.overwrite:  # e.g. written by a worker that was then lost
         return row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
-    _ensure_gdal()
-    install_log_redaction()  # in worker processes too
+    prepare_process(job.options)
     try:
         # the cube is read first (its files fetched together, see xsits.reader; its
         # chunks on the shared I/O pool), then the steps run in memory: on a small

@@ -124,6 +124,24 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
         _CURRENT[0] = self._before
 
 
+def adopt_options(options: Options) -> None:
+    """Make ``options`` the options in force in this process, for good.
+
+    For worker processes (dask ``"processes"``, ``dask.distributed``): they start with the
+    defaults, and a task brings the options in force where it was created.
+
+    Examples
+    --------
+    >>> with set_options(retries=3):
+    ...     theirs = get_options()
+    >>> adopt_options(theirs); get_options().retry.attempts
+    3
+    >>> adopt_options(Options()); get_options().retry.attempts
+    5
+    """
+    _CURRENT[0] = options
+
+
 def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
     known = {f.name for f in dataclasses.fields(Options)} - {"retry"} | {"retries",
                                                                        "retry_delay"}
