@@ -11,6 +11,7 @@ peak-RSS meter. ``--points N``: the 24 points, then points scattered within +-1.
 own process:
 
 - ``sample``: ``xsits.sample(aoi, steps=..., out="points.parquet")``.
+- ``processes``: the same with ``scheduler="processes"`` (one process per core).
 - ``cubes``: the per-feature cube path: ``compute_all(AoiSource(aoi, mode="patch",
   size=(1, 1)), steps, format="parquet")``, then the per-feature files concatenated into one
   table (what a user does today); its values are compared with ``sample``'s.
@@ -64,13 +65,13 @@ def _steps():
     return [steps.scl_mask(), steps.gapfill("linear")]
 
 
-def run_sample(args) -> dict:
+def run_sample(args, **kwargs) -> dict:
     import xsits
 
     t0 = time.perf_counter()
     aoi = xsits.read_aoi(args.aoi, id_column="pt_id")
     table = xsits.sample(aoi, stac=args.stac, **OPEN, steps=_steps(), progress=False,
-                         out=Path(args.out) / "points.parquet")
+                         out=Path(args.out) / "points.parquet", **kwargs)
     return {"seconds": time.perf_counter() - t0, "rows": len(table),
             "points": int(table.feature_id.nunique()), "missing": len(table.attrs["missing"])}
 
@@ -102,7 +103,7 @@ def run_cubes(args) -> dict:
 
 
 def _compare(sample_dir: Path, cubes_dir: Path) -> dict:
-    """``sample``'s table against the per-feature cubes' (same rows, same band values)."""
+    """``sample``'s table against another contender's (same rows, same band values)."""
     import numpy as np
     import pandas as pd
 
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=2000)
     p.add_argument("--sits-points", type=int, default=0,
                    help="points for sits 0.8.0 (0: not run); its time is extrapolated")
-    p.add_argument("--only", default="sample,cubes", help="comma list: sample,cubes")
+    p.add_argument("--only", default="sample,cubes",
+                   help="comma list: sample,cubes,processes")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added per COG request")
     p.add_argument("--py-spy", default="", metavar="PREFIX",
                    help="record each xsits contender with py-spy: PREFIX-<name>.txt "
@@ -135,7 +137,9 @@ def main(argv=None) -> int:
     p.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.contender:  # one contender, in its own process
-        out = {"sample": run_sample, "cubes": run_cubes}[args.contender](args)
+        run = {"sample": run_sample, "cubes": run_cubes,
+               "processes": lambda a: run_sample(a, scheduler="processes")}[args.contender]
+        out = run(args)
         Path(args.result).write_text(json.dumps(out))
         return 0
     return drive(args)
@@ -205,10 +209,11 @@ def drive(args) -> int:
                          f"(wall {rec['wall_s']:.1f}) RSS {rec['peak_rss_mb']:.0f} MB "
                          f"STAC {rec['stac_requests']} COG {rec['cog_requests']} "
                          f"rows {rec.get('rows')}")
-    comparison = None
-    if {"sample", "cubes"} <= set(names):
-        comparison = _compare(out_root / "sample", out_root / "cubes")
-        brun.log(f"  sample vs cubes: {comparison}")
+    comparison = {}
+    for other in ("cubes", "processes"):
+        if {"sample", other} <= set(names):
+            comparison[other] = _compare(out_root / "sample", out_root / other)
+            brun.log(f"  sample vs {other}: {comparison[other]}")
     by = {r["contender"]: r for r in runs}
     base = by.get("sample", {}).get("seconds")
     lines = ["| contender | points | seconds | s per 1,000 points | × sample "

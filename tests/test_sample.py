@@ -180,6 +180,17 @@ def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
     assert parts.attrs == whole.attrs
 
 
+def test_worker_processes_give_the_same_table(stac_url):
+    aoi = _points(n_extra=1, seed=3)
+    here = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
+    with xsits.set_options(fast_reader=False):  # the workers take it too: the same values
+        there = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False,
+                             scheduler="processes", workers=2)
+    assert here.feature_id.nunique() == len(aoi) - 1  # all but the point at sea
+    pd.testing.assert_frame_equal(there, here)
+    assert there.attrs == here.attrs
+
+
 def test_bad_arguments(stac_url, tmp_path):
     aoi = _points(n_extra=0)
     with pytest.raises(SampleError, match="window=2 must be an odd"):
@@ -188,6 +199,10 @@ def test_bad_arguments(stac_url, tmp_path):
         xsits.sample(aoi, stac=stac_url, reduce="max")
     with pytest.raises(SampleError, match="size= is set by sample"):
         xsits.sample(aoi, stac=stac_url, size=(3, 3))
+    with pytest.raises(SampleError, match="scheduler='cluster' is unknown"):
+        xsits.sample(aoi, stac=stac_url, scheduler="cluster")
+    with pytest.raises(SampleError, match="workers=0 must be a positive"):
+        xsits.sample(aoi, stac=stac_url, scheduler="processes", workers=0)
     with pytest.raises(SampleError, match=r"steps\[0\] = 3 is not callable"):
         xsits.sample(aoi, stac=stac_url, steps=[3])
     with pytest.raises(ExportError, match="must be a .parquet file path"):

@@ -240,6 +240,10 @@ def _search_options(func: Any) -> Any:
               help="Smooth each series (R sits' defaults), after the other steps.")
 @click.option("--indices", default="", help="Comma-separated spectral indices (e.g. NDVI).")
 @click.option("--geometry", is_flag=True, help="Keep the points as a geometry column.")
+@click.option("--scheduler", type=click.Choice(["threads", "processes"]), default="threads",
+              help="Read the points in this process, or in a pool of processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for --scheduler processes (default: one per core).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--id-column", default=None,
               help="AOI column with the feature ids (default: feature_id, id, or row number).")
@@ -250,7 +254,8 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
            cql2_filter: Any, resolution: float, crs: str, window: int, reduce: str,
            harmonize: bool, mask: bool, drop_cloudy: float | None, gapfill: str | None,
            composite_freq: str | None, smooth: str | None, indices: str, geometry: bool,
-           overwrite: bool, id_column: str | None, no_progress: bool, verbose: bool) -> None:
+           scheduler: str, workers: int | None, overwrite: bool, id_column: str | None,
+           no_progress: bool, verbose: bool) -> None:
     """Sample the time series of the points of AOI into one table (Parquet).
 
     One row per (point, date): feature_id, the AOI's columns (labels), time, one column per
@@ -274,7 +279,8 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
         table = run_sample(
             gdf, steps=steps, window=window, reduce=reduce, geometry=geometry,
             indices=[i.strip() for i in indices.split(",") if i.strip()], out=out_path,
-            overwrite=overwrite, progress=False if no_progress else None, stac=stac,
+            overwrite=overwrite, progress=False if no_progress else None,
+            scheduler=scheduler, workers=workers, stac=stac,
             collection=collection, bands=bands, start=start, end=end, query=query,
             filter=cql2_filter, max_cloud=max_cloud, resolution=resolution, crs=crs)
     except XsitsError as err:

@@ -29,7 +29,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,6 +41,7 @@ import xarray as xr
 
 from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
 from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
+from xsits.options import Options
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ POINTS_PER_COMPUTE = 256
 POINTS_PER_OPEN = 1024
 #: Cubes read at once (each fetches its files concurrently through the reader).
 READ_THREADS = 4
+#: Where :func:`sample` reads the points' cubes.
+SCHEDULERS: tuple[str, ...] = ("threads", "processes")
 #: Columns every table has (AOI columns and bands must not take these names).
 RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geometry")
 #: ``open_cubes`` arguments that :func:`sample` sets itself.
@@ -224,19 +227,80 @@ def _compute(cubes: Mapping[str, xr.Dataset]) -> dict[str, xr.Dataset]:
             for fid, cube in cubes.items()}
 
 
+class _Spec(NamedTuple):
+    """What reading a part of the points needs besides its cubes (sent to worker processes)."""
+
+    steps: tuple[Callable, ...]
+    window: int
+    reduce: str
+    indices: tuple[str, ...]
+    classes: tuple[int, ...]
+    pixelwise: bool
+    options: Options
+
+
+def _read_part(cubes: dict[str, xr.Dataset],
+               spec: _Spec) -> tuple[dict[str, _Rows], dict[str, str]]:
+    """Read one part's cubes and run the steps: the points' rows, and why others have none."""
+    from xsits.batch_run import prepare_process
+
+    prepare_process(spec.options)  # in a worker process: the caller's options, GDAL settings
+    rows: dict[str, _Rows] = {}
+    missing: dict[str, str] = {}
+    try:
+        loaded = _compute(cubes)
+    except (LoadError, OSError):  # find the feature(s) at fault: one at a time
+        loaded = {}
+        for fid, cube in cubes.items():
+            try:
+                loaded.update(_compute({fid: cube}))
+            except (LoadError, OSError) as err:
+                missing[fid] = f"read failed: {one_line(err)}"
+                log.warning("sample: feature %s not read: %s", fid, one_line(err))
+    batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
+    for fid, raw in loaded.items():
+        batches.setdefault(_dates_key(raw) if spec.pixelwise else fid, []).append(fid)
+    for fids in batches.values():
+        got_rows = _batch_rows([loaded[f] for f in fids], spec.steps, spec.window,
+                               spec.reduce, spec.indices, spec.classes)
+        for fid, got in zip(fids, got_rows, strict=True):
+            if len(got.time):
+                rows[fid] = got
+            else:
+                missing[fid] = "no date left after the steps"
+    return rows, missing
+
+
 class _Reader:
-    """Reads groups of cubes, one tile at a time, on a worker thread; collects the tables."""
+    """Reads groups of cubes, one tile at a time, on a worker; collects the tables.
+
+    The worker is one thread of this process (``"threads"``: each part's cubes are read by
+    :data:`READ_THREADS` threads), or a pool of processes (``"processes"``: parts read side by
+    side, one per process; each process has its own byte and tile caches, and a tile's points
+    stay in one part).
+    """
 
     def __init__(self, steps: Sequence[Callable], window: int, reduce: str,
-                 indices: Sequence[str], bar: Any) -> None:
-        self.steps, self.window, self.reduce = list(steps), window, reduce
-        self.indices, self.bar = list(indices), bar
-        self.classes = _scl_classes(self.steps)
-        self.pixelwise = all(getattr(step, "pixelwise", False) for step in self.steps)
+                 indices: Sequence[str], bar: Any, scheduler: str = "threads",
+                 workers: int | None = None) -> None:
+        from xsits.options import get_options
+
+        self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), _scl_classes(steps),
+                          all(getattr(step, "pixelwise", False) for step in steps),
+                          get_options())
+        self.bar = bar
         self.rows: dict[str, _Rows] = {}
         self.missing: dict[str, str] = {}
         self.sent: set[str] = set()
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
+        self.pool: Executor
+        if scheduler == "processes":
+            import multiprocessing
+
+            ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context",
+                                                              "spawn"))
+            self.pool = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
+        else:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
         self.futures: list[Future] = []
 
     def submit(self, cubes: Mapping[str, xr.Dataset]) -> None:
@@ -249,36 +313,23 @@ class _Reader:
         for fids in by_tile.values():
             for i in range(0, len(fids), POINTS_PER_COMPUTE):
                 part = {f: todo[f] for f in fids[i:i + POINTS_PER_COMPUTE]}
-                self.futures.append(self.pool.submit(self._read, part))
+                fut = self.pool.submit(_read_part, part, self.spec)
+                fut.add_done_callback(self._ticker(len(part)))
+                self.futures.append(fut)
 
-    def _read(self, cubes: dict[str, xr.Dataset]) -> None:
-        try:
-            loaded = _compute(cubes)
-        except (LoadError, OSError):  # find the feature(s) at fault: one at a time
-            loaded = {}
-            for fid, cube in cubes.items():
-                try:
-                    loaded.update(_compute({fid: cube}))
-                except (LoadError, OSError) as err:
-                    self.missing[fid] = f"read failed: {one_line(err)}"
-                    log.warning("sample: feature %s not read: %s", fid, one_line(err))
-        batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
-        for fid, raw in loaded.items():
-            batches.setdefault(_dates_key(raw) if self.pixelwise else fid, []).append(fid)
-        for fids in batches.values():
-            rows = _batch_rows([loaded[f] for f in fids], self.steps, self.window,
-                               self.reduce, self.indices, self.classes)
-            for fid, got in zip(fids, rows, strict=True):
-                if len(got.time):
-                    self.rows[fid] = got
-                else:
-                    self.missing[fid] = "no date left after the steps"
-        self.bar.update(len(cubes))
+    def _ticker(self, n: int) -> Callable[[Future], None]:
+        def tick(fut: Future) -> None:  # as soon as a part is read (its rows: in wait)
+            if not fut.cancelled() and fut.exception() is None:
+                self.bar.update(n)
+
+        return tick
 
     def wait(self, keep: int = 0) -> None:
-        """Wait for the queued reads but the last ``keep``; the first error is raised here."""
+        """Collect the queued reads but the last ``keep``; the first error is raised here."""
         while len(self.futures) > keep:
-            self.futures.pop(0).result()
+            rows, missing = self.futures.pop(0).result()
+            self.rows.update(rows)
+            self.missing.update(missing)
 
 
 def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Rows],
@@ -365,6 +416,8 @@ def sample(
     overwrite: bool = False,
     id_column: str | None = None,
     progress: bool | None = None,
+    scheduler: str = "threads",
+    workers: int | None = None,
     **open_kwargs: Any,
 ) -> pd.DataFrame:
     """The time series of labelled points as one tidy table, one row per (feature, date).
@@ -414,6 +467,13 @@ def sample(
     progress
         Progress bar over points. ``None``: when stderr is a terminal or in Jupyter, unless
         ``xsits.set_options(progress=False)``.
+    scheduler
+        Where the points' cubes are read and their steps run: ``"threads"`` (default, in
+        this process) or ``"processes"`` (a pool of ``workers`` processes, default one per
+        core, each reading whole tiles; planning a cube is Python that holds the GIL, so
+        processes scale with cores, at the memory of one reader per process).
+    workers
+        Processes for ``scheduler="processes"``.
     **open_kwargs
         The search and grid: :func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
         ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...
@@ -465,6 +525,12 @@ def sample(
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs)
+    if scheduler not in SCHEDULERS:
+        raise SampleError(f"sample: scheduler={scheduler!r} is unknown; use "
+                          f"{' or '.join(map(repr, SCHEDULERS))}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise SampleError(f"sample: workers={workers!r} must be a positive number of processes")
     aoi = read_aoi(aoi, id_column=id_column)
     bands = open_kwargs.get("bands", ("B03", "B04", "B08", "SCL"))
     columns = _check_aoi(aoi, [*bands, *index_list])
@@ -478,7 +544,7 @@ def sample(
     else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
         from tqdm import tqdm
     bar = tqdm(total=len(aoi), unit="point", desc="xsits sample", disable=not show)
-    reader = _Reader(steps_list, int(window), reduce, index_list, bar)
+    reader = _Reader(steps_list, int(window), reduce, index_list, bar, scheduler, workers)
     missing: dict[str, str] = {}
     query = None
     try:
