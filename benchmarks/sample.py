@@ -18,7 +18,7 @@ own process:
 - ``sits``: sits 0.8.0's ``Multiproc`` in patch mode with ``dimx = dimy = 1`` (one cube per
   point) on the first ``--sits-points`` points; its time per point is extrapolated to N.
 
-Results: ``benchmarks/results/sample-<N>p.json`` and a Markdown table.
+Results: ``benchmarks/results/sample-<N>p.json`` (or ``<tag>.json``) and a Markdown table.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
                    help="points for sits 0.8.0 (0: not run); its time is extrapolated")
     p.add_argument("--only", default="sample,cubes",
                    help="comma list: sample,cubes,processes")
+    p.add_argument("--tag", default="", help="name of the results JSON (default sample-<N>p)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added per COG request")
     p.add_argument("--py-spy", default="", metavar="PREFIX",
                    help="record each xsits contender with py-spy: PREFIX-<name>.txt "
@@ -229,7 +230,7 @@ def drive(args) -> int:
     doc = {"timestamp": stamp, "argv": sys.argv[1:], "open_kwargs": OPEN,
            "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},
            "runs": runs, "comparison": comparison}
-    path = brun.RESULTS / f"sample-{args.points}p.json"  # latest run of this size
+    path = brun.RESULTS / f"{args.tag or f'sample-{args.points}p'}.json"  # latest of its kind
     path.write_text(json.dumps(doc, indent=1, default=str))
     print()
     print(table)

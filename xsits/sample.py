@@ -41,7 +41,7 @@ import xarray as xr
 
 from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
 from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
-from xsits.options import Options
+from xsits.options import Options, get_options
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,6 @@ class _Reader:
     def __init__(self, steps: Sequence[Callable], window: int, reduce: str,
                  indices: Sequence[str], bar: Any, scheduler: str = "threads",
                  workers: int | None = None) -> None:
-        from xsits.options import get_options
-
         self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), _scl_classes(steps),
                           all(getattr(step, "pixelwise", False) for step in steps),
                           get_options())
@@ -520,8 +518,6 @@ def sample(
     from xsits import steps as steps_mod
     from xsits.aoi import read_aoi
     from xsits.load import open_cubes
-    from xsits.options import get_options
-
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs)
