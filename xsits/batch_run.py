@@ -36,7 +36,8 @@ from xsits.batch_report import error_text, install_log_redaction, row, short_rea
 from xsits.errors import OutputExistsError
 from xsits.options import Options, adopt_options, get_options
 
-__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "prepare_process"]
+__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "prepare_process",
+           "process_pool"]
 
 log = logging.getLogger("xsits.batch")
 
@@ -117,6 +118,22 @@ def prepare_process(options: Options) -> None:
         configure_gdal()
         _GDAL_READY = True
     install_log_redaction()
+
+
+def process_pool(workers: int | None = None) -> Any:
+    """A pool of ``workers`` processes (default one per core), started as dask starts its own.
+
+    Examples
+    --------
+    >>> with process_pool(1) as pool:
+    ...     pool.submit(abs, -2).result()
+    2
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+    return ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
 
 
 def run_feature(job: Job) -> dict[str, Any]:
@@ -213,12 +230,7 @@ class Runner:
 
             configure_gdal(client=self.client)
         if self.scheduler == "processes":
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context",
-                                                              "spawn"))
-            self.pool = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
+            self.pool = process_pool(workers)
         elif self.scheduler == "threads":  # one pool: concurrent batches share its threads
             self.pool = ThreadPoolExecutor(workers or FEATURE_THREADS,
                                            thread_name_prefix="xsits-feature")

@@ -29,7 +29,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -292,11 +292,9 @@ class _Reader:
         self.sent: set[str] = set()
         self.pool: Executor
         if scheduler == "processes":
-            import multiprocessing
+            from xsits.batch_run import process_pool
 
-            ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context",
-                                                              "spawn"))
-            self.pool = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
+            self.pool = process_pool(workers)
         else:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
         self.futures: list[Future] = []
