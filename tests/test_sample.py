@@ -183,7 +183,7 @@ def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
 def test_worker_processes_give_the_same_table(stac_url):
     aoi = _points(n_extra=1, seed=3)
     here = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
-    with xsits.set_options(fast_reader=False):  # the workers take it too: the same values
+    with xsits.set_options(fast_reader=False):  # workers read with GDAL: the same values
         there = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False,
                              scheduler="processes", workers=2)
     assert here.feature_id.nunique() == len(aoi) - 1  # all but the point at sea
@@ -203,6 +203,8 @@ def test_bad_arguments(stac_url, tmp_path):
         xsits.sample(aoi, stac=stac_url, scheduler="cluster")
     with pytest.raises(SampleError, match="workers=0 must be a positive"):
         xsits.sample(aoi, stac=stac_url, scheduler="processes", workers=0)
+    with pytest.raises(SampleError, match="workers=2 must be .* with scheduler='processes'"):
+        xsits.sample(aoi, stac=stac_url, workers=2)  # threads: one reader, no workers to set
     with pytest.raises(SampleError, match=r"steps\[0\] = 3 is not callable"):
         xsits.sample(aoi, stac=stac_url, steps=[3])
     with pytest.raises(ExportError, match="must be a .parquet file path"):

@@ -53,12 +53,13 @@ from xsits.batch_run import (
     BATCHES_IN_FLIGHT,
     FEATURE_THREADS,
     IO_THREADS,
+    Caller,
     Job,
     Runner,
     want_progress,
 )
 from xsits.errors import XsitsError
-from xsits.options import get_options, set_options
+from xsits.options import set_options
 
 __all__ = [
     "BATCHES_IN_FLIGHT",
@@ -234,6 +235,7 @@ def compute_all(
                              for s in STATUSES}, refresh=False)
 
     options = set_options(retries=retries + 1, retry_delay=retry_delay)  # for this run
+    caller = Caller.here()  # worker processes take this run's options from each job
     try:
         with relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # see docstrings
             for batch in plan.batches:  # for sources: blocks until more cubes are found
@@ -250,7 +252,7 @@ def compute_all(
                         batch.rows.append(row(str(fid), "skipped", path))
                     else:
                         jobs.append(Job(str(fid), ds, steps_list, path, overwrite, compress,
-                                         io_threads, get_options()))
+                                         io_threads, caller))
                 bar.update(len(batch.rows))
                 running.append((batch, runner.submit(jobs, bar)))
                 collect(wait=len(running) > BATCHES_IN_FLIGHT)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import dask.local
@@ -36,7 +36,7 @@ from xsits.batch_report import error_text, install_log_redaction, row, short_rea
 from xsits.errors import OutputExistsError
 from xsits.options import Options, adopt_options, get_options
 
-__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "prepare_process",
+__all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "Caller", "prepare_process",
            "process_pool"]
 
 log = logging.getLogger("xsits.batch")
@@ -51,17 +51,36 @@ _SCHEDULER_GETS: dict[str, Callable] = {
 _TASK_PREFIX = "xsits-feature"
 
 
+class Caller(NamedTuple):
+    """The options in force where tasks are made, and that process (see :func:`prepare_process`).
+
+    Examples
+    --------
+    >>> import os
+    >>> Caller.here().pid == os.getpid()
+    True
+    """
+
+    options: Options
+    pid: int
+
+    @classmethod
+    def here(cls) -> Caller:
+        """The current process and the options in force now."""
+        return cls(get_options(), os.getpid())
+
+
 class Job:
     """Everything one feature task needs; a plain object so dask does not look inside it."""
 
     __slots__ = ("fid", "ds", "steps", "path", "overwrite", "compress", "io_threads",
-                 "options")
+                 "caller")
 
     def __init__(self, fid: str, ds: xr.Dataset, steps: Sequence[Callable], path: Path,
-                 overwrite: bool, compress: bool, io_threads: int, options: Options) -> None:
+                 overwrite: bool, compress: bool, io_threads: int, caller: Caller) -> None:
         self.fid, self.ds, self.steps, self.path = fid, ds, tuple(steps), path
         self.overwrite, self.compress = overwrite, compress
-        self.io_threads, self.options = io_threads, options  # the run's, for worker processes
+        self.io_threads, self.caller = io_threads, caller
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -97,21 +116,21 @@ def _io_pool(n: int) -> Any:
         return _IO_POOLS[n]
 
 
-def prepare_process(options: Options) -> None:
-    """Make a process ready to read: the caller's ``options``, xsits' GDAL settings, redaction.
+def prepare_process(caller: Caller) -> None:
+    """Make a process ready to read: the caller's options, xsits' GDAL settings, redaction.
 
-    What every feature task does first: in the calling process it changes nothing; a dask
-    worker process (``"processes"``, ``dask.distributed``) starts with the default options
-    and without xsits' GDAL HTTP settings (retries...), and gets them here, once.
+    What every feature task does first. A dask worker process (``"processes"``,
+    ``dask.distributed``) starts with the default options and without xsits' GDAL HTTP
+    settings (retries...) and gets them here; in the caller's own process (threads) the
+    options in force are left as they are.
 
     Examples
     --------
-    >>> import xsits
-    >>> prepare_process(xsits.get_options())  # in the calling process: nothing to do
+    >>> prepare_process(Caller.here())  # in the calling process: the options stay
     """
     global _GDAL_READY
-    if get_options() != options:
-        adopt_options(options)
+    if os.getpid() != caller.pid:
+        adopt_options(caller.options)
     if not _GDAL_READY:
         from xsits.load import configure_gdal
 
@@ -144,7 +163,7 @@ def run_feature(job: Job) -> dict[str, Any]:
     path = job.path
     if path.exists() and not job.overwrite:  # e.g. written by a worker that was then lost
         return row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
-    prepare_process(job.options)
+    prepare_process(job.caller)
     try:
         # the cube is read first (its files fetched together, see xsits.reader; its
         # chunks on the shared I/O pool), then the steps run in memory: on a small

@@ -243,7 +243,7 @@ def _search_options(func: Any) -> Any:
 @click.option("--scheduler", type=click.Choice(["threads", "processes"]), default="threads",
               help="Read the points in this process, or in a pool of processes.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Processes for --scheduler processes (default: one per core).")
+              help="Processes, with --scheduler processes only (default: one per core).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--id-column", default=None,
               help="AOI column with the feature ids (default: feature_id, id, or row number).")

@@ -40,8 +40,9 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
+from xsits.batch_run import Caller, prepare_process, process_pool, want_progress
 from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
-from xsits.options import Options, get_options
+from xsits.options import get_options
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,20 @@ class SampleError(XsitsError, ValueError):
 
 
 def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
-                open_kwargs: Mapping[str, Any]) -> None:
+                open_kwargs: Mapping[str, Any], scheduler: str, workers: int | None) -> None:
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1 \
             or window % 2 == 0:
         raise SampleError(f"sample: window={window!r} must be an odd number of pixels (1, 3, "
                           "5...): the point's pixel and the same number of pixels on each side")
     if reduce not in REDUCES:
         raise SampleError(f"sample: unknown reduce={reduce!r}; use one of {', '.join(REDUCES)}")
+    if scheduler not in SCHEDULERS:
+        raise SampleError(f"sample: scheduler={scheduler!r} is unknown; use "
+                          f"{' or '.join(map(repr, SCHEDULERS))}")
+    if workers is not None and (scheduler != "processes" or isinstance(workers, bool)
+                                or not isinstance(workers, int) or workers < 1):
+        raise SampleError(f"sample: workers={workers!r} must be a positive number of "
+                          "processes, with scheduler='processes'")
     for i, step in enumerate(steps):
         if not callable(step):
             raise SampleError(f"sample: steps[{i}] = {step!r} is not callable; use "
@@ -234,17 +242,15 @@ class _Spec(NamedTuple):
     window: int
     reduce: str
     indices: tuple[str, ...]
-    classes: tuple[int, ...]
-    pixelwise: bool
-    options: Options
+    caller: Caller
 
 
 def _read_part(cubes: dict[str, xr.Dataset],
                spec: _Spec) -> tuple[dict[str, _Rows], dict[str, str]]:
     """Read one part's cubes and run the steps: the points' rows, and why others have none."""
-    from xsits.batch_run import prepare_process
-
-    prepare_process(spec.options)  # in a worker process: the caller's options, GDAL settings
+    prepare_process(spec.caller)  # in a worker process: the caller's options, GDAL settings
+    classes = _scl_classes(spec.steps)
+    pixelwise = all(getattr(step, "pixelwise", False) for step in spec.steps)
     rows: dict[str, _Rows] = {}
     missing: dict[str, str] = {}
     try:
@@ -259,10 +265,10 @@ def _read_part(cubes: dict[str, xr.Dataset],
                 log.warning("sample: feature %s not read: %s", fid, one_line(err))
     batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
     for fid, raw in loaded.items():
-        batches.setdefault(_dates_key(raw) if spec.pixelwise else fid, []).append(fid)
+        batches.setdefault(_dates_key(raw) if pixelwise else fid, []).append(fid)
     for fids in batches.values():
         got_rows = _batch_rows([loaded[f] for f in fids], spec.steps, spec.window,
-                               spec.reduce, spec.indices, spec.classes)
+                               spec.reduce, spec.indices, classes)
         for fid, got in zip(fids, got_rows, strict=True):
             if len(got.time):
                 rows[fid] = got
@@ -283,17 +289,13 @@ class _Reader:
     def __init__(self, steps: Sequence[Callable], window: int, reduce: str,
                  indices: Sequence[str], bar: Any, scheduler: str = "threads",
                  workers: int | None = None) -> None:
-        self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), _scl_classes(steps),
-                          all(getattr(step, "pixelwise", False) for step in steps),
-                          get_options())
+        self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), Caller.here())
         self.bar = bar
         self.rows: dict[str, _Rows] = {}
         self.missing: dict[str, str] = {}
         self.sent: set[str] = set()
         self.pool: Executor
         if scheduler == "processes":
-            from xsits.batch_run import process_pool
-
             self.pool = process_pool(workers)
         else:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
@@ -469,7 +471,7 @@ def sample(
         core, each reading whole tiles; planning a cube is Python that holds the GIL, so
         processes scale with cores, at the memory of one reader per process).
     workers
-        Processes for ``scheduler="processes"``.
+        Processes for ``scheduler="processes"`` (not settable for ``"threads"``).
     **open_kwargs
         The search and grid: :func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
         ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...
@@ -518,20 +520,13 @@ def sample(
     from xsits.load import open_cubes
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
-    _check_args(window, reduce, steps_list, out, open_kwargs)
-    if scheduler not in SCHEDULERS:
-        raise SampleError(f"sample: scheduler={scheduler!r} is unknown; use "
-                          f"{' or '.join(map(repr, SCHEDULERS))}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise SampleError(f"sample: workers={workers!r} must be a positive number of processes")
+    _check_args(window, reduce, steps_list, out, open_kwargs, scheduler, workers)
     aoi = read_aoi(aoi, id_column=id_column)
     bands = open_kwargs.get("bands", ("B03", "B04", "B08", "SCL"))
     columns = _check_aoi(aoi, [*bands, *index_list])
     if out is not None and not overwrite and Path(out).exists():  # before anything is read
         raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
-    from xsits.batch_run import want_progress  # the batch engine's rule for progress bars
-
+    # the batch engine's rule for progress bars
     show = want_progress(progress) and (progress is not None or get_options().progress)
     if show:
         from tqdm.auto import tqdm
