@@ -671,29 +671,17 @@ def load_truth(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> A
 
 
 def load_driver(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> Any:
-    """xsits' driver path: ``odc.stac.load`` as :func:`xsits.load.load_cube` calls it.
-
-    The same arguments as load_cube's (its ``band_config``, ``CogDriver`` with the files,
-    ``groupby="solar_day"``, ``fail_on_error``), run at once without dask, as load_cube's
-    one-task cube runs it (``load._load_now``).
-    """
-    import odc.stac
-
+    """xsits' driver path: :func:`xsits.load.load_cube` (its plan, ``chunked_load`` and
+    ``CogDriver``), computed (a small cube is one task that loads without dask)."""
     from xsits.errors import LoadError
-    from xsits.load import band_config
-    from xsits.reader import CogDriver
+    from xsits.load import load_cube
 
-    resampling_of = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
-    sources = [(it.assets[band.split(".")[0]].href, resampling == "nearest") for it in items]
-    cfg = band_config(items, [band])
     try:
-        return odc.stac.load(items, bands=[band], geobox=gbox, groupby="solar_day",
-                             resampling=resampling_of, fail_on_error=True, stac_cfg=cfg,
-                             driver=CogDriver(sources), chunks=None)
+        return load_cube(items, gbox, bands=[band], resampling=resampling).compute()
     except LoadError:
         raise
-    except Exception as err:  # as load_cube: every failure to read is a LoadError
-        raise LoadError(f"cannot build the cube: {err}") from err
+    except Exception as err:  # as before: every failure to read is a LoadError
+        raise LoadError(f"cannot read the cube: {err}") from err
 
 
 def _reader_of(stats: dict[str, int]) -> str:

@@ -385,10 +385,10 @@ class SitsSource(DataSource):
 
 
 def _solar_date(group: Sequence[Any], lon: float) -> str:
-    """ISO solar date of a group of items (as ``odc.stac.load(groupby="solar_day")`` labels)."""
+    """ISO solar date of a group of items (odc-stac's: the offset in whole hours)."""
     import datetime as dt
 
-    return str((group[0].datetime + dt.timedelta(hours=lon / 15)).date())
+    return str((group[0].datetime + dt.timedelta(seconds=int(lon / 15) * 3600)).date())
 
 
 def _resolve_stac(stac: str) -> str:

@@ -1,17 +1,17 @@
-"""One lazy, dask-backed cube per feature: ``odc.stac.load`` with xsits' reader driver.
+"""One lazy, dask-backed cube per feature, planned once per search group.
 
-Owns: :func:`open_cubes` (``aoi -> grid -> search -> load``: each feature's pixel grid from
-:mod:`xsits.grid`, its items from :mod:`xsits.stac`, one lazy cube each) and
-:func:`load_cube` (one ``odc.stac.load(..., groupby="solar_day", driver=CogDriver(...))``).
-Bands keep the file's dtype and nodata (read from the first file's header when the items have
-no ``raster:bands``). Nothing is read until ``.compute()`` but those headers.
-Must not: read pixels (:mod:`xsits.reader`), reproject, group or fuse dates (odc-stac).
+Owns: :func:`open_cubes` (``aoi -> grid -> search -> plan -> load``: each feature's pixel
+grid from :mod:`xsits.grid`, its items from :mod:`xsits.stac`, one
+:class:`~xsits.plan.ItemsPlan` per search group from :mod:`xsits.plan`, one lazy cube per
+feature cut from it) and :func:`load_cube` (the same for one list of items). Bands keep the
+file's dtype and nodata (read from the first file's header when the items have no
+``raster:bands``). Nothing is read until ``.compute()`` but those headers.
+Must not: read pixels (:mod:`xsits.reader`), reproject, or group and fuse dates otherwise
+than odc-stac does (:mod:`xsits.plan`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +34,7 @@ from xsits.grid import (
     footprints_4326,
     validate_resampling,
 )
-from xsits.reader import CogDriver
+from xsits.plan import ItemsPlan, build_cube, group_dates, href, plan_feature, plan_items
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
 
@@ -59,13 +59,6 @@ GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
     "GDAL_HTTP_VERSION": 2,
 }
-
-#: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
-#: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
-CHUNKS: dict[str, int] = {"y": 2048, "x": 2048}
-#: Target size of one chunk of the default chunking (``uint16`` pixels).
-CHUNK_BYTES = 32 * 2**20
-
 
 class Cubes(dict):
     """``{feature_id: xr.Dataset}`` plus why the other features have no cube.
@@ -101,26 +94,26 @@ def configure_gdal(client=None, **overrides: Any) -> None:
 
 
 def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
-    """Group items by solar day at longitude ``lon``, in date order.
+    """Group items by solar day at longitude ``lon``, in date order (odc-stac's rule).
 
-    The dates of ``odc.stac.load(groupby="solar_day")``'s cube: its per-date coordinates
-    (:data:`TIME_PROPERTIES`) come from the first item of each group.
+    The dates of a cube (:func:`xsits.plan.group_dates`: the offset is ``lon`` snapped to
+    whole hours); its per-date coordinates (:data:`TIME_PROPERTIES`) come from its groups.
 
     Examples
     --------
     >>> import datetime as dt, pystac
     >>> def item(i, hour):
-    ...     return pystac.Item(i, None, None, dt.datetime(2024, 5, 1, hour), {})
+    ...     it = pystac.Item(i, None, None, dt.datetime(2024, 5, 1, hour), {})
+    ...     it.add_asset("B04", pystac.Asset("/data/B04.tif"))
+    ...     return it
     >>> [[it.id for it in g] for g in solar_groups([item("b", 23), item("a", 10)], lon=15)]
     [['a'], ['b']]
     """
-    shift = dt.timedelta(hours=lon / 15)
-
-    def key(it: pystac.Item) -> dt.date:
-        return (it.datetime + shift).date()
-
-    ordered = sorted(items, key=lambda it: (key(it), it.datetime, it.id))
-    return [list(g) for _, g in itertools.groupby(ordered, key=key)]
+    if not items:
+        return []
+    plan = plan_items(items, [next(iter(items[0].assets))],
+                      stac_cfg={"assets": {"*": {"data_type": "uint16"}}})
+    return [[plan.items[i] for i in g] for g in group_dates(plan, range(len(items)), lon)]
 
 
 def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
@@ -138,8 +131,8 @@ def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.nda
     return coords
 
 
-def _href(item: pystac.Item, asset: str) -> str:
-    return item.assets[asset].get_absolute_href() or item.assets[asset].href
+#: Files tried per band for its dtype and nodata (:func:`band_config`).
+HEADER_TRIES = 3
 
 
 def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str, Any]:
@@ -147,7 +140,8 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
 
     Items without ``raster:bands`` (Planetary Computer, Earth Search) say nothing of a band's
     dtype and odc-stac would load it as float32; the header of the band's first file says
-    (GDAL reads it when xsits' reader cannot). Bands with ``raster:bands`` keep theirs.
+    (GDAL reads it when xsits' reader cannot; a file that cannot be read gives way to the next
+    item's, up to :data:`HEADER_TRIES`). Bands with ``raster:bands`` keep theirs.
 
     Examples
     --------
@@ -155,22 +149,28 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
     {}
     """
     assets: dict[str, dict[str, Any]] = {}
-    todo = {}
+    todo: dict[str, list[str]] = {}  # per asset: the hrefs of its first few items
     for band in bands:
         asset = band.split(".")[0]
-        it = next((it for it in items if asset in it.assets), None)
-        if it is None or it.assets[asset].extra_fields.get("raster:bands"):
+        have = [it for it in items if asset in it.assets][:HEADER_TRIES]
+        if not have or have[0].assets[asset].extra_fields.get("raster:bands"):
             continue
-        todo[asset] = _href(it, asset)
+        todo[asset] = [href(it, asset) for it in have]
     if not todo:
         return {}
-    for (asset, href), head in zip(todo.items(), headers(list(todo.values())), strict=True):
+    firsts = headers([uris[0] for uris in todo.values()])  # every band's at once
+    for (asset, uris), head in zip(todo.items(), firsts, strict=True):
+        uri = uris[0]
+        for uri in uris[1:] if isinstance(head, BaseException) else ():
+            (head,) = headers([uri])  # one broken file does not decide: the next item's says
+            if not isinstance(head, BaseException):
+                break
         if isinstance(head, BaseException):
             raise LoadError(str(head)) from head
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
             import rasterio
 
-            with rasterio.Env(**GDAL_HTTP_DEFAULTS), rasterio.open(href) as f:
+            with rasterio.Env(**GDAL_HTTP_DEFAULTS), rasterio.open(uri) as f:
                 dtype, nodata = f.dtypes[0], f.nodata
         else:
             dtype, nodata = head.dtype, head.nodata
@@ -204,8 +204,8 @@ def load_cube(
         Asset keys to load (``"asset.2"``: band 2 of a multi-band asset); each becomes a data
         variable.
     chunks
-        Dask chunks. Default :data:`CHUNKS`: one band, up to 2048x2048 pixels and
-        :data:`CHUNK_BYTES` per chunk (every date of a small cube in one chunk).
+        Dask chunks. Default :data:`xsits.plan.CHUNKS`: one band, up to 2048x2048 pixels and
+        :data:`xsits.plan.CHUNK_BYTES` per chunk (every date of a small cube in one task).
     resampling
         Resampling when the output grid is not the native one, for all bands or per band.
         Default ``"nearest"`` (``SCL`` is always nearest).
@@ -237,75 +237,67 @@ def load_cube(
     >>> cube.B04.dtype.name, cube.B04.attrs["nodata"], int(cube.B04.max())
     ('uint16', 0, 7)
     """
-    ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
-    groups = solar_groups(items, lon)
-    if isinstance(resampling, str):
-        resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
-    small = chunks is None and all(n <= CHUNKS[d] for n, d in
-                                   zip(geobox.shape.yx, "yx", strict=True)) and \
-        len(groups) * geobox.shape.x * geobox.shape.y * 2 <= CHUNK_BYTES
-    if chunks is None:
-        ny, nx = (min(n, CHUNKS[d]) for n, d in zip(geobox.shape.yx, "yx", strict=True))
-        per_chunk = max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))  # dates per chunk
-        chunks = {**CHUNKS, "time": per_chunk}
-    sources = [(_href(it, b.split(".")[0]),
-                resampling.get(b, resampling["*"]) == "nearest")
-               for it in items for b in bands if b.split(".")[0] in it.assets]
     try:
         cfg = band_config(items, bands) if stac_cfg is None else stac_cfg
-        kwargs = dict(bands=list(bands), geobox=geobox, groupby="solar_day",
-                      resampling=dict(resampling), fail_on_error=True, stac_cfg=dict(cfg),
-                      driver=CogDriver(sources))
-        if small:
-            ds = _deferred(items, groups, kwargs)
-        else:
-            ds = odc.stac.load(items, chunks=dict(chunks), **kwargs)
+        plan = plan_items(items, bands, stac_cfg=cfg, resampling=_resampling(resampling))
+        return cube_of(plan, range(len(plan.items)), geobox, chunks=chunks, attrs=attrs)
     except LoadError:
         raise
     except Exception as err:
         raise LoadError(f"cannot build the cube: {err}") from err
-    if ds.sizes["time"] != len(groups):  # pragma: no cover - guards against odc-stac changes
-        raise LoadError("odc-stac grouped the items differently than expected")
-    ds = ds.assign_coords(_time_coords(groups))
+
+
+def _resampling(resampling: str | Mapping[str, str]) -> Mapping[str, str]:
+    """Per band resampling (``SCL`` always nearest)."""
+    if isinstance(resampling, str):
+        return {"*": resampling, "SCL": "nearest", "scl": "nearest"}
+    return resampling
+
+
+def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
+            chunks: Mapping[str, int] | None = None,
+            attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """The lazy cube of the items at ``positions`` of ``plan`` on ``geobox``.
+
+    :func:`xsits.plan.plan_feature` and :func:`xsits.plan.build_cube`, with the per-date
+    coordinates (:data:`TIME_PROPERTIES`) and ``attrs``.
+
+    Examples
+    --------
+    >>> import datetime as dt, pystac
+    >>> gb = GeoBox.from_bbox((600000, 5599000, 601000, 5600000), "EPSG:32632", resolution=10)
+    >>> it = pystac.Item("a", gb.geographic_extent.json, None, dt.datetime(2024, 1, 1),
+    ...                  {"proj:epsg": 32632, "platform": "sentinel-2a"})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif", roles=["data"]))
+    >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
+    >>> cube_of(p, [0], gb[:2, :2]).platform.values.tolist()
+    ['sentinel-2a']
+    """
+    fp = plan_feature(plan, positions, geobox, chunks=chunks)
+    ds = build_cube(plan, fp)
+    ds = ds.assign_coords(_time_coords([[plan.items[i] for i in g] for g in fp.groups]))
     ds.attrs.update(attrs or {})
     return ds
 
 
-def _deferred(items: Sequence[pystac.Item], groups: list[list[pystac.Item]],
-               kwargs: dict[str, Any]) -> xr.Dataset:
-    """A small cube as one dask task that runs ``odc.stac.load`` itself when computed.
-
-    The same pixels, dtypes and attributes as odc-stac's lazy graph (its template is
-    odc-stac's own cube of the first date), for one task per feature instead of one per date
-    and band, and odc-stac's planning done by the task (on a dask worker) instead of up front.
-    """
-    import dask
-    import dask.array as da
-
-    template = odc.stac.load(groups[0], chunks={}, **kwargs)
-    times = [g[0].datetime.replace(tzinfo=None) for g in groups]
-    token = dask.base.tokenize(*(it.id for it in items), kwargs["geobox"], list(kwargs))
-    task = dask.delayed(_load_now, pure=True, traverse=False)(
-        list(items), kwargs, np.array(times, dtype="datetime64[ns]"),
-        dask_key_name=f"xsits-load-{token}")
-    shape = (len(groups), *kwargs["geobox"].shape.yx)
-    data = {}
-    for name, var in template.data_vars.items():
-        arr = da.from_delayed(task[name], shape, dtype=var.dtype, name=f"{name}-{token}")
-        data[name] = xr.DataArray(arr, dims=var.dims, attrs=var.attrs)
-        data[name].encoding = dict(var.encoding)
-    coords = {k: v for k, v in template.coords.items() if "time" not in v.dims}
-    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
-    return xr.Dataset(data, coords=coords, attrs=template.attrs)
-
-
-def _load_now(items: list[pystac.Item], kwargs: dict[str, Any],
-              times: np.ndarray) -> dict[str, np.ndarray]:
-    """The deferred cube's task: ``odc.stac.load(..., chunks=None)`` (no dask), checked."""
-    ds = odc.stac.load(items, chunks=None, **kwargs)
-    if not np.array_equal(ds["time"].values.astype("datetime64[ns]"), times):
-        raise LoadError("odc-stac dated the cube differently than planned")  # pragma: no cover
-    return {name: var.values for name, var in ds.data_vars.items()}
+def _plan_part(items_of: Mapping[str, Sequence[pystac.Item]], assets: Sequence[str],
+               resampling: Mapping[str, str], band_cfgs: dict[tuple, dict[str, Any]]
+               ) -> ItemsPlan | None:
+    """One :class:`~xsits.plan.ItemsPlan` for a search group's items (each parsed once)."""
+    unique = {(it.collection_id, it.id): it for its in items_of.values() for it in its}
+    if not unique:
+        return None
+    items = list(unique.values())
+    key = (items[0].collection_id, tuple(assets))
+    try:
+        if key not in band_cfgs:  # one header per band and collection
+            band_cfgs[key] = band_config(items, assets)
+        return plan_items(items, assets, stac_cfg=band_cfgs[key],
+                          resampling=_resampling(resampling))
+    except LoadError:
+        raise
+    except Exception as err:
+        raise LoadError(f"cannot build the cube: {err}") from err
 
 
 def open_cubes(
@@ -411,14 +403,20 @@ def open_cubes(
     band_cfgs: dict[tuple, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     done: list[SearchResult] = []
+    assets = list(q.assets.values())
     with relaxed_gc(), single_threaded_blas():  # see their docstrings
         for part in parts:
             done.append(part)
             missing.update(part.missing)
             group = Cubes(missing=dict(part.missing), search=part)
-            for fid, items in part.items.items():
-                if fid not in geoms:
-                    continue
+            mine = {fid: its for fid, its in part.items.items() if fid in geoms}
+            try:
+                plan = _plan_part(mine, assets, resampling, band_cfgs)
+            except LoadError as err:
+                plan = None
+                for fid in mine:
+                    missing[fid] = group.missing[fid] = f"feature {fid!r}: {err}"
+            for fid, items in mine.items() if plan is not None else ():
                 gbox = geoboxes[fid]
                 cx, cy = feature_centre(geoms[fid], aoi.crs, gbox.crs)
                 attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx,
@@ -426,15 +424,11 @@ def open_cubes(
                 if grid.mode == "patch":
                     attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
                 try:
-                    assets = list(q.assets.values())
-                    key = (items[0].collection_id, tuple(assets))
-                    if key not in band_cfgs:  # one header per band and collection
-                        band_cfgs[key] = band_config(items, assets)
-                    cube = load_cube(items, gbox, bands=assets, chunks=chunks,
-                                     resampling=resampling, attrs=attrs,
-                                     stac_cfg=band_cfgs[key])
-                except LoadError as err:
-                    missing[fid] = group.missing[fid] = f"feature {fid!r}: {err}"
+                    cube = cube_of(plan, [plan.position(it) for it in items], gbox,
+                                   chunks=chunks, attrs=attrs)
+                except Exception as err:
+                    why = err if isinstance(err, LoadError) else f"cannot build the cube: {err}"
+                    missing[fid] = group.missing[fid] = f"feature {fid!r}: {why}"
                     continue
                 if geoms[fid].geom_type in ("Polygon", "MultiPolygon"):
                     cube = with_geometry(cube, geoms[fid], crs=aoi.crs)

@@ -1,0 +1,380 @@
+"""Load plans: what every feature's cube reads, worked out once per search group.
+
+Owns: :class:`ItemsPlan` (the items of one search group parsed once by odc-stac, their band
+configuration, and one footprint per distinct item grid and output CRS) and
+:class:`FeaturePlan` (one feature's dates, grouped by odc-stac's solar-day rule, and which
+items feed which of its chunks), plus :func:`build_cube`, which hands a feature plan to
+odc-loader's public :func:`odc.loader.chunked_load`. Planning a feature costs a few
+milliseconds whatever the number of features: no footprint is reprojected per feature.
+Must not: read pixels (:mod:`xsits.reader`), search (:mod:`xsits.stac`) or choose grids
+(:mod:`xsits.grid`).
+
+The plan is odc-stac's own, step by step, with its public pieces: ``parse_items``,
+``resolve_load_cfg``, ``resolve_chunk_shape``, ``GeoboxTiles.tiles`` on each item's
+``safe_geometry``, solar days snapped to whole hours (``ParsedItem.solar_date_at``), items
+ordered by (solar day, time, id). ``tests/test_conformance.py`` proves its cubes equal to
+``odc.stac.load``'s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.stac
+import pystac
+import xarray as xr
+from odc.geo import geom
+from odc.geo.geobox import GeoBox, GeoboxTiles
+from odc.geo.xr import xr_coords
+from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
+
+from xsits.reader import CogDriver
+
+#: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
+#: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
+CHUNKS: dict[str, int] = {"y": 2048, "x": 2048}
+#: Target size of one chunk of the default chunking (``uint16`` pixels).
+CHUNK_BYTES = 32 * 2**20
+#: Chunk of a load without dask (odc-stac's ``DEFAULT_CHUNK_FOR_LOAD``).
+DIRECT_CHUNK = 2048
+
+
+def _grid_key(gbox: GeoBox) -> tuple:
+    """A cheap key of a grid (hashing a GeoBox writes its CRS as WKT every time)."""
+    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
+
+
+def href(item: pystac.Item, asset: str) -> str:
+    """The absolute href of an item's asset.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 1, 1), {})
+    >>> it.add_asset("B04", pystac.Asset("https://example.com/a/B04.tif"))
+    >>> href(it, "B04")
+    'https://example.com/a/B04.tif'
+    """
+    return item.assets[asset].get_absolute_href() or item.assets[asset].href
+
+
+@dataclass(frozen=True, eq=False)
+class ItemsPlan:
+    """The items of one search group, parsed once, ready to plan any feature on them.
+
+    Attributes
+    ----------
+    items
+        The STAC items, in the order features index them.
+    parsed
+        odc-stac's ``ParsedItem`` of each item (one ``parse_items`` call).
+    bands
+        The bands loaded (odc-stac's names, asset keys).
+    load_cfg
+        odc-loader's ``RasterLoadParams`` per band (``resolve_load_cfg``).
+    meta
+        odc-loader's ``RasterGroupMetadata`` of the bands.
+    srcs
+        Per item, its ``RasterSource`` per band.
+    nearest
+        Per band, whether it is resampled with ``"nearest"``.
+    """
+
+    items: tuple[pystac.Item, ...]
+    parsed: tuple[Any, ...]
+    bands: tuple[str, ...]
+    load_cfg: Mapping[str, Any]
+    meta: Any
+    srcs: tuple[Mapping[str, Any], ...]
+    nearest: Mapping[str, bool]
+    _footprints: dict[tuple, Any] = field(default_factory=dict, repr=False)
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def position(self, item: pystac.Item) -> int:
+        """The index of ``item`` in :attr:`items` (by id and collection)."""
+        if not self._index:
+            self._index.update({(it.collection_id, it.id): i
+                                for i, it in enumerate(self.items)})
+        return self._index[(item.collection_id, item.id)]
+
+    def footprint(self, i: int, crs: Any) -> geom.Geometry | None:
+        """Item ``i``'s footprint in ``crs`` (odc-stac's ``safe_geometry``), once per grid.
+
+        Items of one tile share one grid, hence one footprint: it is reprojected once per
+        distinct (item grid, CRS), not once per item and feature.
+        """
+        parsed = self.parsed[i]
+        grids = [g for g in parsed.geoboxes() if g.crs is not None]
+        key = (_grid_key(grids[0]), str(crs)) if grids else (i, str(crs))
+        if key not in self._footprints:
+            self._footprints[key] = parsed.safe_geometry(crs)
+        return self._footprints[key]
+
+    def sources(self, positions: Sequence[int]) -> list[tuple[str, bool]]:
+        """``(href, nearest)`` of every file of the items at ``positions``."""
+        return [(src.uri, self.nearest[band]) for i in positions
+                for band, src in self.srcs[i].items() if src is not None]
+
+
+def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
+               stac_cfg: Mapping[str, Any] | None = None,
+               resampling: str | Mapping[str, str] = "nearest") -> ItemsPlan:
+    """Parse ``items`` once: the :class:`ItemsPlan` every feature of their group is cut from.
+
+    Parameters
+    ----------
+    items
+        The items of one search group (every feature's items are among them).
+    bands
+        Asset keys to load (``"asset.2"``: band 2 of a multi-band asset).
+    stac_cfg
+        odc-stac's band configuration (e.g. :func:`xsits.load.band_config`).
+    resampling
+        For all bands or per band (``{"*": ..., "SCL": "nearest"}``).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", {"type": "Point", "coordinates": [8.0, 49.0]}, [8, 49, 8, 49],
+    ...                  dt.datetime(2024, 1, 1), {})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif", roles=["data"]))
+    >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
+    >>> p.bands, p.load_cfg["B04"].dtype
+    (('B04',), 'uint16')
+    """
+    parsed = tuple(odc.stac.parse_items(list(items), cfg=dict(stac_cfg or {})))
+    if not parsed:
+        raise ValueError("no item to plan")
+    collection = parsed[0].collection
+    to_load = collection.resolve_bands(list(bands))
+    names = list(to_load)
+    if isinstance(resampling, str):
+        resampling = {"*": resampling}
+    load_cfg = resolve_load_cfg(to_load, dict(resampling), fail_on_error=True)
+    nearest = {b: load_cfg[b].resampling == "nearest" for b in names}
+    return ItemsPlan(
+        items=tuple(items), parsed=parsed, bands=tuple(names), load_cfg=load_cfg,
+        meta=collection.meta_for(names), srcs=tuple(p.resolve_bands(names) for p in parsed),
+        nearest=nearest)
+
+
+def solar_lon(geobox: GeoBox) -> float:
+    """The longitude odc-stac groups a cube's solar days at: its grid's centre.
+
+    Examples
+    --------
+    >>> gb = GeoBox.from_bbox((8.0, 49.0, 8.2, 49.2), "EPSG:4326", resolution=0.1)
+    >>> round(solar_lon(gb), 6)
+    8.1
+    """
+    ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
+    return lon
+
+
+def solar_day(parsed: Any, lon: float) -> dt.date:
+    """odc-stac's solar day of an item at ``lon`` (the offset snapped to whole hours).
+
+    Examples
+    --------
+    >>> import datetime as dt, pystac
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 5, 1, 22, 30), {})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif"))
+    >>> (p,) = odc.stac.parse_items([it])
+    >>> solar_day(p, 29.9), solar_day(p, 30.0)
+    (datetime.date(2024, 5, 1), datetime.date(2024, 5, 2))
+    """
+    return parsed.solar_date_at(lon).date()
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """One feature's load: its grid, dates and the items feeding each chunk.
+
+    Attributes
+    ----------
+    geobox
+        The output grid.
+    groups
+        Per date, the items fused into it (positions in the :class:`ItemsPlan`), in
+        odc-stac's fusing order (time, then id).
+    times
+        The date of each group (its first item's time, no time zone).
+    bins
+        odc-loader's ``tyx_bins``: ``{(date, chunk row, chunk col): [item positions]}``.
+    chunk_shape
+        ``(dates, rows, cols)`` of a chunk; ``None`` for a cube read by one task.
+    """
+
+    geobox: GeoBox
+    groups: tuple[tuple[int, ...], ...]
+    times: tuple[dt.datetime, ...]
+    bins: Mapping[tuple[int, int, int], list[int]]
+    chunk_shape: tuple[int, ...] | None
+
+    def gbt(self) -> GeoboxTiles:
+        """The chunk tiling of :attr:`geobox`."""
+        shape = self.chunk_shape or (1, DIRECT_CHUNK, DIRECT_CHUNK)
+        return GeoboxTiles(self.geobox, (shape[1], shape[2]))
+
+
+def group_dates(plan: ItemsPlan, positions: Sequence[int],
+                lon: float) -> tuple[tuple[int, ...], ...]:
+    """odc-stac's ``groupby="solar_day"``: items by solar day, each day by (time, id).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> def item(i, hour):
+    ...     it = pystac.Item(i, None, None, dt.datetime(2024, 5, 1, hour), {})
+    ...     it.add_asset("B04", pystac.Asset("/data/B04.tif"))
+    ...     return it
+    >>> p = plan_items([item("b", 23), item("a", 10)], ["B04"],
+    ...                stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
+    >>> group_dates(p, [0, 1], lon=15.0)
+    ((1,), (0,))
+    """
+    def key(i: int) -> dt.date:
+        return solar_day(plan.parsed[i], lon)
+
+    ordered = sorted(positions, key=lambda i: (key(i), plan.parsed[i].nominal_datetime,
+                                               plan.parsed[i].id))
+    return tuple(tuple(g) for _, g in itertools.groupby(ordered, key=key))
+
+
+def _small(geobox: GeoBox, n_dates: int) -> bool:
+    """Whether a cube is read by one task (every date of every band in one chunk)."""
+    return all(n <= CHUNKS[d] for n, d in zip(geobox.shape.yx, "yx", strict=True)) and \
+        n_dates * geobox.shape.x * geobox.shape.y * 2 <= CHUNK_BYTES
+
+
+def plan_feature(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
+                 chunks: Mapping[str, int] | None = None, lon: float | None = None
+                 ) -> FeaturePlan:
+    """Plan one feature's cube on the items at ``positions`` of ``plan``.
+
+    Parameters
+    ----------
+    plan
+        Its search group's :class:`ItemsPlan`.
+    positions
+        The feature's items (positions in ``plan.items``).
+    geobox
+        The feature's output grid.
+    chunks
+        Dask chunks (``{"time": .., "y": .., "x": ..}``). Default: one task for a small cube
+        (see :data:`CHUNK_BYTES`), else :data:`CHUNKS` and as many dates per chunk as fit.
+    lon
+        The longitude of its solar days (default: :func:`solar_lon` of ``geobox``).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> gb = GeoBox.from_bbox((600000, 5599000, 601000, 5600000), "EPSG:32632", resolution=10)
+    >>> it = pystac.Item("a", gb.geographic_extent.json, None, dt.datetime(2024, 1, 1),
+    ...                  {"proj:epsg": 32632})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif", roles=["data"]))
+    >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
+    >>> fp = plan_feature(p, [0], gb[10:20, 10:20])
+    >>> fp.groups, dict(fp.bins), fp.chunk_shape
+    (((0,),), {(0, 0, 0): [0]}, None)
+    """
+    groups = group_dates(plan, positions, solar_lon(geobox) if lon is None else lon)
+    times = tuple(plan.parsed[g[0]].nominal_datetime.replace(tzinfo=None) for g in groups)
+    chunk_shape: tuple[int, ...] | None = None
+    if chunks is not None or not _small(geobox, len(groups)):
+        if chunks is None:
+            ny, nx = (min(n, CHUNKS[d]) for n, d in zip(geobox.shape.yx, "yx", strict=True))
+            chunks = {**CHUNKS, "time": max(1, min(len(groups), CHUNK_BYTES // (2 * ny * nx)))}
+        chunk_shape = resolve_chunk_shape(len(groups), geobox, dict(chunks), cfg=plan.load_cfg,
+                                          extra_dims=plan.meta.extra_dims_full())
+    fp = FeaturePlan(geobox, groups, times, {}, chunk_shape)
+    gbt = fp.gbt()
+    crs = geobox.crs
+    tiles: dict[int, list[tuple[int, int]]] = {}
+    for t, group in enumerate(groups):
+        cells: dict[tuple[int, int], list[int]] = {}
+        for i in group:
+            if i not in tiles:
+                footprint = plan.footprint(i, crs)
+                if footprint is None:
+                    raise ValueError(f"item {plan.items[i].id!r} has no footprint")
+                tiles[i] = list(gbt.tiles(footprint))
+            for yx in tiles[i]:
+                cells.setdefault(yx, []).append(i)
+        fp.bins.update({(t, *yx): ii for yx, ii in cells.items()})
+    return fp
+
+
+def _coords(geobox: GeoBox, times: Sequence[dt.datetime]) -> dict[str, Any]:
+    coords = dict(xr_coords(geobox))
+    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
+    return coords
+
+
+def build_cube(plan: ItemsPlan, fp: FeaturePlan) -> xr.Dataset:
+    """The lazy cube of a feature plan: odc-loader's ``chunked_load`` with xsits' reader.
+
+    A small cube (``fp.chunk_shape is None``) is one dask task that loads it without dask
+    when computed; any other is odc-loader's dask graph.
+
+    Examples
+    --------
+    >>> import datetime as dt, tempfile, rasterio
+    >>> from rasterio.transform import from_origin
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> with rasterio.open(path, "w", driver="COG", width=64, height=64, count=1,
+    ...                    dtype="uint16", crs="EPSG:32632", nodata=0,
+    ...                    transform=from_origin(600000, 5600000, 10, 10)) as f:
+    ...     f.write(np.full((1, 64, 64), 7, "uint16"))
+    >>> gb = GeoBox.from_bbox((600000, 5599360, 600640, 5600000), "EPSG:32632", resolution=10)
+    >>> it = pystac.Item("a", gb.geographic_extent.json, None, dt.datetime(2024, 1, 1),
+    ...                  {"proj:epsg": 32632})
+    >>> it.add_asset("B04", pystac.Asset(path, roles=["data"]))
+    >>> p = plan_items([it], ["B04"],
+    ...                stac_cfg={"assets": {"B04": {"data_type": "uint16", "nodata": 0}}})
+    >>> cube = build_cube(p, plan_feature(p, [0], gb[:2, :3]))
+    >>> cube.B04.shape, int(cube.B04.sum())
+    ((1, 2, 3), 42)
+    """
+    positions = sorted({i for g in fp.groups for i in g})
+    driver = CogDriver(plan.sources(positions))
+    args = (plan.load_cfg, plan.meta, plan.srcs, dict(fp.bins), fp.gbt(), list(fp.times),
+            driver.capture_env(), driver)
+    if fp.chunk_shape is not None or any(len(plan.load_cfg[b].dims) > 2 for b in plan.bands):
+        shape = fp.chunk_shape or (1, DIRECT_CHUNK, DIRECT_CHUNK)
+        chunks = dict(zip(("time", "y", "x"), shape[:3], strict=True))
+        return chunked_load(*args, chunks=chunks)
+    token = dask.base.tokenize(*(plan.items[i].id for i in positions), _grid_key(fp.geobox),
+                               plan.bands, [str(plan.load_cfg[b]) for b in plan.bands])
+    task = dask.delayed(_load_now, pure=True, traverse=False)(
+        args, dask_key_name=f"xsits-load-{token}")
+    shape = (len(fp.times), *fp.geobox.shape.yx)
+    coords = _coords(fp.geobox, fp.times)
+    crs_coord = list(xr_coords(fp.geobox))[-1]
+    data = {}
+    for name in plan.bands:
+        cfg = plan.load_cfg[name]
+        arr = da.from_delayed(task[name], shape, dtype=cfg.dtype, name=f"{name}-{token}")
+        attrs = {**cfg.meta.attrs} if cfg.meta is not None else {}
+        if cfg.fill_value is not None:
+            attrs["nodata"] = cfg.fill_value
+        data[name] = xr.DataArray(arr, dims=("time", "y", "x"), attrs=attrs)
+        data[name].encoding["grid_mapping"] = crs_coord
+    return xr.Dataset(data, coords=coords)
+
+
+def _load_now(args: tuple) -> dict[str, np.ndarray]:
+    """The small cube's task: ``chunked_load`` without dask."""
+    ds = chunked_load(*args, chunks=None)
+    return {str(name): var.values for name, var in ds.data_vars.items()}
+
+
+__all__ = ["ItemsPlan", "FeaturePlan", "plan_items", "plan_feature", "build_cube",
+           "group_dates", "solar_day", "solar_lon", "href"]
