@@ -12,7 +12,8 @@ than odc-stac does (:mod:`xsits.plan`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -116,8 +117,16 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
     return [[plan.items[i] for i in g] for g in group_dates(plan, range(len(items)), lon)]
 
 
-def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
-    """Per-date coordinates from the first item of each solar-day group."""
+def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
+    """Per-date coordinates (:data:`TIME_PROPERTIES`) from the first item of each date.
+
+    Examples
+    --------
+    >>> import datetime as dt, pystac
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 1, 1), {"eo:cloud_cover": 3})
+    >>> time_coords([[it]])["cloud_cover"][1].tolist()
+    [3.0]
+    """
     coords = {}
     for prop, (name, default) in TIME_PROPERTIES.items():
         values = [g[0].properties.get(prop, default) for g in groups]
@@ -275,9 +284,108 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     """
     fp = plan_feature(plan, positions, geobox, chunks=chunks)
     ds = build_cube(plan, fp)
-    ds = ds.assign_coords(_time_coords([[plan.items[i] for i in g] for g in fp.groups]))
+    ds = ds.assign_coords(time_coords([[plan.items[i] for i in g] for g in fp.groups]))
     ds.attrs.update(attrs or {})
     return ds
+
+
+def base_attrs(q: StacQuery, grid: GridSpec) -> dict[str, Any]:
+    """The provenance attributes every cube of a query and grid carries.
+
+    Examples
+    --------
+    >>> sorted(base_attrs(StacQuery(), GridSpec()))
+    ['collection', 'end', 'mode', 'query', 'resolution', 'stac', 'start']
+    """
+    return {"collection": q.collection, "stac": q.endpoint, "query": q.describe(),
+            "mode": grid.mode, "resolution": float(grid.resolution), "start": q.start,
+            "end": q.end}
+
+
+def feature_attrs(base: Mapping[str, Any], fid: str, geometry: Any, crs: Any, gbox: GeoBox,
+                  grid: GridSpec) -> dict[str, Any]:
+    """One feature's cube attributes: ``base`` and its id, CRS, centre and patch size."""
+    cx, cy = feature_centre(geometry, crs, gbox.crs)
+    attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx, "center_y": cy}
+    if grid.mode == "patch":
+        attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
+    return attrs
+
+
+def renames(q: StacQuery) -> dict[str, str]:
+    """``{asset key: band name}`` for the bands a provider names its own way.
+
+    Examples
+    --------
+    >>> renames(StacQuery(stac="earth-search", bands=("B04",)))
+    {'red': 'B04'}
+    """
+    return {a: b for b, a in q.assets.items() if a != b}
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One search group, planned: its items parsed once and each feature's share of them.
+
+    Attributes
+    ----------
+    search
+        The group's :class:`~xsits.stac.SearchResult`.
+    items
+        Its :class:`~xsits.plan.ItemsPlan` (None when it found no item).
+    positions
+        ``{feature_id: [item positions]}``: each feature's items in ``items``.
+    missing
+        ``{feature_id: reason}`` for the group's features without a cube.
+    geoboxes
+        ``{feature_id: GeoBox}``: each feature's output grid.
+    renames
+        ``{asset key: band name}`` (:func:`renames`).
+    """
+
+    search: SearchResult
+    items: ItemsPlan | None
+    positions: dict[str, list[int]]
+    missing: dict[str, str]
+    geoboxes: dict[str, GeoBox]
+    renames: dict[str, str]
+
+
+def iter_plans(aoi: gpd.GeoDataFrame, q: StacQuery, geoboxes: Mapping[str, GeoBox], *,
+               resampling: Mapping[str, str] | str = "nearest",
+               search_result: SearchResult | None = None, client=None
+               ) -> Iterator[GroupPlan]:
+    """Search group by group and plan each group once, as soon as its search returns.
+
+    Examples
+    --------
+    >>> import xsits
+    >>> from xsits.demo import demo_aoi, demo_catalog_path
+    >>> from xsits.grid import GridSpec, feature_geoboxes
+    >>> aoi = demo_aoi()
+    >>> q = xsits.StacQuery(stac=str(demo_catalog_path()), start="2024-04-01",
+    ...                     end="2024-04-30", bands=("B04",))
+    >>> boxes = feature_geoboxes(aoi, GridSpec(mode="patch", size=(1, 1)))
+    >>> plans = list(iter_plans(aoi, q, boxes))
+    >>> sum(len(p.positions) for p in plans)
+    6
+    """
+    parts = [search_result] if search_result is not None else iter_search(
+        aoi, q, footprints=footprints_4326(dict(geoboxes)), client=client)
+    assets = list(q.assets.values())
+    band_cfgs: dict[tuple, dict[str, Any]] = {}
+    for part in parts:
+        mine = {f: its for f, its in part.items.items() if f in geoboxes}
+        missing = dict(part.missing)
+        try:
+            plan = _plan_part(mine, assets, resampling, band_cfgs)
+        except LoadError as err:
+            plan = None
+            missing.update({fid: f"feature {fid!r}: {err}" for fid in mine})
+        positions = {} if plan is None else \
+            {fid: [plan.position(it) for it in its] for fid, its in mine.items()}
+        yield GroupPlan(part, plan, positions, missing,
+                        {fid: geoboxes[fid] for fid in positions}, renames(q))
 
 
 def _plan_part(items_of: Mapping[str, Sequence[pystac.Item]], assets: Sequence[str],
@@ -324,6 +432,7 @@ def open_cubes(
     all_touched: bool = False,
     client=None,
     on_group: Callable[[Cubes], Any] | None = None,
+    on_plan: Callable[[GroupPlan], bool] | None = None,
 ) -> Cubes:
     """Lazy dask-backed cubes ``{feature_id: xr.Dataset}``, one per feature, from one call.
 
@@ -353,6 +462,10 @@ def open_cubes(
         Called with the :class:`Cubes` of each group of nearby features as soon as its search
         returns and its cubes are built, while later groups still search: a consumer in
         another thread can start computing them (:func:`xsits.compute_all` does).
+    on_plan
+        Called with each group's :class:`GroupPlan` before its cubes are built; when it
+        returns True the caller has taken the group and no cube of it is built
+        (:func:`xsits.sample` reads points without cubes this way).
 
     Returns
     -------
@@ -386,46 +499,28 @@ def open_cubes(
     resampling = validate_resampling(resampling, bands=q.bands)
     geoboxes = feature_geoboxes(aoi, grid)
     configure_gdal()
-    base = {
-        "collection": q.collection,
-        "stac": q.endpoint,
-        "query": q.describe(),
-        "mode": grid.mode,
-        "resolution": float(grid.resolution),
-        "start": q.start,
-        "end": q.end,
-    }
+    base = base_attrs(q, grid)
     geoms = dict(zip(aoi["feature_id"], aoi.geometry, strict=True))
-    # each group's cubes are built as soon as its search returns, while others still search
-    parts = [search_result] if search_result is not None else iter_search(
-        aoi, q, footprints=footprints_4326(geoboxes), client=client)
     built: dict[str, xr.Dataset] = {}
-    band_cfgs: dict[tuple, dict[str, Any]] = {}
     missing: dict[str, str] = {}
+    taken: set[str] = set()  # features of the groups on_plan took
     done: list[SearchResult] = []
-    assets = list(q.assets.values())
     with relaxed_gc(), single_threaded_blas():  # see their docstrings
-        for part in parts:
-            done.append(part)
-            missing.update(part.missing)
-            group = Cubes(missing=dict(part.missing), search=part)
-            mine = {fid: its for fid, its in part.items.items() if fid in geoms}
-            try:
-                plan = _plan_part(mine, assets, resampling, band_cfgs)
-            except LoadError as err:
-                plan = None
-                for fid in mine:
-                    missing[fid] = group.missing[fid] = f"feature {fid!r}: {err}"
-            for fid, items in mine.items() if plan is not None else ():
+        # each group's cubes are built as soon as its search returns, while others still search
+        for gp in iter_plans(aoi, q, geoboxes, resampling=resampling,
+                             search_result=search_result, client=client):
+            done.append(gp.search)
+            missing.update(gp.missing)
+            if on_plan is not None and on_plan(gp):
+                taken.update(gp.positions)
+                continue
+            group = Cubes(missing=dict(gp.missing), search=gp.search)
+            for fid, positions in gp.positions.items():
                 gbox = geoboxes[fid]
-                cx, cy = feature_centre(geoms[fid], aoi.crs, gbox.crs)
-                attrs = {**base, "feature_id": fid, "crs": str(gbox.crs), "center_x": cx,
-                         "center_y": cy}
-                if grid.mode == "patch":
-                    attrs["patch_size"] = f"{grid.size[0]}x{grid.size[1]}"
                 try:
-                    cube = cube_of(plan, [plan.position(it) for it in items], gbox,
-                                   chunks=chunks, attrs=attrs)
+                    cube = cube_of(gp.items, positions, gbox, chunks=chunks,
+                                   attrs=feature_attrs(base, fid, geoms[fid], aoi.crs, gbox,
+                                                       grid))
                 except Exception as err:
                     why = err if isinstance(err, LoadError) else f"cannot build the cube: {err}"
                     missing[fid] = group.missing[fid] = f"feature {fid!r}: {why}"
@@ -434,8 +529,7 @@ def open_cubes(
                     cube = with_geometry(cube, geoms[fid], crs=aoi.crs)
                     if clip:
                         cube = clip_cube(cube, all_touched=all_touched)
-                built[fid] = group[fid] = cube.rename({a: b for b, a in q.assets.items()
-                                                       if a != b})
+                built[fid] = group[fid] = cube.rename(renames(q))
             if on_group is not None:
                 on_group(group)
     result = search_result if search_result is not None else merge_results(done, q)
@@ -443,6 +537,6 @@ def open_cubes(
     for fid in geoms:  # the AOI's order
         if fid in built:
             cubes[fid] = built[fid]
-        else:
+        elif fid not in taken:
             cubes.missing[fid] = missing.get(fid, "no item found")
     return cubes

@@ -35,7 +35,7 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
 
-from xsits.reader import CogDriver
+from xsits.reader import CogDriver, grid_key
 
 #: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
 #: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
@@ -44,11 +44,6 @@ CHUNKS: dict[str, int] = {"y": 2048, "x": 2048}
 CHUNK_BYTES = 32 * 2**20
 #: Chunk of a load without dask (odc-stac's ``DEFAULT_CHUNK_FOR_LOAD``).
 DIRECT_CHUNK = 2048
-
-
-def _grid_key(gbox: GeoBox) -> tuple:
-    """A cheap key of a grid (hashing a GeoBox writes its CRS as WKT every time)."""
-    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
 
 
 def href(item: pystac.Item, asset: str) -> str:
@@ -112,7 +107,7 @@ class ItemsPlan:
         """
         parsed = self.parsed[i]
         grids = [g for g in parsed.geoboxes() if g.crs is not None]
-        key = (_grid_key(grids[0]), str(crs)) if grids else (i, str(crs))
+        key = (grid_key(grids[0]), str(crs)) if grids else (i, str(crs))
         if key not in self._footprints:
             self._footprints[key] = parsed.safe_geometry(crs)
         return self._footprints[key]
@@ -351,7 +346,7 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan) -> xr.Dataset:
         shape = fp.chunk_shape or (1, DIRECT_CHUNK, DIRECT_CHUNK)
         chunks = dict(zip(("time", "y", "x"), shape[:3], strict=True))
         return chunked_load(*args, chunks=chunks)
-    token = dask.base.tokenize(*(plan.items[i].id for i in positions), _grid_key(fp.geobox),
+    token = dask.base.tokenize(*(plan.items[i].id for i in positions), grid_key(fp.geobox),
                                plan.bands, [str(plan.load_cfg[b]) for b in plan.bands])
     task = dask.delayed(_load_now, pure=True, traverse=False)(
         args, dask_key_name=f"xsits-load-{token}")
@@ -360,14 +355,31 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan) -> xr.Dataset:
     crs_coord = list(xr_coords(fp.geobox))[-1]
     data = {}
     for name in plan.bands:
-        cfg = plan.load_cfg[name]
-        arr = da.from_delayed(task[name], shape, dtype=cfg.dtype, name=f"{name}-{token}")
-        attrs = {**cfg.meta.attrs} if cfg.meta is not None else {}
-        if cfg.fill_value is not None:
-            attrs["nodata"] = cfg.fill_value
-        data[name] = xr.DataArray(arr, dims=("time", "y", "x"), attrs=attrs)
+        arr = da.from_delayed(task[name], shape, dtype=plan.load_cfg[name].dtype,
+                              name=f"{name}-{token}")
+        data[name] = xr.DataArray(arr, dims=("time", "y", "x"), attrs=band_attrs(plan, name))
         data[name].encoding["grid_mapping"] = crs_coord
     return xr.Dataset(data, coords=coords)
+
+
+def band_attrs(plan: ItemsPlan, band: str) -> dict[str, Any]:
+    """A band's attributes in a cube (odc-loader's: its metadata and ``nodata``).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 1, 1), {})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif"))
+    >>> p = plan_items([it], ["B04"],
+    ...                stac_cfg={"assets": {"B04": {"data_type": "uint16", "nodata": 0}}})
+    >>> band_attrs(p, "B04")["nodata"]
+    0
+    """
+    cfg = plan.load_cfg[band]
+    attrs = {**cfg.meta.attrs} if cfg.meta is not None else {}
+    if cfg.fill_value is not None:
+        attrs["nodata"] = cfg.fill_value
+    return attrs
 
 
 def _load_now(args: tuple) -> dict[str, np.ndarray]:
@@ -377,4 +389,4 @@ def _load_now(args: tuple) -> dict[str, np.ndarray]:
 
 
 __all__ = ["ItemsPlan", "FeaturePlan", "plan_items", "plan_feature", "build_cube",
-           "group_dates", "solar_day", "solar_lon", "href"]
+           "group_dates", "solar_day", "solar_lon", "href", "band_attrs"]

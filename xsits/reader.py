@@ -9,7 +9,7 @@ For each read it decides, from the file's header, between two readers:
   ``tests/test_conformance.py``: a tiled or striped GeoTIFF, uncompressed / DEFLATE / LZW /
   ZSTD, predictor 1-3, integer or float samples, pixel or band interleave, no mask or alpha
   band, EPSG georeferencing; nearest resampling (a warp only when the file's and the
-  output's nodata agree, see :func:`_warp_nodata_ok`). Bytes are fetched many files at a time
+  output's nodata agree, see :func:`warp_nodata_ok`). Bytes are fetched many files at a time
   (:mod:`xsits.fetch`), headers parsed (:mod:`xsits.tiff`) and tiles decoded by tifffile /
   imagecodecs. A read on the file's own lattice is a window copy; any other is a lookup
   through the source pixel GDAL's own nearest warp picks for each output pixel
@@ -98,7 +98,7 @@ class Plan:
     index: np.ndarray | None  # per output pixel of roi_dst: flat position in window, or -1
 
 
-def _pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
+def pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
     """The overview odc-loader reads for a shrink factor (its rule, on rasterio's factors)."""
     if not factors or read_shrink < factors[0]:
         return None
@@ -136,7 +136,7 @@ def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan |
     """
     if head.refusal is not None or not cfg.nearest:
         return None
-    key = (*(_grid_key(lv.geobox) for lv in head.levels), _grid_key(dst_geobox),
+    key = (*(grid_key(lv.geobox) for lv in head.levels), grid_key(dst_geobox),
            cfg.use_overviews)
     hit = _PLANS.get(key)
     if hit is None:
@@ -145,7 +145,7 @@ def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan |
     return hit or None
 
 
-def _grid_key(gbox: GeoBox) -> tuple:
+def grid_key(gbox: GeoBox) -> tuple:
     """A cheap cache key of a grid (hashing a GeoBox writes its CRS as WKT every time)."""
     return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
 
@@ -156,7 +156,7 @@ def _plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan 
     roi_dst = rr.roi_dst
     level = 0
     if cfg.use_overviews and rr.read_shrink > 1:
-        ovr = _pick_overview(rr.read_shrink, head.factors)
+        ovr = pick_overview(rr.read_shrink, head.factors)
         level = 0 if ovr is None else ovr + 1
     if roi_is_empty(roi_dst) or roi_is_empty(rr.roi_src):
         return Plan(level, roi_dst, (slice(0, 0), slice(0, 0)), None)
@@ -178,7 +178,7 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
     ``dst``, so every output pixel comes from exactly the source pixel a direct GDAL warp of
     the file would take. Cached per grid pair.
     """
-    key = (_grid_key(src), _grid_key(dst))
+    key = (grid_key(src), grid_key(dst))
     hit = _INDICES.get(key)
     if hit is not None:
         return hit
@@ -251,6 +251,20 @@ def block_ranges(head: Header, plan: Plan, band: int) -> list[tuple[str, int, in
     return out
 
 
+def _tiles(head: Header, level: int, segments: Sequence[int]) -> dict[int, np.ndarray]:
+    """The decoded tiles ``segments`` of ``level`` (from the cache, or fetched at once)."""
+    lv = head.levels[level]
+    tiles = {k: _TILES.get((head.uri, level, k)) for k in segments}
+    futures = {k: fetch.submit(head.uri, int(lv.offsets[k]), int(lv.offsets[k] + lv.counts[k]))
+               for k, tile in tiles.items() if tile is None}
+    for k, fut in futures.items():
+        segment, _, _ = lv.page.decode(bytes(fut.result()), k)
+        tiles[k] = _TILES.put((head.uri, level, k),
+                              segment.reshape(segment.shape[-3:]),  # (rows, cols, samples)
+                              segment.nbytes)
+    return tiles
+
+
 def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
     """The source window of a plan, decoded (native byte order)."""
     level = head.levels[plan.level]
@@ -258,23 +272,10 @@ def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
     out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=head.dtype)
     (bh, bw) = level.block
     blocks = _blocks(level, plan.window)
-    futures = {}
+    tiles = _tiles(head, plan.level, [_segment(head, level, r, c, band) for r, c in blocks])
+    sample = 0 if head.planar else band - 1
     for r, c in blocks:
-        key = (head.uri, plan.level, _segment(head, level, r, c, band))
-        if _TILES.get(key) is None:
-            k = key[2]
-            start = int(level.offsets[k])
-            futures[key] = fetch.submit(head.uri, start, start + int(level.counts[k]))
-    for r, c in blocks:
-        k = _segment(head, level, r, c, band)
-        key = (head.uri, plan.level, k)
-        tile = _TILES.get(key)
-        if tile is None:
-            data = futures[key].result()
-            segment, _, _ = level.page.decode(bytes(data), k)
-            tile = _TILES.put(key, segment.reshape(segment.shape[-3:]),  # (rows, cols, samples)
-                              segment.nbytes)
-        sample = 0 if head.planar else band - 1
+        tile = tiles[_segment(head, level, r, c, band)]
         ty, tx = r * bh, c * bw
         y0, y1 = max(ys.start, ty), min(ys.stop, ty + bh, level.geobox.shape.y)
         x0, x1 = max(xs.start, tx), min(xs.stop, tx + bw, level.geobox.shape.x)
@@ -283,7 +284,57 @@ def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
     return out
 
 
-def _nodata_mask(pix: np.ndarray, nodata: float | None) -> np.ndarray:
+def read_pixels(head: Header, level: int, band: int, rows: np.ndarray,
+                cols: np.ndarray) -> np.ndarray:
+    """The pixels at ``(rows, cols)`` of a file's ``level``, each block fetched and decoded once.
+
+    What :func:`xsits.points.read_points` reads for many points at once (native byte order,
+    the file's dtype).
+
+    Examples
+    --------
+    >>> import tempfile, rasterio
+    >>> from rasterio.transform import from_origin
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> with rasterio.open(path, "w", driver="COG", width=600, height=600, count=1,
+    ...                    dtype="uint16", crs="EPSG:32632", blocksize=256,
+    ...                    transform=from_origin(600000, 5600000, 10, 10)) as f:
+    ...     f.write(np.arange(360000, dtype="uint32").astype("uint16").reshape(1, 600, 600))
+    >>> (h,) = headers([path])
+    >>> read_pixels(h, 0, 1, np.array([0, 1, 599]), np.array([5, 0, 599])).tolist()
+    [5, 600, 32319]
+    """
+    lv = head.levels[level]
+    bh, bw = lv.block
+    down, across = lv.grid
+    plane = (band - 1) * down * across if head.planar else 0
+    segs = plane + (rows // bh) * across + cols // bw
+    out = np.empty(rows.shape, dtype=head.dtype)
+    if not rows.size:
+        return out
+    flat = segs.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    uniq, starts = np.unique(ordered, return_index=True)
+    tiles = _tiles(head, level, [int(k) for k in uniq])
+    sample = 0 if head.planar else band - 1
+    rr, cc, res = rows.reshape(-1), cols.reshape(-1), out.reshape(-1)
+    for k, a, b in zip(uniq, starts, [*starts[1:], len(order)], strict=True):
+        at = order[a:b]
+        k0 = int(k) - plane
+        res[at] = tiles[int(k)][rr[at] - (k0 // across) * bh, cc[at] - (k0 % across) * bw,
+                                sample]
+    return out
+
+
+def nodata_mask(pix: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where ``pix`` is nodata (NaN counts for floats), as odc-loader's fuser sees it.
+
+    Examples
+    --------
+    >>> nodata_mask(np.array([0, 5], "uint16"), 0).tolist()
+    [True, False]
+    """
     if pix.dtype.kind == "f":
         return np.isnan(pix) if nodata is None or math.isnan(nodata) else \
             np.isnan(pix) | (pix == nodata)
@@ -296,12 +347,12 @@ def _same(a: float | None, b: float | None) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def _exact_cast(src: np.dtype, dst: np.dtype) -> bool:
+def exact_cast(src: np.dtype, dst: np.dtype) -> bool:
     """Whether every ``src`` value converts to ``dst`` as GDAL converts it (no clamping)."""
     return src == dst or np.can_cast(src, dst, "safe")
 
 
-def _warp_nodata_ok(head: Header, cfg: RasterLoadParams) -> bool:
+def warp_nodata_ok(head: Header, cfg: RasterLoadParams) -> bool:
     """Whether a warped read's nodata pair is one the fast reader is proven on.
 
     GDAL's nearest warp (as odc's rasterio reader calls it) copies source nodata pixels as
@@ -334,7 +385,7 @@ def _fast_read(head: Header, plan: Plan, src: RasterSource, cfg: RasterLoadParam
     if plan.index is None:  # a window copy, then nodata remapped (odc's paste)
         out[...] = pixels
         if dst_nodata is not None and not _same(src_nodata, dst_nodata):
-            np.copyto(out, dst_nodata, where=_nodata_mask(out, src_nodata))
+            np.copyto(out, dst_nodata, where=nodata_mask(out, src_nodata))
         return roi, out
     # GDAL's nearest warp (INIT_DEST=NO_DATA): the output starts as nodata, or 0 without one;
     # then valid source pixels are copied
@@ -342,7 +393,7 @@ def _fast_read(head: Header, plan: Plan, src: RasterSource, cfg: RasterLoadParam
     hit = plan.index >= 0
     values = pixels.reshape(-1)[plan.index[hit]]
     if src_nodata is not None:
-        keep = ~_nodata_mask(values, src_nodata)
+        keep = ~nodata_mask(values, src_nodata)
         hit[hit] = keep
         values = values[keep]
     out[hit] = values
@@ -427,9 +478,9 @@ class _Reader:
                 raise head
             plan = None
             if head.refusal is None and 1 <= self.src.band <= head.count and \
-                    _exact_cast(np.dtype(head.dtype), resolve_dst_dtype(head.dtype, cfg)):
+                    exact_cast(np.dtype(head.dtype), resolve_dst_dtype(head.dtype, cfg)):
                 plan = plan_read(head, cfg, dst_geobox)
-            if plan is not None and plan.index is not None and not _warp_nodata_ok(head, cfg):
+            if plan is not None and plan.index is not None and not warp_nodata_ok(head, cfg):
                 plan = None
             if plan is not None:
                 state.stats.count(True)

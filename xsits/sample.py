@@ -25,6 +25,7 @@ On the offline demo world (:mod:`xsits.demo`); any STAC API works the same way
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -42,7 +43,10 @@ import xarray as xr
 from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
 from xsits.batch_run import Caller, prepare_process, process_pool, want_progress
 from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
+from xsits.load import GroupPlan, cube_of, time_coords
 from xsits.options import get_options
+from xsits.plan import band_attrs
+from xsits.points import Batch, Windows, read_points
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 REDUCES: tuple[str, ...] = ("mean", "median")
 #: Points of one tile read by one ``dask.compute`` call (their cubes share the tile's files).
 POINTS_PER_COMPUTE = 256
+#: Points of one search group read by one job (their files' blocks are read once).
+POINTS_PER_GROUP = 4096
 #: Points whose lazy cubes are opened together (by one ``open_cubes`` call).
 POINTS_PER_OPEN = 1024
 #: Cubes read at once (each fetches its files concurrently through the reader).
@@ -59,7 +65,7 @@ SCHEDULERS: tuple[str, ...] = ("threads", "processes")
 #: Columns every table has (AOI columns and bands must not take these names).
 RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geometry")
 #: ``open_cubes`` arguments that :func:`sample` sets itself.
-OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "aoi")
+OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "aoi")
 
 
 class SampleError(XsitsError, ValueError):
@@ -178,11 +184,10 @@ def _points(var: xr.DataArray, n: int, reduce: str | None) -> np.ndarray:
         return getattr(np, f"nan{reduce}")(values, axis=(1, 3)).astype(values.dtype)
 
 
-def _batch_rows(raws: Sequence[xr.Dataset], steps: Sequence[Callable], window: int,
+def _batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
                 reduce: str, indices: Sequence[str], classes: tuple[int, ...]) -> list[_Rows]:
-    """The steps, the indices and the windows' reduction on read cubes of the same dates."""
-    n = len(raws)
-    ds = _side_by_side(raws)
+    """The steps, the indices and the windows' reduction on ``n`` windows side by side."""
+    ds = raw
     for step in steps:
         ds = step(ds)
     if indices:
@@ -195,12 +200,11 @@ def _batch_rows(raws: Sequence[xr.Dataset], steps: Sequence[Callable], window: i
               for name, var in ds.data_vars.items()}
     times = ds["time"].values
     masked = None
-    raw_times = pd.Index(raws[0]["time"].values)
-    where = raw_times.get_indexer(times)
-    if "SCL" in raws[0].data_vars and (where >= 0).all():  # the steps kept acquisition dates
-        bad = np.stack([np.isin(r["SCL"].transpose("time", "y", "x").values, classes)
-                        for r in raws], axis=-1)  # (time, y, x, point)
-        masked = bad.all(axis=(1, 2))[where]  # no clear pixel in the window
+    where = pd.Index(raw["time"].values).get_indexer(times)
+    if "SCL" in raw.data_vars and (where >= 0).all():  # the steps kept acquisition dates
+        scl = raw["SCL"].transpose("time", "y", "x").values
+        bad = np.isin(scl, classes).reshape(scl.shape[0], scl.shape[1], n, -1)
+        masked = bad.all(axis=(1, 3))[where]  # (time, point): no clear pixel in the window
     per_date = {str(k): c.values for k, c in ds.coords.items()
                 if c.dims == ("time",) and k != "time"}
     return [_Rows(times, {k: v[:, i] for k, v in values.items()},
@@ -267,14 +271,79 @@ def _read_part(cubes: dict[str, xr.Dataset],
     for fid, raw in loaded.items():
         batches.setdefault(_dates_key(raw) if pixelwise else fid, []).append(fid)
     for fids in batches.values():
-        got_rows = _batch_rows([loaded[f] for f in fids], spec.steps, spec.window,
-                               spec.reduce, spec.indices, classes)
+        got_rows = _batch_rows(_side_by_side([loaded[f] for f in fids]), len(fids),
+                               spec.steps, spec.window, spec.reduce, spec.indices, classes)
         for fid, got in zip(fids, got_rows, strict=True):
             if len(got.time):
                 rows[fid] = got
             else:
                 missing[fid] = "no date left after the steps"
     return rows, missing
+
+
+def _fast_rows(gp: GroupPlan, spec: _Spec,
+               classes: tuple[int, ...]) -> tuple[dict[str, _Rows], dict[str, str]] | None:
+    """A search group's rows without cubes (:func:`xsits.points.read_points`), or None."""
+    rows: dict[str, _Rows] = {}
+    missing: dict[str, str] = {}
+    by_crs: dict[str, list[str]] = {}
+    for fid in gp.positions:
+        by_crs.setdefault(str(gp.geoboxes[fid].crs), []).append(fid)
+    for fids in by_crs.values():
+        windows = Windows.of([gp.geoboxes[f] for f in fids])
+        try:
+            batches = read_points(gp.items, [gp.positions[f] for f in fids], windows)
+        except (LoadError, OSError) as err:  # the cubes find the feature(s) at fault
+            log.debug("sample: reading points without cubes failed: %s", one_line(err))
+            return None
+        if batches is None:
+            return None
+        for batch in batches:
+            ids = [fids[k] for k in batch.points]
+            raw = _batch_cube(gp, batch)
+            got_rows = _batch_rows(raw, len(ids), spec.steps, spec.window, spec.reduce,
+                                   spec.indices, classes)
+            for fid, got in zip(ids, got_rows, strict=True):
+                if len(got.time):
+                    rows[fid] = got
+                else:
+                    missing[fid] = "no date left after the steps"
+    return rows, missing
+
+
+def _batch_cube(gp: GroupPlan, batch: Batch) -> xr.Dataset:
+    """Points read side by side as one cube: what :func:`_side_by_side` makes of cubes."""
+    plan = gp.items
+    groups = [[plan.items[i] for i in g] for g in batch.groups]
+    times = np.array([plan.parsed[g[0]].nominal_datetime.replace(tzinfo=None)
+                      for g in batch.groups], dtype="datetime64[ns]")
+    data = {gp.renames.get(b, b): (("time", "y", "x"), arr, band_attrs(plan, b))
+            for b, arr in batch.values.items()}
+    return xr.Dataset(data, coords={"time": times, **time_coords(groups)})
+
+
+def _read_group(gp: GroupPlan, spec: _Spec) -> tuple[dict[str, _Rows], dict[str, str]]:
+    """One search group's points, read without cubes where they can be.
+
+    Without cubes when the fast reader serves every file and the steps are pixelwise, else
+    through their cubes (:func:`_read_part`).
+    """
+    prepare_process(spec.caller)
+    classes = _scl_classes(spec.steps)
+    if all(getattr(step, "pixelwise", False) for step in spec.steps):
+        found = _fast_rows(gp, spec, classes)
+        if found is not None:
+            return found
+    cubes = {}
+    missing = {}
+    for fid, positions in gp.positions.items():
+        try:
+            cubes[fid] = cube_of(gp.items, positions, gp.geoboxes[fid],
+                                 attrs={"feature_id": fid}).rename(gp.renames)
+        except Exception as err:
+            missing[fid] = f"feature {fid!r}: cannot build the cube: {one_line(err)}"
+    rows, more = _read_part(cubes, spec)
+    return rows, {**missing, **more}
 
 
 class _Reader:
@@ -314,6 +383,20 @@ class _Reader:
                 fut = self.pool.submit(_read_part, part, self.spec)
                 fut.add_done_callback(self._ticker(len(part)))
                 self.futures.append(fut)
+
+    def submit_plan(self, gp: GroupPlan) -> bool:
+        """Queue a search group's points (read without cubes when they can be)."""
+        if gp.items is None or not gp.positions:
+            return False
+        fids = [f for f in gp.positions if f not in self.sent]
+        self.sent.update(fids)
+        for i in range(0, len(fids), POINTS_PER_GROUP):
+            part = dataclasses.replace(gp, positions={f: gp.positions[f]
+                                                      for f in fids[i:i + POINTS_PER_GROUP]})
+            fut = self.pool.submit(_read_group, part, self.spec)
+            fut.add_done_callback(self._ticker(len(part.positions)))
+            self.futures.append(fut)
+        return True
 
     def _ticker(self, n: int) -> Callable[[Future], None]:
         def tick(fut: Future) -> None:  # as soon as a part is read (its rows: in wait)
@@ -541,7 +624,8 @@ def sample(
             for part in _parts(aoi):  # the lazy cubes of two parts at most are in memory
                 queued = len(reader.futures)  # (what is still queued of the previous part)
                 cubes = open_cubes(part, mode="patch", size=(int(window), int(window)),
-                                   on_group=reader.submit, **open_kwargs)
+                                   on_plan=reader.submit_plan, on_group=reader.submit,
+                                   **open_kwargs)
                 reader.submit(cubes)  # any cube open_cubes did not hand to on_group
                 missing.update(cubes.missing)
                 if cubes.search is not None:
