@@ -1,8 +1,11 @@
+import geopandas as gpd
+import numpy as np
 import pytest
 from shapely.geometry import Point, box
 
+from xsits.aoi import read_aoi
 from xsits.errors import GridError
-from xsits.grid import GridSpec, feature_crs, feature_geobox
+from xsits.grid import GridSpec, feature_crs, feature_geobox, feature_geoboxes
 
 
 @pytest.mark.parametrize("crs", ["utm", "EPSG:3035", "EPSG:3857", 2154])
@@ -78,3 +81,21 @@ def test_a_thin_line_keeps_its_length():
     line = LineString([(500001, 5500000), (500003, 5501000)])
     gbox = feature_geobox(line, 32632, GridSpec(resolution=10, mode="image"))
     assert (gbox.shape.x, gbox.shape.y) == (1, 100)
+
+
+@pytest.mark.parametrize("spec", [
+    GridSpec(mode="patch", size=(3, 3)), GridSpec(crs="EPSG:3035", resolution=20, mode="patch",
+                                                  size=(1, 1)),
+    GridSpec(mode="image"), GridSpec(crs="EPSG:3035", mode="patch", size=(4, 2))])
+def test_point_geoboxes_equal_one_by_one(spec):
+    """feature_geoboxes of many points (vectorised) == feature_geobox of each point."""
+    rng = np.random.default_rng(3)
+    pts = [Point(x, y) for x, y in zip(rng.uniform(-10, 30, 60), rng.uniform(35, 65, 60),
+                                       strict=True)]
+    pts += [Point(6.0, 45.0), Point(12.0, 0.0)]  # a zone edge, the equator
+    aoi = read_aoi(gpd.GeoDataFrame(geometry=pts, crs=4326))
+    got = feature_geoboxes(aoi, spec)
+    for fid, g in zip(aoi["feature_id"], aoi.geometry, strict=True):
+        want = feature_geobox(g, aoi.crs, spec)
+        assert (str(got[fid].crs), got[fid].shape, got[fid].affine) == \
+            (str(want.crs), want.shape, want.affine)

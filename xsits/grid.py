@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import geopandas as gpd
+import numpy as np
 from affine import Affine
 from odc.geo import geom
 from odc.geo.crs import CRS
@@ -254,10 +255,50 @@ def feature_geoboxes(aoi: gpd.GeoDataFrame, spec: GridSpec) -> dict[str, GeoBox]
     >>> feature_geoboxes(aoi, GridSpec(mode="patch", size=(10, 10)))["a"].shape
     Shape2d(x=10, y=10)
     """
+    geoms = aoi.geometry
+    one_pixel = spec.mode == "image" and float(spec.buffer) == 0
+    if len(aoi) and (geoms.geom_type == "Point").all() and (spec.mode == "patch" or one_pixel):
+        return _point_geoboxes(aoi, spec, (1, 1) if one_pixel else spec.size)
     return {
         fid: feature_geobox(g, aoi.crs, spec)
-        for fid, g in zip(aoi["feature_id"], aoi.geometry, strict=True)
+        for fid, g in zip(aoi["feature_id"], geoms, strict=True)
     }
+
+
+def _point_geoboxes(aoi: gpd.GeoDataFrame, spec: GridSpec,
+                    size: tuple[int, int]) -> dict[str, GeoBox]:
+    """:func:`feature_geobox` of many points at once (the same grids, vectorised)."""
+    fids = aoi["feature_id"].to_numpy()
+    x = aoi.geometry.x.to_numpy()
+    y = aoi.geometry.y.to_numpy()
+    src = CRS(aoi.crs)
+    crss: list[CRS] = []
+    if str(spec.crs).lower() == "utm":
+        lon, lat = (np.asarray(v) for v in src.transformer_to_crs("EPSG:4326")(x, y))
+        zones: dict[tuple[int, bool], CRS] = {}
+        for k in range(len(fids)):
+            edge = abs(lon[k] / 6 - round(lon[k] / 6)) < 1e-9 or abs(lat[k]) < 1e-9 or \
+                abs(lat[k]) > 80
+            key = (int((lon[k] + 180) // 6), bool(lat[k] >= 0))
+            if edge:
+                crss.append(CRS.utm(float(lon[k]), float(lat[k])))
+                continue
+            if key not in zones:
+                zones[key] = CRS.utm(float(lon[k]), float(lat[k]))
+            crss.append(zones[key])
+    else:
+        crss = [CRS(spec.crs)] * len(fids)
+    res = float(spec.resolution)
+    width, height = size
+    out: dict[str, GeoBox] = {}
+    for crs in {str(c): c for c in crss}.values():
+        at = np.array([str(c) == str(crs) for c in crss])
+        cx, cy = (np.asarray(v, dtype="float64")
+                  for v in src.transformer_to_crs(crs)(x[at], y[at]))
+        anchor = GeoBox((1, 1), Affine(res, 0.0, 0.0, 0.0, -res, 0.0), crs)
+        for fid, px, py in zip(fids[at], cx, cy, strict=True):
+            out[fid] = patch_geobox(anchor, (float(px), float(py)), width, height)[0]
+    return {fid: out[fid] for fid in fids}
 
 
 def footprints_4326(geoboxes: dict[str, GeoBox]) -> gpd.GeoSeries:

@@ -25,11 +25,14 @@ Must not: search, choose grids or dates (:mod:`xsits.plan`), decode bytes
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyproj
 import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
@@ -115,6 +118,16 @@ class Picks:
     exact: int = 0  # windows planned one by one (reader.plan_read)
 
 
+@functools.lru_cache(maxsize=64)
+def _transformer_of(src: str, dst: str, thread: int) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _transformer(src: str, dst: str) -> pyproj.Transformer:
+    """The pyproj transformer between two CRSs, made once per thread (~50 ms each)."""
+    return _transformer_of(src, dst, threading.get_ident())
+
+
 def _transform(src_crs: Any, dst_crs: Any, x: np.ndarray,
                y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x, y`` from ``src_crs`` to ``dst_crs`` with GDAL's PROJ (as GDAL's warp does)."""
@@ -133,8 +146,7 @@ def _scales(windows: Windows, ks: np.ndarray, src: GeoBox) -> np.ndarray:
     r = windows.resolution
     x = windows.x0[ks][:, None] + (c + offsets[None, :, 0]) * r
     y = windows.y0[ks][:, None] - (c + offsets[None, :, 1]) * r
-    to_src = windows.crs.transformer_to_crs(src.crs)
-    sx, sy = to_src(x, y)
+    sx, sy = _transformer(str(windows.crs), str(src.crs)).transform(x, y)
     inv = ~src.affine
     px = inv.a * sx + inv.b * sy + inv.c
     py = inv.d * sx + inv.e * sy + inv.f
@@ -273,9 +285,48 @@ class Batch:
 def _lons(windows: Windows) -> np.ndarray:
     """The longitude of each window's centre (odc-stac's solar-day longitude)."""
     half = windows.size * windows.resolution / 2
-    to_ll = windows.crs.transformer_to_crs("EPSG:4326")
-    lon, _ = to_ll(windows.x0 + half, windows.y0 - half)
+    lon, _ = _transformer(str(windows.crs), "EPSG:4326").transform(windows.x0 + half,
+                                                                  windows.y0 - half)
     return np.asarray(lon, dtype="float64")
+
+
+def _footprint_key(plan: ItemsPlan, i: int) -> tuple:
+    """Items with equal keys have one footprint (odc-stac's: their image grid's)."""
+    grids = [g for g in plan.parsed[i].geoboxes() if g.crs is not None]
+    return reader.grid_key(grids[0]) if grids else (i,)
+
+
+def _meets(plan: ItemsPlan, i: int, windows: Windows, ks: np.ndarray) -> np.ndarray:
+    """Whether item ``i``'s footprint (odc-stac's ``safe_geometry``) meets windows ``ks``.
+
+    That footprint is the item's image grid, reprojected: a window :data:`MARGIN` pixels
+    inside or outside the grid meets it or not for sure; only the others are tested against
+    the footprint itself (reprojected once per grid and CRS, :meth:`ItemsPlan.footprint`).
+    """
+    grids = [g for g in plan.parsed[i].geoboxes() if g.crs is not None]
+    out = np.zeros(len(ks), dtype=bool)
+    todo = np.ones(len(ks), dtype=bool)
+    if grids:
+        grid = grids[0]
+        x, y = windows.centres(ks)
+        corners = (x[:, [0, 0, -1, -1], [0, -1, 0, -1]], y[:, [0, 0, -1, -1], [0, -1, 0, -1]])
+        cx, cy = _transform(windows.crs, grid.crs, *corners)
+        inv = ~grid.affine
+        px = inv.a * cx + inv.b * cy + inv.c
+        py = inv.d * cx + inv.e * cy + inv.f
+        h, w = grid.shape.yx
+        m = MARGIN + windows.resolution / abs(grid.resolution.x)  # centres: half a pixel in
+        inside = ((px >= m) & (px <= w - m) & (py >= m) & (py <= h - m)).all(axis=1)
+        outside = (px < -m).all(axis=1) | (px > w + m).all(axis=1) | \
+            (py < -m).all(axis=1) | (py > h + m).all(axis=1)
+        out[inside] = True
+        todo = ~(inside | outside)
+    if todo.any():
+        footprint = plan.footprint(i, windows.crs)
+        if footprint is None:
+            raise ValueError(f"item {plan.items[i].id!r} has no footprint")
+        out[todo] = shapely.intersects(footprint.geom, windows.boxes()[ks[todo]])
+    return out
 
 
 def _serves(head: Any, src: Any, cfg: Any) -> bool:
@@ -332,18 +383,15 @@ def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
             groups_of[key] = group_dates(plan, positions[k], lon)
         point_groups.append(groups_of[key])
     # which items each point reads: its own, whose footprint meets its window
-    boxes = windows.boxes()
-    meets: dict[int, np.ndarray] = {}
     member = np.zeros((len(plan.items), n), dtype=bool)
     for k, pos in enumerate(positions):
         member[list(pos), k] = True
+    meets: dict[tuple, np.ndarray] = {}
     for i in used:
-        footprint = plan.footprint(i, windows.crs)
-        if footprint is None:
-            return None
-        if id(footprint) not in meets:
-            meets[id(footprint)] = shapely.intersects(footprint.geom, boxes)
-        member[i] &= meets[id(footprint)]
+        key = _footprint_key(plan, i)
+        if key not in meets:
+            meets[key] = _meets(plan, i, windows, np.arange(n))
+        member[i] &= meets[key]
     # each file's pixels for its points; picks shared by the files of one grid
     values: dict[tuple[int, str], np.ndarray] = {}
     fills: dict[str, Any] = {}

@@ -293,7 +293,7 @@ def _fast_rows(gp: GroupPlan, spec: _Spec,
         windows = Windows.of([gp.geoboxes[f] for f in fids])
         try:
             batches = read_points(gp.items, [gp.positions[f] for f in fids], windows)
-        except (LoadError, OSError) as err:  # the cubes find the feature(s) at fault
+        except (LoadError, OSError, ValueError) as err:  # the cubes find the feature(s) at fault
             log.debug("sample: reading points without cubes failed: %s", one_line(err))
             return None
         if batches is None:
@@ -417,24 +417,32 @@ def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Row
               geometry: bool) -> pd.DataFrame:
     """One DataFrame in AOI order (see :func:`sample` for its columns)."""
     lonlat = aoi.geometry.to_crs("EPSG:4326")
-    parts = []
+    at_of: dict[tuple, list[int]] = {}  # features with the same columns, built at once
     for i, fid in enumerate(aoi["feature_id"]):
-        got = rows.get(fid)
-        if got is None:
-            continue
-        n = len(got.time)
-        part = {"feature_id": np.full(n, fid, dtype=object)}
-        part.update({str(c): np.repeat(aoi[c].iloc[[i]].to_numpy(), n) for c in columns})
-        part["time"] = got.time
-        part.update(got.values)
-        part["lon"] = np.full(n, lonlat.iloc[i].x)
-        part["lat"] = np.full(n, lonlat.iloc[i].y)
-        if got.masked is not None:
-            part["masked"] = got.masked
-        part.update(got.per_date)
+        if fid in rows:
+            g = rows[fid]
+            at_of.setdefault((g.masked is None, tuple(g.values), tuple(g.per_date)),
+                             []).append(i)
+    parts = []
+    for at in at_of.values():
+        got = [rows[aoi["feature_id"].iloc[i]] for i in at]
+        rep = np.repeat(np.array(at, dtype=int), [len(g.time) for g in got])
+        part = {"feature_id": aoi["feature_id"].to_numpy(dtype=object)[rep]}
+        part.update({str(c): aoi[c].to_numpy()[rep] for c in columns})
+        part["time"] = np.concatenate([g.time for g in got])
+        part.update({k: np.concatenate([g.values[k] for g in got]) for k in got[0].values})
+        part["lon"] = lonlat.x.to_numpy()[rep]
+        part["lat"] = lonlat.y.to_numpy()[rep]
+        if got[0].masked is not None:
+            part["masked"] = np.concatenate([g.masked for g in got])
+        part.update({k: np.concatenate([g.per_date[k] for g in got]) for k in got[0].per_date})
         if geometry:
-            part["geometry"] = np.repeat(aoi.geometry.iloc[[i]].to_numpy(), n)
+            part["geometry"] = aoi.geometry.to_numpy()[rep]
+        part["_at"] = rep
         parts.append(pd.DataFrame(part))
+    if len(parts) > 1:  # back to the AOI's order
+        parts = [pd.concat(parts, ignore_index=True).sort_values("_at", kind="stable")]
+    parts = [p.drop(columns="_at") for p in parts]
     if parts:
         df = pd.concat(parts, ignore_index=True)
     else:

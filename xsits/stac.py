@@ -629,8 +629,9 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
     hits: dict[str, list[pystac.Item]] = {fid: [] for fid in shapes.index}
     if usable:
         feat_idx, item_idx = tree.query(list(shapes.values), predicate="intersects")
-        for f, i in zip(feat_idx, item_idx, strict=True):
-            hits[shapes.index[f]].append(usable[i])
+        ids = shapes.index.to_numpy()
+        for f, i in zip(feat_idx.tolist(), item_idx.tolist(), strict=True):
+            hits[ids[f]].append(usable[i])
     for fid, its in hits.items():
         if its:
             items[fid] = its
