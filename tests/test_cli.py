@@ -168,3 +168,23 @@ def test_demo_calls_run_demo(runner, tmp_path, monkeypatch):
     status = "failed"
     assert runner.invoke(main, ["demo"]).exit_code == 1
     assert calls[-1] == (None, True)
+
+
+@pytest.mark.parametrize("command", ["fetch", "sample"])
+def test_dry_run_prints_the_cost_and_reads_no_pixel(runner, stac_url, tmp_path, command):
+    import xsits
+
+    aoi = _points_file(tmp_path, ids=("p0", "p1", "p3"))
+    out = tmp_path / ("train.parquet" if command == "sample" else "out")
+    args = [command, str(aoi), "--out", str(out), "--stac", stac_url, "--bands", "B04,SCL",
+            "--start", WORLD_START, "--end", WORLD_END, "--id-column", "pt_id", "--dry-run"]
+    if command == "fetch":
+        args += ["--mode", "patch", "--size", "4x4"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    want = xsits.dry_run(xsits.read_aoi(aoi, id_column="pt_id"), stac=stac_url,
+                         bands=("B04", "SCL"), start=WORLD_START, end=WORLD_END, mode="patch",
+                         size=(4, 4) if command == "fetch" else (1, 1))
+    assert result.stdout.strip() == str(want)
+    assert want.features == 3 and " requests, " in str(want)
+    assert not out.exists()

@@ -87,3 +87,23 @@ def test_vectorised_picks_equal_gdal_picks(world, crs):
         assert (got.level[k], got.rows[k].tolist(), got.cols[k].tolist()) == \
             (level, rows.tolist(), cols.tolist()), k
     reader.clear_cache()
+
+
+def test_dry_run_counts_the_requests_the_server_then_logs(stac_url, cog_server):
+    """xsits.dry_run reads headers only; its request count is what the server then sees."""
+    aoi = _aoi(40, 0.006, seed=5)
+    kw = {"stac": stac_url, "start": WORLD_START, "end": WORLD_END, "bands": BANDS,
+          "resolution": 10}
+    with xsits.set_options(whole_files=False):
+        reader.clear_cache()
+        cog_server.reset_stats()
+        cost = xsits.dry_run(aoi, **kw, mode="patch", size=(1, 1))
+        headers_only = cog_server.stats()["requests"]
+        table = xsits.sample(aoi, **kw, progress=False)
+        total = cog_server.stats()["requests"]
+    assert cost.exact and cost.features == table.feature_id.nunique() == len(aoi)
+    assert cost.files > 0 and cost.blocks >= cost.files
+    assert headers_only == cost.files  # no pixel read by the dry run
+    assert total == cost.requests
+    guess = xsits.dry_run(aoi, **kw, mode="patch", size=(1, 1), read_headers=False)
+    assert not guess.exact and (guess.files, guess.items) == (cost.files, cost.items)

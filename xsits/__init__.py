@@ -13,7 +13,7 @@ from xsits._version import __version__
 from xsits.aoi import read_aoi
 from xsits.batch import compute_all
 from xsits.grid import GridSpec
-from xsits.load import Cubes, open_cubes
+from xsits.load import Cubes, dry_run, open_cubes
 from xsits.options import get_options, set_options
 from xsits.sample import sample
 from xsits.stac import SearchResult, StacQuery, search
@@ -26,6 +26,7 @@ __all__ = [
     "SearchResult",
     "StacQuery",
     "compute_all",
+    "dry_run",
     "errors",
     "get_options",
     "open_cubes",

@@ -143,12 +143,15 @@ def main() -> None:
               help="AOI column with the feature ids (default: feature_id, id, or row number).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
+@click.option("--dry-run", is_flag=True,
+              help="Search and plan, read the files' headers, print the cost; read no pixel.")
 def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: str, end: str,
           max_cloud: float | None, query: dict | None, cql2_filter: Any, resolution: float,
           crs: str, mode: str, size: tuple[int, int], buffer: float, harmonize: bool, mask: bool,
           drop_cloudy: float | None, gapfill: str | None, fmt: str, out_dir: str,
           workers: int | None, scheduler: str, batch_size: int, retries: int, overwrite: bool,
-          compress: bool, id_column: str | None, no_progress: bool, verbose: bool) -> None:
+          compress: bool, id_column: str | None, no_progress: bool, verbose: bool,
+          dry_run: bool) -> None:
     """Fetch, process and export one Sentinel-2 time series per feature of AOI.
 
     AOI is a GeoJSON / GPKG / Shapefile, or a CSV with lon/lat columns. Rerun the same
@@ -163,6 +166,7 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
     from xsits._common import one_line
     from xsits.aoi import read_aoi
     from xsits.batch import AoiSource, compute_all, summary_line
+    from xsits.load import dry_run as run_dry
 
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
@@ -170,6 +174,9 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
         open_kwargs = dict(stac=stac, collection=collection, bands=bands, start=start, end=end,
                            query=query, filter=cql2_filter, max_cloud=max_cloud,
                            resolution=resolution, crs=crs, mode=mode, buffer=buffer, size=size)
+        if dry_run:
+            click.echo(str(run_dry(gdf, **open_kwargs)))
+            return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill)
         report = compute_all(
@@ -249,13 +256,15 @@ def _search_options(func: Any) -> Any:
               help="AOI column with the feature ids (default: feature_id, id, or row number).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
+@click.option("--dry-run", is_flag=True,
+              help="Search and plan, read the files' headers, print the cost; read no pixel.")
 def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str, ...],
            start: str, end: str, max_cloud: float | None, query: dict | None,
            cql2_filter: Any, resolution: float, crs: str, window: int, reduce: str,
            harmonize: bool, mask: bool, drop_cloudy: float | None, gapfill: str | None,
            composite_freq: str | None, smooth: str | None, indices: str, geometry: bool,
            scheduler: str, workers: int | None, overwrite: bool, id_column: str | None,
-           no_progress: bool, verbose: bool) -> None:
+           no_progress: bool, verbose: bool, dry_run: bool) -> None:
     """Sample the time series of the points of AOI into one table (Parquet).
 
     One row per (point, date): feature_id, the AOI's columns (labels), time, one column per
@@ -269,11 +278,18 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
     """  # noqa: D301 - click needs a real backspace before the example
     from xsits._common import one_line
     from xsits.aoi import read_aoi
+    from xsits.load import dry_run as run_dry
     from xsits.sample import sample as run_sample
 
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column)
+        if dry_run:
+            click.echo(str(run_dry(gdf, stac=stac, collection=collection, bands=bands,
+                                   start=start, end=end, query=query, filter=cql2_filter,
+                                   max_cloud=max_cloud, resolution=resolution, crs=crs,
+                                   mode="patch", size=(window, window))))
+            return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill, composite=composite_freq, smooth=smooth)
         table = run_sample(

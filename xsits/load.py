@@ -35,7 +35,16 @@ from xsits.grid import (
     footprints_4326,
     validate_resampling,
 )
-from xsits.plan import ItemsPlan, build_cube, group_dates, href, plan_feature, plan_items
+from xsits.plan import (
+    Cost,
+    ItemsPlan,
+    build_cube,
+    cost,
+    group_dates,
+    href,
+    plan_feature,
+    plan_items,
+)
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
 
@@ -540,3 +549,44 @@ def open_cubes(
         elif fid not in taken:
             cubes.missing[fid] = missing.get(fid, "no item found")
     return cubes
+
+
+def dry_run(aoi: gpd.GeoDataFrame | str, *, read_headers: bool = True,
+            **open_kwargs: Any) -> Cost:
+    """What :func:`open_cubes` with these arguments would read, without reading a pixel.
+
+    The searches run and each search group is planned (:func:`xsits.plan.cost`): features,
+    items, files, blocks, requests and bytes.
+
+    Parameters
+    ----------
+    aoi
+        As for :func:`open_cubes`.
+    read_headers
+        Read each file's header for exact block layouts and sizes (one request per file,
+        which a load then reuses); else estimate them from the item grids.
+    **open_kwargs
+        :func:`open_cubes`' arguments (``stac``, ``bands``, ``mode``, ``size``...).
+
+    Returns
+    -------
+    xsits.plan.Cost
+        The totals (``print`` it for one line).
+
+    Examples
+    --------
+    >>> from xsits.demo import demo_aoi, demo_catalog_path
+    >>> c = dry_run(demo_aoi(), stac=str(demo_catalog_path()), start="2024-04-01",
+    ...             end="2024-04-30", bands=["B04"], mode="patch", size=(5, 5))
+    >>> c.features, c.files == c.items, c.requests >= c.files
+    (6, True, True)
+    """
+    total = [Cost(exact=read_headers)]
+
+    def take(gp: GroupPlan) -> bool:
+        if gp.items is not None and gp.positions:
+            total[0] += cost(gp.items, gp.positions, gp.geoboxes, read_headers=read_headers)
+        return True
+
+    open_cubes(aoi, on_plan=take, **open_kwargs)
+    return total[0]
