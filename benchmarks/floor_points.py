@@ -119,8 +119,12 @@ def check_centres(lon, lat, crs, res, epsg, cx, cy, n: int = 200) -> int:
 
 
 def tile_groups(epsg_utm: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> dict:
-    """Points grouped by Sentinel-2 tile: UTM zone and 100 km cell (tile origins at
-    ``k * 100 km - 40 m``); one search per group."""
+    """Points grouped by Sentinel-2 tile (one search per group): UTM zone and tile.
+
+    Tiles are 109.8 km squares at ``k * 100 km - 40 m`` (west) and ``m * 100 km`` (north):
+    neighbours overlap by 9.8 km. A point in an overlap goes to the western / northern tile,
+    so that the points around one place fall in one group (one search, each file read once).
+    """
     from pyproj import Transformer
 
     groups: dict[tuple, list[int]] = defaultdict(list)
@@ -128,8 +132,11 @@ def tile_groups(epsg_utm: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> dict:
         idx = np.flatnonzero(epsg_utm == code)
         tr = Transformer.from_crs("EPSG:4326", f"EPSG:{code}", always_xy=True)
         e, n = tr.transform(lon[idx], lat[idx])
-        kx = np.floor((np.asarray(e) + 40.0) / 100000.0).astype(int)
-        ky = np.floor(np.asarray(n) / 100000.0).astype(int)
+        e, n = np.asarray(e), np.asarray(n)
+        kx = np.floor((e + 40.0) / 100000.0).astype(int)
+        kx = np.where((kx > 1) & (e < (kx - 1) * 100000.0 - 40.0 + 109800.0), kx - 1, kx)
+        ky = np.floor(n / 100000.0).astype(int) + 1  # the tile's top, in 100 km
+        ky = np.where(n >= ky * 100000.0 - 9800.0, ky + 1, ky)
         for i, a, b in zip(idx, kx, ky, strict=True):
             groups[(int(code), int(a), int(b))].append(int(i))
     return groups
@@ -307,7 +314,7 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
     stats.update(t_grid=t1 - t0, t_search=t2 - t1, searches=len(found))
 
     # which items each point gets (its pixel intersects the item's footprint), per tile group
-    tasks = []  # (group key, item index, band, href, point indices)
+    tasks: dict[str, list] = defaultdict(list)  # href -> [(group key, item, band, points)]
     plans = {}
     for key, items in found.items():
         idx = np.asarray(groups[key])
@@ -325,7 +332,7 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
             if not len(pts):
                 continue
             for b in bands:
-                tasks.append((key, k, b, it["assets"][b]["href"], pts))
+                tasks[it["assets"][b]["href"]].append((key, k, b, pts))
     values = {key: {b: np.zeros((len(items), len(idx)), "uint16") for b in bands}
               for key, (idx, items, _) in plans.items()}
     pos = {key: {int(p): j for j, p in enumerate(idx)} for key, (idx, _, _) in plans.items()}
@@ -333,25 +340,25 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
 
     files = Files(res)
 
-    def run(task):
-        key, k, b, href, pts = task
-        by_crs = defaultdict(list)
-        for p in pts:
-            by_crs[int(epsg[p])].append(p)
-        got = []
-        for code, ps in by_crs.items():
-            ps = np.asarray(ps)
-            got.append((ps, files.read(href, code, cx[ps], cy[ps])))
-        return key, k, b, got
+    def run(href):  # one file (an item's band, maybe found by several groups): read once
+        uses = tasks[href]
+        pts = np.concatenate([u[3] for u in uses])
+        vals = np.zeros(len(pts), "uint16")
+        for code in np.unique(epsg[pts]):
+            sel = epsg[pts] == code
+            vals[sel] = files.read(href, int(code), cx[pts[sel]], cy[pts[sel]])
+        return href, vals
 
     with Env(**GDAL_ENV), ThreadPoolExecutor(threads) as pool:
-        for key, k, b, got in pool.map(run, tasks):
-            for ps, vals in got:
+        for href, vals in pool.map(run, list(tasks)):
+            start = 0
+            for key, k, b, ps in tasks[href]:
                 cols = [pos[key][int(p)] for p in ps]
-                values[key][b][k, cols] = vals
+                values[key][b][k, cols] = vals[start:start + len(ps)]
+                start += len(ps)
     t4 = time.perf_counter()
-    stats.update(t_plan=t3 - t2, t_read=t4 - t3, files=files.opened, blocks=files.blocks,
-                 reads=len(tasks))
+    stats.update(t_plan=t3 - t2, t_read=t4 - t3, files=len(tasks), opened=files.opened,
+                 blocks=files.blocks)
 
     # groupby="solar_day" and fusing, per tile group and per set of (items, solar offset)
     pixel_lon = np.empty(len(points))

@@ -313,9 +313,9 @@ def drive(args, tag: str = "") -> int:
     for r in runs:
         secs = r.get("seconds", float("nan"))
         per_k = secs / r["n_points"] * 1000
-        ratio = per_k / (base / args.points * 1000) if base else float("nan")
+        ratio = f"{per_k / (base / args.points * 1000):.2f}×" if base else "–"
         lines.append(f"| {r['contender']} | {r['n_points']} | {secs:.1f} | {per_k:.1f} | "
-                     f"{ratio:.2f}× | {r['peak_rss_mb']:.0f} | {r['stac_requests']} "
+                     f"{ratio} | {r['peak_rss_mb']:.0f} | {r['stac_requests']} "
                      f"({r['stac_searches']}) | {r['cog_requests']} | {r['cog_mb']:.1f} |")
     table = "\n".join(lines)
     doc = {"timestamp": stamp, "argv": sys.argv[1:], "open_kwargs": open_kwargs(args),
