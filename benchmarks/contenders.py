@@ -170,135 +170,194 @@ def run_plain(args) -> dict:
 # --------------------------------------------------------------------------- floor
 
 
-def _tiff_levels(path: Path) -> list[dict]:
-    """Per IFD of a (classic or Big) TIFF: width, height, tile size, tile offsets and counts."""
-    import struct
+def _floor_read(ds, level_box, dst, cache: dict, key: str):
+    """``dst`` (a GeoBox) filled by GDAL's nearest warp from the blocks it needs, each block
+    read once (``cache``): the source window xsits' reader warps (``_gdal_index``: odc's
+    ``compute_reproject_roi(..., padding=0)`` plus 4 pixels), read block by block, warped with
+    ``rasterio.warp.reproject`` (nodata 0 in and out)."""
+    import numpy as np
+    from odc.geo.overlap import compute_reproject_roi
+    from odc.geo.roi import roi_is_empty
+    from rasterio.warp import Resampling, reproject
+    from rasterio.windows import Window
 
-    levels = []
-    with open(path, "rb") as f:
-        head = f.read(16)
-        bo = "<" if head[:2] == b"II" else ">"
-        big = struct.unpack(bo + "H", head[2:4])[0] == 43
-        off = struct.unpack(bo + "Q", head[8:16])[0] if big else struct.unpack(bo + "I",
-                                                                               head[4:8])[0]
-        types = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
-        while off:
-            f.seek(off)
-            n = struct.unpack(bo + ("Q" if big else "H"), f.read(8 if big else 2))[0]
-            tags = {}
-            for _ in range(n):
-                e = f.read(20 if big else 12)
-                if big:
-                    tag, typ, cnt = struct.unpack(bo + "HHQ", e[:12])
-                    raw = e[12:]
-                else:
-                    tag, typ, cnt = struct.unpack(bo + "HHI", e[:8])
-                    raw = e[8:]
-                if typ not in types:
-                    continue
-                fmt, size = types[typ]
-                if cnt * size <= len(raw):
-                    vals = struct.unpack(bo + fmt * cnt, raw[: cnt * size])
-                else:
-                    ptr = struct.unpack(bo + ("Q" if big else "I"), raw)[0]
-                    here = f.tell()
-                    f.seek(ptr)
-                    vals = struct.unpack(bo + fmt * cnt, f.read(cnt * size))
-                    f.seek(here)
-                tags[tag] = vals
-            off = struct.unpack(bo + ("Q" if big else "I"), f.read(8 if big else 4))[0]
-            if 324 in tags:
-                levels.append({"w": tags[256][0], "h": tags[257][0], "tw": tags[322][0],
-                               "th": tags[323][0], "offsets": tags[324],
-                               "counts": tags[325]})
-    return levels
+    out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
+    rr = compute_reproject_roi(level_box, dst, padding=0)
+    if roi_is_empty(rr.roi_src):
+        return out, 0
+    (h, w), margin = level_box.shape.yx, 4
+    ys, xs = rr.roi_src
+    y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
+    x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
+    bh, bw = ds.block_shapes[0]
+    window = np.zeros((y1 - y0, x1 - x0), dtype=ds.dtypes[0])
+    new = 0
+    for r in range(y0 // bh, -(-y1 // bh)):
+        for c in range(x0 // bw, -(-x1 // bw)):
+            block = cache.get((key, r, c))
+            if block is None:
+                block = cache[(key, r, c)] = ds.read(1, window=Window(
+                    c * bw, r * bh, min(bw, w - c * bw), min(bh, h - r * bh)))
+                new += 1
+            ty, tx = r * bh, c * bw
+            a0, a1 = max(y0, ty), min(y1, ty + block.shape[0])
+            b0, b1 = max(x0, tx), min(x1, tx + block.shape[1])
+            window[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = block[a0 - ty:a1 - ty, b0 - tx:b1 - tx]
+    if rr.paste_ok and rr.read_shrink == 1:  # the output is on the file's lattice: a copy
+        sy, sx = rr.roi_src
+        out[rr.roi_dst] = window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+        return out, new
+    reproject(window, out, src_transform=level_box[y0:y1, x0:x1].transform,
+              src_crs=str(level_box.crs), src_nodata=0, dst_transform=dst.transform,
+              dst_crs=str(dst.crs), dst_nodata=0, resampling=Resampling.nearest)
+    return out, new
 
 
-def plan_floor(points, mode: str, world_root: Path, items: list[dict]) -> list[tuple]:
-    """The set of (relative path, offset, length) of exactly the COG blocks needed.
+def _floor_file(href: str, boxes: list, gdal_env: dict):
+    """One file: opened once (its header), the level odc-loader reads for each output grid
+    (``read_shrink`` and its overview pick), each needed block read once, each grid warped."""
+    import rasterio
+    from floor_points import _pick_overview
+    from odc.geo.geobox import GeoBox
+    from odc.geo.overlap import compute_reproject_roi
 
-    For each feature: its output grid (EPSG:3035, 20 m), every item intersecting it with
-    cloud < 10 %, every band: the pixel window of the grid in the file at the level whose
-    resolution is the coarsest not coarser than 20 m (overview 1 for 10 m bands, full
-    resolution for the 20 m SCL), padded by 1 pixel, and the blocks it touches.
-    """
-    from odc.geo.geom import Geometry
-    from shapely.geometry import shape
-
-    from xsits.grid import feature_geobox
-
-    aoi = aoi_frame(points, mode)
-    spec = grid_spec(mode)
-    levels_cache: dict[str, list[dict]] = {}
-    keys: set[tuple] = set()
-    good = [it for it in items if it["properties"]["eo:cloud_cover"] < 10]
-    shapes = [shape(it["geometry"]) for it in good]
-    for geom in aoi.geometry:
-        gbox = feature_geobox(geom, "EPSG:4326", spec)
-        fp = gbox.extent.to_crs("EPSG:4326").geom
-        for it, shp in zip(good, shapes, strict=True):
-            if not shp.intersects(fp):
-                continue
-            epsg = it["properties"]["proj:epsg"]
-            ext = gbox.extent.to_crs(f"EPSG:{epsg}") if epsg else None
-            for band in BANDS:
-                a = it["assets"][band]
-                rel = a["href"]
-                if rel not in levels_cache:
-                    levels_cache[rel] = _tiff_levels(world_root / rel)
-                levels = levels_cache[rel]
-                res0 = a["proj:transform"][0]
-                x0, y0 = a["proj:transform"][2], a["proj:transform"][5]
-                lvl = 0
-                for k, lv in enumerate(levels):
-                    if res0 * levels[0]["w"] / lv["w"] <= RESOLUTION + 1e-6:
-                        lvl = k
-                lv = levels[lvl]
-                res = res0 * levels[0]["w"] / lv["w"]
-                minx, miny, maxx, maxy = (ext or Geometry(fp, "EPSG:4326")).boundingbox
-                c0 = max(0, int((minx - x0) // res) - 1)
-                c1 = min(lv["w"] - 1, int((maxx - x0) // res) + 1)
-                r0 = max(0, int((y0 - maxy) // res) - 1)
-                r1 = min(lv["h"] - 1, int((y0 - miny) // res) + 1)
-                if c1 < c0 or r1 < r0:
-                    continue
-                ntx = -(-lv["w"] // lv["tw"])
-                for tr in range(r0 // lv["th"], r1 // lv["th"] + 1):
-                    for tc in range(c0 // lv["tw"], c1 // lv["tw"] + 1):
-                        i = tr * ntx + tc
-                        keys.add((rel, lv["offsets"][i], lv["counts"][i]))
-    return sorted(keys)
+    outs, blocks, cache = [], 0, {}
+    with rasterio.Env(**gdal_env), rasterio.open(href) as base:
+        base_box = GeoBox(base.shape, base.transform, base.crs)
+        factors = base.overviews(1)
+        levels = {0: (base, base_box)}
+        try:
+            for dst in boxes:
+                rr = compute_reproject_roi(base_box, dst, ttol=0.9)
+                level = 0
+                if rr.read_shrink > 1:
+                    ovr = _pick_overview(rr.read_shrink, factors)
+                    level = 0 if ovr is None else ovr + 1
+                if level not in levels:
+                    ds = rasterio.open(href, overview_level=level - 1)
+                    levels[level] = (ds, GeoBox(ds.shape, ds.transform, ds.crs))
+                ds, box = levels[level]
+                arr, new = _floor_read(ds, box, dst, cache, str(level))
+                outs.append(arr)
+                blocks += new
+        finally:
+            for lv, (ds, _) in levels.items():
+                if lv:
+                    ds.close()
+    return outs, blocks
 
 
 def run_floor(args) -> dict:
-    """Fetch exactly the needed COG blocks, each once, with one Range request, thread pool."""
-    import threading
+    """The block-once floor of the workload, with xsits' outputs.
+
+    One STAC search per tile; each needed (file, block) read once with rasterio on
+    ``--threads`` threads (default 2), warped by GDAL's nearest onto each feature's xsits grid
+    (the level odc-loader reads); ``groupby="solar_day"`` fusing as odc-stac (first valid item
+    in (datetime, id) order); the same steps (SCL mask, linear gap-fill) and one NetCDF per
+    feature, compared value by value with xsits' by run.py.
+    """
+    from collections import defaultdict
     from concurrent.futures import ThreadPoolExecutor
 
-    import requests
+    import numpy as np
+    import shapely
+    import xarray as xr
+    from floor_points import GDAL_ENV, _datetime64, search_tiles, tile_groups, utm_epsg
+    from odc.geo.xr import xr_coords
+
+    from xsits import steps
+    from xsits.grid import feature_geobox
 
     points = read_points(args.aoi)
-    root = Path(args.world_root)
-    items = json.loads((root / "items.json").read_text())
-    blocks = plan_floor(points, args.mode, root, items)  # oracle knowledge: not timed
-    local = threading.local()
-
-    def fetch(b):
-        s = getattr(local, "s", None)
-        if s is None:
-            s = local.s = requests.Session()
-            s.trust_env = False
-        rel, off, n = b
-        r = s.get(args.cog_url + rel, headers={"Range": f"bytes={off}-{off + n - 1}"},
-                  timeout=60)
-        r.raise_for_status()
-        return len(r.content)
-
     t0 = time.perf_counter()
+    aoi = aoi_frame(points, args.mode)
+    spec = grid_spec(args.mode)
+    fids = list(aoi["feature_id"])
+    boxes = [feature_geobox(g, "EPSG:4326", spec) for g in aoi.geometry]
+    foot = np.array([b.extent.to_crs("EPSG:4326").geom for b in boxes], dtype=object)
+    lon = np.array([p[1] for p in points])
+    lat = np.array([p[2] for p in points])
+    groups = tile_groups(utm_epsg(lon, lat), lon, lat)
+    t1 = time.perf_counter()
+    found = search_tiles(args.stac, groups, foot, {"collection": "sentinel-2-l2a",
+                                                   "start": START, "end": END,
+                                                   "query": QUERY})
+    t2 = time.perf_counter()
+    per_feature = {}  # feature index -> its items
+    needs = defaultdict(list)  # href -> [(feature index, item position, band)]
+    for key, items in found.items():
+        idx = groups[key]
+        items = [it for it in items if all(b in it["assets"] for b in BANDS)]
+        for i in idx:
+            mine = [it for it in items if shapely.geometry.shape(it["geometry"])
+                    .intersects(foot[i])]
+            per_feature[i] = mine
+            for k, it in enumerate(mine):
+                for b in BANDS:
+                    needs[it["assets"][b]["href"]].append((i, k, b))
+    values = {i: {b: np.zeros((len(its), *boxes[i].shape.yx), "uint8" if b == "SCL"
+                              else "uint16") for b in BANDS}
+              for i, its in per_feature.items()}
+
+    def work(href):
+        got, blocks = _floor_file(href, [boxes[i] for i, _, _ in needs[href]], GDAL_ENV)
+        return href, got, blocks
+
+    n_blocks = 0
     with ThreadPoolExecutor(args.threads) as pool:
-        nbytes = sum(pool.map(fetch, blocks))
-    return {"seconds": time.perf_counter() - t0, "n_blocks": len(blocks), "bytes": nbytes,
-            "n_features": len(points), "threads": args.threads}
+        for href, got, blocks in pool.map(work, list(needs)):
+            n_blocks += blocks
+            for (i, k, b), arr in zip(needs[href], got, strict=True):
+                values[i][b][k] = arr
+    t3 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    t_steps = t_write = 0.0
+    pipeline = [steps.scl_mask(), steps.gapfill("linear")]
+    for i, items in per_feature.items():
+        if not items:
+            continue
+        gbox = boxes[i]
+        ((clon, _),) = gbox.extent.centroid.to_crs("EPSG:4326").points
+        off = np.timedelta64(int(clon / 15) * 3600, "s")
+        when = [_datetime64(it["properties"]["datetime"]) for it in items]
+        day = [(w + off).astype("datetime64[D]") for w in when]
+        order = sorted(range(len(items)), key=lambda k: (day[k], when[k], items[k]["id"]))
+        dates: list[list[int]] = []
+        for k in order:
+            if dates and day[dates[-1][0]] == day[k]:
+                dates[-1].append(k)
+            else:
+                dates.append([k])
+        data = {}
+        for b in BANDS:
+            v = values[i][b]
+            fused = np.zeros((len(dates), *gbox.shape.yx), v.dtype)
+            for t, g in enumerate(dates):
+                for k in g:  # the first valid item of the day wins
+                    np.copyto(fused[t], v[k], where=fused[t] == 0)
+            data[b] = (("time", "y", "x"), fused, {"nodata": 0})
+        coords = dict(xr_coords(gbox))
+        coords["time"] = np.array([when[g[0]] for g in dates], dtype="datetime64[ns]")
+        ts = time.perf_counter()
+        ds = xr.Dataset(data, coords=coords)
+        for step in pipeline:
+            ds = step(ds)
+        ds = ds.compute()
+        tw = time.perf_counter()
+        path = out / f"fid-{fids[i]}_{args.mode}.nc"
+        ds.drop_vars([c for c in ds.coords if c not in ("time", "y", "x", "spatial_ref")]) \
+          .to_netcdf(path)
+        t_write += time.perf_counter() - tw
+        t_steps += tw - ts
+        paths[str(fids[i])] = str(path)
+    t4 = time.perf_counter()
+    return {"seconds": t4 - t0, "t_grid": t1 - t0, "t_search": t2 - t1, "t_read": t3 - t2,
+            "t_fuse": t4 - t3 - t_steps - t_write, "t_steps": t_steps, "t_write": t_write,
+            "n_searches": len(found), "n_files": len(needs), "n_blocks": n_blocks,
+            "n_features": len(points), "n_outputs": len(paths), "paths": paths,
+            "threads": args.threads}
 
 
 # --------------------------------------------------------------------------- main
@@ -314,7 +373,7 @@ def main(argv=None) -> None:
     p.add_argument("--result", required=True)
     p.add_argument("--cog-url", default="")
     p.add_argument("--world-root", default="")
-    p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--xsits-kwargs", default="", help="JSON of extra compute_all kwargs")
     p.add_argument("--open-kwargs", default="", help="JSON of extra open_cubes kwargs")
     p.add_argument("--gdal", default="", help="JSON merged into GDAL_HTTP_DEFAULTS")
