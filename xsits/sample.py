@@ -413,6 +413,26 @@ class _Reader:
             self.missing.update(missing)
 
 
+def _concat_per_date(pieces: Sequence[np.ndarray]) -> Any:
+    """One per-date column of many points; strings without a copy per row.
+
+    The pieces are the per-date coordinates of each point, the same few arrays over and over
+    (points with the same dates share them): strings are taken from their distinct values by
+    index, not concatenated as fixed-width unicode.
+    """
+    if pieces[0].dtype.kind != "U":
+        return np.concatenate(pieces)
+    ids: dict[int, int] = {}
+    for p in pieces:
+        ids.setdefault(id(p), len(ids))
+    distinct = list({id(p): p for p in pieces}.values())
+    starts = np.cumsum([0] + [len(p) for p in distinct])
+    values = pd.array(np.concatenate(distinct), dtype="str")
+    codes = np.concatenate([np.arange(starts[ids[id(p)]], starts[ids[id(p)]] + len(p))
+                            for p in pieces])
+    return values.take(codes)
+
+
 def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Rows],
               geometry: bool) -> pd.DataFrame:
     """One DataFrame in AOI order (see :func:`sample` for its columns)."""
@@ -435,11 +455,11 @@ def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Row
         part["lat"] = lonlat.y.to_numpy()[rep]
         if got[0].masked is not None:
             part["masked"] = np.concatenate([g.masked for g in got])
-        part.update({k: np.concatenate([g.per_date[k] for g in got]) for k in got[0].per_date})
+        part.update({k: _concat_per_date([g.per_date[k] for g in got]) for k in got[0].per_date})
         if geometry:
             part["geometry"] = aoi.geometry.to_numpy()[rep]
         part["_at"] = rep
-        parts.append(pd.DataFrame(part))
+        parts.append(pd.DataFrame(part, copy=False))
     if len(parts) > 1:  # back to the AOI's order
         parts = [pd.concat(parts, ignore_index=True).sort_values("_at", kind="stable")]
     parts = [p.drop(columns="_at") for p in parts]
