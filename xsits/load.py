@@ -292,8 +292,7 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     ['sentinel-2a']
     """
     fp = plan_feature(plan, positions, geobox, chunks=chunks)
-    ds = build_cube(plan, fp)
-    ds = ds.assign_coords(time_coords([[plan.items[i] for i in g] for g in fp.groups]))
+    ds = build_cube(plan, fp, time_coords([[plan.items[i] for i in g] for g in fp.groups]))
     ds.attrs.update(attrs or {})
     return ds
 

@@ -296,6 +296,7 @@ def plan_feature(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     gbt = fp.gbt()
     crs = geobox.crs
     tiles: dict[int, list[tuple[int, int]]] = {}
+    of_footprint: dict[int, list[tuple[int, int]]] = {}  # items of one grid share theirs
     for t, group in enumerate(groups):
         cells: dict[tuple[int, int], list[int]] = {}
         for i in group:
@@ -303,24 +304,22 @@ def plan_feature(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
                 footprint = plan.footprint(i, crs)
                 if footprint is None:
                     raise ValueError(f"item {plan.items[i].id!r} has no footprint")
-                tiles[i] = list(gbt.tiles(footprint))
+                if id(footprint) not in of_footprint:
+                    of_footprint[id(footprint)] = list(gbt.tiles(footprint))
+                tiles[i] = of_footprint[id(footprint)]
             for yx in tiles[i]:
                 cells.setdefault(yx, []).append(i)
         fp.bins.update({(t, *yx): ii for yx, ii in cells.items()})
     return fp
 
 
-def _coords(geobox: GeoBox, times: Sequence[dt.datetime]) -> dict[str, Any]:
-    coords = dict(xr_coords(geobox))
-    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
-    return coords
-
-
-def build_cube(plan: ItemsPlan, fp: FeaturePlan) -> xr.Dataset:
+def build_cube(plan: ItemsPlan, fp: FeaturePlan,
+               per_date: Mapping[str, Any] | None = None) -> xr.Dataset:
     """The lazy cube of a feature plan: odc-loader's ``chunked_load`` with xsits' reader.
 
     A small cube (``fp.chunk_shape is None``) is one dask task that loads it without dask
-    when computed; any other is odc-loader's dask graph.
+    when computed; any other is odc-loader's dask graph. ``per_date`` coordinates
+    (``{name: ("time", values)}``) are added.
 
     Examples
     --------
@@ -348,21 +347,24 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan) -> xr.Dataset:
     if fp.chunk_shape is not None or any(len(plan.load_cfg[b].dims) > 2 for b in plan.bands):
         shape = fp.chunk_shape or (1, DIRECT_CHUNK, DIRECT_CHUNK)
         chunks = dict(zip(("time", "y", "x"), shape[:3], strict=True))
-        return chunked_load(*args, chunks=chunks)
+        return chunked_load(*args, chunks=chunks).assign_coords(per_date or {})
     token = dask.base.tokenize(*(plan.items[i].id for i in positions), grid_key(fp.geobox),
                                plan.bands, [str(plan.load_cfg[b]) for b in plan.bands])
-    task = dask.delayed(_load_now, pure=True, traverse=False)(
-        args, dask_key_name=f"xsits-load-{token}")
+    # the arguments as one opaque value: dask would otherwise walk every source of the plan
+    task = dask.delayed(_load_now, pure=True)(
+        dask.delayed(args, traverse=False, name=f"xsits-plan-{token}"),
+        dask_key_name=f"xsits-load-{token}")
     shape = (len(fp.times), *fp.geobox.shape.yx)
-    coords = _coords(fp.geobox, fp.times)
-    crs_coord = list(xr_coords(fp.geobox))[-1]
+    coords = dict(xr_coords(fp.geobox))
+    crs_coord = list(coords)[-1]
+    coords["time"] = ("time", np.array(fp.times, dtype="datetime64[ns]"))
     data = {}
     for name in plan.bands:
         arr = da.from_delayed(task[name], shape, dtype=plan.load_cfg[name].dtype,
                               name=f"{name}-{token}")
-        data[name] = xr.DataArray(arr, dims=("time", "y", "x"), attrs=band_attrs(plan, name))
-        data[name].encoding["grid_mapping"] = crs_coord
-    return xr.Dataset(data, coords=coords)
+        data[name] = xr.Variable(("time", "y", "x"), arr, attrs=band_attrs(plan, name),
+                                 encoding={"grid_mapping": crs_coord})
+    return xr.Dataset(data, coords={**coords, **(per_date or {})})
 
 
 def band_attrs(plan: ItemsPlan, band: str) -> dict[str, Any]:
