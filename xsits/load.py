@@ -22,6 +22,7 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from xsits import providers
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
@@ -34,17 +35,22 @@ from xsits.grid import (
     footprints_4326,
     validate_resampling,
 )
+from xsits.offset import consistent_dates, item_offsets
 from xsits.reader import CogDriver
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
 
-#: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
-TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
-    "eo:cloud_cover": ("cloud_cover", np.nan),
-    "platform": ("platform", ""),
-    "s2:processing_baseline": ("processing_baseline", ""),
-    "s2:mgrs_tile": ("mgrs_tile", ""),
-    "earthsearch:boa_offset_applied": ("boa_offset_applied", False),
+#: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
+#: read in every provider's dialect (:mod:`xsits.providers`). A date's value is its items'
+#: one value when they agree, else (items of several tiles fused) strings are joined with
+#: ``"+"`` in sorted order, ``cloud_cover`` is the largest and booleans are True only when
+#: every item's is. ``offset_removed`` (:mod:`xsits.offset`) is added beside them.
+TIME_PROPERTIES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], Any]] = {
+    "cloud_cover": (providers.item_cloud_cover, np.nan),
+    "platform": (providers.item_platform, ""),
+    "processing_baseline": (providers.item_baseline, ""),
+    "mgrs_tile": (providers.item_mgrs_tile, ""),
+    "boa_offset_applied": (providers.item_offset_flag, False),
 }
 
 #: GDAL settings for the reads GDAL does (many small HTTP range reads). Retries are
@@ -104,7 +110,7 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
     """Group items by solar day at longitude ``lon``, in date order.
 
     The dates of ``odc.stac.load(groupby="solar_day")``'s cube: its per-date coordinates
-    (:data:`TIME_PROPERTIES`) come from the first item of each group.
+    (:data:`TIME_PROPERTIES`) come from every item of each group.
 
     Examples
     --------
@@ -124,18 +130,39 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
 
 
 def _time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
-    """Per-date coordinates from the first item of each solar-day group."""
+    """Per-date coordinates from every item of each solar-day group (:data:`TIME_PROPERTIES`).
+
+    Plus ``offset_removed``: True where the date's reflectance DN carry no +1000 offset (never
+    had it, or the provider removed it), per item by :func:`xsits.offset.item_offsets`; the
+    items of one date agree (:func:`_offset_consistent`).
+    """
     coords = {}
-    for prop, (name, default) in TIME_PROPERTIES.items():
-        values = [g[0].properties.get(prop, default) for g in groups]
+    for name, (read, default) in TIME_PROPERTIES.items():
+        per_date = [[read(it.properties) for it in g] for g in groups]
         if isinstance(default, bool):
-            arr = np.array([bool(v) for v in values], dtype=bool)
+            arr = np.array([all(bool(v) for v in vs) for vs in per_date], dtype=bool)
         elif isinstance(default, float):
-            arr = np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+            arr = np.array([np.nan if all(np.isnan(vs)) else np.nanmax(vs) for vs in per_date],
+                           dtype="float64")
         else:
-            arr = np.array([str(v) for v in values], dtype=str)
+            arr = np.array(["+".join(sorted({str(v) for v in vs})) for vs in per_date],
+                           dtype=str)
         coords[name] = ("time", arr)
+    offsets = item_offsets([it for g in groups for it in g])
+    coords["offset_removed"] = ("time", np.array([not any(offsets[it.id] for it in g)
+                                                  for g in groups], dtype=bool))
     return coords
+
+
+def _offset_consistent(items: Sequence[pystac.Item], groups: list[list[pystac.Item]]
+                       ) -> tuple[list[pystac.Item], list[list[pystac.Item]]]:
+    """Drop the items whose offset decision differs from the rest of their date.
+
+    See :func:`xsits.offset.consistent_dates`; the other items keep their order.
+    """
+    kept = consistent_dates(groups, item_offsets(list(items)))
+    ids = {it.id for g in kept for it in g}
+    return [it for it in items if it.id in ids], kept
 
 
 def _href(item: pystac.Item, asset: str) -> str:
@@ -239,6 +266,7 @@ def load_cube(
     """
     ((lon, _),) = geobox.extent.centroid.to_crs("EPSG:4326").points
     groups = solar_groups(items, lon)
+    items, groups = _offset_consistent(items, groups)
     if isinstance(resampling, str):
         resampling = {"*": resampling, "SCL": "nearest", "scl": "nearest"}
     small = chunks is None and all(n <= CHUNKS[d] for n, d in

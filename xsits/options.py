@@ -16,6 +16,9 @@ cache_dir      None    where the demo world and other generated files go (None:
 progress       True    progress bars on long work (searches, batches)
 fast_reader    True    serve the COG layouts proven equal to GDAL with xsits' reader
 whole_files    True    fetch a host's files whole once its first files were all small
+offset_guard   flagged which items' pixels check their +1000 offset metadata
+                       (:mod:`xsits.offset`): ``"flagged"`` (Earth Search's, whose flags
+                       are known to lie), ``"all"``, ``"off"``
 ============== ======= ===============================================================
 
 Examples
@@ -59,6 +62,7 @@ class Options:
     progress: bool = True
     fast_reader: bool = True
     whole_files: bool = True
+    offset_guard: str = "flagged"
 
     def cache_path(self) -> Path:
         """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
@@ -75,6 +79,8 @@ class Options:
 _CURRENT = [Options()]
 
 _POSITIVE_INTS = ("retries", "max_requests", "cache_bytes")
+#: Values of the ``offset_guard`` option.
+OFFSET_GUARDS = ("flagged", "all", "off")
 
 
 def get_options() -> Options:
@@ -95,7 +101,8 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     ----------
     **kwargs
         Options of the module's table: ``retries``, ``retry_delay``, ``max_requests``,
-        ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``.
+        ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
+        ``offset_guard``.
 
     Raises
     ------
@@ -155,6 +162,9 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option retry_delay={value!r} must be seconds >= 0, e.g. 0.5")
         if name in ("progress", "fast_reader", "whole_files") and not isinstance(value, bool):
             raise OptionError(f"option {name}={value!r} must be True or False")
+        if name == "offset_guard" and value not in OFFSET_GUARDS:
+            raise OptionError(f"option offset_guard={value!r} must be one of "
+                              f"{', '.join(OFFSET_GUARDS)}, e.g. offset_guard='all'")
     retry = options.retry
     if "retries" in kwargs or "retry_delay" in kwargs:
         retry = dataclasses.replace(retry, attempts=kwargs.get("retries", retry.attempts),

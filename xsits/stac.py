@@ -208,10 +208,11 @@ class StacQuery:
     def naming(self) -> providers.Naming | None:
         """How the provider names the bands (:func:`xsits.providers.naming`).
 
-        By preset, API root or collection; a local catalog by its items' asset keys.
+        By preset, API root or collection; a local catalog by its items' asset keys. Only
+        Sentinel-2 L2A collections have one: other collections' bands are never renamed.
         """
         scheme = providers.naming(self.stac, self.collection)
-        if scheme is None and self.is_local:
+        if scheme is None and self.is_local and self.collection in providers.L2A_COLLECTIONS:
             path = self.endpoint
             if os.path.exists(path):
                 scheme = _local_naming(path, os.path.getmtime(path), self.collection)
