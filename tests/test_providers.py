@@ -294,3 +294,84 @@ def test_reflectance_bands_only():
     assert [providers.is_reflectance(b) for b in ("B01", "B8A", "swir22", "coastal")] == [True] * 4
     assert not any(providers.is_reflectance(b) for b in ("AOT", "aot", "WVP", "wvp", "SCL",
                                                           "scl", "qa_pixel", "visual"))
+
+
+# --------------------------------------------------------------------------- one meaning
+
+
+def _aoi():
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    return gpd.GeoDataFrame({"feature_id": ["p"]}, geometry=[Point(*POINT)], crs=4326)
+
+
+def _dates(res) -> list[str]:
+    return sorted(it.properties["datetime"][:10] for it in res.items.get("p", []))
+
+
+@pytest.mark.parametrize("how", [{"query": {"platform": {"eq": "Sentinel-2A"}}},
+                                 {"filter": "platform = 'sentinel-2a'"},
+                                 {"query": {"platform": {"in": ["SENTINEL-2A"]}}}])
+def test_platform_means_the_same_on_every_provider(worlds, tmp_path, how):
+    _, raw, _ = worlds
+    s2a = sorted(m["datetime"][:10] for m in raw.items_meta if m["platform"] == "Sentinel-2A")
+    catalogs = {"sentinel-2-l2a": raw.item_dicts("/x/"),
+                "sentinel-s2-l2a-cogs": [reshape(it, "es-v0-2025")
+                                         for it in raw.item_dicts("/x/")]}
+    es = [reshape(it, "es-v1-2025") for it in raw.item_dicts("/x/")]
+    for name, items in [*catalogs.items(), ("sentinel-2-l2a", es)]:
+        path = tmp_path / f"{name}-{len(items[0]['properties'])}.json"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+        res = xsits.search(_aoi(), stac=str(path), collection=name, bands=["B04"],
+                           start=SPEC["start"], end=SPEC["end"], **how)
+        assert _dates(res) == s2a, name
+
+
+@pytest.mark.parametrize("shape", ["es-v1-2025", "es-c1-2025", "es-v0-2025"])
+def test_mgrs_tile_means_the_same_on_earth_search(worlds, tmp_path, shape):
+    _, raw, _ = worlds
+    items = [reshape(it, shape) for it in raw.item_dicts("/x/")]
+    assert "s2:mgrs_tile" not in items[0]["properties"]
+    stac = _catalog(tmp_path, items)
+    collection = items[0]["collection"]
+    kw = dict(stac=stac, collection=collection, bands=["B04"], start=SPEC["start"],
+              end=SPEC["end"])
+    res = xsits.search(_aoi(), query={"s2:mgrs_tile": {"eq": "32UPU"}}, **kw)
+    assert len(res.items["p"]) == 18
+    cubes = xsits.open_cubes(_aoi(), query={"s2:mgrs_tile": {"eq": "31UDQ"}}, **kw)
+    why = cubes.missing["p"]
+    assert why.startswith(f"18 {collection} items cover this feature")
+    assert "none matches the query" in why and "32" in why  # the tile it does have
+
+
+def test_v0_tile_pattern_is_refused_with_the_fix(worlds, tmp_path):
+    from xsits.errors import QueryError
+
+    _, raw, _ = worlds
+    stac = _catalog(tmp_path, [reshape(it, "es-v0-2025") for it in raw.item_dicts("/x/")])
+    with pytest.raises(QueryError, match="sentinel:utm_zone.*'='"):
+        xsits.search(_aoi(), stac=stac, collection="sentinel-s2-l2a-cogs", bands=["B04"],
+                     start=SPEC["start"], end=SPEC["end"],
+                     query={"s2:mgrs_tile": {"startsWith": "32"}})
+
+
+def test_api_platform_either_spelling_and_why_nothing(stac_url, world_items):
+    """Against the local pgstac API: Earth Search's spelling finds Planetary Computer's
+    items, and a feature the query leaves empty says why in cubes.missing."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from conftest import WORLD_END, WORLD_POINTS, WORLD_START
+
+    aoi = gpd.GeoDataFrame({"feature_id": ["a", "sea"]},
+                           geometry=[Point(WORLD_POINTS[0]), Point(0.0, 0.0)], crs=4326)
+    kw = dict(stac=stac_url, bands=["B04"], start=WORLD_START, end=WORLD_END)
+    one = xsits.search(aoi, filter="platform = 'sentinel-2b'", **kw)
+    other = xsits.search(aoi, query={"platform": {"eq": "Sentinel-2B"}}, **kw)
+    assert [it.id for it in one.items["a"]] == [it.id for it in other.items["a"]]
+    assert {it.properties["platform"] for it in one.items["a"]} == {"Sentinel-2B"}
+    cubes = xsits.open_cubes(aoi, query={"s2:mgrs_tile": {"eq": "99ZZZ"}}, **kw)
+    assert "items cover this feature" in cubes.missing["a"]
+    assert 'on them s2:mgrs_tile is "31TGL"' in cubes.missing["a"]
+    assert cubes.missing["sea"].startswith("no sentinel-2-l2a item covers this feature")

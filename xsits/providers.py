@@ -26,7 +26,7 @@ Examples
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -408,3 +408,153 @@ def offset_in_metadata(properties: Mapping[str, object], collection: str | None,
             "earth-search-v0": "sentinel:boa_offset_applied"}.get(
                 item_dialect(properties, collection))
     return not (flag is not None and properties.get(flag) is True)
+
+
+def provider_dialect(stac: str, collection: str) -> Dialect | None:
+    """The item dialect of a provider's Sentinel-2 collection, by preset or API root.
+
+    None when the provider is unknown (a local catalog: :mod:`xsits.stac` asks its items).
+
+    Examples
+    --------
+    >>> provider_dialect("earth-search", "sentinel-2-l2a")
+    'earth-search-v1'
+    >>> provider_dialect("https://earth-search.aws.element84.com/v0", "sentinel-s2-l2a-cogs")
+    'earth-search-v0'
+    >>> provider_dialect("planetary-computer", "sentinel-2-l2a")
+    'planetary-computer'
+    >>> provider_dialect("http://127.0.0.1:8080", "sentinel-2-l2a") is None
+    True
+    """
+    if collection == "sentinel-2-c1-l2a":
+        return "earth-search-c1"
+    if collection == "sentinel-s2-l2a-cogs":
+        return "earth-search-v0"
+    if collection not in L2A_COLLECTIONS:
+        return None
+    scheme = naming(stac, collection)
+    if scheme == "earth-search":
+        return "earth-search-v1"
+    return "planetary-computer" if scheme == "band-id" else None
+
+
+def _platform_value(value: object, dialect: Dialect) -> object:
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"sentinel[-_ ]?2[-_ ]?([a-d])", value.strip(), re.IGNORECASE)
+    if not match:
+        return value
+    sat = match[1]
+    return f"sentinel-2{sat.lower()}" if dialect.startswith("earth-search") else \
+        f"Sentinel-2{sat.upper()}"
+
+
+def _constellation_value(value: object, dialect: Dialect) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"sentinel[-_ ]?2", value.strip(),
+                                                        re.IGNORECASE):
+        return value
+    return "sentinel-2" if dialect.startswith("earth-search") else "Sentinel 2"
+
+
+def _values(args: list, fix: Callable[[object], object]) -> list:
+    lhs, *rest = args
+    out = [lhs]
+    for value in rest:
+        out.append([fix(v) for v in value] if isinstance(value, list) else fix(value))
+    return out
+
+
+def _either_spelling(expr: dict, prop: str) -> dict:
+    """``=`` / ``<>`` / ``in`` on ``platform`` or ``constellation`` under both spellings."""
+    fix = _platform_value if prop == "platform" else _constellation_value
+    lhs, value = expr["args"][0], expr["args"][1]
+    values = value if isinstance(value, list) else [value]
+    both = list(dict.fromkeys(v for x in values for v in (
+        fix(x, "planetary-computer"), fix(x, "earth-search-v1"))))
+    test = {"op": "in", "args": [lhs, both]}
+    return {"op": "not", "args": [test]} if expr["op"] == "<>" else test
+
+
+def normalise_cql2(expr: object, dialect: Dialect | None) -> object:
+    """A CQL2 JSON expression in a provider's own property names and values.
+
+    The common properties mean the same on every provider: ``platform`` (Planetary Computer
+    ``Sentinel-2A``, Earth Search ``sentinel-2a``: either spelling is accepted) and
+    ``constellation`` values are respelled; ``s2:mgrs_tile`` becomes Earth Search v1's
+    ``grid:code`` (``MGRS-`` + tile) and, for ``=``, v0's ``sentinel:utm_zone`` /
+    ``latitude_band`` / ``grid_square``; ``s2:processing_baseline`` becomes v0's
+    ``sentinel:processing_baseline``. Other properties pass as they are (None: no change).
+
+    Raises
+    ------
+    xsits.errors.QueryError
+        A comparison on ``s2:mgrs_tile`` other than ``=`` on Earth Search v0.
+
+    Examples
+    --------
+    >>> normalise_cql2({"op": "=", "args": [{"property": "platform"}, "Sentinel-2A"]},
+    ...                "earth-search-v1")
+    {'op': '=', 'args': [{'property': 'platform'}, 'sentinel-2a']}
+    >>> normalise_cql2({"op": "in", "args": [{"property": "s2:mgrs_tile"}, ["31UDQ"]]},
+    ...                "earth-search-v1")
+    {'op': 'in', 'args': [{'property': 'grid:code'}, ['MGRS-31UDQ']]}
+    >>> normalise_cql2({"op": "=", "args": [{"property": "platform"}, "sentinel-2a"]}, None)
+    {'op': 'in', 'args': [{'property': 'platform'}, ['Sentinel-2A', 'sentinel-2a']]}
+    """
+    from xsits.errors import QueryError
+
+    if isinstance(expr, list):
+        return [normalise_cql2(e, dialect) for e in expr]
+    if not isinstance(expr, dict) or "op" not in expr:
+        return expr
+    args = list(expr.get("args") or [])
+    prop = args[0].get("property") if args and isinstance(args[0], dict) else None
+    op = expr["op"]
+    if dialect is None:
+        if prop in ("platform", "constellation") and op in ("=", "<>", "in"):
+            return _either_spelling(expr, prop)
+        return {**expr, "args": [normalise_cql2(a, None) for a in args]}
+    if prop == "platform":
+        return {**expr, "args": _values(args, lambda v: _platform_value(v, dialect))}
+    if prop == "constellation":
+        return {**expr, "args": _values(args, lambda v: _constellation_value(v, dialect))}
+    if prop == "s2:processing_baseline" and dialect == "earth-search-v0":
+        return {**expr, "args": [{"property": "sentinel:processing_baseline"}, *args[1:]]}
+    if prop == "s2:mgrs_tile" and dialect in ("earth-search-v1", "earth-search-c1"):
+        return {**expr, "args": [{"property": "grid:code"},
+                                 *_values(args, lambda v: f"MGRS-{v}" if isinstance(v, str)
+                                          else v)[1:]]}
+    if prop == "s2:mgrs_tile" and dialect == "earth-search-v0":
+        tile = args[1] if len(args) == 2 else None
+        if op != "=" or not isinstance(tile, str) or not re.fullmatch(r"\d{2}[A-Z]{3}", tile):
+            raise QueryError(
+                f"s2:mgrs_tile {op} {args[1:]!r}: Earth Search v0 items have no tile property, "
+                "only sentinel:utm_zone / latitude_band / grid_square; ask for one tile with "
+                "'=' (e.g. query={'s2:mgrs_tile': {'eq': '31UDQ'}}) or filter on those three")
+        return {"op": "and", "args": [
+            {"op": "=", "args": [{"property": "sentinel:utm_zone"}, int(tile[:2])]},
+            {"op": "=", "args": [{"property": "sentinel:latitude_band"}, tile[2]]},
+            {"op": "=", "args": [{"property": "sentinel:grid_square"}, tile[3:]]}]}
+    return {**expr, "args": [normalise_cql2(a, dialect) for a in args]}
+
+
+def cql2_properties(expr: object) -> list[str]:
+    """The property names a CQL2 JSON expression uses, in order of appearance.
+
+    Examples
+    --------
+    >>> cql2_properties({"op": "and", "args": [
+    ...     {"op": "<", "args": [{"property": "eo:cloud_cover"}, 10]},
+    ...     {"op": "=", "args": [{"property": "platform"}, "x"]}]})
+    ['eo:cloud_cover', 'platform']
+    """
+    out: list[str] = []
+    if isinstance(expr, dict):
+        if "property" in expr and isinstance(expr["property"], str):
+            out.append(expr["property"])
+        for value in expr.get("args") or []:
+            out += [p for p in cql2_properties(value) if p not in out]
+    elif isinstance(expr, list):
+        for value in expr:
+            out += [p for p in cql2_properties(value) if p not in out]
+    return out
