@@ -375,3 +375,74 @@ def test_api_platform_either_spelling_and_why_nothing(stac_url, world_items):
     assert "items cover this feature" in cubes.missing["a"]
     assert 'on them s2:mgrs_tile is "31TGL"' in cubes.missing["a"]
     assert cubes.missing["sea"].startswith("no sentinel-2-l2a item covers this feature")
+
+
+# --------------------------------------------------------------------------- broken scenes
+
+
+def _broken_world(worlds, server, tmp_path):
+    """The offset world's items; 2 items' files answer 404, 1 item's B04 is a truncated copy."""
+    from xsits import reader
+
+    reader.clear_cache()  # bytes and headers the other tests fetched are kept per process
+    root, _, off = worlds
+    items = off.item_dicts(server.url + "offset/")
+    missing = [items[2], items[7]]
+    for it in missing:
+        for asset in it["assets"].values():
+            server.set_fault(asset["href"][len(server.url):], 404, times=-1)
+    short = items[11]
+    src = off.asset_path(short["id"], "B04")
+    dst = root / "broken" / src.name
+    dst.parent.mkdir(exist_ok=True)
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    short["assets"]["B04"]["href"] = server.url + f"broken/{src.name}"
+    return items, [it["id"] for it in missing], short["id"]
+
+
+def test_broken_scenes_cost_a_date_not_the_feature(worlds, server, tmp_path):
+    from xsits import steps
+
+    _, _, off = worlds
+    items, missing, short = _broken_world(worlds, server, tmp_path)
+    try:
+        stac = _catalog(tmp_path, items)
+        kw = dict(stac=stac, bands=BANDS, start=SPEC["start"], end=SPEC["end"], resolution=10,
+                  mode="patch", size=(24, 24))
+        report = xsits.compute_all(xsits.batch.AoiSource(_aoi(), kw), [steps.harmonize()],
+                                   out_dir=tmp_path / "out", progress=False)
+        (r,) = report.itertuples()
+        assert r.status == "written" and r.n_dates == 18, report.to_string()
+        lost = {(f["item"], f["href"].rsplit("/", 1)[1]) for f in r.failed_reads}
+        assert {i for i, _ in lost} == {*missing, short}
+        assert all("?" not in f["href"] and f["reason"] for f in r.failed_reads)
+        assert any("404" in f["reason"] for f in r.failed_reads)
+        doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        assert doc["features"]["p"]["failed_reads"] == r.failed_reads
+        import xarray as xr
+
+        out = xr.open_dataset(r.path, mask_and_scale=False)
+        assert json.loads(out.attrs["failed_reads"]) == r.failed_reads
+        assert "xsits_reads" not in out.attrs
+        by_day = {m["id"]: m["solar_date"] for m in off.items_meta}
+        days = [str(np.datetime_as_string(t, unit="D")) for t in out.time.values]
+        for item_id in missing:
+            i = days.index(by_day[item_id])
+            for band in BANDS:
+                assert int(out[band][i].max()) == 0  # nodata on that date, all bands
+        i = days.index(by_day[short])
+        assert int(out["B04"][i].max()) == 0 and int(out["B03"][i].max()) > 0
+        # every other date holds the file's values, harmonized
+        ok = [d for d in range(18) if days[d] not in {by_day[m] for m in [*missing, short]}]
+        truth = _shifted(_truth(off, out.isel(time=ok), "B04"))
+        np.testing.assert_array_equal(out["B04"].values[ok], truth)
+        out.close()
+        # fail-fast restored by the option: the feature fails, naming the href
+        with xsits.set_options(on_missing_item="raise"):
+            report = xsits.compute_all(xsits.batch.AoiSource(_aoi(), kw), [],
+                                       out_dir=tmp_path / "strict", progress=False)
+        assert report.status.tolist() == ["failed"]
+        assert ".tif" in report.error[0]
+    finally:
+        server.clear_faults()

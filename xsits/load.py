@@ -39,6 +39,7 @@ from xsits.offset import consistent_dates, item_offsets
 from xsits.reader import CogDriver
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
+from xsits.tolerate import READS_ATTR, TolerantDriver
 
 #: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
 #: read in every provider's dialect (:mod:`xsits.providers`). A date's value is its items'
@@ -165,6 +166,20 @@ def _offset_consistent(items: Sequence[pystac.Item], groups: list[list[pystac.It
     return [it for it in items if it.id in ids], kept
 
 
+def _tolerant_driver(items: Sequence[pystac.Item], bands: Sequence[str],
+                     sources: Sequence[tuple[str, bool]], geobox: GeoBox) -> TolerantDriver:
+    """The reader driver of a load: a broken file costs its item's date (:mod:`xsits.tolerate`).
+
+    Its record's key is the load's own (the same files on the same grid: the same key).
+    """
+    import dask.base
+
+    names = {_href(it, b.split(".")[0]): it.id for it in items for b in bands
+             if b.split(".")[0] in it.assets}
+    token = dask.base.tokenize(sorted(names.items()), geobox, list(bands))
+    return TolerantDriver(CogDriver(sources), names, token)
+
+
 def _href(item: pystac.Item, asset: str) -> str:
     return item.assets[asset].get_absolute_href() or item.assets[asset].href
 
@@ -281,9 +296,10 @@ def load_cube(
                for it in items for b in bands if b.split(".")[0] in it.assets]
     try:
         cfg = band_config(items, bands) if stac_cfg is None else stac_cfg
+        driver = _tolerant_driver(items, bands, sources, geobox)
         kwargs = dict(bands=list(bands), geobox=geobox, groupby="solar_day",
                       resampling=dict(resampling), fail_on_error=True, stac_cfg=dict(cfg),
-                      driver=CogDriver(sources))
+                      driver=driver)
         if small:
             ds = _deferred(items, groups, kwargs)
         else:
@@ -296,6 +312,7 @@ def load_cube(
         raise LoadError("odc-stac grouped the items differently than expected")
     ds = ds.assign_coords(_time_coords(groups))
     ds.attrs.update(attrs or {})
+    ds.attrs[READS_ATTR] = driver.token  # its failed reads: xsits.tolerate.failed_reads(ds)
     return ds
 
 

@@ -19,6 +19,9 @@ whole_files    True    fetch a host's files whole once its first files were all 
 offset_guard   flagged which items' pixels check their +1000 offset metadata
                        (:mod:`xsits.offset`): ``"flagged"`` (Earth Search's, whose flags
                        are known to lie), ``"all"``, ``"off"``
+on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
+                       date (nodata, recorded, :mod:`xsits.tolerate`); ``"raise"`` fails
+                       the feature at once
 ============== ======= ===============================================================
 
 Examples
@@ -63,6 +66,7 @@ class Options:
     fast_reader: bool = True
     whole_files: bool = True
     offset_guard: str = "flagged"
+    on_missing_item: str = "nodata"
 
     def cache_path(self) -> Path:
         """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
@@ -81,6 +85,8 @@ _CURRENT = [Options()]
 _POSITIVE_INTS = ("retries", "max_requests", "cache_bytes")
 #: Values of the ``offset_guard`` option.
 OFFSET_GUARDS = ("flagged", "all", "off")
+#: Values of the ``on_missing_item`` option.
+ON_MISSING_ITEM = ("nodata", "raise")
 
 
 def get_options() -> Options:
@@ -102,7 +108,7 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     **kwargs
         Options of the module's table: ``retries``, ``retry_delay``, ``max_requests``,
         ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
-        ``offset_guard``.
+        ``offset_guard``, ``on_missing_item``.
 
     Raises
     ------
@@ -165,6 +171,9 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
         if name == "offset_guard" and value not in OFFSET_GUARDS:
             raise OptionError(f"option offset_guard={value!r} must be one of "
                               f"{', '.join(OFFSET_GUARDS)}, e.g. offset_guard='all'")
+        if name == "on_missing_item" and value not in ON_MISSING_ITEM:
+            raise OptionError(f"option on_missing_item={value!r} must be one of "
+                              f"{', '.join(ON_MISSING_ITEM)}, e.g. on_missing_item='raise'")
     retry = options.retry
     if "retries" in kwargs or "retry_delay" in kwargs:
         retry = dataclasses.replace(retry, attempts=kwargs.get("retries", retry.attempts),
