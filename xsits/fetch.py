@@ -3,8 +3,9 @@
 Owns: the process's object stores (obstore), its request threads and its cache of fetched
 bytes (:func:`submit`, :func:`find`); how large a file's first request is (:func:`head_bytes`);
 what a failed request means (:func:`client_status`, :func:`reason`). Every request goes
-through :func:`xsits.retry.call`; HTTP 403 / 404 fail at once with a :class:`LoadError` that
-names the file without its query string.
+through :func:`xsits.retry.call` (per host: a throttling host gets fewer requests and its
+``Retry-After`` is honoured, :func:`_retry_after`); HTTP 403 / 404 fail at once with a
+:class:`LoadError` that names the file without its query string.
 Must not: parse or decode what it fetches (:mod:`xsits.tiff`, :mod:`xsits.reader`).
 
 Examples
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -213,6 +215,40 @@ def reason(err: BaseException) -> str:
     return redact(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
+#: Seconds a ``Retry-After`` learnt of a host is reused before it is asked again.
+RETRY_AFTER_REUSE = 1.0
+_retry_after_seen: dict[str, tuple[float, float | None]] = {}
+
+
+def _retry_after(uri: str) -> float | None:
+    """The ``Retry-After`` of a throttling host: one small request to it, at most per second.
+
+    obstore reports a 429 / 503 without its headers; this asks the same file for one byte
+    and reads the header of the answer (None when it does not throttle, or has no header).
+    """
+    import urllib.error
+    import urllib.request
+
+    host = urlparse(uri).netloc
+    now = time.monotonic()
+    seen = _retry_after_seen.get(host)
+    if seen is not None and now - seen[0] < RETRY_AFTER_REUSE:
+        return seen[1] if seen[1] is None else max(0.0, seen[1] - (now - seen[0]))
+    if urlparse(uri).scheme not in ("http", "https"):
+        return None
+    wait = None
+    try:
+        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0"})
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - http(s) only
+            pass
+    except urllib.error.HTTPError as err:
+        wait = retry.parse_retry_after(err.headers.get("Retry-After"))
+    except OSError:
+        pass
+    _retry_after_seen[host] = (time.monotonic(), wait)
+    return wait
+
+
 def _store(key: str) -> Any:
     from obstore.store import HTTPStore, LocalStore
 
@@ -237,7 +273,14 @@ def _get(uri: str, start: int, end: int) -> memoryview:
     key, path = locate(uri)
 
     def once() -> memoryview:
-        got = obstore.get(_store(key), path, options={"range": (start, end)})
+        try:
+            got = obstore.get(_store(key), path, options={"range": (start, end)})
+        except Exception as err:
+            if retry.is_throttled(err):  # obstore's errors carry no headers: ask Retry-After
+                raise retry.TransientError(
+                    f"HTTP {retry.status_of(err)} (throttled) from {redact(uri)}",
+                    retry_after=_retry_after(uri)) from err
+            raise
         size = int(got.meta["size"])
         data = memoryview(bytes(got.bytes()))
         if len(data) != min(end, size) - start:
@@ -247,7 +290,8 @@ def _get(uri: str, start: int, end: int) -> memoryview:
         return data
 
     try:
-        data = retry.call(once, what=f"reading {redact(uri)}", transient=_transient)
+        data = retry.call(once, what=f"reading {redact(uri)}", transient=_transient,
+                          host=urlparse(uri).netloc or None)
     except Exception as err:
         raise LoadError(f"cannot read {redact(uri)}: {reason(err)}") from err
     limit = get_options().cache_bytes

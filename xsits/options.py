@@ -9,6 +9,8 @@ option         default meaning
 ============== ======= ===============================================================
 retries        5       tries of every network call (STAC, COG, Intake), 1 = no retry
 retry_delay    0.2     seconds before the 2nd try, doubled for each next one
+retry_budget   60      seconds one call may spend waiting out a throttling host (HTTP 429 /
+                       503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.retry`
 max_requests   64      COG range requests in flight at once per load
 cache_bytes    256 MiB fetched COG bytes kept in memory for reuse by later reads
 cache_dir      None    where the demo world and other generated files go (None:
@@ -106,7 +108,8 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     Parameters
     ----------
     **kwargs
-        Options of the module's table: ``retries``, ``retry_delay``, ``max_requests``,
+        Options of the module's table: ``retries``, ``retry_delay``, ``retry_budget``,
+        ``max_requests``,
         ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
         ``offset_guard``, ``on_missing_item``.
 
@@ -157,7 +160,8 @@ def adopt_options(options: Options) -> None:
 
 def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
     known = {f.name for f in dataclasses.fields(Options)} - {"retry"} | {"retries",
-                                                                       "retry_delay"}
+                                                                       "retry_delay",
+                                                                       "retry_budget"}
     for name, value in kwargs.items():
         if name not in known:
             raise OptionError(f"unknown option {name!r}; known: {', '.join(sorted(known))}")
@@ -166,6 +170,9 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option {name}={value!r} must be a positive int, e.g. {name}=4")
         if name == "retry_delay" and (not isinstance(value, (int, float)) or value < 0):
             raise OptionError(f"option retry_delay={value!r} must be seconds >= 0, e.g. 0.5")
+        if name == "retry_budget" and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or value <= 0):
+            raise OptionError(f"option retry_budget={value!r} must be seconds > 0, e.g. 120")
         if name in ("progress", "fast_reader", "whole_files") and not isinstance(value, bool):
             raise OptionError(f"option {name}={value!r} must be True or False")
         if name == "offset_guard" and value not in OFFSET_GUARDS:
@@ -175,8 +182,10 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option on_missing_item={value!r} must be one of "
                               f"{', '.join(ON_MISSING_ITEM)}, e.g. on_missing_item='raise'")
     retry = options.retry
-    if "retries" in kwargs or "retry_delay" in kwargs:
+    if "retries" in kwargs or "retry_delay" in kwargs or "retry_budget" in kwargs:
         retry = dataclasses.replace(retry, attempts=kwargs.get("retries", retry.attempts),
-                                    backoff=float(kwargs.get("retry_delay", retry.backoff)))
-    rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay")}
+                                    backoff=float(kwargs.get("retry_delay", retry.backoff)),
+                                    budget=float(kwargs.get("retry_budget", retry.budget)))
+    rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay",
+                                                         "retry_budget")}
     return dataclasses.replace(options, retry=retry, **rest)

@@ -649,6 +649,11 @@ class CogServer(_StatsMixin):
         Seed of the fault RNG (deterministic for a given arrival order).
     max_consecutive_faults : int
         Never fail more than this many requests in a row (0: unbounded).
+    throttle_rate, throttle_seconds, retry_after
+        For ``throttle_seconds`` from the first request, answer a share ``throttle_rate``
+        of requests 429 / 503 (alternately) with ``Retry-After: retry_after`` (seconds, or
+        ``"date"`` + seconds for an HTTP date). ``stats()`` counts ``throttled`` and the
+        most requests in flight at once while throttling / after.
 
     Attributes
     ----------
@@ -675,12 +680,16 @@ class CogServer(_StatsMixin):
         seed: int = 0,
         *,
         max_consecutive_faults: int = 0,
+        throttle_rate: float = 0.0,
+        throttle_seconds: float = 0.0,
+        retry_after: str = "1",
     ) -> None:
         self.root = Path(root)
         self.latency_ms = latency_ms
         self.fault_rate = fault_rate
         self.seed = seed
         self.max_consecutive_faults = max_consecutive_faults
+        self.throttle = (throttle_rate, throttle_seconds, retry_after)
         self.url = ""
 
     def start(self) -> CogServer:
@@ -692,7 +701,9 @@ class CogServer(_StatsMixin):
             "xsits.testing._cog_app",
             ["--root", str(self.root.resolve()), "--latency-ms", str(self.latency_ms),
              "--fault-rate", str(self.fault_rate), "--seed", str(self.seed),
-             "--max-consecutive-faults", str(self.max_consecutive_faults)],
+             "--max-consecutive-faults", str(self.max_consecutive_faults),
+             "--throttle-rate", str(self.throttle[0]), "--throttle-seconds",
+             str(self.throttle[1]), "--retry-after", str(self.throttle[2])],
         )
         self.url = base + "/"
         return self
