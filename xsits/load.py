@@ -22,7 +22,7 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from xsits import providers
+from xsits import providers, signing
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
@@ -203,7 +203,7 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
         it = next((it for it in items if asset in it.assets), None)
         if it is None or it.assets[asset].extra_fields.get("raster:bands"):
             continue
-        todo[asset] = _href(it, asset)
+        todo[asset] = signing.sign(_href(it, asset))  # a token now if it needs one
     if not todo:
         return {}
     for (asset, href), head in zip(todo.items(), headers(list(todo.values())), strict=True):

@@ -21,6 +21,10 @@ whole_files    True    fetch a host's files whole once its first files were all 
 offset_guard   flagged which items' pixels check their +1000 offset metadata
                        (:mod:`xsits.offset`): ``"flagged"`` (Earth Search's, whose flags
                        are known to lie), ``"all"``, ``"off"``
+pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are signed with
+                       when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
+pc_blob_hosts  ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
+                       {container}/...``, e.g. the Azurite emulator), signed the same way
 on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
                        date (nodata, recorded, :mod:`xsits.tolerate`); ``"raise"`` fails
                        the feature at once
@@ -69,6 +73,8 @@ class Options:
     whole_files: bool = True
     offset_guard: str = "flagged"
     on_missing_item: str = "nodata"
+    pc_sas_url: str | None = None
+    pc_blob_hosts: tuple[str, ...] = ()
 
     def cache_path(self) -> Path:
         """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
@@ -111,7 +117,7 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
         Options of the module's table: ``retries``, ``retry_delay``, ``retry_budget``,
         ``max_requests``,
         ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
-        ``offset_guard``, ``on_missing_item``.
+        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``.
 
     Raises
     ------
@@ -178,6 +184,15 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
         if name == "offset_guard" and value not in OFFSET_GUARDS:
             raise OptionError(f"option offset_guard={value!r} must be one of "
                               f"{', '.join(OFFSET_GUARDS)}, e.g. offset_guard='all'")
+        if name == "pc_sas_url" and value is not None and not (
+                isinstance(value, str) and value.startswith(("http://", "https://"))):
+            raise OptionError(f"option pc_sas_url={value!r} must be an http(s) URL or None, "
+                              "e.g. pc_sas_url='https://planetarycomputer.microsoft.com/api/"
+                              "sas/v1/token'")
+        if name == "pc_blob_hosts" and (isinstance(value, str) or not all(
+                isinstance(h, str) for h in value)):
+            raise OptionError(f"option pc_blob_hosts={value!r} must be a tuple of host:port "
+                              "names, e.g. pc_blob_hosts=('127.0.0.1:10000',)")
         if name == "on_missing_item" and value not in ON_MISSING_ITEM:
             raise OptionError(f"option on_missing_item={value!r} must be one of "
                               f"{', '.join(ON_MISSING_ITEM)}, e.g. on_missing_item='raise'")
@@ -188,4 +203,6 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
                                     budget=float(kwargs.get("retry_budget", retry.budget)))
     rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay",
                                                          "retry_budget")}
+    if "pc_blob_hosts" in rest:
+        rest["pc_blob_hosts"] = tuple(rest["pc_blob_hosts"])
     return dataclasses.replace(options, retry=retry, **rest)

@@ -5,7 +5,9 @@ Without this, one HTTP 404 or one truncated file sinks the whole series of a fea
 odc-stac / stackstac users cannot tell which file failed (odc-stac#97, #122, stackstac#243).
 
 Owns: :class:`TolerantDriver`, an odc-loader reader driver wrapping xsits' own
-(:class:`xsits.reader.CogDriver`): a read of a *broken file* (HTTP 404 / 410 / 416, a file GDAL
+(:class:`xsits.reader.CogDriver`). Every file that needs a SAS token is signed when it is
+read (:mod:`xsits.signing`; on HTTP 403 signed anew and read once more). A read of a *broken
+file* (HTTP 404 / 410 / 416, a file GDAL
 or tifffile cannot decode) leaves that item's pixels nodata for its date, and is recorded per
 load: which item, which href (its query string, a token, redacted) and why
 (:func:`failed_reads`). What is never tolerated: HTTP 401 / 403 (credentials: every file
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from xsits import retry
+from xsits import retry, signing
 from xsits.options import get_options
 
 #: Attribute of a lazy cube naming its load's record of failed reads.
@@ -124,15 +126,32 @@ def forget(ds: Any) -> None:
 
 
 class _TolerantReader:
-    def __init__(self, inner: Any, uri: str, driver: TolerantDriver) -> None:
-        self.inner, self.uri, self.driver = inner, uri, driver
+    def __init__(self, src: Any, ctx: Any, driver: TolerantDriver) -> None:
+        self.src, self.ctx, self.driver = src, ctx, driver
+        self.uri = signing.unsigned(src.uri) if signing.needs_signing(src.uri) else src.uri
+
+    def _read(self, cfg: Any, dst_geobox: Any, dst: np.ndarray | None, selection: Any) -> Any:
+        """The inner read; signed now when the href needs a token, re-signed once on 403."""
+        inner = self.driver.inner
+        if not signing.needs_signing(self.src.uri):
+            return inner.open(self.src, self.ctx).read(cfg, dst_geobox, dst=dst,
+                                                       selection=selection)
+        src = self.src.patch(uri=signing.sign(self.src.uri))
+        try:
+            return inner.open(src, self.ctx).read(cfg, dst_geobox, dst=dst, selection=selection)
+        except Exception as err:
+            if retry.status_of(err) != 403:
+                raise
+            log.info("HTTP 403 reading %s: signing it with a new token", self.uri)
+        src = self.src.patch(uri=signing.sign(self.src.uri, fresh=True))
+        return inner.open(src, self.ctx).read(cfg, dst_geobox, dst=dst, selection=selection)
 
     def read(self, cfg: Any, dst_geobox: Any, *, dst: np.ndarray | None = None,
              selection: Any = None) -> tuple[tuple[slice, slice], np.ndarray]:
         driver = self.driver
-        item = driver.items.get(self.uri, "?")
+        item = driver.items.get(self.uri, driver.items.get(self.src.uri, "?"))
         try:
-            out = self.inner.read(cfg, dst_geobox, dst=dst, selection=selection)
+            out = self._read(cfg, dst_geobox, dst, selection)
         except Exception as err:
             if get_options().on_missing_item == "raise" or not is_broken_file(err):
                 raise
@@ -193,7 +212,10 @@ class TolerantDriver:
         return self.inner.stats()
 
     def new_load(self, geobox: Any, *, chunks: Any = None) -> Any:
-        """The inner driver's load state."""
+        """The inner driver's load state (the files it fetches ahead signed now)."""
+        sources = getattr(self.inner, "sources", None)
+        if sources and any(signing.needs_signing(h) for h, _ in sources):
+            self.inner.sources = tuple((signing.sign(h), n) for h, n in sources)
         return self.inner.new_load(geobox, chunks=chunks)
 
     def finalise_load(self, load_state: Any) -> Any:
@@ -211,8 +233,8 @@ class TolerantDriver:
             yield ctx
 
     def open(self, src: Any, ctx: Any) -> _TolerantReader:
-        """A reader of one file, tolerant of its being broken."""
-        return _TolerantReader(self.inner.open(src, ctx), src.uri, self)
+        """A reader of one file, signed when read, tolerant of its being broken."""
+        return _TolerantReader(src, ctx, self)
 
     @property
     def md_parser(self) -> Any:

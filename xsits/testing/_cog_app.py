@@ -10,6 +10,11 @@ all) and cleared by ``/__faults/clear``.  Throttling, as Planetary Computer does
 ``--throttle-rate R --throttle-seconds S``, for S seconds from the first request a share R of
 the requests (seeded) is answered 429 or 503 (alternately) with a ``Retry-After`` header
 (``--retry-after``: seconds, or ``date`` for an HTTP date that many seconds ahead).
+SAS tokens, as Planetary Computer's storage wants them: with ``--sas-lifetime L``, every file
+request needs a query ``se=<expiry>&sig=<signature>`` that is not expired (else HTTP 403,
+``AuthenticationFailed``); tokens living L seconds are handed out, uncounted, by
+``/__sas/token/{account}/{container}`` (Planetary Computer's SAS API answer:
+``{"msft:expiry": ..., "token": ...}``), and ``/__sas/rotate`` revokes every token given so far.
 Used by :class:`xsits.testing.servers.CogServer`.
 """
 
@@ -36,6 +41,56 @@ else:  # run as a script: do not import the (heavy) xsits package
 
 STATS_PATH = "/__stats"
 FAULTS_PATH = "/__faults"
+SAS_PATH = "/__sas"
+
+
+class Sas:
+    """Tokens that expire: ``se=<epoch seconds>&sp=r&sig=<hmac of se>``, checked per request.
+
+    Examples
+    --------
+    >>> sas = Sas(lifetime=20)
+    >>> token = sas.token()["token"]
+    >>> sas.valid(token), sas.valid("se=1&sp=r&sig=x")
+    (True, False)
+    >>> sas.rotate(); sas.valid(token)
+    False
+    """
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self.secret = os.urandom(16)
+
+    def _sig(self, se: str) -> str:
+        import hashlib
+        import hmac
+
+        return hmac.new(self.secret, se.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def token(self) -> dict[str, str]:
+        """A new token and its expiry, as Planetary Computer's SAS API answers."""
+        import datetime as dt
+
+        expiry = time.time() + self.lifetime
+        se = f"{expiry:.3f}"
+        when = dt.datetime.fromtimestamp(expiry, dt.UTC).isoformat().replace("+00:00", "Z")
+        return {"msft:expiry": when, "token": f"se={se}&sp=r&sig={self._sig(se)}"}
+
+    def valid(self, query: str) -> bool:
+        """Whether a request's query carries a token of ours that has not expired."""
+        from urllib.parse import parse_qs
+
+        q = {k: v[0] for k, v in parse_qs(query).items()}
+        se, sig = q.get("se", ""), q.get("sig", "")
+        try:
+            alive = float(se) > time.time()
+        except ValueError:
+            return False
+        return alive and sig == self._sig(se)
+
+    def rotate(self) -> None:
+        """Revoke every token handed out so far."""
+        self.secret = os.urandom(16)
 
 
 class PathFaults:
@@ -134,7 +189,8 @@ class Stats:
         """Snapshot of the counters as a JSON-able dict."""
         with self.lock:
             keys = ("requests", "get", "head", "range_requests", "bytes_served", "faults",
-                    "dropped", "truncated", "not_found", "throttled", "max_inflight",
+                    "dropped", "truncated", "not_found", "throttled", "tokens", "forbidden",
+                    "max_inflight",
                     "max_inflight_throttling", "max_inflight_after")
             out: dict[str, Any] = {k: self.counts.get(k, 0) for k in keys}
             out["paths"] = dict(self.paths)
@@ -192,6 +248,7 @@ class Handler(RangeRequestHandler):
     faults: Faults
     path_faults: PathFaults
     throttle: Throttle
+    sas: Sas | None = None
     latency_s: float = 0.0
 
     def setup(self) -> None:
@@ -241,8 +298,33 @@ class Handler(RangeRequestHandler):
             self.wfile.write(b"{}")
         return True
 
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _sas_endpoint(self) -> bool:
+        path = self.path.split("?", 1)[0]
+        if not path.startswith(SAS_PATH + "/") or self.sas is None:
+            return False
+        if path == SAS_PATH + "/rotate":
+            self.sas.rotate()
+            self._send(200, b"{}", "application/json")
+        else:
+            self.stats.add("tokens")
+            self._send(200, json.dumps(self.sas.token()).encode(), "application/json")
+        return True
+
     def _serve(self, method: str) -> None:
-        if self._stats_endpoint() or self._faults_endpoint():
+        if self._stats_endpoint() or self._faults_endpoint() or self._sas_endpoint():
+            return
+        if self.sas is not None and not self.sas.valid(self.path.partition("?")[2]):
+            self.stats.add("requests")
+            self.stats.add("forbidden")
+            self._send(403, b"AuthenticationFailed: the signature is missing or expired")
             return
         self.stats.add("requests")
         self.stats.add(method.lower())
@@ -370,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--throttle-seconds", type=float, default=0.0)
     parser.add_argument("--retry-after", default="1")
+    parser.add_argument("--sas-lifetime", type=float, default=0.0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -379,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     Handler.path_faults = PathFaults()
     Handler.throttle = Throttle(args.throttle_rate, args.throttle_seconds, args.retry_after,
                                 args.seed)
+    Handler.sas = Sas(args.sas_lifetime) if args.sas_lifetime > 0 else None
     Handler.latency_s = args.latency_ms / 1000.0
     handler = partial(Handler, directory=os.path.abspath(args.root))
     sock = bind_free_socket()

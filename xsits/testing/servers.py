@@ -654,6 +654,10 @@ class CogServer(_StatsMixin):
         of requests 429 / 503 (alternately) with ``Retry-After: retry_after`` (seconds, or
         ``"date"`` + seconds for an HTTP date). ``stats()`` counts ``throttled`` and the
         most requests in flight at once while throttling / after.
+    sas_lifetime
+        When > 0, every file request needs an unexpired SAS token of this server (else HTTP
+        403); :attr:`sas_url` hands out tokens living that many seconds, as Planetary
+        Computer's SAS API does, and :meth:`rotate_sas` revokes them all.
 
     Attributes
     ----------
@@ -683,6 +687,7 @@ class CogServer(_StatsMixin):
         throttle_rate: float = 0.0,
         throttle_seconds: float = 0.0,
         retry_after: str = "1",
+        sas_lifetime: float = 0.0,
     ) -> None:
         self.root = Path(root)
         self.latency_ms = latency_ms
@@ -690,6 +695,7 @@ class CogServer(_StatsMixin):
         self.seed = seed
         self.max_consecutive_faults = max_consecutive_faults
         self.throttle = (throttle_rate, throttle_seconds, retry_after)
+        self.sas_lifetime = sas_lifetime
         self.url = ""
 
     def start(self) -> CogServer:
@@ -703,10 +709,20 @@ class CogServer(_StatsMixin):
              "--fault-rate", str(self.fault_rate), "--seed", str(self.seed),
              "--max-consecutive-faults", str(self.max_consecutive_faults),
              "--throttle-rate", str(self.throttle[0]), "--throttle-seconds",
-             str(self.throttle[1]), "--retry-after", str(self.throttle[2])],
+             str(self.throttle[1]), "--retry-after", str(self.throttle[2]),
+             "--sas-lifetime", str(self.sas_lifetime)],
         )
         self.url = base + "/"
         return self
+
+    @property
+    def sas_url(self) -> str:
+        """The SAS token endpoint (``{sas_url}/{account}/{container}``), with ``sas_lifetime``."""
+        return self._base() + "/__sas/token"
+
+    def rotate_sas(self) -> None:
+        """Revoke every SAS token handed out so far (the next reads answer 403)."""
+        _http_json(self._base() + "/__sas/rotate")
 
     def set_fault(self, path: str, kind: str | int, times: int = 1) -> None:
         """Fail the next ``times`` requests of ``path`` (-1: every one) with ``kind``.
