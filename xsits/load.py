@@ -28,6 +28,7 @@ from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
 from xsits.clip import with_geometry
 from xsits.errors import LoadError
+from xsits.fetch import gdal_s3_env
 from xsits.grid import (
     GridSpec,
     feature_centre,
@@ -98,13 +99,17 @@ class Cubes(dict):
 
 
 def configure_gdal(client=None, **overrides: Any) -> None:
-    """Apply :data:`GDAL_HTTP_DEFAULTS` (plus ``overrides``) here and on dask workers.
+    """Apply :data:`GDAL_HTTP_DEFAULTS`, the S3 settings and ``overrides`` here and on workers.
+
+    The S3 settings are :func:`xsits.fetch.gdal_s3_env` (the option ``s3`` and the AWS
+    environment), so GDAL reads ``s3://`` hrefs as the fast reader does.
 
     Examples
     --------
     >>> configure_gdal(GDAL_HTTP_TIMEOUT=60)
     """
-    odc.stac.configure_rio(**{**GDAL_HTTP_DEFAULTS, **overrides}, client=client)
+    odc.stac.configure_rio(**{**GDAL_HTTP_DEFAULTS, **gdal_s3_env(), **overrides},
+                           client=client)
 
 
 def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:

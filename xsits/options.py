@@ -25,6 +25,9 @@ pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are si
                        when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
 pc_blob_hosts  ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
                        {container}/...``, e.g. the Azurite emulator), signed the same way
+s3             None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): a dict of
+                       ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
+                       ``aws_access_key_id``... over the standard AWS environment
 on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
                        date (nodata, recorded, :mod:`xsits.tolerate`); ``"raise"`` fails
                        the feature at once
@@ -75,6 +78,7 @@ class Options:
     on_missing_item: str = "nodata"
     pc_sas_url: str | None = None
     pc_blob_hosts: tuple[str, ...] = ()
+    s3: dict | None = None
 
     def cache_path(self) -> Path:
         """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
@@ -117,7 +121,7 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
         Options of the module's table: ``retries``, ``retry_delay``, ``retry_budget``,
         ``max_requests``,
         ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
-        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``.
+        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``, ``s3``.
 
     Raises
     ------
@@ -193,6 +197,14 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
                 isinstance(h, str) for h in value)):
             raise OptionError(f"option pc_blob_hosts={value!r} must be a tuple of host:port "
                               "names, e.g. pc_blob_hosts=('127.0.0.1:10000',)")
+        if name == "s3" and value is not None:
+            from xsits.fetch import S3_KEYS
+
+            bad = [k for k in value] if not isinstance(value, dict) else \
+                [k for k in value if k not in S3_KEYS]
+            if not isinstance(value, dict) or bad:
+                raise OptionError(f"option s3 must be a dict of {', '.join(S3_KEYS)}; "
+                                  f"{bad or value!r} is not, e.g. s3={{'requester_pays': True}}")
         if name == "on_missing_item" and value not in ON_MISSING_ITEM:
             raise OptionError(f"option on_missing_item={value!r} must be one of "
                               f"{', '.join(ON_MISSING_ITEM)}, e.g. on_missing_item='raise'")

@@ -877,3 +877,73 @@ class FaultProxy(_StatsMixin):
         (True, 10)
         """
         return super().stats()
+
+
+class S3Server:
+    """A local S3-compatible server (moto's server mode) on 127.0.0.1, for ``s3://`` hrefs.
+
+    Needs the test extra (``moto[server]``, with boto3). Credentials are moto's: any key.
+    Buckets are made in ``us-east-1``.
+
+    Attributes
+    ----------
+    url : str
+        The endpoint (``http://127.0.0.1:<port>``), for ``set_options(s3={"endpoint_url":
+        ...})`` or ``$AWS_ENDPOINT_URL``.
+
+    Examples
+    --------
+    >>> with S3Server() as s3:  # doctest: +SKIP
+    ...     s3.upload(root, "bucket", requester_pays=True)
+    """
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._server: Any = None
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> S3Server:
+        """Start moto's threaded server on a free 127.0.0.1 port."""
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as err:  # pragma: no cover - the test extra is missing
+            raise ServerError("S3Server needs moto[server]: pip install 'xsits[test]'") from err
+        port = _free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def upload(self, root: str | os.PathLike, bucket: str, *,
+               requester_pays: bool = False) -> list[str]:
+        """Copy every file under ``root`` to ``bucket`` (created) under the same keys."""
+        s3 = self.client()
+        s3.create_bucket(Bucket=bucket)  # in us-east-1
+        if requester_pays:
+            s3.put_bucket_request_payment(
+                Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
+        keys = []
+        for path in sorted(Path(root).rglob("*")):
+            if path.is_file():
+                key = path.relative_to(root).as_posix()
+                s3.upload_file(str(path), bucket, key)
+                keys.append(key)
+        return keys
