@@ -233,12 +233,10 @@ def test_guard_rates(worlds, server):
     false_alarms = sum(s >= offset.GUARD_SHARE for s in shares_off)
     detected = sum(s >= offset.GUARD_SHARE for s in shares_raw)
     assert len(shares_off) == len(shares_raw) == 18
-    assert false_alarms == 0
-    assert detected / len(shares_raw) >= 0.8
-    # the ones missed are (nearly) all cloud: no valid DN darker than 10 % reflectance
-    cloudy = [m["cloud_cover"] for m, s in zip(raw.items_meta, shares_raw, strict=True)
-              if s < offset.GUARD_SHARE]
-    assert all(c > 90 for c in cloudy)
+    # measured (documented in xsits.offset and the README): no false alarm, the largest share
+    # of an item carrying the offset is 0; every offset-free item caught, the smallest 7 %
+    assert false_alarms == 0 and max(shares_off) == 0.0
+    assert detected == len(shares_raw) and min(shares_raw) > 0.07
 
 
 def test_guard_off_trusts_the_flag(worlds, server, tmp_path):

@@ -22,9 +22,10 @@ below 1000 (vegetation in red and blue, water, most soils in blue). When at leas
 :data:`GUARD_SHARE` (5 %) of the valid DN (not 0 = nodata) of the three bands are below 1000,
 the offset was removed already: the item is not shifted and one
 :class:`~xsits.errors.HarmonizeWarning` names it. Measured on the test worlds
-(``tests/test_providers.py::test_guard_rates``): 0 false alarms among the items that carry the
-offset; items without it are caught unless the scene is (nearly) all cloud or snow, where no
-valid DN is below 1000 and the metadata are trusted.
+(``tests/test_providers.py::test_guard_rates``, 18 items with the offset, the same 18 without):
+no false alarm (the largest share among items that carry the offset: 0 %), every offset-free
+item caught (the smallest share: 7 %, a cloudy scene). A scene (nearly) all cloud or snow has
+no valid DN below 1000 and would be missed: then the metadata are trusted.
 
 Which items are checked is the option ``offset_guard`` (:func:`xsits.set_options`):
 ``"flagged"`` (default) the items of dialects whose flag is known to lie (Earth Search v1
