@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pystac
 
-from xsits import providers, retry
+from xsits import providers, retry, signing
 from xsits.errors import HarmonizeWarning
 from xsits.options import get_options
 
@@ -137,7 +137,7 @@ def _share_or_nan(item: pystac.Item) -> float:
     The load reads them again and reports the failure where it belongs.
     """
     try:
-        return guard_share(visible_hrefs(item))
+        return guard_share([signing.sign(h) for h in visible_hrefs(item)])
     except Exception as err:  # noqa: BLE001 - the guard is advice, the load reports failures
         log.info("cannot check the offset of item %s: %s", item.id, err)
         return float("nan")
