@@ -68,7 +68,7 @@ def test_written_files_equal_in_memory_processing(tmp_path):
     cubes = _cubes()
     report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, batch_size=2)
     assert list(report.columns) == ["feature_id", "status", "path", "n_dates", "seconds",
-                                    "error"]
+                                    "error", "failed_reads"]
     assert report.feature_id.tolist() == list(cubes)
     assert (report.status == "written").all()
     assert report.n_dates.tolist() == [6] * 5

@@ -105,4 +105,7 @@ def test_missing_or_forbidden_file_through_open_cubes(suite):
     cubes were built) or its lazy cube raises the LoadError when computed; both are seen."""
     where = Counter(r.api_out["fault"][0] for r in suite.results.values()
                     if r.case.request.fault in ("404", "403") and r.case.request.api)
-    assert where["missing"] >= 4 and where["compute"] >= 4, where
+    # which fault case's header open_cubes reads first depends on the order its group
+    # searches complete in (threads): the split between the two varies from run to run
+    assert where["missing"] >= 1 and where["compute"] >= 1, where
+    assert where["missing"] + where["compute"] >= 8, where

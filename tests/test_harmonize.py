@@ -73,3 +73,29 @@ def test_missing_baseline_is_typed_error():
 
 def test_numpy_dask():
     assert_numpy_dask_equal(harmonize, _cube())
+
+
+def test_aot_wvp_and_other_bands_never_shifted():
+    """AOT 150 stays 150 (it used to become 1): only surface reflectance is shifted."""
+    ds = make_cube(n_times=1, shape=(1, 3), bands=("B04", "AOT", "WVP", "aot", "nir08", "SCL"),
+                   baseline="05.11")
+    for band in ("AOT", "WVP", "aot"):
+        ds[band][:] = np.array([[[150, 1500, 2500]]], dtype="uint16")
+    ds["nir08"][:] = np.array([[[1150, 2500, 0]]], dtype="uint16")
+    out = harmonize(ds)
+    for band in ("AOT", "WVP", "aot"):
+        assert out[band].values.ravel().tolist() == [150, 1500, 2500]
+    assert out["nir08"].values.ravel().tolist() == [150, 1500, 0]  # Earth Search name of B8A
+    np.testing.assert_array_equal(out.SCL.values, ds.SCL.values)
+
+
+def test_offset_removed_coordinate_decides():
+    """The per-item decision of the load (offset_removed) wins over the baseline."""
+    ds = _cube().assign_coords(offset_removed=("time", [True, True, False, True]))
+    out = harmonize(ds)
+    np.testing.assert_array_equal(out.B04.values[[0, 1, 3]], ds.B04.values[[0, 1, 3]])
+    valid = ds.B04.values[2] > 0
+    np.testing.assert_array_equal(out.B04.values[2][valid],
+                                  ds.B04.values[2][valid].astype(int) - 1000)
+    assert out.offset_removed.values.all()
+    xr.testing.assert_identical(harmonize(out), out)

@@ -159,7 +159,9 @@ def compute_all(
     Returns
     -------
     pandas.DataFrame
-        Columns ``feature_id, status, path, n_dates, seconds, error``, one row per feature in
+        Columns ``feature_id, status, path, n_dates, seconds, error, failed_reads``
+        (the broken files that cost a written feature a date: item, href, reason;
+        :mod:`xsits.tolerate`), one row per feature in
         input order. ``status`` is ``written``, ``skipped`` (output already there),
         ``empty`` (no item, or no date left after the steps: nothing is written) or
         ``failed`` (``error`` says why; nothing is written). ``seconds`` is the feature's

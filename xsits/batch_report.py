@@ -33,7 +33,8 @@ __all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "s
 log = logging.getLogger("xsits.batch")
 
 #: Columns of the report DataFrame, in order.
-REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "seconds", "error")
+REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "seconds", "error",
+                                   "failed_reads")
 #: Feature statuses: ``written`` (file written now), ``skipped`` (file already there),
 #: ``empty`` (no item or no date left: nothing written), ``failed`` (see ``error``).
 STATUSES: tuple[str, ...] = ("written", "skipped", "empty", "failed")
@@ -124,9 +125,13 @@ def error_text(err: BaseException) -> str:
 
 
 def row(fid: str, status: str, path: Any = None, n_dates: int | None = None,
-         seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
-    return {"feature_id": fid, "status": status, "path": None if path is None else str(path),
-            "n_dates": n_dates, "seconds": round(float(seconds), 3), "error": error}
+         seconds: float = 0.0, error: str | None = None,
+         failed_reads: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    out = {"feature_id": fid, "status": status, "path": None if path is None else str(path),
+           "n_dates": n_dates, "seconds": round(float(seconds), 3), "error": error}
+    if failed_reads:  # the broken files that cost a date (xsits.tolerate); manifest too
+        out["failed_reads"] = list(failed_reads)
+    return out
 
 
 def _is_empty_reason(reason: str) -> bool:
@@ -272,9 +277,10 @@ def report_frame(rows: Mapping[str, dict[str, Any]], ids: Iterable[str]) -> pd.D
     """
     order = list(ids)
     order += [f for f in rows if f not in set(order)]
-    report = pd.DataFrame([{**rows[f], "error": short_reason(rows[f]["error"])}
+    report = pd.DataFrame([{**rows[f], "error": short_reason(rows[f]["error"]),
+                            "failed_reads": rows[f].get("failed_reads")}
                            for f in order if f in rows], columns=list(REPORT_COLUMNS))
-    for col in ("path", "error"):
+    for col in ("path", "error", "failed_reads"):
         report[col] = report[col].astype(object).where(report[col].notna(), None)
     report["n_dates"] = report["n_dates"].astype("Int64")
     report["seconds"] = report["seconds"].astype(float)

@@ -155,6 +155,23 @@ def process_pool(workers: int | None = None) -> Any:
     return ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
 
 
+def _failed_reads(ds: xr.Dataset) -> list[dict[str, str]] | None:
+    """The cube's failed reads (:func:`xsits.tolerate.failed_reads`), also put in its attrs.
+
+    The output then says which item and href cost which date (``attrs["failed_reads"]``,
+    JSON), and the load's key is dropped from it.
+    """
+    import json
+
+    from xsits.tolerate import READS_ATTR, failed_reads
+
+    lost = failed_reads(ds)
+    ds.attrs.pop(READS_ATTR, None)
+    if lost:
+        ds.attrs["failed_reads"] = json.dumps(lost)
+    return lost or None
+
+
 def run_feature(job: Job) -> dict[str, Any]:
     """Process and write one feature; never raises (errors become a ``failed`` row)."""
     from xsits.export import export
@@ -169,7 +186,11 @@ def run_feature(job: Job) -> dict[str, Any]:
         # chunks on the shared I/O pool), then the steps run in memory: on a small
         # cube, numpy is much cheaper than building a dask graph per step; failed
         # requests were retried by xsits.retry inside the read
+        from xsits.tolerate import forget
+
+        forget(job.ds)
         ds = job.ds.compute(scheduler=dask.threaded.get, pool=_io_pool(job.io_threads))
+        lost = _failed_reads(ds)  # broken files that cost a date (xsits.tolerate)
         for step in job.steps:
             ds = step(ds)
         n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
@@ -180,7 +201,8 @@ def run_feature(job: Job) -> dict[str, Any]:
         # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
         with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
             written = export(ds, path, overwrite=job.overwrite, compress=job.compress)
-        return row(job.fid, "written", written, n_dates, time.perf_counter() - t0)
+        return row(job.fid, "written", written, n_dates, time.perf_counter() - t0,
+                   failed_reads=lost)
     except OutputExistsError:
         return row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
     except Exception as err:  # one feature must never sink the batch

@@ -102,3 +102,11 @@ class OptionError(XsitsError, ValueError):
 
 class BatchError(XsitsError, ValueError):
     """An argument of :func:`xsits.compute_all` is invalid (steps, scheduler, batch size, input)."""
+
+
+class HarmonizeWarning(UserWarning):
+    """An item's metadata and pixels disagree on the +1000 offset, or a date mixed decisions.
+
+    Raised (as a warning) when an item said to still carry the offset shows reflectance DN
+    that have it removed already (:mod:`xsits.offset`); the item is then not shifted.
+    """

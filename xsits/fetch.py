@@ -1,10 +1,13 @@
-"""Byte ranges of files over HTTP(S) or on disk: many at a time, each fetched once.
+"""Byte ranges of files over HTTP(S), S3 or on disk: many at a time, each fetched once.
 
-Owns: the process's object stores (obstore), its request threads and its cache of fetched
-bytes (:func:`submit`, :func:`find`); how large a file's first request is (:func:`head_bytes`);
+Owns: the process's object stores (obstore: HTTP, local files, and ``s3://`` buckets with the
+S3 settings of :func:`s3_settings`, requester-pays and anonymous included, the same settings
+GDAL is given by :func:`gdal_s3_env`), its request threads and its cache of fetched bytes
+(:func:`submit`, :func:`find`); how large a file's first request is (:func:`head_bytes`);
 what a failed request means (:func:`client_status`, :func:`reason`). Every request goes
-through :func:`xsits.retry.call`; HTTP 403 / 404 fail at once with a :class:`LoadError` that
-names the file without its query string.
+through :func:`xsits.retry.call` (per host: a throttling host gets fewer requests and its
+``Retry-After`` is honoured, :func:`_retry_after`); HTTP 403 / 404 fail at once with a
+:class:`LoadError` that names the file without its query string.
 Must not: parse or decode what it fetches (:mod:`xsits.tiff`, :mod:`xsits.reader`).
 
 Examples
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -147,8 +151,12 @@ def locate(uri: str) -> tuple[str, str]:
     ('https://host', 'a/b.tif')
     >>> locate("https://host/b.tif?sig=1")  # signed: a store of its own keeps the query
     ('https://host/b.tif?sig=1', '')
+    >>> locate("s3://bucket/tiles/B04.tif")
+    ('s3://bucket', 'tiles/B04.tif')
     """
     p = urlparse(uri)
+    if p.scheme == "s3":
+        return f"s3://{p.netloc}", unquote(p.path).lstrip("/")
     if p.scheme in ("http", "https"):
         if p.query or p.params:
             return uri, ""
@@ -159,15 +167,15 @@ def locate(uri: str) -> tuple[str, str]:
 
 
 def fetchable(uri: str) -> bool:
-    """Whether this module can fetch ``uri`` (HTTP(S), ``file://`` or an existing path).
+    """Whether this module can fetch ``uri`` (HTTP(S), ``s3://``, ``file://`` or a path).
 
     Examples
     --------
-    >>> fetchable("s3://bucket/a.tif"), fetchable("https://host/a.tif")
-    (False, True)
+    >>> fetchable("s3://bucket/a.tif"), fetchable("https://host/a.tif"), fetchable("gs://b/a")
+    (True, True, False)
     """
     scheme = urlparse(uri).scheme
-    return scheme in ("http", "https", "file") or (scheme == "" and os.path.exists(uri))
+    return scheme in ("http", "https", "file", "s3") or (scheme == "" and os.path.exists(uri))
 
 
 def client_status(err: BaseException) -> int | None:
@@ -178,10 +186,11 @@ def client_status(err: BaseException) -> int | None:
     >>> client_status(FileNotFoundError("x")), client_status(TimeoutError("x"))
     (404, None)
     """
-    if isinstance(err, FileNotFoundError):
-        return 404
-    if isinstance(err, PermissionError):
-        return 403
+    if isinstance(err, FileNotFoundError) or type(err).__name__ == "NotFoundError":
+        return 404  # obstore's NotFoundError: S3 NoSuchKey, HTTP 404
+    if isinstance(err, PermissionError) or type(err).__name__ in (
+            "PermissionDeniedError", "UnauthenticatedError"):
+        return 403  # obstore's: S3 AccessDenied, bad credentials
     status = retry.status_of(err)
     if status is not None and 400 <= status < 500 and status not in retry.RETRY_STATUSES:
         return status
@@ -206,21 +215,146 @@ def reason(err: BaseException) -> str:
     if status == 404:
         return "HTTP 404, the file does not exist; check the asset href"
     if status in (401, 403):
-        return (f"HTTP {status}, access denied; sign the hrefs (stac='planetary-computer' "
-                "does) or check the credentials")
+        return (f"HTTP {status}, access denied; check the credentials (Planetary Computer "
+                "hrefs are signed by xsits; s3:// needs AWS credentials in the environment or "
+                "set_options(s3=...), and requester_pays=True for requester-pays buckets)")
     if status is not None:
         return f"HTTP {status}"
     return redact(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+#: Seconds a ``Retry-After`` learnt of a host is reused before it is asked again.
+RETRY_AFTER_REUSE = 1.0
+_retry_after_seen: dict[str, tuple[float, float | None]] = {}
+
+
+def _retry_after(uri: str) -> float | None:
+    """The ``Retry-After`` of a throttling host: one small request to it, at most per second.
+
+    obstore reports a 429 / 503 without its headers; this asks the same file for one byte
+    and reads the header of the answer (None when it does not throttle, or has no header).
+    """
+    import urllib.error
+    import urllib.request
+
+    host = urlparse(uri).netloc
+    now = time.monotonic()
+    seen = _retry_after_seen.get(host)
+    if seen is not None and now - seen[0] < RETRY_AFTER_REUSE:
+        return seen[1] if seen[1] is None else max(0.0, seen[1] - (now - seen[0]))
+    if urlparse(uri).scheme not in ("http", "https"):
+        return None
+    wait = None
+    try:
+        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0"})
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - http(s) only
+            pass
+    except urllib.error.HTTPError as err:
+        wait = retry.parse_retry_after(err.headers.get("Retry-After"))
+    except OSError:
+        pass
+    _retry_after_seen[host] = (time.monotonic(), wait)
+    return wait
+
+
+#: Keys of the ``s3`` option (:func:`xsits.set_options`).
+S3_KEYS = ("endpoint_url", "region", "requester_pays", "anonymous", "aws_access_key_id",
+           "aws_secret_access_key", "aws_session_token")
+
+
+def s3_settings() -> dict[str, Any]:
+    """The S3 settings in force: the ``s3`` option over the standard AWS environment.
+
+    ``endpoint_url`` (``$AWS_ENDPOINT_URL_S3``, ``$AWS_ENDPOINT_URL``), ``region``
+    (``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, else ``us-west-2``, where Earth Search's
+    buckets are), ``requester_pays`` (``$AWS_REQUESTER_PAYS``), ``anonymous``
+    (``$AWS_NO_SIGN_REQUEST``); credentials from the option, else the environment
+    (``$AWS_ACCESS_KEY_ID``...), read by obstore and GDAL themselves.
+
+    Examples
+    --------
+    >>> import xsits
+    >>> with xsits.set_options(s3={"requester_pays": True, "region": "eu-central-1"}):
+    ...     s = s3_settings()
+    >>> s["requester_pays"], s["region"]
+    (True, 'eu-central-1')
+    """
+    env = os.environ
+    opts = dict(get_options().s3 or {})
+
+    def flag(name: str) -> bool:
+        return env.get(name, "").strip().lower() in ("1", "true", "yes")
+
+    out: dict[str, Any] = {
+        "endpoint_url": opts.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL"),
+        "region": opts.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        or "us-west-2",
+        "requester_pays": bool(opts.get("requester_pays", flag("AWS_REQUESTER_PAYS"))),
+        "anonymous": bool(opts.get("anonymous", flag("AWS_NO_SIGN_REQUEST"))),
+    }
+    for key in S3_KEYS[4:]:
+        if opts.get(key):
+            out[key] = opts[key]
+    return out
+
+
+def gdal_s3_env() -> dict[str, str]:
+    """The GDAL configuration of the same S3 settings (for the reads GDAL does).
+
+    Examples
+    --------
+    >>> import xsits
+    >>> with xsits.set_options(s3={"endpoint_url": "http://127.0.0.1:9000",
+    ...                            "requester_pays": True}):
+    ...     env = gdal_s3_env()
+    >>> env["AWS_S3_ENDPOINT"], env["AWS_HTTPS"], env["AWS_REQUEST_PAYER"]
+    ('127.0.0.1:9000', 'NO', 'requester')
+    """
+    s = s3_settings()
+    env = {"AWS_REGION": s["region"]}
+    if s["endpoint_url"]:
+        parts = urlparse(s["endpoint_url"])
+        env.update(AWS_S3_ENDPOINT=parts.netloc, AWS_VIRTUAL_HOSTING="FALSE",
+                   AWS_HTTPS="NO" if parts.scheme == "http" else "YES")
+    if s["requester_pays"]:
+        env["AWS_REQUEST_PAYER"] = "requester"
+    if s["anonymous"]:
+        env["AWS_NO_SIGN_REQUEST"] = "YES"
+    for key in S3_KEYS[4:]:
+        if s.get(key):
+            env[key.upper()] = s[key]
+    return env
+
+
+def _s3_store(bucket: str) -> Any:
+    from obstore.store import S3Store
+
+    s = s3_settings()
+    kwargs: dict[str, Any] = {"region": s["region"], "request_payer": s["requester_pays"],
+                              "skip_signature": s["anonymous"]}
+    if s["endpoint_url"]:
+        kwargs["endpoint"] = s["endpoint_url"]
+    for key in S3_KEYS[4:]:
+        if s.get(key):
+            kwargs[key.removeprefix("aws_")] = s[key]
+    return S3Store(bucket, client_options={"allow_http": True, "timeout": "120s",
+                                           "connect_timeout": "20s"},
+                   retry_config={"max_retries": 0}, **kwargs)
 
 
 def _store(key: str) -> Any:
     from obstore.store import HTTPStore, LocalStore
 
     st = _state()
+    if key.startswith("s3://"):  # one store per bucket and settings in force
+        key = f"{key}#{hash(tuple(sorted(s3_settings().items())))}"
     with st.lock:
         if key in st.stores:
             return st.stores[key]
-    if key == "file":
+    if key.startswith("s3://"):
+        store = _s3_store(urlparse(key.split("#", 1)[0]).netloc)
+    elif key == "file":
         store = LocalStore("/")
     else:
         store = HTTPStore.from_url(
@@ -237,7 +371,14 @@ def _get(uri: str, start: int, end: int) -> memoryview:
     key, path = locate(uri)
 
     def once() -> memoryview:
-        got = obstore.get(_store(key), path, options={"range": (start, end)})
+        try:
+            got = obstore.get(_store(key), path, options={"range": (start, end)})
+        except Exception as err:
+            if retry.is_throttled(err):  # obstore's errors carry no headers: ask Retry-After
+                raise retry.TransientError(
+                    f"HTTP {retry.status_of(err)} (throttled) from {redact(uri)}",
+                    retry_after=_retry_after(uri)) from err
+            raise
         size = int(got.meta["size"])
         data = memoryview(bytes(got.bytes()))
         if len(data) != min(end, size) - start:
@@ -247,7 +388,8 @@ def _get(uri: str, start: int, end: int) -> memoryview:
         return data
 
     try:
-        data = retry.call(once, what=f"reading {redact(uri)}", transient=_transient)
+        data = retry.call(once, what=f"reading {redact(uri)}", transient=_transient,
+                          host=urlparse(uri).netloc or None)
     except Exception as err:
         raise LoadError(f"cannot read {redact(uri)}: {reason(err)}") from err
     limit = get_options().cache_bytes

@@ -23,11 +23,13 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from xsits import providers, signing
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.aoi import read_aoi
 from xsits.clip import clip as clip_cube
 from xsits.clip import with_geometry
 from xsits.errors import LoadError
+from xsits.fetch import gdal_s3_env
 from xsits.grid import (
     GridSpec,
     feature_centre,
@@ -35,10 +37,12 @@ from xsits.grid import (
     footprints_4326,
     validate_resampling,
 )
+from xsits.offset import item_offsets
 from xsits.plan import (
     Cost,
     ItemsPlan,
     build_cube,
+    consistent_groups,
     cost,
     group_dates,
     href,
@@ -48,13 +52,17 @@ from xsits.plan import (
 from xsits.stac import SearchResult, StacQuery, iter_search, merge_results
 from xsits.tiff import headers
 
-#: STAC item properties kept as per-date coordinates: ``{property: (coordinate, default)}``.
-TIME_PROPERTIES: dict[str, tuple[str, Any]] = {
-    "eo:cloud_cover": ("cloud_cover", np.nan),
-    "platform": ("platform", ""),
-    "s2:processing_baseline": ("processing_baseline", ""),
-    "s2:mgrs_tile": ("mgrs_tile", ""),
-    "earthsearch:boa_offset_applied": ("boa_offset_applied", False),
+#: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
+#: read in every provider's dialect (:mod:`xsits.providers`). A date's value is its items'
+#: one value when they agree, else (items of several tiles fused) strings are joined with
+#: ``"+"`` in sorted order, ``cloud_cover`` is the largest and booleans are True only when
+#: every item's is. ``offset_removed`` (:mod:`xsits.offset`) is added beside them.
+TIME_PROPERTIES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], Any]] = {
+    "cloud_cover": (providers.item_cloud_cover, np.nan),
+    "platform": (providers.item_platform, ""),
+    "processing_baseline": (providers.item_baseline, ""),
+    "mgrs_tile": (providers.item_mgrs_tile, ""),
+    "boa_offset_applied": (providers.item_offset_flag, False),
 }
 
 #: GDAL settings for the reads GDAL does (many small HTTP range reads). Retries are
@@ -94,20 +102,25 @@ class Cubes(dict):
 
 
 def configure_gdal(client=None, **overrides: Any) -> None:
-    """Apply :data:`GDAL_HTTP_DEFAULTS` (plus ``overrides``) here and on dask workers.
+    """Apply :data:`GDAL_HTTP_DEFAULTS`, the S3 settings and ``overrides`` here and on workers.
+
+    The S3 settings are :func:`xsits.fetch.gdal_s3_env` (the option ``s3`` and the AWS
+    environment), so GDAL reads ``s3://`` hrefs as the fast reader does.
 
     Examples
     --------
     >>> configure_gdal(GDAL_HTTP_TIMEOUT=60)
     """
-    odc.stac.configure_rio(**{**GDAL_HTTP_DEFAULTS, **overrides}, client=client)
+    odc.stac.configure_rio(**{**GDAL_HTTP_DEFAULTS, **gdal_s3_env(), **overrides},
+                           client=client)
 
 
 def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
     """Group items by solar day at longitude ``lon``, in date order (odc-stac's rule).
 
     The dates of a cube (:func:`xsits.plan.group_dates`: the offset is ``lon`` snapped to
-    whole hours); its per-date coordinates (:data:`TIME_PROPERTIES`) come from its groups.
+    whole hours); its per-date coordinates (:data:`TIME_PROPERTIES`) come from every item
+    of each group.
 
     Examples
     --------
@@ -127,7 +140,11 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
 
 
 def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
-    """Per-date coordinates (:data:`TIME_PROPERTIES`) from the first item of each date.
+    """Per-date coordinates from every item of each date (:data:`TIME_PROPERTIES`).
+
+    Plus ``offset_removed``: True where the date's reflectance DN carry no +1000 offset (never
+    had it, or the provider removed it), per item by :func:`xsits.offset.item_offsets`; the
+    items of one date agree (:func:`xsits.plan.consistent_groups`).
 
     Examples
     --------
@@ -137,15 +154,20 @@ def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndar
     [3.0]
     """
     coords = {}
-    for prop, (name, default) in TIME_PROPERTIES.items():
-        values = [g[0].properties.get(prop, default) for g in groups]
+    for name, (read, default) in TIME_PROPERTIES.items():
+        per_date = [[read(it.properties) for it in g] for g in groups]
         if isinstance(default, bool):
-            arr = np.array([bool(v) for v in values], dtype=bool)
+            arr = np.array([all(bool(v) for v in vs) for vs in per_date], dtype=bool)
         elif isinstance(default, float):
-            arr = np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+            arr = np.array([np.nan if all(np.isnan(vs)) else np.nanmax(vs) for vs in per_date],
+                           dtype="float64")
         else:
-            arr = np.array([str(v) for v in values], dtype=str)
+            arr = np.array(["+".join(sorted({str(v) for v in vs})) for vs in per_date],
+                           dtype=str)
         coords[name] = ("time", arr)
+    offsets = item_offsets([it for g in groups for it in g])
+    coords["offset_removed"] = ("time", np.array([not any(offsets[it.id] for it in g)
+                                                  for g in groups], dtype=bool))
     return coords
 
 
@@ -173,7 +195,7 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
         have = [it for it in items if asset in it.assets][:HEADER_TRIES]
         if not have or have[0].assets[asset].extra_fields.get("raster:bands"):
             continue
-        todo[asset] = [href(it, asset) for it in have]
+        todo[asset] = [signing.sign(href(it, asset)) for it in have]  # tokens now
     if not todo:
         return {}
     firsts = headers([uris[0] for uris in todo.values()])  # every band's at once
@@ -292,6 +314,9 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     ['sentinel-2a']
     """
     fp = plan_feature(plan, positions, geobox, chunks=chunks)
+    kept = consistent_groups(plan, fp.groups)
+    if kept != fp.groups:  # a date's items disagreed on the offset: plan without the minority
+        fp = plan_feature(plan, [i for g in kept for i in g], geobox, chunks=chunks)
     ds = build_cube(plan, fp, time_coords([[plan.items[i] for i in g] for g in fp.groups]))
     ds.attrs.update(attrs or {})
     return ds

@@ -9,6 +9,8 @@ option         default meaning
 ============== ======= ===============================================================
 retries        5       tries of every network call (STAC, COG, Intake), 1 = no retry
 retry_delay    0.2     seconds before the 2nd try, doubled for each next one
+retry_budget   60      seconds one call may spend waiting out a throttling host (HTTP 429 /
+                       503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.retry`
 max_requests   64      COG range requests in flight at once per load
 cache_bytes    256 MiB fetched COG bytes kept in memory for reuse by later reads
 cache_dir      None    where the demo world and other generated files go (None:
@@ -16,6 +18,19 @@ cache_dir      None    where the demo world and other generated files go (None:
 progress       True    progress bars on long work (searches, batches)
 fast_reader    True    serve the COG layouts proven equal to GDAL with xsits' reader
 whole_files    True    fetch a host's files whole once its first files were all small
+offset_guard   flagged which items' pixels check their +1000 offset metadata
+                       (:mod:`xsits.offset`): ``"flagged"`` (Earth Search's, whose flags
+                       are known to lie), ``"all"``, ``"off"``
+pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are signed with
+                       when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
+pc_blob_hosts  ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
+                       {container}/...``, e.g. the Azurite emulator), signed the same way
+s3             None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): a dict of
+                       ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
+                       ``aws_access_key_id``... over the standard AWS environment
+on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
+                       date (nodata, recorded, :mod:`xsits.tolerate`); ``"raise"`` fails
+                       the feature at once
 ============== ======= ===============================================================
 
 Examples
@@ -59,6 +74,11 @@ class Options:
     progress: bool = True
     fast_reader: bool = True
     whole_files: bool = True
+    offset_guard: str = "flagged"
+    on_missing_item: str = "nodata"
+    pc_sas_url: str | None = None
+    pc_blob_hosts: tuple[str, ...] = ()
+    s3: dict | None = None
 
     def cache_path(self) -> Path:
         """The cache directory: ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache."""
@@ -75,6 +95,10 @@ class Options:
 _CURRENT = [Options()]
 
 _POSITIVE_INTS = ("retries", "max_requests", "cache_bytes")
+#: Values of the ``offset_guard`` option.
+OFFSET_GUARDS = ("flagged", "all", "off")
+#: Values of the ``on_missing_item`` option.
+ON_MISSING_ITEM = ("nodata", "raise")
 
 
 def get_options() -> Options:
@@ -94,8 +118,10 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     Parameters
     ----------
     **kwargs
-        Options of the module's table: ``retries``, ``retry_delay``, ``max_requests``,
-        ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``.
+        Options of the module's table: ``retries``, ``retry_delay``, ``retry_budget``,
+        ``max_requests``,
+        ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
+        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``, ``s3``.
 
     Raises
     ------
@@ -144,7 +170,8 @@ def adopt_options(options: Options) -> None:
 
 def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
     known = {f.name for f in dataclasses.fields(Options)} - {"retry"} | {"retries",
-                                                                       "retry_delay"}
+                                                                       "retry_delay",
+                                                                       "retry_budget"}
     for name, value in kwargs.items():
         if name not in known:
             raise OptionError(f"unknown option {name!r}; known: {', '.join(sorted(known))}")
@@ -153,11 +180,41 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option {name}={value!r} must be a positive int, e.g. {name}=4")
         if name == "retry_delay" and (not isinstance(value, (int, float)) or value < 0):
             raise OptionError(f"option retry_delay={value!r} must be seconds >= 0, e.g. 0.5")
+        if name == "retry_budget" and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or value <= 0):
+            raise OptionError(f"option retry_budget={value!r} must be seconds > 0, e.g. 120")
         if name in ("progress", "fast_reader", "whole_files") and not isinstance(value, bool):
             raise OptionError(f"option {name}={value!r} must be True or False")
+        if name == "offset_guard" and value not in OFFSET_GUARDS:
+            raise OptionError(f"option offset_guard={value!r} must be one of "
+                              f"{', '.join(OFFSET_GUARDS)}, e.g. offset_guard='all'")
+        if name == "pc_sas_url" and value is not None and not (
+                isinstance(value, str) and value.startswith(("http://", "https://"))):
+            raise OptionError(f"option pc_sas_url={value!r} must be an http(s) URL or None, "
+                              "e.g. pc_sas_url='https://planetarycomputer.microsoft.com/api/"
+                              "sas/v1/token'")
+        if name == "pc_blob_hosts" and (isinstance(value, str) or not all(
+                isinstance(h, str) for h in value)):
+            raise OptionError(f"option pc_blob_hosts={value!r} must be a tuple of host:port "
+                              "names, e.g. pc_blob_hosts=('127.0.0.1:10000',)")
+        if name == "s3" and value is not None:
+            from xsits.fetch import S3_KEYS
+
+            bad = [k for k in value] if not isinstance(value, dict) else \
+                [k for k in value if k not in S3_KEYS]
+            if not isinstance(value, dict) or bad:
+                raise OptionError(f"option s3 must be a dict of {', '.join(S3_KEYS)}; "
+                                  f"{bad or value!r} is not, e.g. s3={{'requester_pays': True}}")
+        if name == "on_missing_item" and value not in ON_MISSING_ITEM:
+            raise OptionError(f"option on_missing_item={value!r} must be one of "
+                              f"{', '.join(ON_MISSING_ITEM)}, e.g. on_missing_item='raise'")
     retry = options.retry
-    if "retries" in kwargs or "retry_delay" in kwargs:
+    if "retries" in kwargs or "retry_delay" in kwargs or "retry_budget" in kwargs:
         retry = dataclasses.replace(retry, attempts=kwargs.get("retries", retry.attempts),
-                                    backoff=float(kwargs.get("retry_delay", retry.backoff)))
-    rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay")}
+                                    backoff=float(kwargs.get("retry_delay", retry.backoff)),
+                                    budget=float(kwargs.get("retry_budget", retry.budget)))
+    rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay",
+                                                         "retry_budget")}
+    if "pc_blob_hosts" in rest:
+        rest["pc_blob_hosts"] = tuple(rest["pc_blob_hosts"])
     return dataclasses.replace(options, retry=retry, **rest)

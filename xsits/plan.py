@@ -35,7 +35,9 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
 
+from xsits.offset import consistent_dates, item_offsets
 from xsits.reader import CogDriver, grid_key
+from xsits.tolerate import READS_ATTR, TolerantDriver
 
 #: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
 #: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
@@ -246,6 +248,27 @@ def group_dates(plan: ItemsPlan, positions: Sequence[int],
     return tuple(tuple(g) for _, g in itertools.groupby(ordered, key=key))
 
 
+def consistent_groups(plan: ItemsPlan, groups: tuple[tuple[int, ...], ...]
+                      ) -> tuple[tuple[int, ...], ...]:
+    """Dates whose items agree on the Sentinel-2 offset (:func:`xsits.offset.consistent_dates`).
+
+    A date fuses its items' pixels, so it takes one offset decision: the items of a minority
+    decision are dropped (with a warning naming them).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 1, 1), {})
+    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif"))
+    >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
+    >>> consistent_groups(p, ((0,),))
+    ((0,),)
+    """
+    items = [[plan.items[i] for i in g] for g in groups]
+    kept = consistent_dates(items, item_offsets([it for g in items for it in g]))
+    return tuple(tuple(plan.position(it) for it in g) for g in kept)
+
+
 def _small(geobox: GeoBox, n_dates: int) -> bool:
     """Whether a cube is read by one task (every date of every band in one chunk)."""
     return all(n <= CHUNKS[d] for n, d in zip(geobox.shape.yx, "yx", strict=True)) and \
@@ -319,7 +342,9 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan,
 
     A small cube (``fp.chunk_shape is None``) is one dask task that loads it without dask
     when computed; any other is odc-loader's dask graph. ``per_date`` coordinates
-    (``{name: ("time", values)}``) are added.
+    (``{name: ("time", values)}``) are added. The reads go through
+    :class:`xsits.tolerate.TolerantDriver` (a broken file costs its item's date; the record's
+    key is ``attrs["xsits_reads"]``).
 
     Examples
     --------
@@ -341,15 +366,19 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan,
     ((1, 2, 3), 42)
     """
     positions = sorted({i for g in fp.groups for i in g})
-    driver = CogDriver(plan.sources(positions))
+    names = {src.uri: plan.items[i].id for i in positions for src in plan.srcs[i].values()
+             if src is not None}
+    token = dask.base.tokenize(sorted(names.items()), grid_key(fp.geobox), plan.bands,
+                               [str(plan.load_cfg[b]) for b in plan.bands])
+    driver = TolerantDriver(CogDriver(plan.sources(positions)), names, token)
     args = (plan.load_cfg, plan.meta, plan.srcs, dict(fp.bins), fp.gbt(), list(fp.times),
             driver.capture_env(), driver)
+    attrs = {READS_ATTR: driver.token}  # its failed reads: xsits.tolerate.failed_reads(ds)
     if fp.chunk_shape is not None or any(len(plan.load_cfg[b].dims) > 2 for b in plan.bands):
         shape = fp.chunk_shape or (1, DIRECT_CHUNK, DIRECT_CHUNK)
         chunks = dict(zip(("time", "y", "x"), shape[:3], strict=True))
-        return chunked_load(*args, chunks=chunks).assign_coords(per_date or {})
-    token = dask.base.tokenize(*(plan.items[i].id for i in positions), grid_key(fp.geobox),
-                               plan.bands, [str(plan.load_cfg[b]) for b in plan.bands])
+        return chunked_load(*args, chunks=chunks).assign_coords(per_date or {}).assign_attrs(
+            attrs)
     # the arguments as one opaque value: dask would otherwise walk every source of the plan
     task = dask.delayed(_load_now, pure=True)(
         dask.delayed(args, traverse=False, name=f"xsits-plan-{token}"),
@@ -364,7 +393,7 @@ def build_cube(plan: ItemsPlan, fp: FeaturePlan,
                               name=f"{name}-{token}")
         data[name] = xr.Variable(("time", "y", "x"), arr, attrs=band_attrs(plan, name),
                                  encoding={"grid_mapping": crs_coord})
-    return xr.Dataset(data, coords={**coords, **(per_date or {})})
+    return xr.Dataset(data, coords={**coords, **(per_date or {})}, attrs=attrs)
 
 
 def band_attrs(plan: ItemsPlan, band: str) -> dict[str, Any]:
@@ -556,4 +585,5 @@ def _load_now(args: tuple) -> dict[str, np.ndarray]:
 
 
 __all__ = ["ItemsPlan", "FeaturePlan", "plan_items", "plan_feature", "build_cube",
-           "group_dates", "solar_day", "solar_lon", "href", "band_attrs", "Cost", "cost"]
+           "group_dates", "solar_day", "solar_lon", "href", "band_attrs", "Cost", "cost",
+           "consistent_groups"]

@@ -39,9 +39,9 @@ from odc.geo.geobox import GeoBox
 from odc.geo.overlap import get_scale_from_linear_transform
 from odc.loader import resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata
 
-from xsits import fetch, reader
+from xsits import fetch, reader, signing
 from xsits.options import get_options
-from xsits.plan import ItemsPlan, group_dates, solar_lon
+from xsits.plan import ItemsPlan, consistent_groups, group_dates, solar_lon
 from xsits.tiff import Header, headers
 
 #: A centre closer than this (in source pixels) to a pixel edge is picked exactly.
@@ -366,7 +366,9 @@ def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
              if plan.srcs[i].get(b) is not None}
     if not all(fetch.fetchable(src.uri) for src in files.values()):
         return None
-    heads = dict(zip(files, headers([s.uri for s in files.values()]), strict=True))
+    # a file that needs a SAS token is signed now (its reads use the signed href)
+    heads = dict(zip(files, headers([signing.sign(s.uri) for s in files.values()]),
+                     strict=True))
     if not all(_serves(heads[f], files[f], plan.load_cfg[f[1]]) for f in files):
         return None
     # dates: per point, odc-stac's solar-day groups (shared by points of one tile and hour)
@@ -380,7 +382,7 @@ def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
             lon = solar_lon(windows.geobox(k))
         key = (tuple(sorted(positions[k])), int(lon / 15))
         if key not in groups_of:
-            groups_of[key] = group_dates(plan, positions[k], lon)
+            groups_of[key] = consistent_groups(plan, group_dates(plan, positions[k], lon))
         point_groups.append(groups_of[key])
     # which items each point reads: its own, whose footprint meets its window
     member = np.zeros((len(plan.items), n), dtype=bool)

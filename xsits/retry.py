@@ -1,9 +1,16 @@
 """The one retry policy of every network call (STAC API, COG reads, Intake).
 
 Owns: which failures are worth another try (HTTP 408 / 429 / 5xx, timeouts, dropped
-connections, truncated bodies) and the backoff between tries. A client fault (HTTP 400, 401,
+connections, truncated bodies) and the wait between tries. A client fault (HTTP 400, 401,
 403, 404, 422...) is never retried: it fails at once with the server's own message.
-Must not: know about STAC, COGs or cubes; callers say what they were doing in ``what``.
+Throttling (HTTP 429 and 503) is waited out: ``Retry-After`` (seconds or an HTTP date) when
+the failure carries it, else a jittered exponential backoff, tried again and again within a
+time budget per call (``RetryPolicy.budget``, ``set_options(retry_budget=...)``, default
+60 s) rather than a number of tries; and while a host throttles, fewer requests go to it
+(:class:`HostGate`: no request starts before its ``Retry-After``, and the requests in flight
+to it are halved at each throttled answer, then grow back one by one).
+Must not: know about STAC, COGs or cubes; callers say what they were doing in ``what`` (and
+the host they ask in ``host``).
 
 Examples
 --------
@@ -21,8 +28,12 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
+import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +46,24 @@ log = logging.getLogger(__name__)
 
 #: HTTP statuses worth another try: the server is busy or failing, not the request wrong.
 RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: HTTP statuses of a throttling host: waited out within the time budget.
+THROTTLE_STATUSES: frozenset[int] = frozenset({429, 503})
+#: Longest wait for one ``Retry-After`` or throttling backoff, seconds.
+MAX_THROTTLE_WAIT = 30.0
 
 
 class TransientError(XsitsError, OSError):
-    """A failure worth retrying (busy server, timeout, dropped connection, short body)."""
+    """A failure worth retrying (busy server, timeout, dropped connection, short body).
+
+    Attributes
+    ----------
+    retry_after
+        Seconds the server asked to wait (its ``Retry-After``), if known.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClientFaultError(XsitsError, OSError):
@@ -67,6 +92,9 @@ class RetryPolicy:
         Seconds before the second try; doubled before each next one. Default 0.2.
     max_delay
         Longest wait between two tries, in seconds. Default 5.
+    budget
+        Seconds one call may spend waiting out a throttling host (HTTP 429 / 503), however
+        many tries that takes. Default 60.
 
     Examples
     --------
@@ -77,6 +105,7 @@ class RetryPolicy:
     attempts: int = 5
     backoff: float = 0.2
     max_delay: float = 5.0
+    budget: float = 60.0
 
     def delays(self) -> list[float]:
         """The waits before the 2nd, 3rd... tries."""
@@ -109,6 +138,135 @@ def status_of(err: BaseException) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
+
+    Examples
+    --------
+    >>> parse_retry_after("7"), parse_retry_after(None), parse_retry_after("soon")
+    (7.0, None, None)
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0)
+    10.0
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_after_of(err: BaseException) -> float | None:
+    """The wait a failure carries: its ``retry_after``, or its response's ``Retry-After``.
+
+    Examples
+    --------
+    >>> retry_after_of(TransientError("HTTP 429", retry_after=3.0))
+    3.0
+    """
+    value = getattr(err, "retry_after", None)
+    if isinstance(value, int | float):
+        return float(value)
+    headers = getattr(getattr(err, "response", None), "headers", None)
+    if headers is not None:
+        try:
+            return parse_retry_after(headers.get("Retry-After"))
+        except AttributeError:
+            return None
+    return None
+
+
+def is_throttled(err: BaseException) -> bool:
+    """Whether ``err`` is a throttling answer (HTTP 429 / 503).
+
+    Examples
+    --------
+    >>> is_throttled(TransientError("HTTP 429 Too Many Requests")), is_throttled(TimeoutError())
+    (True, False)
+    """
+    return status_of(err) in THROTTLE_STATUSES
+
+
+class HostGate:
+    """Fewer requests to a host while it throttles; none before its ``Retry-After``.
+
+    Each host starts unbounded. A throttled answer closes the host until its wait is over
+    and halves the requests allowed in flight (at least 1); each answer that is not throttled
+    lets one more through, until the host is unbounded again (:data:`MAX_THROTTLE_WAIT`...).
+
+    Examples
+    --------
+    >>> gate = HostGate()
+    >>> gate.enter("h"); gate.leave("h", throttled_for=None); gate.limit("h") is None
+    True
+    >>> gate.enter("h"); gate.enter("h"); gate.leave("h", throttled_for=0.0)
+    >>> gate.limit("h")
+    1
+    """
+
+    #: Above this many requests in flight a recovering host is unbounded again.
+    UNBOUNDED = 64
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._hosts: dict[str, list] = {}  # host -> [in flight, limit or None, closed until]
+
+    def _host(self, host: str) -> list:
+        return self._hosts.setdefault(host, [0, None, 0.0])
+
+    def limit(self, host: str) -> int | None:
+        """Requests allowed in flight to ``host`` now (None: unbounded)."""
+        with self._cond:
+            lim = self._host(host)[1]
+        return None if lim is None else int(lim)
+
+    def wait_left(self, host: str) -> float:
+        """Seconds before ``host`` opens again (0 when open)."""
+        with self._cond:
+            return max(0.0, self._host(host)[2] - time.monotonic())
+
+    def enter(self, host: str, deadline: float = math.inf) -> None:
+        """Wait for the host to be open and below its limit, then count one request in."""
+        with self._cond:
+            h = self._host(host)
+            while True:
+                now = time.monotonic()
+                wait = h[2] - now
+                full = h[1] is not None and h[0] >= h[1]
+                if wait <= 0 and not full:
+                    break
+                if now >= deadline:
+                    break  # the caller's budget is spent: let it try once more
+                self._cond.wait(timeout=min(max(wait, 0.05), deadline - now, 1.0))
+            h[0] += 1
+
+    def leave(self, host: str, throttled_for: float | None) -> None:
+        """Count one request out; ``throttled_for``: seconds the host asked to wait."""
+        with self._cond:
+            h = self._host(host)
+            h[0] = max(0, h[0] - 1)
+            if throttled_for is not None:
+                h[1] = max(1, (h[1] if h[1] is not None else h[0] + 1) // 2)
+                h[2] = max(h[2], time.monotonic() + throttled_for)
+            elif h[1] is not None:
+                h[1] += 1
+                if h[1] > self.UNBOUNDED:
+                    h[1] = None
+            self._cond.notify_all()
+
+
+#: The gate of every host this process asks (shared by all calls).
+GATE = HostGate()
+
+
 def is_transient(err: BaseException) -> bool:
     """Whether ``err`` is worth another try under :data:`RETRY_STATUSES`.
 
@@ -138,8 +296,14 @@ def call(
     policy: RetryPolicy | None = None,
     transient: Callable[[BaseException], bool] = is_transient,
     before_retry: Callable[[BaseException], None] | None = None,
+    host: str | None = None,
 ) -> T:
     """Call ``fn()`` until it succeeds, retrying transient failures with backoff.
+
+    Ordinary transient failures get ``policy.attempts`` tries with a jittered exponential
+    backoff; throttling answers (HTTP 429 / 503, :func:`is_throttled`) are waited out
+    (their ``Retry-After`` when known, else the jittered backoff, at most
+    :data:`MAX_THROTTLE_WAIT`) as long as the call's time budget (``policy.budget``) lasts.
 
     Parameters
     ----------
@@ -148,12 +312,14 @@ def call(
     what
         What the call does, for the log (e.g. ``"reading B04 of S2A_..."``).
     policy
-        Tries and backoff. Default: the options' (:func:`xsits.get_options`) or
+        Tries, backoff and budget. Default: the options' (:func:`xsits.get_options`) or
         :class:`RetryPolicy`'s defaults.
     transient
         Which failures to retry. Default :func:`is_transient`.
     before_retry
         Called with the failure before each retry (e.g. to forget cached bytes).
+    host
+        The host asked: its requests wait at the process's :data:`GATE` while it throttles.
 
     Returns
     -------
@@ -163,7 +329,8 @@ def call(
     Raises
     ------
     Exception
-        The last failure, once the tries are used up, or a non-transient one at once.
+        The last failure, once the tries or the budget are used up, or a non-transient one
+        at once.
 
     Examples
     --------
@@ -172,18 +339,43 @@ def call(
     """
     policy = policy or default_policy()
     delays = policy.delays()
-    for attempt in range(policy.attempts):
+    start = time.monotonic()
+    deadline = start + policy.budget
+    tries = throttles = 0
+    while True:
+        if host is not None:
+            GATE.enter(host, deadline)
         try:
-            return fn()
+            result = fn()
         except Exception as err:  # noqa: BLE001 - classified, then re-raised
-            if attempt >= len(delays) or not transient(err):
+            retryable = transient(err)
+            throttled = retryable and is_throttled(err)
+            wait = None
+            if throttled:
+                wait = retry_after_of(err)
+                if wait is None:
+                    wait = policy.backoff * 2 ** min(throttles, 16) * random.uniform(0.5, 1.5)
+                wait = min(wait, MAX_THROTTLE_WAIT)
+                throttles += 1
+            if host is not None:
+                GATE.leave(host, wait)
+            if not retryable:
                 raise
-            log.info("%s failed (attempt %d of %d: %s); retrying in %.2f s", what,
-                     attempt + 1, policy.attempts, err, delays[attempt])
+            if not throttled:
+                if tries >= len(delays):
+                    raise
+                wait = delays[tries] * random.uniform(0.75, 1.25)
+                tries += 1
+            if time.monotonic() + wait > deadline:
+                raise
+            log.info("%s failed (%s); retrying in %.2f s", what, err, wait)
             if before_retry is not None:
                 before_retry(err)
-            time.sleep(delays[attempt])
-    raise AssertionError("unreachable")  # pragma: no cover
+            time.sleep(wait)
+        else:
+            if host is not None:
+                GATE.leave(host, None)
+            return result
 
 
 def default_policy() -> RetryPolicy:

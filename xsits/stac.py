@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ from xsits.errors import (
 from xsits.providers import PRESETS
 from xsits.query import and_, check_query, parse_filter, query_to_cql2
 from xsits.stac_api import REQUEST_TIMEOUT, RetryingStacApiIO
+
+log = logging.getLogger(__name__)
 
 #: Group searches run at once (each waits on the network).
 SEARCH_THREADS = 8
@@ -208,10 +211,11 @@ class StacQuery:
     def naming(self) -> providers.Naming | None:
         """How the provider names the bands (:func:`xsits.providers.naming`).
 
-        By preset, API root or collection; a local catalog by its items' asset keys.
+        By preset, API root or collection; a local catalog by its items' asset keys. Only
+        Sentinel-2 L2A collections have one: other collections' bands are never renamed.
         """
         scheme = providers.naming(self.stac, self.collection)
-        if scheme is None and self.is_local:
+        if scheme is None and self.is_local and self.collection in providers.L2A_COLLECTIONS:
             path = self.endpoint
             if os.path.exists(path):
                 scheme = _local_naming(path, os.path.getmtime(path), self.collection)
@@ -334,12 +338,44 @@ def _local_naming(path: str, mtime: float, collection: str) -> providers.Naming 
     return None
 
 
-def _search_local(q: StacQuery, area) -> list[pystac.Item]:
+@functools.lru_cache(maxsize=8)
+def _local_dialect(path: str, mtime: float, collection: str) -> providers.Dialect | None:
+    """The item dialect of a local catalog: that of its first item of ``collection``."""
+    if collection not in providers.L2A_COLLECTIONS:
+        return None
+    for d in _local_items(path, mtime):
+        if d.get("collection", collection) == collection:
+            return providers.item_dialect(d.get("properties") or {}, collection)
+    return None
+
+
+def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
+    """The query's CQL2 (:meth:`StacQuery.cql2`) in its provider's property names and values.
+
+    ``platform = 'Sentinel-2A'`` finds the same scenes on Planetary Computer and on Earth
+    Search (``sentinel-2a``), ``s2:mgrs_tile`` becomes Earth Search's ``grid:code``...
+    (:func:`xsits.providers.normalise_cql2`); a local catalog is read in its items' dialect.
+
+    Examples
+    --------
+    >>> provider_cql2(StacQuery(stac="earth-search", filter="platform = 'Sentinel-2B'"))
+    {'op': '=', 'args': [{'property': 'platform'}, 'sentinel-2b']}
+    """
+    expr = q.cql2()
+    if expr is None:
+        return None
+    dialect = providers.provider_dialect(q.stac, q.collection)
+    if dialect is None and q.is_local and os.path.exists(q.endpoint):
+        dialect = _local_dialect(q.endpoint, os.path.getmtime(q.endpoint), q.collection)
+    return providers.normalise_cql2(expr, dialect)  # type: ignore[return-value]
+
+
+def _search_local(q: StacQuery, area, *, filtered: bool = True) -> list[pystac.Item]:
     """Filter a local ItemCollection / catalog like a STAC API would (the same CQL2)."""
     import cql2
 
     path = q.endpoint
-    expr = q.cql2()
+    expr = provider_cql2(q) if filtered else None
     match = cql2.Expr(expr).matches if expr is not None else None
     t0, t1 = pd.Timestamp(q.start, tz="UTC"), pd.Timestamp(q.end, tz="UTC") + pd.Timedelta("1D")
     out = []
@@ -424,7 +460,7 @@ def _filters(q: StacQuery, client) -> dict[str, Any]:
     """
     from pystac_client import ConformanceClasses
 
-    expr = q.cql2()
+    expr = provider_cql2(q)
     if expr is None:
         return {}
     if client.conforms_to(ConformanceClasses.FILTER):
@@ -436,14 +472,14 @@ def _filters(q: StacQuery, client) -> dict[str, Any]:
                      f"(asked: {shorten(json.dumps(expr), 120)})")
 
 
-def _search_api(q: StacQuery, client, area) -> list[pystac.Item]:
+def _search_api(q: StacQuery, client, area, *, filtered: bool = True) -> list[pystac.Item]:
     search = client.search(
         collections=[q.collection],
         intersects=area.__geo_interface__,
         datetime=q.datetime,
         limit=q.limit,
         fields=_fields(q, client),
-        **_filters(q, client),
+        **(_filters(q, client) if filtered else {}),
     )
     # as search.items(), but not migrated to the newest STAC version: migrating deep-copies
     # every item (~0.3 ms each); odc-stac and xsits read either version's fields
@@ -527,7 +563,7 @@ def _raise_nothing_found(missing: Mapping[str, str], shapes: gpd.GeoSeries) -> N
         point = shapes.to_crs("EPSG:4326").loc[[fid]].representative_point().iloc[0]
         where = f" (lon {point.x:.4f}, lat {point.y:.4f})"
     more = f" (and {len(missing) - 1} more features)" if len(missing) > 1 else ""
-    cls = NoItemsError if why.startswith("no ") else SearchError
+    cls = SearchError if why.startswith("the STAC search failed") else NoItemsError
     raise cls(f"no feature of the AOI has an item: feature {fid!r}{where}{more}: {why}")
 
 
@@ -587,14 +623,19 @@ def iter_search(
             aoi.geometry.to_crs("EPSG:4326").values, index=aoi["feature_id"], crs="EPSG:4326"
         )
     groups = group_features(footprints, group_size_deg)
+    provider_cql2(query)  # a filter the provider cannot take fails here, before any request
     if not query.is_local and client is None and groups:
         client = open_client(query)
+
+    def search_area(area, filtered: bool = True) -> list[pystac.Item]:
+        if query.is_local:
+            return _search_local(query, area, filtered=filtered)
+        return _search_api(query, client, area, filtered=filtered)
 
     def run(ids: list[str]) -> list[pystac.Item] | BaseException:
         area = unary_union(list(footprints.loc[ids].values))
         try:
-            return _search_local(query, area) if query.is_local else _search_api(query, client,
-                                                                                 area)
+            return search_area(area)
         except (QueryError, MissingDependencyError, StacRequestError):
             raise  # the query itself is wrong: every group would fail alike
         except Exception as err:  # one failed group must not sink the others
@@ -613,12 +654,55 @@ def iter_search(
                         missing[fid] = f"the STAC search failed after retries: {one_line(found)}"
                 else:
                     _assign(found, footprints.loc[ids], query, items, missing)
+                    _explain(query, footprints, missing, search_area)
                 for its in items.values():
                     its.sort(key=lambda it: (it.datetime, it.id))
                 yield SearchResult(query=query, items=items, missing=missing, n_searches=1)
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+#: ``cubes.missing`` reasons of features no item matched, that :func:`_explain` can refine.
+_NO_MATCH = "no {collection} item between {start} and {end} matches the query here"
+
+
+def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
+             search_area) -> None:
+    """Say why a filtered search found nothing for a feature: the filter, or no item at all.
+
+    For the features of a group that got no item while a filter was given, the group's area
+    is searched again without it: no item at all means the feature lies outside every tile
+    of the dates; items there mean the filter dropped them all, and the reason lists the
+    values the filtered properties take on those items (the provider's own spelling).
+    """
+    expr = provider_cql2(q)
+    prefix = _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
+    todo = [fid for fid, why in missing.items() if why.startswith(prefix)]
+    if expr is None or not todo:
+        return
+    try:
+        found = search_area(unary_union(list(footprints.loc[todo].values)), filtered=False)
+    except Exception as err:  # noqa: BLE001 - the first reason stays
+        log.info("cannot explain the empty search: %s", err)
+        return
+    tree = STRtree([shape(it.geometry) for it in found])
+    props = providers.cql2_properties(expr)
+    for fid in todo:
+        hits = [found[i] for i in tree.query(footprints.loc[fid], predicate="intersects")]
+        if not hits:
+            missing[fid] = (f"no {q.collection} item covers this feature between {q.start} "
+                            f"and {q.end} (outside every tile of those dates); check the "
+                            "place, the dates and the collection")
+            continue
+        seen = []
+        for prop in props:
+            values = sorted({json.dumps(it.properties.get(prop)) for it in hits})
+            seen.append(f"{prop} is {', '.join(values[:6])}{' ...' if len(values) > 6 else ''}")
+        missing[fid] = (f"{len(hits)} {q.collection} items cover this feature between {q.start} "
+                        f"and {q.end}, but none matches the query "
+                        f"{shorten(json.dumps(expr), 160)}; on them {'; '.join(seen)}; widen "
+                        "the query (or max_cloud)")
 
 
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
@@ -643,6 +727,6 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
             )
         else:
             missing[fid] = (
-                f"no {q.collection} item between {q.start} and {q.end} matches the query here "
-                "(outside every tile, or all too cloudy); widen the dates or raise max_cloud"
+                _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
+                + " (outside every tile, or all too cloudy); widen the dates or raise max_cloud"
             )

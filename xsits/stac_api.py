@@ -69,7 +69,8 @@ def _request_error(err: APIError, href: str) -> Exception:
         return retry.TransientError(text) if retry.is_transient(cause) else SearchError(text)
     message = shorten(redact(server_message(str(err))), 400)
     if status in retry.RETRY_STATUSES:
-        return retry.TransientError(f"STAC API {where} answered HTTP {status}: {message}")
+        return retry.TransientError(f"STAC API {where} answered HTTP {status}: {message}",
+                                    retry_after=retry.retry_after_of(err))
     return StacRequestError(f"STAC API {where} refused the request (HTTP {status}): {message}",
                             status)
 
@@ -105,5 +106,8 @@ class RetryingStacApiIO(StacApiIO):
             except APIError as err:
                 raise _request_error(err, href) from err
 
+        from urllib.parse import urlsplit
+
         return retry.call(once, what=f"STAC request {redact(href)}",
-                          transient=lambda e: isinstance(e, retry.TransientError))
+                          transient=lambda e: isinstance(e, retry.TransientError),
+                          host=urlsplit(href).netloc or None)

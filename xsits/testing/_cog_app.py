@@ -6,7 +6,16 @@ the ``rangehttpserver`` package's ``RangeRequestHandler`` and
 served, uncounted, at ``/__stats`` and cleared by ``/__stats/reset``.  Faults of one path
 are set, uncounted, at ``/__faults?path=/a.tif&kind=500&times=1`` (``kind``: an HTTP status,
 ``drop`` or ``truncate``; ``times``: how many of the next requests of that path fail, -1 for
-all) and cleared by ``/__faults/clear``.  Used by :class:`xsits.testing.servers.CogServer`.
+all) and cleared by ``/__faults/clear``.  Throttling, as Planetary Computer does it: with
+``--throttle-rate R --throttle-seconds S``, for S seconds from the first request a share R of
+the requests (seeded) is answered 429 or 503 (alternately) with a ``Retry-After`` header
+(``--retry-after``: seconds, or ``date`` for an HTTP date that many seconds ahead).
+SAS tokens, as Planetary Computer's storage wants them: with ``--sas-lifetime L``, every file
+request needs a query ``se=<expiry>&sig=<signature>`` that is not expired (else HTTP 403,
+``AuthenticationFailed``); tokens living L seconds are handed out, uncounted, by
+``/__sas/token/{account}/{container}`` (Planetary Computer's SAS API answer:
+``{"msft:expiry": ..., "token": ...}``), and ``/__sas/rotate`` revokes every token given so far.
+Used by :class:`xsits.testing.servers.CogServer`.
 """
 
 from __future__ import annotations
@@ -32,6 +41,56 @@ else:  # run as a script: do not import the (heavy) xsits package
 
 STATS_PATH = "/__stats"
 FAULTS_PATH = "/__faults"
+SAS_PATH = "/__sas"
+
+
+class Sas:
+    """Tokens that expire: ``se=<epoch seconds>&sp=r&sig=<hmac of se>``, checked per request.
+
+    Examples
+    --------
+    >>> sas = Sas(lifetime=20)
+    >>> token = sas.token()["token"]
+    >>> sas.valid(token), sas.valid("se=1&sp=r&sig=x")
+    (True, False)
+    >>> sas.rotate(); sas.valid(token)
+    False
+    """
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self.secret = os.urandom(16)
+
+    def _sig(self, se: str) -> str:
+        import hashlib
+        import hmac
+
+        return hmac.new(self.secret, se.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def token(self) -> dict[str, str]:
+        """A new token and its expiry, as Planetary Computer's SAS API answers."""
+        import datetime as dt
+
+        expiry = time.time() + self.lifetime
+        se = f"{expiry:.3f}"
+        when = dt.datetime.fromtimestamp(expiry, dt.UTC).isoformat().replace("+00:00", "Z")
+        return {"msft:expiry": when, "token": f"se={se}&sp=r&sig={self._sig(se)}"}
+
+    def valid(self, query: str) -> bool:
+        """Whether a request's query carries a token of ours that has not expired."""
+        from urllib.parse import parse_qs
+
+        q = {k: v[0] for k, v in parse_qs(query).items()}
+        se, sig = q.get("se", ""), q.get("sig", "")
+        try:
+            alive = float(se) > time.time()
+        except ValueError:
+            return False
+        return alive and sig == self._sig(se)
+
+    def rotate(self) -> None:
+        """Revoke every token handed out so far."""
+        self.secret = os.urandom(16)
 
 
 class PathFaults:
@@ -130,10 +189,55 @@ class Stats:
         """Snapshot of the counters as a JSON-able dict."""
         with self.lock:
             keys = ("requests", "get", "head", "range_requests", "bytes_served", "faults",
-                    "dropped", "truncated", "not_found")
+                    "dropped", "truncated", "not_found", "throttled", "tokens", "forbidden",
+                    "max_inflight",
+                    "max_inflight_throttling", "max_inflight_after")
             out: dict[str, Any] = {k: self.counts.get(k, 0) for k in keys}
             out["paths"] = dict(self.paths)
         return out
+
+
+class Throttle:
+    """For ``seconds`` from the first request, answer a share ``rate`` of requests 429 / 503.
+
+    Examples
+    --------
+    >>> t = Throttle(rate=1.0, seconds=60, retry_after="2", seed=0)
+    >>> t.next()[0], t.next()[0], t.next()[1]
+    (429, 503, '2')
+    """
+
+    def __init__(self, rate: float, seconds: float, retry_after: str, seed: int) -> None:
+        self.rate, self.seconds, self.retry_after = rate, seconds, retry_after
+        self.rng = random.Random(seed + 1)
+        self.lock = threading.Lock()
+        self.start: float | None = None
+        self.n = 0
+        self.inflight = 0
+
+    def active(self) -> bool:
+        """Whether the throttling window is open (it opens with the first request)."""
+        now = time.monotonic()
+        with self.lock:
+            if self.start is None:
+                self.start = now
+            return now - self.start < self.seconds
+
+    def next(self) -> tuple[int, str] | None:
+        """``(status, Retry-After value)`` for a throttled request, else None."""
+        if self.rate <= 0 or not self.active():
+            return None
+        with self.lock:
+            if self.rng.random() >= self.rate:
+                return None
+            self.n += 1
+            status = 429 if self.n % 2 else 503
+        value = self.retry_after
+        if value.startswith("date"):
+            from email.utils import formatdate
+
+            value = formatdate(time.time() + float(value[4:] or 2), usegmt=True)
+        return status, value
 
 
 class Handler(RangeRequestHandler):
@@ -143,6 +247,8 @@ class Handler(RangeRequestHandler):
     stats: Stats
     faults: Faults
     path_faults: PathFaults
+    throttle: Throttle
+    sas: Sas | None = None
     latency_s: float = 0.0
 
     def setup(self) -> None:
@@ -192,8 +298,33 @@ class Handler(RangeRequestHandler):
             self.wfile.write(b"{}")
         return True
 
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _sas_endpoint(self) -> bool:
+        path = self.path.split("?", 1)[0]
+        if not path.startswith(SAS_PATH + "/") or self.sas is None:
+            return False
+        if path == SAS_PATH + "/rotate":
+            self.sas.rotate()
+            self._send(200, b"{}", "application/json")
+        else:
+            self.stats.add("tokens")
+            self._send(200, json.dumps(self.sas.token()).encode(), "application/json")
+        return True
+
     def _serve(self, method: str) -> None:
-        if self._stats_endpoint() or self._faults_endpoint():
+        if self._stats_endpoint() or self._faults_endpoint() or self._sas_endpoint():
+            return
+        if self.sas is not None and not self.sas.valid(self.path.partition("?")[2]):
+            self.stats.add("requests")
+            self.stats.add("forbidden")
+            self._send(403, b"AuthenticationFailed: the signature is missing or expired")
             return
         self.stats.add("requests")
         self.stats.add(method.lower())
@@ -201,8 +332,40 @@ class Handler(RangeRequestHandler):
             self.stats.paths[self.path.split("?", 1)[0]] += 1
         if "Range" in self.headers:
             self.stats.add("range_requests")
+        throttle = self.throttle
+        with throttle.lock:
+            throttle.inflight += 1
+            now_in = throttle.inflight
+        try:
+            self._count_inflight(now_in)
+            self._serve_counted(method)
+        finally:
+            with throttle.lock:
+                throttle.inflight -= 1
+
+    def _count_inflight(self, n: int) -> None:
+        key = "max_inflight_throttling" if self.throttle.rate > 0 and self.throttle.active() \
+            else "max_inflight_after" if self.throttle.rate > 0 else "max_inflight"
+        with self.stats.lock:
+            for k in (key, "max_inflight"):
+                self.stats.counts[k] = max(self.stats.counts.get(k, 0), n)
+
+    def _serve_counted(self, method: str) -> None:
         if self.latency_s:
             time.sleep(self.latency_s)
+        hit = self.throttle.next()
+        if hit is not None:
+            self.stats.add("throttled")
+            status, value = hit
+            body = b"slow down"
+            self.send_response(status)
+            self.send_header("Retry-After", value)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method == "GET":
+                self.wfile.write(body)
+            return
         self.fault = self.path_faults.take(self.path.split("?", 1)[0]) or self.faults.next()
         if self.fault is not None and self.fault.isdigit():
             self.stats.add("faults")
@@ -286,6 +449,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--max-consecutive-faults", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--throttle-rate", type=float, default=0.0)
+    parser.add_argument("--throttle-seconds", type=float, default=0.0)
+    parser.add_argument("--retry-after", default="1")
+    parser.add_argument("--sas-lifetime", type=float, default=0.0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -293,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
     Handler.stats = Stats()
     Handler.faults = Faults(args.fault_rate, args.seed, args.max_consecutive_faults)
     Handler.path_faults = PathFaults()
+    Handler.throttle = Throttle(args.throttle_rate, args.throttle_seconds, args.retry_after,
+                                args.seed)
+    Handler.sas = Sas(args.sas_lifetime) if args.sas_lifetime > 0 else None
     Handler.latency_s = args.latency_ms / 1000.0
     handler = partial(Handler, directory=os.path.abspath(args.root))
     sock = bind_free_socket()

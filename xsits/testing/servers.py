@@ -649,6 +649,15 @@ class CogServer(_StatsMixin):
         Seed of the fault RNG (deterministic for a given arrival order).
     max_consecutive_faults : int
         Never fail more than this many requests in a row (0: unbounded).
+    throttle_rate, throttle_seconds, retry_after
+        For ``throttle_seconds`` from the first request, answer a share ``throttle_rate``
+        of requests 429 / 503 (alternately) with ``Retry-After: retry_after`` (seconds, or
+        ``"date"`` + seconds for an HTTP date). ``stats()`` counts ``throttled`` and the
+        most requests in flight at once while throttling / after.
+    sas_lifetime
+        When > 0, every file request needs an unexpired SAS token of this server (else HTTP
+        403); :attr:`sas_url` hands out tokens living that many seconds, as Planetary
+        Computer's SAS API does, and :meth:`rotate_sas` revokes them all.
 
     Attributes
     ----------
@@ -675,12 +684,18 @@ class CogServer(_StatsMixin):
         seed: int = 0,
         *,
         max_consecutive_faults: int = 0,
+        throttle_rate: float = 0.0,
+        throttle_seconds: float = 0.0,
+        retry_after: str = "1",
+        sas_lifetime: float = 0.0,
     ) -> None:
         self.root = Path(root)
         self.latency_ms = latency_ms
         self.fault_rate = fault_rate
         self.seed = seed
         self.max_consecutive_faults = max_consecutive_faults
+        self.throttle = (throttle_rate, throttle_seconds, retry_after)
+        self.sas_lifetime = sas_lifetime
         self.url = ""
 
     def start(self) -> CogServer:
@@ -692,10 +707,22 @@ class CogServer(_StatsMixin):
             "xsits.testing._cog_app",
             ["--root", str(self.root.resolve()), "--latency-ms", str(self.latency_ms),
              "--fault-rate", str(self.fault_rate), "--seed", str(self.seed),
-             "--max-consecutive-faults", str(self.max_consecutive_faults)],
+             "--max-consecutive-faults", str(self.max_consecutive_faults),
+             "--throttle-rate", str(self.throttle[0]), "--throttle-seconds",
+             str(self.throttle[1]), "--retry-after", str(self.throttle[2]),
+             "--sas-lifetime", str(self.sas_lifetime)],
         )
         self.url = base + "/"
         return self
+
+    @property
+    def sas_url(self) -> str:
+        """The SAS token endpoint (``{sas_url}/{account}/{container}``), with ``sas_lifetime``."""
+        return self._base() + "/__sas/token"
+
+    def rotate_sas(self) -> None:
+        """Revoke every SAS token handed out so far (the next reads answer 403)."""
+        _http_json(self._base() + "/__sas/rotate")
 
     def set_fault(self, path: str, kind: str | int, times: int = 1) -> None:
         """Fail the next ``times`` requests of ``path`` (-1: every one) with ``kind``.
@@ -850,3 +877,73 @@ class FaultProxy(_StatsMixin):
         (True, 10)
         """
         return super().stats()
+
+
+class S3Server:
+    """A local S3-compatible server (moto's server mode) on 127.0.0.1, for ``s3://`` hrefs.
+
+    Needs the test extra (``moto[server]``, with boto3). Credentials are moto's: any key.
+    Buckets are made in ``us-east-1``.
+
+    Attributes
+    ----------
+    url : str
+        The endpoint (``http://127.0.0.1:<port>``), for ``set_options(s3={"endpoint_url":
+        ...})`` or ``$AWS_ENDPOINT_URL``.
+
+    Examples
+    --------
+    >>> with S3Server() as s3:  # doctest: +SKIP
+    ...     s3.upload(root, "bucket", requester_pays=True)
+    """
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._server: Any = None
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> S3Server:
+        """Start moto's threaded server on a free 127.0.0.1 port."""
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as err:  # pragma: no cover - the test extra is missing
+            raise ServerError("S3Server needs moto[server]: pip install 'xsits[test]'") from err
+        port = _free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def upload(self, root: str | os.PathLike, bucket: str, *,
+               requester_pays: bool = False) -> list[str]:
+        """Copy every file under ``root`` to ``bucket`` (created) under the same keys."""
+        s3 = self.client()
+        s3.create_bucket(Bucket=bucket)  # in us-east-1
+        if requester_pays:
+            s3.put_bucket_request_payment(
+                Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
+        keys = []
+        for path in sorted(Path(root).rglob("*")):
+            if path.is_file():
+                key = path.relative_to(root).as_posix()
+                s3.upload_file(str(path), bucket, key)
+                keys.append(key)
+        return keys
