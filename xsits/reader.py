@@ -458,8 +458,10 @@ class _LoadState:
 
 
 class _Context:
-    def __init__(self, rio_ctx: Any, state: _LoadState) -> None:
-        self.rio_ctx, self.state = rio_ctx, state
+    """One task's reads: GDAL's environment is entered only by a read that GDAL does."""
+
+    def __init__(self, rio: RioDriver, env: dict[str, Any], state: _LoadState) -> None:
+        self.rio, self.env, self.state = rio, env, state
 
 
 class _Reader:
@@ -486,10 +488,13 @@ class _Reader:
                 state.stats.count(True)
                 return _fast_read(head, plan, self.src, cfg, dst_geobox, dst)
         state.stats.count(False)
-        reader = RioReader(self.src, self.ctx.rio_ctx)
-        return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
-                          what=f"reading {redact(uri)} with GDAL", transient=_gdal_transient,
-                          before_retry=lambda _err: clear_gdal_cache())
+        ctx = self.ctx
+        with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx:
+            reader = RioReader(self.src, rio_ctx)
+            return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
+                              what=f"reading {redact(uri)} with GDAL",
+                              transient=_gdal_transient,
+                              before_retry=lambda _err: clear_gdal_cache())
 
 
 def _gdal_read(reader: RioReader, uri: str, cfg: RasterLoadParams, dst_geobox: GeoBox,
@@ -571,9 +576,8 @@ class CogDriver:
 
     @contextlib.contextmanager
     def restore_env(self, env: dict[str, Any], load_state: _LoadState) -> Iterator[_Context]:
-        """The context of the reads of one task."""
-        with self._rio.restore_env(env, load_state.rio_state) as rio_ctx:
-            yield _Context(rio_ctx, load_state)
+        """The context of the reads of one task (GDAL's environment: per GDAL read)."""
+        yield _Context(self._rio, env, load_state)
 
     def open(self, src: RasterSource, ctx: _Context) -> _Reader:
         """A reader of one file (one band of one item)."""
