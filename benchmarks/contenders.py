@@ -170,19 +170,54 @@ def run_plain(args) -> dict:
 # --------------------------------------------------------------------------- floor
 
 
+_GRIDS: dict = {}  # per (source grid, output grid): odc's reproject ROIs and GDAL's nearest pick
+
+
+def _grid_key(gbox) -> tuple:
+    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
+
+
+def _roi(src, dst, **kwargs):
+    """``compute_reproject_roi(src, dst, **kwargs)``, once per pair of grids (files of one
+    tile share their grid: planning is paid per grid, not per file)."""
+    from odc.geo.overlap import compute_reproject_roi
+
+    key = ("roi", _grid_key(src), _grid_key(dst), tuple(sorted(kwargs.items())))
+    hit = _GRIDS.get(key)
+    if hit is None:
+        hit = _GRIDS[key] = compute_reproject_roi(src, dst, **kwargs)
+    return hit
+
+
+def _nearest(src, dst):
+    """Per ``dst`` pixel, the flat index into ``src`` that GDAL's nearest warp takes (-1:
+    none): GDAL warps a raster of positions, once per pair of grids."""
+    import numpy as np
+    from rasterio.warp import Resampling, reproject
+
+    key = ("nearest", _grid_key(src), _grid_key(dst))
+    hit = _GRIDS.get(key)
+    if hit is None:
+        positions = np.arange(src.shape.y * src.shape.x, dtype="int32").reshape(src.shape.yx)
+        hit = np.full(dst.shape.yx, -1, dtype="int32")
+        reproject(positions, hit, src_transform=src.transform, src_crs=str(src.crs),
+                  src_nodata=None, dst_transform=dst.transform, dst_crs=str(dst.crs),
+                  dst_nodata=-1, resampling=Resampling.nearest)
+        _GRIDS[key] = hit
+    return hit
+
+
 def _floor_read(ds, level_box, dst, cache: dict, key: str):
     """``dst`` (a GeoBox) filled by GDAL's nearest warp from the blocks it needs, each block
     read once (``cache``): the source window xsits' reader warps (``_gdal_index``: odc's
-    ``compute_reproject_roi(..., padding=0)`` plus 4 pixels), read block by block, warped with
-    ``rasterio.warp.reproject`` (nodata 0 in and out)."""
+    ``compute_reproject_roi(..., padding=0)`` plus 4 pixels), read block by block; GDAL's
+    nearest pick on it (a warp of pixel positions, once per pair of grids), nodata 0."""
     import numpy as np
-    from odc.geo.overlap import compute_reproject_roi
     from odc.geo.roi import roi_is_empty
-    from rasterio.warp import Resampling, reproject
     from rasterio.windows import Window
 
     out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
-    rr = compute_reproject_roi(level_box, dst, padding=0)
+    rr = _roi(level_box, dst, padding=0)
     if roi_is_empty(rr.roi_src):
         return out, 0
     (h, w), margin = level_box.shape.yx, 4
@@ -207,9 +242,9 @@ def _floor_read(ds, level_box, dst, cache: dict, key: str):
         sy, sx = rr.roi_src
         out[rr.roi_dst] = window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
         return out, new
-    reproject(window, out, src_transform=level_box[y0:y1, x0:x1].transform,
-              src_crs=str(level_box.crs), src_nodata=0, dst_transform=dst.transform,
-              dst_crs=str(dst.crs), dst_nodata=0, resampling=Resampling.nearest)
+    index = _nearest(level_box[y0:y1, x0:x1], dst)
+    hit = index >= 0
+    out[hit] = window.reshape(-1)[index[hit]]  # a nodata (0) source pixel stays 0
     return out, new
 
 
@@ -219,7 +254,6 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
     import rasterio
     from floor_points import _pick_overview
     from odc.geo.geobox import GeoBox
-    from odc.geo.overlap import compute_reproject_roi
 
     outs, blocks, cache = [], 0, {}
     with rasterio.Env(**gdal_env), rasterio.open(href) as base:
@@ -228,7 +262,7 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
         levels = {0: (base, base_box)}
         try:
             for dst in boxes:
-                rr = compute_reproject_roi(base_box, dst, ttol=0.9)
+                rr = _roi(base_box, dst, ttol=0.9)
                 level = 0
                 if rr.read_shrink > 1:
                     ovr = _pick_overview(rr.read_shrink, factors)
