@@ -227,8 +227,10 @@ def _floor_read(ds, level_box, dst, cache: dict, key: str):
     bh, bw = ds.block_shapes[0]
     window = np.zeros((y1 - y0, x1 - x0), dtype=ds.dtypes[0])
     new = 0
-    for r in range(y0 // bh, -(-y1 // bh)):
-        for c in range(x0 // bw, -(-x1 // bw)):
+    # last block first: GDAL doubles its download size on reads that follow each other in the
+    # file (read-ahead), which fetches blocks not needed
+    for r in reversed(range(y0 // bh, -(-y1 // bh))):
+        for c in reversed(range(x0 // bw, -(-x1 // bw))):
             block = cache.get((key, r, c))
             if block is None:
                 block = cache[(key, r, c)] = ds.read(1, window=Window(
