@@ -190,41 +190,51 @@ def _roi(src, dst, **kwargs):
 
 
 def _nearest(src, dst):
-    """Per ``dst`` pixel, the flat index into ``src`` that GDAL's nearest warp takes (-1:
-    none): GDAL warps a raster of positions, once per pair of grids."""
+    """GDAL's nearest pick of ``src`` pixels for ``dst``, as xsits' reader (``_gdal_index``):
+    ``(y0, y1, x0, x1)`` a window of ``src`` (odc's ``compute_reproject_roi(..., padding=0)``
+    plus a margin of 4 pixels, widened when GDAL picks on its edge) and, per ``dst`` pixel,
+    the flat index into it (-1: none), from GDAL warping a raster of positions. Once per
+    pair of grids."""
     import numpy as np
+    from odc.geo.roi import roi_is_empty
     from rasterio.warp import Resampling, reproject
 
     key = ("nearest", _grid_key(src), _grid_key(dst))
-    hit = _GRIDS.get(key)
-    if hit is None:
-        positions = np.arange(src.shape.y * src.shape.x, dtype="int32").reshape(src.shape.yx)
-        hit = np.full(dst.shape.yx, -1, dtype="int32")
-        reproject(positions, hit, src_transform=src.transform, src_crs=str(src.crs),
-                  src_nodata=None, dst_transform=dst.transform, dst_crs=str(dst.crs),
-                  dst_nodata=-1, resampling=Resampling.nearest)
-        _GRIDS[key] = hit
-    return hit
+    if key in _GRIDS:
+        return _GRIDS[key]
+    (h, w) = src.shape.yx
+    rr = _roi(src, dst, padding=0)
+    found = None
+    margin = 4
+    while not roi_is_empty(rr.roi_src):
+        ys, xs = rr.roi_src
+        y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
+        x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
+        positions = np.arange((y1 - y0) * (x1 - x0), dtype="int32").reshape(y1 - y0, x1 - x0)
+        index = np.full(dst.shape.yx, -1, dtype="int32")
+        reproject(positions, index, src_transform=src[y0:y1, x0:x1].transform,
+                  src_crs=str(src.crs), src_nodata=None, dst_transform=dst.transform,
+                  dst_crs=str(dst.crs), dst_nodata=-1, resampling=Resampling.nearest)
+        rows, cols = np.divmod(index[index >= 0], x1 - x0)
+        touches = rows.size and ((y0 > 0 and rows.min() == 0) or
+                                 (y1 < h and rows.max() == y1 - y0 - 1) or
+                                 (x0 > 0 and cols.min() == 0) or
+                                 (x1 < w and cols.max() == x1 - x0 - 1))
+        if not touches or margin > 256:
+            found = ((y0, y1, x0, x1), index)
+            break
+        margin *= 4
+    _GRIDS[key] = found
+    return found
 
 
-def _floor_read(ds, level_box, dst, cache: dict, key: str):
-    """``dst`` (a GeoBox) filled by GDAL's nearest warp from the blocks it needs, each block
-    read once (``cache``): the source window xsits' reader warps (``_gdal_index``: odc's
-    ``compute_reproject_roi(..., padding=0)`` plus 4 pixels), read block by block; GDAL's
-    nearest pick on it (a warp of pixel positions, once per pair of grids), nodata 0."""
+def _window(ds, y0: int, y1: int, x0: int, x1: int, cache: dict, key: str):
+    """Rows ``y0:y1``, columns ``x0:x1`` of ``ds`` from its blocks, each read once (``cache``)
+    with a windowed read of exactly that block; and how many blocks were read."""
     import numpy as np
-    from odc.geo.roi import roi_is_empty
     from rasterio.windows import Window
 
-    out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
-    rr = _roi(level_box, dst, padding=0)
-    if roi_is_empty(rr.roi_src):
-        return out, 0
-    (h, w), margin = level_box.shape.yx, 4
-    ys, xs = rr.roi_src
-    y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
-    x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
-    bh, bw = ds.block_shapes[0]
+    (h, w), (bh, bw) = ds.shape, ds.block_shapes[0]
     window = np.zeros((y1 - y0, x1 - x0), dtype=ds.dtypes[0])
     new = 0
     # last block first: GDAL doubles its download size on reads that follow each other in the
@@ -240,13 +250,32 @@ def _floor_read(ds, level_box, dst, cache: dict, key: str):
             a0, a1 = max(y0, ty), min(y1, ty + block.shape[0])
             b0, b1 = max(x0, tx), min(x1, tx + block.shape[1])
             window[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = block[a0 - ty:a1 - ty, b0 - tx:b1 - tx]
-    if rr.paste_ok and rr.read_shrink == 1:  # the output is on the file's lattice: a copy
-        sy, sx = rr.roi_src
-        out[rr.roi_dst] = window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+    return window, new
+
+
+def _floor_read(ds, level_box, dst, rr, level: int, cache: dict):
+    """``dst`` (a GeoBox) as odc-loader / xsits' reader fill it from one file: ``rr`` is
+    ``compute_reproject_roi(file grid, dst, ttol=0.9)``; on the file's own lattice a window
+    copy, else GDAL's nearest pick (:func:`_nearest`) onto ``dst[rr.roi_dst]``; nodata 0."""
+    import numpy as np
+    from odc.geo.roi import roi_is_empty
+
+    out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
+    if roi_is_empty(rr.roi_dst) or roi_is_empty(rr.roi_src):
+        return out, 0
+    if level == 0 and rr.paste_ok and rr.read_shrink == 1:
+        ys, xs = rr.roi_src
+        out[rr.roi_dst], new = _window(ds, ys.start, ys.stop, xs.start, xs.stop, cache,
+                                       str(level))
         return out, new
-    index = _nearest(level_box[y0:y1, x0:x1], dst)
+    found = _nearest(level_box, dst[rr.roi_dst])
+    if found is None:
+        return out, 0
+    (y0, y1, x0, x1), index = found
+    window, new = _window(ds, y0, y1, x0, x1, cache, str(level))
+    sub = out[rr.roi_dst]
     hit = index >= 0
-    out[hit] = window.reshape(-1)[index[hit]]  # a nodata (0) source pixel stays 0
+    sub[hit] = window.reshape(-1)[index[hit]]  # a nodata (0) source pixel stays 0
     return out, new
 
 
@@ -273,7 +302,7 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
                     ds = rasterio.open(href, overview_level=level - 1)
                     levels[level] = (ds, GeoBox(ds.shape, ds.transform, ds.crs))
                 ds, box = levels[level]
-                arr, new = _floor_read(ds, box, dst, cache, str(level))
+                arr, new = _floor_read(ds, box, dst, rr, level, cache)
                 outs.append(arr)
                 blocks += new
         finally:
