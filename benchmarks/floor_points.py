@@ -14,12 +14,13 @@ as the contender ``floor``:
    points whose pixel they intersect (as ``xsits.search`` does);
 2. each point's output pixel: the 1x1 patch of ``xsits.grid.feature_geobox`` (its centre, in
    the output CRS, computed for all points at once and checked against ``feature_geobox``);
-3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header), choose
-   the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` and odc-loader's
-   overview pick, as :func:`xsits.reader._pick_overview`), move the pixel centres to the
-   file's CRS with GDAL's PROJ (``rasterio.warp.transform``), take the source pixel that
-   contains each (GDAL's nearest: the floor of the fractional pixel position), read each
-   needed block once (a windowed read of exactly that block) and pick the pixels;
+3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header); for
+   each point the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` of its
+   1x1 grid, vectorized in :func:`read_shrinks`, and odc-loader's overview pick, as
+   :func:`xsits.reader._pick_overview`); move the pixel centres to the file's CRS with GDAL's
+   PROJ (``rasterio.warp.transform``), take the source pixel that contains each (GDAL's
+   nearest: the floor of the fractional pixel position), read each needed block once (a
+   windowed read of exactly that block, last block first) and pick the pixels;
 4. ``groupby="solar_day"`` as odc-stac: solar day at the pixel centre's longitude
    (``int(lon / 15) * 3600`` s, ``ParsedItem.solar_date_at``), items of a day in
    (datetime, id) order, the first valid (non-nodata) value of each band wins, the day's
@@ -451,20 +452,18 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
             for n, j in enumerate(js):
                 rows[int(idx[j])] = (times, {b: a[:, n] for b, a in cube.items()})
     t5 = time.perf_counter()
-    parts = []
-    for i, fid in enumerate(fids):
-        if i not in rows:
-            continue
-        times, vals = rows[i]
-        part = {"feature_id": np.full(len(times), fid, dtype=object)}
-        for label, value in points[i][3].items():
-            part[label] = np.full(len(times), value, dtype=object)
-        part["time"] = times
-        part.update(vals)
-        part["lon"] = np.full(len(times), lon[i])
-        part["lat"] = np.full(len(times), lat[i])
-        parts.append(pd.DataFrame(part))
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    order = [i for i in range(len(points)) if i in rows]  # the AOI's order
+    counts = np.array([len(rows[i][0]) for i in order], dtype=int)
+    pick = np.repeat(np.asarray(order, dtype=int), counts)
+    cols: dict = {"feature_id": np.asarray(fids, dtype=object)[pick]}
+    for label in (points[0][3] if points else {}):
+        cols[label] = np.asarray([p[3][label] for p in points], dtype=object)[pick]
+    if order:
+        cols["time"] = np.concatenate([rows[i][0] for i in order])
+        for b in bands:
+            cols[b] = np.concatenate([rows[i][1][b] for i in order])
+    cols["lon"], cols["lat"] = lon[pick], lat[pick]
+    table = pd.DataFrame(cols)
     t6 = time.perf_counter()
     stats["seconds"] = t6 - t0
     stats.update(t_fuse=t5 - t4 - t_steps, t_steps=t_steps, t_table=t6 - t5,
