@@ -208,8 +208,6 @@ def read_shrinks(src_crs, src_res: tuple[float, float], dst_epsg: int, cx: np.nd
     first overview; so the level is decided per point. The translation of the file's grid
     does not matter, only its CRS and resolution.
     """
-    from affine import Affine
-    from odc.geo.overlap import _pick_read_scale, get_scale_from_linear_transform
     from pyproj import Transformer
 
     tr = Transformer.from_crs(f"EPSG:{dst_epsg}", str(src_crs), always_xy=True)
@@ -220,11 +218,14 @@ def read_shrinks(src_crs, src_res: tuple[float, float], dst_epsg: int, cx: np.nd
     px, py = sx / src_res[0], sy / src_res[1]  # source pixel coordinates (no translation)
     a, d = (px[1] - px[0]) / 2, (py[1] - py[0]) / 2  # d(src)/d(dst x)
     b, e = (px[3] - px[2]) / 2, (py[3] - py[2]) / 2  # d(src)/d(dst y)
-    out = np.empty(len(cx), dtype=int)
-    for i in range(len(cx)):
-        scale = get_scale_from_linear_transform(Affine(a[i], b[i], 0.0, d[i], e[i], 0.0))
-        out[i] = _pick_read_scale(min(scale.xy))
-    return out
+    # get_scale_from_linear_transform: the diagonal of the Cholesky factor of A^T A, i.e.
+    # |first column| and |det| / |first column|
+    col = np.hypot(a, d)
+    scale = np.minimum(col, np.abs(a * e - b * d) / col)
+    # _pick_read_scale: 1 below 1; an integer when within 1e-3 of it; else rounded down
+    near = np.round(scale)
+    shrink = np.where(np.abs(scale - near) < 1e-3, near, np.floor(scale))
+    return np.where(scale < 1, 1, shrink).astype(int)
 
 
 class Files:
@@ -239,17 +240,16 @@ class Files:
         self.opened = 0
         self.levels: dict[int, int] = defaultdict(int)
 
-    def _shrinks(self, src_crs, transform, dst_epsg: int) -> np.ndarray:
-        """read_shrink of every point of ``dst_epsg`` for files of this CRS and resolution."""
+    def _shrinks(self, src_crs, transform, dst_epsg: int, pts: np.ndarray) -> np.ndarray:
+        """read_shrink of points ``pts`` for files of this CRS and resolution (each point
+        computed once per CRS and resolution)."""
         key = (str(src_crs), transform.a, transform.e, dst_epsg)
-        hit = self._shrink.get(key)
-        if hit is None:
-            hit = np.ones(len(self.cx), dtype=int)
-            sel = self.epsg == dst_epsg
-            hit[sel] = read_shrinks(src_crs, (transform.a, transform.e), dst_epsg,
-                                    self.cx[sel], self.cy[sel], self.res)
-            self._shrink[key] = hit
-        return hit
+        known = self._shrink.setdefault(key, np.zeros(len(self.cx), dtype=int))
+        todo = pts[known[pts] == 0]
+        if len(todo):
+            known[todo] = read_shrinks(src_crs, (transform.a, transform.e), dst_epsg,
+                                       self.cx[todo], self.cy[todo], self.res)
+        return known[pts]
 
     def read(self, href: str, dst_epsg: int, pts: np.ndarray, nodata: int = 0) -> np.ndarray:
         """The value of the source pixel under each point's pixel centre, or ``nodata``."""
@@ -262,7 +262,7 @@ class Files:
         blocks = 0
         with rasterio.open(href) as base:
             with self._lock:
-                shrink = self._shrinks(base.crs, base.transform, dst_epsg)[pts]
+                shrink = self._shrinks(base.crs, base.transform, dst_epsg, pts)
             factors = base.overviews(1)
             level = np.zeros(len(pts), dtype=int)
             for s in np.unique(shrink[shrink > 1]):
