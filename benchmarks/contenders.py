@@ -170,30 +170,77 @@ def run_plain(args) -> dict:
 # --------------------------------------------------------------------------- floor
 
 
-def _floor_read(ds, level_box, dst, cache: dict, key: str):
-    """``dst`` (a GeoBox) filled by GDAL's nearest warp from the blocks it needs, each block
-    read once (``cache``): the source window xsits' reader warps (``_gdal_index``: odc's
-    ``compute_reproject_roi(..., padding=0)`` plus 4 pixels), read block by block, warped with
-    ``rasterio.warp.reproject`` (nodata 0 in and out)."""
-    import numpy as np
+_GRIDS: dict = {}  # per (source grid, output grid): odc's reproject ROIs and GDAL's nearest pick
+
+
+def _grid_key(gbox) -> tuple:
+    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
+
+
+def _roi(src, dst, **kwargs):
+    """``compute_reproject_roi(src, dst, **kwargs)``, once per pair of grids (files of one
+    tile share their grid: planning is paid per grid, not per file)."""
     from odc.geo.overlap import compute_reproject_roi
+
+    key = ("roi", _grid_key(src), _grid_key(dst), tuple(sorted(kwargs.items())))
+    hit = _GRIDS.get(key)
+    if hit is None:
+        hit = _GRIDS[key] = compute_reproject_roi(src, dst, **kwargs)
+    return hit
+
+
+def _nearest(src, dst):
+    """GDAL's nearest pick of ``src`` pixels for ``dst``, as xsits' reader (``_gdal_index``):
+    ``(y0, y1, x0, x1)`` a window of ``src`` (odc's ``compute_reproject_roi(..., padding=0)``
+    plus a margin of 4 pixels, widened when GDAL picks on its edge) and, per ``dst`` pixel,
+    the flat index into it (-1: none), from GDAL warping a raster of positions. Once per
+    pair of grids."""
+    import numpy as np
     from odc.geo.roi import roi_is_empty
     from rasterio.warp import Resampling, reproject
+
+    key = ("nearest", _grid_key(src), _grid_key(dst))
+    if key in _GRIDS:
+        return _GRIDS[key]
+    (h, w) = src.shape.yx
+    rr = _roi(src, dst, padding=0)
+    found = None
+    margin = 4
+    while not roi_is_empty(rr.roi_src):
+        ys, xs = rr.roi_src
+        y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
+        x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
+        positions = np.arange((y1 - y0) * (x1 - x0), dtype="int32").reshape(y1 - y0, x1 - x0)
+        index = np.full(dst.shape.yx, -1, dtype="int32")
+        reproject(positions, index, src_transform=src[y0:y1, x0:x1].transform,
+                  src_crs=str(src.crs), src_nodata=None, dst_transform=dst.transform,
+                  dst_crs=str(dst.crs), dst_nodata=-1, resampling=Resampling.nearest)
+        rows, cols = np.divmod(index[index >= 0], x1 - x0)
+        touches = rows.size and ((y0 > 0 and rows.min() == 0) or
+                                 (y1 < h and rows.max() == y1 - y0 - 1) or
+                                 (x0 > 0 and cols.min() == 0) or
+                                 (x1 < w and cols.max() == x1 - x0 - 1))
+        if not touches or margin > 256:
+            found = ((y0, y1, x0, x1), index)
+            break
+        margin *= 4
+    _GRIDS[key] = found
+    return found
+
+
+def _window(ds, y0: int, y1: int, x0: int, x1: int, cache: dict, key: str):
+    """Rows ``y0:y1``, columns ``x0:x1`` of ``ds`` from its blocks, each read once (``cache``)
+    with a windowed read of exactly that block; and how many blocks were read."""
+    import numpy as np
     from rasterio.windows import Window
 
-    out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
-    rr = compute_reproject_roi(level_box, dst, padding=0)
-    if roi_is_empty(rr.roi_src):
-        return out, 0
-    (h, w), margin = level_box.shape.yx, 4
-    ys, xs = rr.roi_src
-    y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
-    x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
-    bh, bw = ds.block_shapes[0]
+    (h, w), (bh, bw) = ds.shape, ds.block_shapes[0]
     window = np.zeros((y1 - y0, x1 - x0), dtype=ds.dtypes[0])
     new = 0
-    for r in range(y0 // bh, -(-y1 // bh)):
-        for c in range(x0 // bw, -(-x1 // bw)):
+    # last block first: GDAL doubles its download size on reads that follow each other in the
+    # file (read-ahead), which fetches blocks not needed
+    for r in reversed(range(y0 // bh, -(-y1 // bh))):
+        for c in reversed(range(x0 // bw, -(-x1 // bw))):
             block = cache.get((key, r, c))
             if block is None:
                 block = cache[(key, r, c)] = ds.read(1, window=Window(
@@ -203,13 +250,32 @@ def _floor_read(ds, level_box, dst, cache: dict, key: str):
             a0, a1 = max(y0, ty), min(y1, ty + block.shape[0])
             b0, b1 = max(x0, tx), min(x1, tx + block.shape[1])
             window[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = block[a0 - ty:a1 - ty, b0 - tx:b1 - tx]
-    if rr.paste_ok and rr.read_shrink == 1:  # the output is on the file's lattice: a copy
-        sy, sx = rr.roi_src
-        out[rr.roi_dst] = window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+    return window, new
+
+
+def _floor_read(ds, level_box, dst, rr, level: int, cache: dict):
+    """``dst`` (a GeoBox) as odc-loader / xsits' reader fill it from one file: ``rr`` is
+    ``compute_reproject_roi(file grid, dst, ttol=0.9)``; on the file's own lattice a window
+    copy, else GDAL's nearest pick (:func:`_nearest`) onto ``dst[rr.roi_dst]``; nodata 0."""
+    import numpy as np
+    from odc.geo.roi import roi_is_empty
+
+    out = np.zeros(dst.shape.yx, dtype=ds.dtypes[0])
+    if roi_is_empty(rr.roi_dst) or roi_is_empty(rr.roi_src):
+        return out, 0
+    if level == 0 and rr.paste_ok and rr.read_shrink == 1:
+        ys, xs = rr.roi_src
+        out[rr.roi_dst], new = _window(ds, ys.start, ys.stop, xs.start, xs.stop, cache,
+                                       str(level))
         return out, new
-    reproject(window, out, src_transform=level_box[y0:y1, x0:x1].transform,
-              src_crs=str(level_box.crs), src_nodata=0, dst_transform=dst.transform,
-              dst_crs=str(dst.crs), dst_nodata=0, resampling=Resampling.nearest)
+    found = _nearest(level_box, dst[rr.roi_dst])
+    if found is None:
+        return out, 0
+    (y0, y1, x0, x1), index = found
+    window, new = _window(ds, y0, y1, x0, x1, cache, str(level))
+    sub = out[rr.roi_dst]
+    hit = index >= 0
+    sub[hit] = window.reshape(-1)[index[hit]]  # a nodata (0) source pixel stays 0
     return out, new
 
 
@@ -219,7 +285,6 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
     import rasterio
     from floor_points import _pick_overview
     from odc.geo.geobox import GeoBox
-    from odc.geo.overlap import compute_reproject_roi
 
     outs, blocks, cache = [], 0, {}
     with rasterio.Env(**gdal_env), rasterio.open(href) as base:
@@ -228,7 +293,7 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
         levels = {0: (base, base_box)}
         try:
             for dst in boxes:
-                rr = compute_reproject_roi(base_box, dst, ttol=0.9)
+                rr = _roi(base_box, dst, ttol=0.9)
                 level = 0
                 if rr.read_shrink > 1:
                     ovr = _pick_overview(rr.read_shrink, factors)
@@ -237,7 +302,7 @@ def _floor_file(href: str, boxes: list, gdal_env: dict):
                     ds = rasterio.open(href, overview_level=level - 1)
                     levels[level] = (ds, GeoBox(ds.shape, ds.transform, ds.crs))
                 ds, box = levels[level]
-                arr, new = _floor_read(ds, box, dst, cache, str(level))
+                arr, new = _floor_read(ds, box, dst, rr, level, cache)
                 outs.append(arr)
                 blocks += new
         finally:

@@ -14,12 +14,13 @@ as the contender ``floor``:
    points whose pixel they intersect (as ``xsits.search`` does);
 2. each point's output pixel: the 1x1 patch of ``xsits.grid.feature_geobox`` (its centre, in
    the output CRS, computed for all points at once and checked against ``feature_geobox``);
-3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header), choose
-   the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` and odc-loader's
-   overview pick, as :func:`xsits.reader._pick_overview`), move the pixel centres to the
-   file's CRS with GDAL's PROJ (``rasterio.warp.transform``), take the source pixel that
-   contains each (GDAL's nearest: the floor of the fractional pixel position), read each
-   needed block once (a windowed read of exactly that block) and pick the pixels;
+3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header); for
+   each point the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` of its
+   1x1 grid, vectorized in :func:`read_shrinks`, and odc-loader's overview pick, as
+   :func:`xsits.reader._pick_overview`); move the pixel centres to the file's CRS with GDAL's
+   PROJ (``rasterio.warp.transform``), take the source pixel that contains each (GDAL's
+   nearest: the floor of the fractional pixel position), read each needed block once (a
+   windowed read of exactly that block, last block first) and pick the pixels;
 4. ``groupby="solar_day"`` as odc-stac: solar day at the pixel centre's longitude
    (``int(lon / 15) * 3600`` s, ``ParsedItem.solar_date_at``), items of a day in
    (datetime, id) order, the first valid (non-nodata) value of each band wins, the day's
@@ -193,74 +194,111 @@ def _pick_overview(read_shrink: int, factors) -> int | None:
     return best
 
 
-class Files:
-    """Reads files: per file, its level, the points' source pixels and each block once."""
+def read_shrinks(src_crs, src_res: tuple[float, float], dst_epsg: int, cx: np.ndarray,
+                 cy: np.ndarray, res: float) -> np.ndarray:
+    """odc-loader's ``compute_reproject_roi(src, dst, ...).read_shrink`` for the 1x1 grid of
+    each point (centre ``cx, cy`` in ``dst_epsg``), vectorized.
 
-    def __init__(self, res: float):
+    odc-geo estimates the dst -> src pixel scale at the output pixel's centre from 5 points
+    (the centre and +-1 pixel in x and y, ``get_scale_at_point``: least squares, which for
+    this symmetric pattern is the central difference), takes the smaller scale of its
+    rotation / shear / scale decomposition and rounds it down (``_pick_read_scale``: up
+    when within 1e-3 of an integer). EPSG:3035 at 20 m from 10 m UTM pixels is a scale of
+    ~2 +- a few 1e-4: where it falls below 1.999 odc reads full resolution, elsewhere the
+    first overview; so the level is decided per point. The translation of the file's grid
+    does not matter, only its CRS and resolution.
+    """
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(f"EPSG:{dst_epsg}", str(src_crs), always_xy=True)
+    offsets = ((-1, 0), (1, 0), (0, -1), (0, 1))  # in dst pixels, around the centre
+    xs = np.concatenate([cx + dx * res for dx, _ in offsets])
+    ys = np.concatenate([cy - dy * res for _, dy in offsets])
+    sx, sy = (np.asarray(v).reshape(4, -1) for v in tr.transform(xs, ys))
+    px, py = sx / src_res[0], sy / src_res[1]  # source pixel coordinates (no translation)
+    a, d = (px[1] - px[0]) / 2, (py[1] - py[0]) / 2  # d(src)/d(dst x)
+    b, e = (px[3] - px[2]) / 2, (py[3] - py[2]) / 2  # d(src)/d(dst y)
+    # get_scale_from_linear_transform: the diagonal of the Cholesky factor of A^T A, i.e.
+    # |first column| and |det| / |first column|
+    col = np.hypot(a, d)
+    scale = np.minimum(col, np.abs(a * e - b * d) / col)
+    # _pick_read_scale: 1 below 1; an integer when within 1e-3 of it; else rounded down
+    near = np.round(scale)
+    shrink = np.where(np.abs(scale - near) < 1e-3, near, np.floor(scale))
+    return np.where(scale < 1, 1, shrink).astype(int)
+
+
+class Files:
+    """Reads files: per file, each point's level, its source pixel and each block once."""
+
+    def __init__(self, res: float, epsg: np.ndarray, cx: np.ndarray, cy: np.ndarray):
         self.res = res
-        self._shrink: dict[tuple, int] = {}
+        self.epsg, self.cx, self.cy = epsg, cx, cy
+        self._shrink: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.blocks = 0
         self.opened = 0
+        self.levels: dict[int, int] = defaultdict(int)
 
-    def _read_shrink(self, src_crs, transform, shape, dst_epsg: int, x: float, y: float) -> int:
-        from odc.geo.geobox import GeoBox
-        from odc.geo.overlap import compute_reproject_roi
+    def _shrinks(self, src_crs, transform, dst_epsg: int, pts: np.ndarray) -> np.ndarray:
+        """read_shrink of points ``pts`` for files of this CRS and resolution (each point
+        computed once per CRS and resolution)."""
+        key = (str(src_crs), transform.a, transform.e, dst_epsg)
+        known = self._shrink.setdefault(key, np.zeros(len(self.cx), dtype=int))
+        todo = pts[known[pts] == 0]
+        if len(todo):
+            known[todo] = read_shrinks(src_crs, (transform.a, transform.e), dst_epsg,
+                                       self.cx[todo], self.cy[todo], self.res)
+        return known[pts]
 
-        key = (str(src_crs), tuple(transform)[:6], shape, dst_epsg)
-        hit = self._shrink.get(key)
-        if hit is None:
-            from affine import Affine
-
-            base = GeoBox(shape, transform, src_crs)
-            h = self.res / 2
-            dst = GeoBox((1, 1), Affine(self.res, 0, x - h, 0, -self.res, y + h),
-                         f"EPSG:{dst_epsg}")
-            hit = compute_reproject_roi(base, dst, ttol=0.9).read_shrink
-            self._shrink[key] = hit
-        return hit
-
-    def read(self, href: str, dst_epsg: int, xs: np.ndarray, ys: np.ndarray,
-             nodata: int = 0) -> np.ndarray:
-        """The value of the source pixel under each (x, y) (in ``dst_epsg``), or ``nodata``."""
+    def read(self, href: str, dst_epsg: int, pts: np.ndarray, nodata: int = 0) -> np.ndarray:
+        """The value of the source pixel under each point's pixel centre, or ``nodata``."""
         import rasterio
         from rasterio.warp import transform as warp_transform
         from rasterio.windows import Window
 
+        xs, ys = self.cx[pts], self.cy[pts]
         out = np.full(len(xs), nodata, dtype="uint16")
+        blocks = 0
         with rasterio.open(href) as base:
-            shrink = self._read_shrink(base.crs, base.transform, base.shape, dst_epsg,
-                                       float(xs[0]), float(ys[0]))
-            level = 0
-            if shrink > 1:
-                ovr = _pick_overview(shrink, base.overviews(1))
-                level = 0 if ovr is None else ovr + 1
+            with self._lock:
+                shrink = self._shrinks(base.crs, base.transform, dst_epsg, pts)
+            factors = base.overviews(1)
+            level = np.zeros(len(pts), dtype=int)
+            for s in np.unique(shrink[shrink > 1]):
+                ovr = _pick_overview(int(s), factors)
+                level[shrink == s] = 0 if ovr is None else ovr + 1
             if base.crs.to_epsg() == dst_epsg:
                 sx, sy = xs, ys
             else:
                 sx, sy = warp_transform(f"EPSG:{dst_epsg}", base.crs, xs, ys)
                 sx, sy = np.asarray(sx), np.asarray(sy)
-            ds = base if level == 0 else rasterio.open(href, overview_level=level - 1)
-            try:
-                t = ds.transform
-                cols = np.floor((sx - t.c) / t.a).astype(np.int64)
-                rows = np.floor((sy - t.f) / t.e).astype(np.int64)
-                inside = (cols >= 0) & (cols < ds.width) & (rows >= 0) & (rows < ds.height)
-                bh, bw = ds.block_shapes[0]
-                brow, bcol = rows // bh, cols // bw
-                keys = brow * 1_000_000 + bcol
-                blocks = 0
-                for key in np.unique(keys[inside]):
-                    sel = inside & (keys == key)
-                    r, c = divmod(int(key), 1_000_000)
-                    win = Window(c * bw, r * bh, min(bw, ds.width - c * bw),
-                                 min(bh, ds.height - r * bh))
-                    block = ds.read(1, window=win)
-                    out[sel] = block[rows[sel] - r * bh, cols[sel] - c * bw]
-                    blocks += 1
-            finally:
-                if ds is not base:
-                    ds.close()
+            for lv in np.unique(level):
+                at = level == lv
+                ds = base if lv == 0 else rasterio.open(href, overview_level=int(lv) - 1)
+                try:
+                    t = ds.transform
+                    cols = np.floor((sx - t.c) / t.a).astype(np.int64)
+                    rows = np.floor((sy - t.f) / t.e).astype(np.int64)
+                    inside = at & (cols >= 0) & (cols < ds.width) & (rows >= 0) & \
+                        (rows < ds.height)
+                    bh, bw = ds.block_shapes[0]
+                    keys = (rows // bh) * 1_000_000 + cols // bw
+                    # last block first: GDAL doubles its download size on reads that follow
+                    # each other in the file (read-ahead), which fetches blocks not needed
+                    for key in np.unique(keys[inside])[::-1]:
+                        sel = inside & (keys == key)
+                        r, c = divmod(int(key), 1_000_000)
+                        win = Window(c * bw, r * bh, min(bw, ds.width - c * bw),
+                                     min(bh, ds.height - r * bh))
+                        block = ds.read(1, window=win)
+                        out[sel] = block[rows[sel] - r * bh, cols[sel] - c * bw]
+                        blocks += 1
+                finally:
+                    if ds is not base:
+                        ds.close()
+                with self._lock:
+                    self.levels[int(lv)] += int(at.sum())
         with self._lock:
             self.blocks += blocks
             self.opened += 1
@@ -338,7 +376,7 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
     pos = {key: {int(p): j for j, p in enumerate(idx)} for key, (idx, _, _) in plans.items()}
     t3 = time.perf_counter()
 
-    files = Files(res)
+    files = Files(res, epsg, cx, cy)
 
     def run(href):  # one file (an item's band, maybe found by several groups): read once
         uses = tasks[href]
@@ -346,7 +384,7 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
         vals = np.zeros(len(pts), "uint16")
         for code in np.unique(epsg[pts]):
             sel = epsg[pts] == code
-            vals[sel] = files.read(href, int(code), cx[pts[sel]], cy[pts[sel]])
+            vals[sel] = files.read(href, int(code), pts[sel])
         return href, vals
 
     with Env(**GDAL_ENV), ThreadPoolExecutor(threads) as pool:
@@ -358,7 +396,7 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
                 start += len(ps)
     t4 = time.perf_counter()
     stats.update(t_plan=t3 - t2, t_read=t4 - t3, files=len(tasks), opened=files.opened,
-                 blocks=files.blocks)
+                 blocks=files.blocks, picks_per_level=dict(files.levels))
 
     # groupby="solar_day" and fusing, per tile group and per set of (items, solar offset)
     pixel_lon = np.empty(len(points))
@@ -414,20 +452,18 @@ def floor_table(points, stac: str, open_kwargs: dict, *, threads: int = 2,
             for n, j in enumerate(js):
                 rows[int(idx[j])] = (times, {b: a[:, n] for b, a in cube.items()})
     t5 = time.perf_counter()
-    parts = []
-    for i, fid in enumerate(fids):
-        if i not in rows:
-            continue
-        times, vals = rows[i]
-        part = {"feature_id": np.full(len(times), fid, dtype=object)}
-        for label, value in points[i][3].items():
-            part[label] = np.full(len(times), value, dtype=object)
-        part["time"] = times
-        part.update(vals)
-        part["lon"] = np.full(len(times), lon[i])
-        part["lat"] = np.full(len(times), lat[i])
-        parts.append(pd.DataFrame(part))
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    order = [i for i in range(len(points)) if i in rows]  # the AOI's order
+    counts = np.array([len(rows[i][0]) for i in order], dtype=int)
+    pick = np.repeat(np.asarray(order, dtype=int), counts)
+    cols: dict = {"feature_id": np.asarray(fids, dtype=object)[pick]}
+    for label in (points[0][3] if points else {}):
+        cols[label] = np.asarray([p[3][label] for p in points], dtype=object)[pick]
+    if order:
+        cols["time"] = np.concatenate([rows[i][0] for i in order])
+        for b in bands:
+            cols[b] = np.concatenate([rows[i][1][b] for i in order])
+    cols["lon"], cols["lat"] = lon[pick], lat[pick]
+    table = pd.DataFrame(cols)
     t6 = time.perf_counter()
     stats["seconds"] = t6 - t0
     stats.update(t_fuse=t5 - t4 - t_steps, t_steps=t_steps, t_table=t6 - t5,

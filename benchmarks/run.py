@@ -62,9 +62,18 @@ def ensure_sits_venv() -> None:
                    check=True)
 
 
-def write_aoi(n: int) -> Path:
-    pts = bworld.feature_points(n)
-    path = bworld.WORLD_DIR / f"aoi_{n}.geojson"
+def world_module(name: str):
+    """``world`` (default: 24 windows, one year) or ``world_full`` (2 full-size tiles)."""
+    if name == "full":
+        import world_full
+
+        return world_full
+    return bworld
+
+
+def write_aoi(n: int, wmod=bworld) -> Path:
+    pts = wmod.feature_points(n)
+    path = wmod.WORLD_DIR / f"aoi_{n}.geojson"
     doc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"id": i + 1, "pt_id": pid},
          "geometry": {"type": "Point", "coordinates": [lon, lat]}}
@@ -328,6 +337,9 @@ def main(argv=None) -> int:
                    help="where stac-fastapi-pgstac hydrates items: in Python (USE_API_HYDRATE, "
                         "default: a fifth of the server CPU, which shares the client's cores "
                         "here) or in PostgreSQL (its default; until session 4)")
+    p.add_argument("--world", choices=("default", "full"), default="default",
+                   help="default: world.py's 24 windows (one year); full: world_full.py's 2 "
+                        "full-size tiles (4 dates), features spread over them")
     p.add_argument("--tag", default="", help="label and file name of the results JSON")
     args = p.parse_args(argv)
 
@@ -344,10 +356,11 @@ def main(argv=None) -> int:
     if "sits" in names:
         ensure_sits_venv()
     t0 = time.perf_counter()
-    log(f"building / reusing the benchmark world in {bworld.WORLD_DIR} ...")
-    world = bworld.get_world()
+    wmod = world_module(args.world)
+    log(f"building / reusing the benchmark world in {wmod.WORLD_DIR} ...")
+    world = wmod.get_world()
     log(f"world ready in {time.perf_counter() - t0:.1f} s: {len(world.items_meta)} items")
-    aoi = write_aoi(args.features)
+    aoi = write_aoi(args.features, wmod)
 
     from xsits.testing.servers import FaultProxy, PgstacServer
 
@@ -355,7 +368,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs: list[dict] = []
     comparisons: dict = {}
-    out_root = OUT_ROOT / stamp  # per invocation: concurrent invocations never collide
+    out_root = wmod.WORLD_DIR / "out" / stamp  # per invocation: concurrent ones never collide
     partial = RESULTS / f"{stamp}.partial.json"
     with PgstacServer(api_hydrate=args.stac_hydrate == "api") as api:
         log(f"STAC API up at {api.url} ({api.startup_seconds:.1f} s)")
@@ -430,11 +443,13 @@ def main(argv=None) -> int:
            "cog_server": args.cog_server, "stac_hydrate": args.stac_hydrate,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
-           "world": {"spec": str(bworld.spec()), "items": len(world.items_meta)},
+           "world": {"name": args.world, "spec": str(wmod.spec()),
+                     "items": len(world.items_meta)},
            "summary": rows, "targets": checks, "comparisons": comparisons,
            "runs": [{k: v for k, v in r.items() if k != "paths"} for r in runs]}
     # one file per benchmark setting, overwritten by the next run of it: git keeps the latest
-    name = args.tag or f"run-{args.latency_ms.replace(',', '+')}ms-{args.features}f"
+    name = args.tag or (f"run-{args.latency_ms.replace(',', '+')}ms-{args.features}f"
+                        f"{'-full' if args.world == 'full' else ''}")
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1, default=str))
     partial.unlink(missing_ok=True)

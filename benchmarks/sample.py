@@ -186,6 +186,9 @@ def main(argv=None) -> int:
     p.add_argument("--world", choices=("default", "full"), default="default",
                    help="default: world.py's 24 windows; full: world_full.py's full tiles")
     p.add_argument("--floor-threads", type=int, default=2, help="threads of the floor")
+    p.add_argument("--timeout-h", type=float, default=12,
+                   help="hours after which a contender is stopped (100,000 points of today's "
+                        "sample: ~5 h)")
     p.add_argument("--tag", default="", help="name of the results JSON (default sample-<N>p)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added per COG request")
     p.add_argument("--py-spy", default="", metavar="PREFIX",
@@ -245,7 +248,12 @@ def _child(name: str, stac_url: str, aoi: Path, out: Path, api, cogs, spy: str =
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     mem = brun.PeakRSS(proc.pid)
-    output, _ = proc.communicate(timeout=6 * 3600)
+    try:
+        output, _ = proc.communicate(timeout=args.timeout_h * 3600)
+    except subprocess.TimeoutExpired:  # record the timeout, go on with the next contender
+        proc.kill()
+        output, _ = proc.communicate()
+        output += f"\ntimed out after {args.timeout_h:g} h"
     stac, cog = api.stats(), cogs.stats()
     rec = {"contender": name, "wall_s": time.perf_counter() - t0,
            "peak_rss_mb": mem.stop() / 2**20, "returncode": proc.returncode,
