@@ -54,10 +54,9 @@ log = logging.getLogger(__name__)
 REDUCES: tuple[str, ...] = ("mean", "median")
 #: Points of one tile read by one ``dask.compute`` call (their cubes share the tile's files).
 POINTS_PER_COMPUTE = 256
-#: Points of one search group read by one job (their files' blocks are read once).
-POINTS_PER_GROUP = 4096
-#: Points whose lazy cubes are opened together (by one ``open_cubes`` call).
-POINTS_PER_OPEN = 1024
+#: Points searched and planned together (one ``open_cubes`` call): a search group's points
+#: are read by one job, so that each block of its files is read once for all of them.
+POINTS_PER_OPEN = 50_000
 #: Cubes read at once (each fetches its files concurrently through the reader).
 READ_THREADS = 4
 #: Where :func:`sample` reads the points' cubes.
@@ -214,10 +213,10 @@ def _batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
 def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
     """The AOI in parts of at most :data:`POINTS_PER_OPEN` points, nearby points together.
 
-    Each part's cubes are opened (:func:`xsits.open_cubes`, its searches) and read before
-    the lazy cubes of the next parts exist, so memory does not grow with the number of
-    points; the points of a search group (:func:`xsits.stac.group_features`) stay in one
-    part, unless a group is larger than a part.
+    Each part is searched and planned (:func:`xsits.open_cubes` with ``on_plan``) and read
+    before the next part is planned, so memory does not grow with the number of points; the
+    points of a search group (:func:`xsits.stac.group_features`) stay in one part, unless a
+    group is larger than a part.
     """
     from xsits.stac import group_features
 
@@ -334,16 +333,21 @@ def _read_group(gp: GroupPlan, spec: _Spec) -> tuple[dict[str, _Rows], dict[str,
         found = _fast_rows(gp, spec, classes)
         if found is not None:
             return found
-    cubes = {}
-    missing = {}
-    for fid, positions in gp.positions.items():
-        try:
-            cubes[fid] = cube_of(gp.items, positions, gp.geoboxes[fid],
-                                 attrs={"feature_id": fid}).rename(gp.renames)
-        except Exception as err:
-            missing[fid] = f"feature {fid!r}: cannot build the cube: {one_line(err)}"
-    rows, more = _read_part(cubes, spec)
-    return rows, {**missing, **more}
+    rows: dict[str, _Rows] = {}
+    missing: dict[str, str] = {}
+    fids = list(gp.positions)
+    for start in range(0, len(fids), POINTS_PER_COMPUTE):  # the cubes of a few at a time
+        cubes = {}
+        for fid in fids[start:start + POINTS_PER_COMPUTE]:
+            try:
+                cubes[fid] = cube_of(gp.items, gp.positions[fid], gp.geoboxes[fid],
+                                     attrs={"feature_id": fid}).rename(gp.renames)
+            except Exception as err:
+                missing[fid] = f"feature {fid!r}: cannot build the cube: {one_line(err)}"
+        got, more = _read_part(cubes, spec)
+        rows.update(got)
+        missing.update(more)
+    return rows, missing
 
 
 class _Reader:
@@ -390,12 +394,10 @@ class _Reader:
             return False
         fids = [f for f in gp.positions if f not in self.sent]
         self.sent.update(fids)
-        for i in range(0, len(fids), POINTS_PER_GROUP):
-            part = dataclasses.replace(gp, positions={f: gp.positions[f]
-                                                      for f in fids[i:i + POINTS_PER_GROUP]})
-            fut = self.pool.submit(_read_group, part, self.spec)
-            fut.add_done_callback(self._ticker(len(part.positions)))
-            self.futures.append(fut)
+        part = dataclasses.replace(gp, positions={f: gp.positions[f] for f in fids})
+        fut = self.pool.submit(_read_group, part, self.spec)
+        fut.add_done_callback(self._ticker(len(fids)))
+        self.futures.append(fut)
         return True
 
     def _ticker(self, n: int) -> Callable[[Future], None]:
