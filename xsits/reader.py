@@ -30,10 +30,11 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,9 @@ _TILES: fetch.Lru[np.ndarray] = fetch.Lru(  # decoded tiles, by (href, level, se
     max_bytes=lambda: get_options().cache_bytes // 2)
 # pyproj makes a transformer per thread (~50 ms a CRS pair): plans are made on one thread
 _planner = fetch.per_process(lambda: ThreadPoolExecutor(1, thread_name_prefix="xsits-plan"))
+# tiles of one read are decoded side by side, one thread per core
+_decoder = fetch.per_process(lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2),
+                                                        thread_name_prefix="xsits-decode"))
 
 
 def clear_cache() -> None:
@@ -251,17 +255,28 @@ def block_ranges(head: Header, plan: Plan, band: int) -> list[tuple[str, int, in
     return out
 
 
+def _decode(head: Header, level: int, k: int, data: Future) -> np.ndarray:
+    """Tile ``k`` of ``level`` decoded from its fetched bytes, and cached."""
+    segment, _, _ = head.levels[level].page.decode(bytes(data.result()), k)
+    return _TILES.put((head.uri, level, k), segment.reshape(segment.shape[-3:]),  # rows, cols,
+                      segment.nbytes)  # samples
+
+
 def _tiles(head: Header, level: int, segments: Sequence[int]) -> dict[int, np.ndarray]:
-    """The decoded tiles ``segments`` of ``level`` (from the cache, or fetched at once)."""
+    """The decoded tiles ``segments`` of ``level``: cached, or fetched at once and decoded.
+
+    Several tiles are decoded side by side (imagecodecs releases the GIL while it inflates).
+    """
     lv = head.levels[level]
     tiles = {k: _TILES.get((head.uri, level, k)) for k in segments}
     futures = {k: fetch.submit(head.uri, int(lv.offsets[k]), int(lv.offsets[k] + lv.counts[k]))
                for k, tile in tiles.items() if tile is None}
-    for k, fut in futures.items():
-        segment, _, _ = lv.page.decode(bytes(fut.result()), k)
-        tiles[k] = _TILES.put((head.uri, level, k),
-                              segment.reshape(segment.shape[-3:]),  # (rows, cols, samples)
-                              segment.nbytes)
+    if len(futures) > 1:
+        pool = _decoder()
+        decoded = {k: pool.submit(_decode, head, level, k, fut) for k, fut in futures.items()}
+        tiles.update({k: fut.result() for k, fut in decoded.items()})
+    else:
+        tiles.update({k: _decode(head, level, k, fut) for k, fut in futures.items()})
     return tiles
 
 

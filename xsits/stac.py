@@ -32,6 +32,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pystac
+import shapely
 from shapely import STRtree
 from shapely.geometry import shape
 from shapely.ops import unary_union
@@ -287,6 +288,28 @@ class SearchResult:
         rows = [{"feature_id": f, "n_items": len(v), "reason": ""} for f, v in self.items.items()]
         rows += [{"feature_id": f, "n_items": 0, "reason": r} for f, r in self.missing.items()]
         return pd.DataFrame(rows, columns=["feature_id", "n_items", "reason"])
+
+
+#: Footprints of a search group above which its search area is their convex hull.
+HULL_ABOVE = 256
+
+
+def search_shape(footprints: Sequence[Any]) -> Any:
+    """The area a search group's search asks for: its footprints' union, or their hull.
+
+    A union of thousands of small footprints costs seconds and gives the API a huge shape;
+    above :data:`HULL_ABOVE` footprints their convex hull is searched (items it finds that
+    meet no footprint are given to no feature).
+
+    Examples
+    --------
+    >>> from shapely.geometry import box
+    >>> search_shape([box(0, 0, 1, 1), box(2, 0, 3, 1)]).geom_type
+    'MultiPolygon'
+    """
+    if len(footprints) > HULL_ABOVE:
+        return shapely.convex_hull(shapely.GeometryCollection(list(footprints)))
+    return unary_union(list(footprints))
 
 
 def group_features(footprints: gpd.GeoSeries, group_size_deg: float = 2.0) -> list[list[str]]:
@@ -633,7 +656,7 @@ def iter_search(
         return _search_api(query, client, area, filtered=filtered)
 
     def run(ids: list[str]) -> list[pystac.Item] | BaseException:
-        area = unary_union(list(footprints.loc[ids].values))
+        area = search_shape(footprints.loc[ids].values)
         try:
             return search_area(area)
         except (QueryError, MissingDependencyError, StacRequestError):
@@ -682,7 +705,7 @@ def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
     if expr is None or not todo:
         return
     try:
-        found = search_area(unary_union(list(footprints.loc[todo].values)), filtered=False)
+        found = search_area(search_shape(footprints.loc[todo].values), filtered=False)
     except Exception as err:  # noqa: BLE001 - the first reason stays
         log.info("cannot explain the empty search: %s", err)
         return
