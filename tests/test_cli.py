@@ -126,7 +126,7 @@ def test_fetch_subprocess_exit_zero(stac_url, tmp_path):
 
 def test_sample_end_to_end(runner, stac_url, tmp_path):
     import xsits
-    from xsits import steps
+    from xsits.ops import steps
 
     aoi = _points_file(tmp_path, ids=("p0", "p1", "p3"), extra=[("sea", Point(0.0, 0.0))])
     out = tmp_path / "train.parquet"

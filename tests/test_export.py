@@ -1,4 +1,4 @@
-"""xsits.export: file names, safety, atomicity and round trips for every format."""
+"""xsits.out.export: file names, safety, atomicity and round trips for every format."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import rioxarray  # noqa: F401
 import xarray as xr
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import export as export_mod
 from xsits.errors import ExportError, OutputExistsError, UnsafePathError
-from xsits.export import export, output_path
-from xsits.gapfill import gapfill
-from xsits.mask import scl_mask
+from xsits.ops.gapfill import gapfill
+from xsits.ops.mask import scl_mask
+from xsits.out import export as export_mod
+from xsits.out.export import export, output_path
 from xsits.testing.cubes import make_cube
 
 from helpers import raise_if_dask_computes
