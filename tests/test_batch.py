@@ -13,8 +13,10 @@ import pytest
 import xarray as xr
 
 import xsits
-from xsits.batch import AoiSource, BatchError, compute_all, redact, summary_line
+from xsits._common import redact
+from xsits.batch import AoiSource, compute_all, summary_line
 from xsits.batch import run as batch_run
+from xsits.errors import BatchError
 from xsits.ops import steps
 from xsits.testing.cubes import make_cube
 
@@ -191,7 +193,7 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
                     start=kwargs["start"], end=kwargs["end"], mode="image")
         return cubes
 
-    monkeypatch.setattr(xsits.cube.load, "open_cubes", fake_open_cubes)
+    monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
     src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
     report = compute_all(src, [], out_dir=tmp_path, progress=False, batch_size=2)
     assert [len(o) for o in opened] == [2, 2, 1] and sorted(sum(opened, [])) == list("pqrst")
@@ -235,7 +237,7 @@ def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatc
             computed.set()
         return ds
 
-    monkeypatch.setattr(xsits.cube.load, "open_cubes", fake_open_cubes)
+    monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
     src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
     report = compute_all(src, [mark], out_dir=tmp_path, progress=False)
     assert waited == [True]

@@ -405,3 +405,19 @@ def test_netcdf_follows_cf(tmp_path, masked_cube):
         nodata_px = (ds.B04 == 0).compute().values
         assert nodata_px.any()
         assert np.isnan(back.B04.values[nodata_px]).all()
+
+
+def test_an_output_directory_that_is_a_file_is_a_typed_error(tmp_path):
+    from xsits.errors import OutputDirError, XsitsError
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    ds = make_cube(n_times=2, shape=(2, 2))
+    for call in (lambda: xsits.compute_all({"a": ds}, [], out_dir=afile, progress=False),
+                 lambda: xsits.compute_all({"a": ds}, [], out_dir=afile / "sub", progress=False),
+                 lambda: ds.sits.export(afile / "x.nc"),
+                 lambda: xsits.sample(str(tmp_path / "none.geojson"), out=afile / "t.parquet")):
+        with pytest.raises(OutputDirError, match="afile' is an existing file") as err:
+            call()
+        assert isinstance(err.value, XsitsError) and isinstance(err.value, NotADirectoryError)
+    assert afile.read_text() == "not a directory"

@@ -173,7 +173,7 @@ def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
     monkeypatch.setattr(module, "POINTS_PER_OPEN", 4)  # 4 open_cubes calls
     calls = []
     real = xsits.cube.load.open_cubes
-    monkeypatch.setattr(xsits.cube.load, "open_cubes", lambda part, **kw: (
+    monkeypatch.setattr(module, "open_cubes", lambda part, **kw: (
         calls.append(len(part)), real(part, **kw))[1])
     parts = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
     assert calls == [4, 4, 4, 1]

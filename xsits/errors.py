@@ -80,6 +80,10 @@ class ExportError(XsitsError, OSError):
     """An output cannot be written (exists, unsafe path, unknown format)."""
 
 
+class OutputDirError(ExportError, NotADirectoryError):
+    """An output directory (or one of its parents) is an existing file, not a directory."""
+
+
 class OutputExistsError(ExportError, FileExistsError):
     """The output file exists and ``overwrite=False``."""
 
@@ -138,3 +142,7 @@ class ClientFaultError(XsitsError, OSError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SampleError(XsitsError, ValueError):
+    """An argument of :func:`sample` is invalid (window, reduce, steps, output path...)."""

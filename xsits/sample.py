@@ -46,12 +46,18 @@ from xsits.cube.aoi import read_aoi
 from xsits.cube.load import GroupPlan, cube_of, open_cubes, time_coords
 from xsits.cube.plan import band_attrs
 from xsits.cube.points import Batch, Windows, read_points
-from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
+from xsits.errors import (
+    AOIError,
+    ExportError,
+    LoadError,
+    OutputExistsError,
+    SampleError,
+)
 from xsits.ops import steps as steps_mod
 from xsits.ops.indices import indices as compute_indices
 from xsits.ops.mask import DEFAULT_CLASSES
 from xsits.options import get_options
-from xsits.out.export import atomic_path
+from xsits.out.export import atomic_path, ensure_dir
 from xsits.stac.search import group_features
 
 log = logging.getLogger(__name__)
@@ -74,8 +80,6 @@ RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geom
 OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "aoi")
 
 
-class SampleError(XsitsError, ValueError):
-    """An argument of :func:`sample` is invalid (window, reduce, steps, output path...)."""
 
 
 def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
@@ -104,6 +108,8 @@ def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
     if out is not None and Path(out).suffix.lower() != ".parquet":
         raise ExportError(f"sample: out={str(out)!r} must be a .parquet file path, e.g. "
                           "'points.parquet'")
+    if out is not None:  # an existing file in the way: OutputDirError, before any read
+        ensure_dir(Path(out).expanduser().absolute().parent)
 
 
 def _check_aoi(aoi: gpd.GeoDataFrame, bands: Iterable[str]) -> list[str]:

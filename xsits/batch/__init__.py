@@ -33,14 +33,16 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from xsits._common import redact, relaxed_gc, single_threaded_blas
-from xsits.batch.plan import NAME_ATTRS, AoiSource, Batch, BatchError, plan_batches, planned_path
+from xsits._common import relaxed_gc, single_threaded_blas
+from xsits.batch.plan import NAME_ATTRS, AoiSource, Batch, plan_batches, planned_path
 from xsits.batch.report import (
     MANIFEST_NAME,
     REDACTED_LOGGERS,
     REPORT_COLUMNS,
     STATUSES,
     Manifest,
+    Row,
+    Status,
     error_text,
     install_log_redaction,
     report_frame,
@@ -58,9 +60,10 @@ from xsits.batch.run import (
     Runner,
     want_progress,
 )
-from xsits.errors import XsitsError
+from xsits.errors import BatchError, OutputDirError, XsitsError
 from xsits.ops.steps import describe
 from xsits.options import set_options
+from xsits.out.export import ensure_dir
 
 __all__ = [
     "BATCHES_IN_FLIGHT",
@@ -71,9 +74,9 @@ __all__ = [
     "REPORT_COLUMNS",
     "STATUSES",
     "AoiSource",
-    "BatchError",
+    "Row",
+    "Status",
     "compute_all",
-    "redact",
     "summary_line",
 ]
 
@@ -202,7 +205,9 @@ def compute_all(
         raise BatchError(f"io_threads={io_threads!r} must be a positive integer")
     out = Path(out_dir).expanduser().absolute()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)  # an existing file: OutputDirError, before any search or read
+    except OutputDirError:
+        raise
     except OSError as err:
         raise BatchError(f"out_dir '{out}' cannot be created ({short_reason(error_text(err))}); "
                          "choose another directory") from err
@@ -217,7 +222,7 @@ def compute_all(
         from tqdm import tqdm
     bar = tqdm(total=len(plan.ids) or None, unit="feature", desc="xsits",
                disable=not want_progress(progress), dynamic_ncols=True)
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, Row] = {}
     complete = False
     running: collections.deque[tuple[Batch, Future]] = collections.deque()
 
@@ -228,12 +233,12 @@ def compute_all(
             wait = False
             done = batch.rows + fut.result()
             for r in done:
-                if r["status"] == "skipped" and r["n_dates"] is None:
-                    r["n_dates"] = manifest.previous.get(r["feature_id"], {}).get("n_dates")
-                rows[r["feature_id"]] = r
+                if r.status is Status.SKIPPED and r.n_dates is None:
+                    r.n_dates = manifest.previous.get(r.feature_id, {}).get("n_dates")
+                rows[r.feature_id] = r
             manifest.add(done)
             manifest.write()
-            bar.set_postfix({s[0]: sum(r["status"] == s for r in rows.values())
+            bar.set_postfix({s[0]: sum(r.status == s for r in rows.values())
                              for s in STATUSES}, refresh=False)
 
     options = set_options(retries=retries + 1, retry_delay=retry_delay)  # for this run
@@ -248,10 +253,10 @@ def compute_all(
                         path = planned_path({**ds.attrs, "feature_id": str(fid)}, steps_list,
                                              out, format)
                     except XsitsError as err:  # unsafe id, unknown format, attrs missing
-                        batch.rows.append(row(str(fid), "failed", error=error_text(err)))
+                        batch.rows.append(row(str(fid), Status.FAILED, error=error_text(err)))
                         continue
                     if path.exists() and not overwrite:
-                        batch.rows.append(row(str(fid), "skipped", path))
+                        batch.rows.append(row(str(fid), Status.SKIPPED, path))
                     else:
                         jobs.append(Job(str(fid), ds, steps_list, path, overwrite, compress,
                                          io_threads, caller))

@@ -22,13 +22,13 @@ from typing import Any
 import xarray as xr
 
 from xsits._common import redact
-from xsits.batch.report import describe_kwargs, missing_row, row
+from xsits.batch.report import Row, Status, describe_kwargs, missing_row, row
 from xsits.cube.load import open_cubes
 from xsits.errors import BatchError, XsitsError
 from xsits.out.export import output_path
 from xsits.stac.search import StacQuery, group_features
 
-__all__ = ["AoiSource", "BatchError"]
+__all__ = ["AoiSource"]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -100,7 +100,7 @@ def _source_attrs(fid: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class Batch:
     cubes: Mapping[str, xr.Dataset]
-    rows: list[dict[str, Any]]  # rows already decided (missing, dropped, skipped)
+    rows: list[Row]  # rows already decided (missing, dropped, skipped)
 
 
 class Plan:
@@ -163,7 +163,7 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
     ids = fids + [f for f in dropped if f not in set(fids)]
 
     def gen() -> Iterator[Batch]:
-        yield Batch({}, [row(f, "failed", error=f"feature {f!r}: {redact(str(r))}")
+        yield Batch({}, [row(f, Status.FAILED, error=f"feature {f!r}: {redact(str(r))}")
                           for f, r in dropped.items() if f not in set(fids)])
         rows, subs = [], []
         for part in _chunks(_spatial_order(aoi), batch_size):
@@ -175,7 +175,7 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
                 except XsitsError:  # reported with the cube (or its absence) below
                     path = None
                 if path is not None and path.exists() and not overwrite:
-                    rows.append(row(fid, "skipped", path))
+                    rows.append(row(fid, Status.SKIPPED, path))
                 else:
                     todo.append(pos)
             if todo:
@@ -242,7 +242,7 @@ def _streamed_batches(subs: Sequence[Any], kwargs: Mapping[str, Any],
                     break
                 n += len(got[-1]) if isinstance(got[-1], Mapping) else 0
             cubes: dict[str, xr.Dataset] = {}
-            rows: list[dict[str, Any]] = []
+            rows: list[Row] = []
             for item in got:
                 if item is _END:
                     ended = True

@@ -18,6 +18,8 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,68 @@ from xsits.errors import XsitsError
 from xsits.out.export import atomic_path, write_results_catalog
 from xsits.stac.search import StacQuery
 
-__all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "summary_line"]
+__all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "Row", "Status",
+           "summary_line"]
 
 log = logging.getLogger("xsits.batch")
 
 #: Columns of the report DataFrame, in order.
 REPORT_COLUMNS: tuple[str, ...] = ("feature_id", "status", "path", "n_dates", "seconds", "error",
                                    "failed_reads")
-#: Feature statuses: ``written`` (file written now), ``skipped`` (file already there),
-#: ``empty`` (no item or no date left: nothing written), ``failed`` (see ``error``).
-STATUSES: tuple[str, ...] = ("written", "skipped", "empty", "failed")
+
+
+class Status(StrEnum):
+    """What happened to a feature in a batch (a ``str``: ``Status.WRITTEN == "written"``).
+
+    Examples
+    --------
+    >>> Status("empty") is Status.EMPTY, str(Status.FAILED)
+    (True, 'failed')
+    """
+
+    #: The file was written now.
+    WRITTEN = "written"
+    #: The file was already there (resumed run).
+    SKIPPED = "skipped"
+    #: No item or no date left: nothing written.
+    EMPTY = "empty"
+    #: Nothing written; ``error`` says why.
+    FAILED = "failed"
+
+
+#: Feature statuses, in report order (the values of :class:`Status`).
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+
+
+@dataclass
+class Row:
+    """One feature's line of the report (and of ``manifest.json``).
+
+    Examples
+    --------
+    >>> r = Row("7", Status.WRITTEN, "out/fid-7.nc", n_dates=3, seconds=0.51234)
+    >>> r.status == "written", r.as_dict()["seconds"]
+    (True, 0.512)
+    """
+
+    feature_id: str
+    status: Status
+    path: str | None = None
+    n_dates: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    #: The broken files that cost a date (:mod:`xsits.io.tolerate`), if any.
+    failed_reads: list[dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+        self.path = None if self.path is None else str(self.path)
+        self.seconds = round(float(self.seconds), 3)
+        self.failed_reads = list(self.failed_reads) if self.failed_reads else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain values (``status`` its string), in :data:`REPORT_COLUMNS` order."""
+        return asdict(self) | {"status": self.status.value}
 #: Name of the manifest written in ``out_dir``.
 MANIFEST_NAME = "manifest.json"
 #: Characters of a reason in the report DataFrame (and the CLI's lines); longer ones are
@@ -126,14 +180,11 @@ def error_text(err: BaseException) -> str:
     return shorten(text, _ERROR_FULL_CHARS)
 
 
-def row(fid: str, status: str, path: Any = None, n_dates: int | None = None,
-         seconds: float = 0.0, error: str | None = None,
-         failed_reads: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    out = {"feature_id": fid, "status": status, "path": None if path is None else str(path),
-           "n_dates": n_dates, "seconds": round(float(seconds), 3), "error": error}
-    if failed_reads:  # the broken files that cost a date (xsits.io.tolerate); manifest too
-        out["failed_reads"] = list(failed_reads)
-    return out
+def row(fid: str, status: Status, path: Any = None, n_dates: int | None = None,
+        seconds: float = 0.0, error: str | None = None,
+        failed_reads: list[dict[str, str]] | None = None) -> Row:
+    """A :class:`Row` (positional shorthand of the engine)."""
+    return Row(fid, status, path, n_dates, seconds, error, failed_reads)
 
 
 def _is_empty_reason(reason: str) -> bool:
@@ -141,12 +192,12 @@ def _is_empty_reason(reason: str) -> bool:
     return bool(re.search(r"\bno\b.*\bitems?\b", reason, re.I)) and "failed" not in reason
 
 
-def missing_row(fid: str, reason: str) -> dict[str, Any]:
+def missing_row(fid: str, reason: str) -> Row:
     """The row of a feature without a cube (``cubes.missing``): ``empty`` or ``failed``."""
     reason = shorten(redact(str(reason)), _ERROR_FULL_CHARS)
     if _is_empty_reason(reason):
-        return row(fid, "empty", n_dates=0, error=reason)
-    return row(fid, "failed", error=reason)
+        return row(fid, Status.EMPTY, n_dates=0, error=reason)
+    return row(fid, Status.FAILED, error=reason)
 
 
 def short_reason(text: str | None) -> str | None:
@@ -238,17 +289,18 @@ class Manifest:
             "features": dict(self.previous),
         }
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add(self, rows: Iterable[Row]) -> None:
         feats = self.doc["features"]
         for r in rows:
-            path = r["path"]
+            path = r.path
             if path is not None:
                 try:
                     path = os.path.relpath(path, self.out_dir)
                 except ValueError:
                     pass
-            feats[r["feature_id"]] = {k: _json_safe(v) for k, v in r.items()
-                                      if k != "feature_id"} | {"path": path}
+            feats[r.feature_id] = {k: _json_safe(v) for k, v in r.as_dict().items()
+                                   if k != "feature_id" and (v is not None or k != "failed_reads")
+                                   } | {"path": path}
 
     def note_query(self, cubes: Mapping[str, xr.Dataset]) -> None:
         if self.doc["query"] is None:
@@ -269,15 +321,14 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def report_frame(rows: Mapping[str, dict[str, Any]], ids: Iterable[str]) -> pd.DataFrame:
+def report_frame(rows: Mapping[str, Row], ids: Iterable[str]) -> pd.DataFrame:
     """The report DataFrame: one row per feature, ``ids`` order first, then any other row.
 
     Reasons are shortened (:func:`short_reason`); :class:`Manifest` keeps them whole.
     """
     order = list(ids)
     order += [f for f in rows if f not in set(order)]
-    report = pd.DataFrame([{**rows[f], "error": short_reason(rows[f]["error"]),
-                            "failed_reads": rows[f].get("failed_reads")}
+    report = pd.DataFrame([rows[f].as_dict() | {"error": short_reason(rows[f].error)}
                            for f in order if f in rows], columns=list(REPORT_COLUMNS))
     for col in ("path", "error", "failed_reads"):
         report[col] = report[col].astype(object).where(report[col].notna(), None)

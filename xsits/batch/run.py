@@ -31,10 +31,9 @@ import dask.multiprocessing
 import dask.threaded
 import xarray as xr
 
-from xsits.batch.plan import BatchError
-from xsits.batch.report import error_text, install_log_redaction, row, short_reason
+from xsits.batch.report import Row, Status, error_text, install_log_redaction, row, short_reason
 from xsits.cube.load import configure_gdal
-from xsits.errors import OutputExistsError
+from xsits.errors import BatchError, OutputExistsError
 from xsits.io.tolerate import READS_ATTR, failed_reads, forget
 from xsits.options import Options, adopt_options, get_options
 from xsits.out.export import export
@@ -172,12 +171,12 @@ def _failed_reads(ds: xr.Dataset) -> list[dict[str, str]] | None:
     return lost or None
 
 
-def run_feature(job: Job) -> dict[str, Any]:
+def run_feature(job: Job) -> Row:
     """Process and write one feature; never raises (errors become a ``failed`` row)."""
     t0 = time.perf_counter()
     path = job.path
     if path.exists() and not job.overwrite:  # e.g. written by a worker that was then lost
-        return row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
+        return row(job.fid, Status.SKIPPED, path, seconds=time.perf_counter() - t0)
     prepare_process(job.caller)
     try:
         # the cube is read first (its files fetched together, see xsits.io.reader; its
@@ -192,22 +191,22 @@ def run_feature(job: Job) -> dict[str, Any]:
             ds = step(ds)
         n_dates = int(ds.sizes["time"]) if "time" in ds.sizes else None
         if n_dates == 0:
-            return row(job.fid, "empty", n_dates=0, seconds=time.perf_counter() - t0,
+            return row(job.fid, Status.EMPTY, n_dates=0, seconds=time.perf_counter() - t0,
                         error="no date left after the steps; nothing written")
         ds = ds.compute()  # a step may still have returned lazy data
         # netCDF4/HDF5 is not thread-safe: one NetCDF write at a time per process
         with _NETCDF_LOCK if path.suffix.lower() == ".nc" else contextlib.nullcontext():
             written = export(ds, path, overwrite=job.overwrite, compress=job.compress)
-        return row(job.fid, "written", written, n_dates, time.perf_counter() - t0,
+        return row(job.fid, Status.WRITTEN, written, n_dates, time.perf_counter() - t0,
                    failed_reads=lost)
     except OutputExistsError:
-        return row(job.fid, "skipped", path, seconds=time.perf_counter() - t0)
+        return row(job.fid, Status.SKIPPED, path, seconds=time.perf_counter() - t0)
     except Exception as err:  # one feature must never sink the batch
         error = err
     assert error is not None
     text = error_text(error)
     log.warning("feature %s failed: %s", job.fid, short_reason(text))
-    return row(job.fid, "failed", seconds=time.perf_counter() - t0, error=text)
+    return row(job.fid, Status.FAILED, seconds=time.perf_counter() - t0, error=text)
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -301,7 +300,7 @@ class Runner:
 
         return _Tick() if self.client is None else contextlib.nullcontext()
 
-    def run(self, jobs: list[Job], bar: Any) -> list[dict[str, Any]]:
+    def run(self, jobs: list[Job], bar: Any) -> list[Row]:
         if not jobs:
             return []
         token = uuid.uuid4().hex[:8]
@@ -316,11 +315,11 @@ class Runner:
             kwargs["pool"] = self.pool
         return list(dask.compute(*tasks, **kwargs))
 
-    def _run_distributed(self, jobs: list[Job], tasks: list, bar: Any) -> list[dict[str, Any]]:
+    def _run_distributed(self, jobs: list[Job], tasks: list, bar: Any) -> list[Row]:
         from distributed import as_completed
 
         futures = self.client.compute(tasks)
-        rows: dict[Any, dict[str, Any]] = {}
+        rows: dict[Any, Row] = {}
         for fut in as_completed(futures):
             bar.update(1)
             try:
@@ -331,7 +330,7 @@ class Runner:
         for job, fut in zip(jobs, futures, strict=True):
             res = rows[fut.key]
             if isinstance(res, BaseException):
-                res = row(job.fid, "failed", error=error_text(res))
+                res = row(job.fid, Status.FAILED, error=error_text(res))
             out.append(res)
         return out
 

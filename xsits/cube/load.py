@@ -312,7 +312,7 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     >>> it.add_asset("B04", pystac.Asset("/data/B04.tif", roles=["data"]))
     >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
     >>> cube_of(p, [0], gb[:2, :2]).platform.values.tolist()
-    ['sentinel-2a']
+    ['Sentinel-2A']
     """
     fp = plan_feature(plan, positions, geobox, chunks=chunks)
     kept = consistent_groups(plan, fp.groups)

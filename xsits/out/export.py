@@ -66,7 +66,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from xsits.errors import ExportError, OutputExistsError, UnsafePathError
+from xsits.errors import ExportError, OutputDirError, OutputExistsError, UnsafePathError
 from xsits._version import __version__
 
 #: Uncompressed NetCDF variables up to this size are stored contiguously (one write), larger
@@ -249,6 +249,39 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
     _remove(old)
 
 
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory ``path`` (and its parents) unless it exists; return it.
+
+    Raises
+    ------
+    OutputDirError
+        ``path`` or one of its parents is an existing file (checked before anything is read
+        or written).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> base = Path(tempfile.mkdtemp())
+    >>> ensure_dir(base / "a" / "b").is_dir()
+    True
+    >>> _ = (base / "f").write_text("x")
+    >>> ensure_dir(base / "f" / "out")
+    Traceback (most recent call last):
+    ...
+    xsits.errors.OutputDirError: output directory '.../f/out': '.../f' is an existing file; ...
+    """
+    path = Path(path).expanduser()
+    for on_the_way in (path, *path.parents):
+        if on_the_way.is_dir():
+            break
+        if on_the_way.exists() or on_the_way.is_symlink():
+            raise OutputDirError(f"output directory '{path}': '{on_the_way}' is an existing file; "
+                                 "choose another directory or remove the file")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it to ``path``, else delete it.
@@ -276,9 +309,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     ('hello', ['a.txt'])
     """
     path = Path(path)
+    ensure_dir(path.parent)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise _exists_error(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield tmp
@@ -694,7 +727,7 @@ def write_results_catalog(
     """
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_dir(out_dir)
     root = out_dir.resolve()
     sources: dict[str, Any] = {}
     for fid, p in paths.items():
