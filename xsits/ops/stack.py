@@ -226,7 +226,7 @@ def stack(
     attrs = [ds.attrs for ds in cubes.values()]
     out.attrs = {k: v for k, v in attrs[0].items() if k not in PER_FEATURE_ATTRS
                  and all(k in a and _same(a[k], v) for a in attrs[1:])}
-    return append_history(out, f"xsits.ops.stack(features={len(fids)}, freq={freq!r}"
+    return append_history(out, f"xsits.stack(features={len(fids)}, freq={freq!r}"
                                + (f", how={how!r})" if freq is not None else ")"))
 
 
