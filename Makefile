@@ -19,8 +19,10 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check xsits tests benchmarks
+	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/ruff check xsits tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules xsits
+	$(VENV)/bin/lint-imports

@@ -27,7 +27,7 @@ RESOLUTION = 20
 CRS = "EPSG:3035"
 BUFFER_DEG = 0.01
 PATCH = (10, 10)
-# xsits' default SCL classes (xsits.mask.DEFAULT_CLASSES), used by the plain loop too
+# xsits' default SCL classes (xsits.ops.mask.DEFAULT_CLASSES), used by the plain loop too
 MASK_CLASSES = (0, 1, 3, 8, 9, 10)
 
 
@@ -52,7 +52,7 @@ def aoi_frame(points, mode: str):
 
 
 def grid_spec(mode: str):
-    from xsits.grid import GridSpec
+    from xsits.cube.grid import GridSpec
 
     return GridSpec(crs=CRS, resolution=RESOLUTION, mode=mode, buffer=0.0, size=PATCH)
 
@@ -61,8 +61,8 @@ def grid_spec(mode: str):
 
 
 def run_xsits(args) -> dict:
-    from xsits import steps
     from xsits.batch import AoiSource, compute_all
+    from xsits.ops import steps
 
     variant = _apply_xsits_variant(args)
     points = read_points(args.aoi)
@@ -97,15 +97,15 @@ def run_xsits(args) -> dict:
 def _apply_xsits_variant(args) -> dict:
     """Local, benchmark-only experiments on xsits' knobs (nothing in xsits/ is changed).
 
-    ``--gdal JSON``: overrides merged into ``xsits.load.GDAL_HTTP_DEFAULTS`` (in place, so
+    ``--gdal JSON``: overrides merged into ``xsits.cube.load.GDAL_HTTP_DEFAULTS`` (in place, so
     ``configure_gdal`` and the batch engine's ``_ensure_gdal`` pick them up).
     """
     variant: dict = {}
     if args.gdal:
-        import xsits.load
+        import xsits.cube.load
 
         over = json.loads(args.gdal)
-        xsits.load.GDAL_HTTP_DEFAULTS.update(over)
+        xsits.cube.load.GDAL_HTTP_DEFAULTS.update(over)
         variant["gdal"] = over
     if args.options:
         import xsits
@@ -127,7 +127,7 @@ def run_plain(args) -> dict:
     import pystac_client
     import xarray as xr
 
-    from xsits.grid import feature_geobox
+    from xsits.cube.grid import feature_geobox
 
     points = read_points(args.aoi)
     t0 = time.perf_counter()
@@ -330,8 +330,8 @@ def run_floor(args) -> dict:
     from floor_points import GDAL_ENV, _datetime64, search_tiles, tile_groups, utm_epsg
     from odc.geo.xr import xr_coords
 
-    from xsits import steps
-    from xsits.grid import feature_geobox
+    from xsits.cube.grid import feature_geobox
+    from xsits.ops import steps
 
     points = read_points(args.aoi)
     t0 = time.perf_counter()

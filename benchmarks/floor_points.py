@@ -12,12 +12,12 @@ as the contender ``floor``:
 1. one STAC search per tile (pystac-client; the points grouped by UTM zone and 100 km cell of
    the Sentinel-2 tiling, searched with the bbox of their pixels), the items given to the
    points whose pixel they intersect (as ``xsits.search`` does);
-2. each point's output pixel: the 1x1 patch of ``xsits.grid.feature_geobox`` (its centre, in
+2. each point's output pixel: the 1x1 patch of ``xsits.cube.grid.feature_geobox`` (its centre, in
    the output CRS, computed for all points at once and checked against ``feature_geobox``);
 3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header); for
    each point the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` of its
    1x1 grid, vectorized in :func:`read_shrinks`, and odc-loader's overview pick, as
-   :func:`xsits.reader._pick_overview`); move the pixel centres to the file's CRS with GDAL's
+   :func:`xsits.io.reader.pick_overview`); move the pixel centres to the file's CRS with GDAL's
    PROJ (``rasterio.warp.transform``), take the source pixel that contains each (GDAL's
    nearest: the floor of the fractional pixel position), read each needed block once (a
    windowed read of exactly that block, last block first) and pick the pixels;
@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-#: GDAL settings of the floor's reads (xsits.load.GDAL_HTTP_DEFAULTS' request shaping).
+#: GDAL settings of the floor's reads (xsits.cube.load.GDAL_HTTP_DEFAULTS' request shaping).
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -74,8 +74,8 @@ def utm_epsg(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 def pixel_centres(lon: np.ndarray, lat: np.ndarray, crs: str, res: float):
     """Per point: output CRS (EPSG int) and the centre of its 1x1 patch pixel in that CRS.
 
-    :func:`xsits.grid.feature_geobox` for ``GridSpec(crs, res, mode="patch", size=(1, 1))``
-    (:func:`xsits.grid.patch_geobox` on the global grid of ``res`` multiples), vectorized.
+    :func:`xsits.cube.grid.feature_geobox` for ``GridSpec(crs, res, mode="patch", size=(1, 1))``
+    (:func:`xsits.cube.grid.patch_geobox` on the global grid of ``res`` multiples), vectorized.
     """
     from pyproj import Transformer
 
@@ -102,10 +102,10 @@ def pixel_centres(lon: np.ndarray, lat: np.ndarray, crs: str, res: float):
 
 
 def check_centres(lon, lat, crs, res, epsg, cx, cy, n: int = 200) -> int:
-    """How many of the first ``n`` points' pixels differ from ``xsits.grid.feature_geobox``."""
+    """How many of the first ``n`` points' pixels differ from ``xsits.cube.grid.feature_geobox``."""
     from shapely.geometry import Point
 
-    from xsits.grid import GridSpec, feature_geobox
+    from xsits.cube.grid import GridSpec, feature_geobox
 
     spec = GridSpec(crs=crs, resolution=res, mode="patch", size=(1, 1))
     bad = 0
@@ -183,7 +183,7 @@ def search_tiles(stac: str, groups: dict, footprints, open_kwargs: dict):
 
 
 def _pick_overview(read_shrink: int, factors) -> int | None:
-    """odc-loader's overview for a shrink factor (as xsits.reader._pick_overview)."""
+    """odc-loader's overview for a shrink factor (as xsits.io.reader._pick_overview)."""
     if not factors or read_shrink < factors[0]:
         return None
     best = 0
@@ -315,7 +315,7 @@ def _datetime64(s: str) -> np.datetime64:
 
 
 def _steps(names: str):
-    from xsits import steps
+    from xsits.ops import steps
 
     made = {"scl_mask": steps.scl_mask, "gapfill": lambda: steps.gapfill("linear")}
     return [made[n]() for n in names.split(",") if n and n != "none"]

@@ -7,8 +7,8 @@ unless the case asks) in the test STAC API, then loads the same items on the sam
 
 - the truth: ``odc.stac.load(items, ..., chunks=None)`` with its default reader (no driver),
   the band's dtype / nodata from ``rasterio`` for items without ``raster:bands``;
-- xsits' driver path: :func:`xsits.load.load_cube` (``odc.stac.load(driver=CogDriver(...))``,
-  dtypes from :func:`xsits.load.band_config`), and for the ``api`` cases
+- xsits' driver path: :func:`xsits.cube.load.load_cube` (``odc.stac.load(driver=CogDriver(...))``,
+  dtypes from :func:`xsits.cube.load.band_config`), and for the ``api`` cases
   :func:`xsits.open_cubes` in image or patch mode on the STAC API.
 
 Equal means the same dtype, the same nodata attribute, identical values and identical NaN
@@ -671,10 +671,10 @@ def load_truth(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> A
 
 
 def load_driver(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> Any:
-    """xsits' driver path: :func:`xsits.load.load_cube` (its plan, ``chunked_load`` and
+    """xsits' driver path: :func:`xsits.cube.load.load_cube` (its plan, ``chunked_load`` and
     ``CogDriver``), computed (a small cube is one task that loads without dask)."""
+    from xsits.cube.load import load_cube
     from xsits.errors import LoadError
-    from xsits.load import load_cube
 
     try:
         return load_cube(items, gbox, bands=[band], resampling=resampling).compute()
@@ -794,8 +794,8 @@ class Suite:
 
     # -- the driver path
     def run_driver(self, case: Case) -> Result:
-        from xsits import reader
         from xsits.errors import LoadError
+        from xsits.io import reader
         t0 = time.monotonic()
         res = Result(case)
         items = self.items[case.name]  # more than one: a mosaic
@@ -811,7 +811,7 @@ class Suite:
             if req.fault:
                 kind, _, when = req.fault.partition("@")
                 if when == "read":
-                    from xsits import tiff
+                    from xsits.io import tiff
 
                     tiff.headers([self.hrefs[case.name]])
                 self.cogs.reset_stats()
@@ -837,8 +837,8 @@ class Suite:
 
     def _client_fault(self, case: Case, items: Any, band: str, gbox: Any) -> tuple:
         """404 / 403: a LoadError naming the href without its query, within seconds."""
-        from xsits import reader
         from xsits.errors import LoadError
+        from xsits.io import reader
 
         reader.clear_cache()
         path = self.paths[case.name]
@@ -870,8 +870,8 @@ class Suite:
         import geopandas as gpd
 
         import xsits
-        from xsits import reader
         from xsits.errors import LoadError
+        from xsits.io import reader
 
         first = group[0]
         req = first.request

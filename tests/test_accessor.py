@@ -5,7 +5,7 @@ import xarray as xr
 from shapely.geometry import box
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import composite, gapfill, harmonize, indices, labels, mask, patch
+from xsits.ops import composite, gapfill, harmonize, indices, labels, mask, patch
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal, is_dask, raise_if_dask_computes
@@ -60,7 +60,7 @@ def test_chain_from_the_issue():
     xr.testing.assert_identical(clean, expected)
     assert dict(clean.sizes) == {"time": 6, "y": 6, "x": 6}
     assert clean.attrs["mode"] == "patch"
-    assert clean.attrs["history"].splitlines()[0].startswith("xsits.harmonize")
+    assert clean.attrs["history"].splitlines()[0].startswith("xsits.ops.harmonize")
     assert len(clean.attrs["history"].splitlines()) == 5
     # date 1 cloudy at (0, 0) of the cube = patch (-1, -1) after 6x6 centring on (4, 4)
     assert not clean.B04.isnull().any()

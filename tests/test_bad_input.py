@@ -29,7 +29,7 @@ from xsits.errors import (
     UnsafePathError,
     XsitsError,
 )
-from xsits.stac_api import RetryingStacApiIO
+from xsits.stac.api import RetryingStacApiIO
 from xsits.testing.cubes import make_cube
 
 POINT = (5.90, 45.20)  # inside the session world (tests/conftest.py)
@@ -166,7 +166,7 @@ def test_path_like_empty_or_long_ids(tmp_path, out, bad):
 def test_export_refuses_an_id_that_escapes_the_directory(out):
     ds = make_cube(feature_id="../../evil")
     with pytest.raises(UnsafePathError) as err:
-        xsits.export.export(ds, out)
+        xsits.out.export.export(ds, out)
     _check(err, "../../evil")
     assert _files(out) == [] and not (out.parent.parent / "evil").exists()
 
@@ -337,16 +337,16 @@ def test_output_directory_is_a_file(tmp_path):
 
 def test_unknown_export_format(out):
     with pytest.raises(ExportError) as err:
-        xsits.export.export(make_cube(), out, format="hdf4")
+        xsits.out.export.export(make_cube(), out, format="hdf4")
     _check(err, "hdf4")
     assert _files(out) == []
 
 
 def test_existing_output_is_not_replaced(out):
-    path = xsits.export.export(make_cube(), out)
+    path = xsits.out.export.export(make_cube(), out)
     before = path.read_bytes()
     with pytest.raises(ExportError) as err:
-        xsits.export.export(make_cube(seed=3), out)
+        xsits.out.export.export(make_cube(seed=3), out)
     _check(err, path.name, "overwrite=True")
     assert path.read_bytes() == before and _files(out) == [path.name]
 

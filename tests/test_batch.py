@@ -13,8 +13,11 @@ import pytest
 import xarray as xr
 
 import xsits
-from xsits import batch_run, steps
-from xsits.batch import AoiSource, BatchError, compute_all, redact, summary_line
+from xsits._common import redact
+from xsits.batch import AoiSource, compute_all, summary_line
+from xsits.batch import run as batch_run
+from xsits.errors import BatchError
+from xsits.ops import steps
 from xsits.testing.cubes import make_cube
 
 PIPELINE = [steps.harmonize(), steps.scl_mask(), steps.gapfill("linear")]
@@ -47,12 +50,12 @@ def test_steps_describe_pickle_and_apply():
         "drop_cloudy(max_fraction=0.3)", "gapfill(method='nearest', max_gap='20D')",
         "to_patch(width=4, height=2)", "composite(freq='1MS', how='mean')"]
     assert pickle.loads(pickle.dumps(pipe)) == pipe
-    assert repr(pipe[0]) == "xsits.steps.harmonize()"
+    assert repr(pipe[0]) == "xsits.ops.steps.harmonize()"
     assert steps.describe(_processed) == "test_batch._processed"
     ds = make_cube(n_times=4, shape=(4, 4))
-    from xsits.gapfill import gapfill
-    from xsits.harmonize import harmonize
-    from xsits.mask import scl_mask
+    from xsits.ops.gapfill import gapfill
+    from xsits.ops.harmonize import harmonize
+    from xsits.ops.mask import scl_mask
 
     got = steps.gapfill("linear")(steps.scl_mask()(steps.harmonize()(ds)))
     want = gapfill(scl_mask(harmonize(ds)), method="linear")
@@ -171,7 +174,7 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
     import geopandas as gpd
     from shapely.geometry import Point
 
-    import xsits.load
+    import xsits.cube.load
 
     aoi = xsits.read_aoi(gpd.GeoDataFrame(
         {"feature_id": list("pqrst")}, geometry=[Point(8 + i / 100, 49) for i in range(5)],
@@ -190,7 +193,7 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
                     start=kwargs["start"], end=kwargs["end"], mode="image")
         return cubes
 
-    monkeypatch.setattr(xsits.load, "open_cubes", fake_open_cubes)
+    monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
     src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
     report = compute_all(src, [], out_dir=tmp_path, progress=False, batch_size=2)
     assert [len(o) for o in opened] == [2, 2, 1] and sorted(sum(opened, [])) == list("pqrst")
@@ -212,7 +215,7 @@ def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatc
     import geopandas as gpd
     from shapely.geometry import Point
 
-    import xsits.load
+    import xsits.cube.load
 
     aoi = xsits.read_aoi(gpd.GeoDataFrame(
         {"feature_id": ["a", "b"]}, geometry=[Point(8, 49), Point(20, 40)], crs=4326))
@@ -234,7 +237,7 @@ def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatc
             computed.set()
         return ds
 
-    monkeypatch.setattr(xsits.load, "open_cubes", fake_open_cubes)
+    monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
     src = AoiSource(aoi, {"stac": "earth-search", "start": "2024-01-01", "end": "2024-03-01"})
     report = compute_all(src, [mark], out_dir=tmp_path, progress=False)
     assert waited == [True]
@@ -289,7 +292,7 @@ def test_failing_feature_is_isolated_and_never_written(tmp_path):
 
 
 def test_features_are_not_retried_as_a_whole(tmp_path):
-    """Retries are per network request (xsits.retry, inside the reads); a step that fails is
+    """Retries are per network request (xsits.io.retry, inside the reads); a step that fails is
     reported at once, even with an error that looks transient."""
     Flaky.calls.clear()
     report = compute_all(_cubes(("a", "b")), [Flaky("a", OSError("connection reset"), times=1)],

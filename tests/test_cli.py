@@ -126,7 +126,7 @@ def test_fetch_subprocess_exit_zero(stac_url, tmp_path):
 
 def test_sample_end_to_end(runner, stac_url, tmp_path):
     import xsits
-    from xsits import steps
+    from xsits.ops import steps
 
     aoi = _points_file(tmp_path, ids=("p0", "p1", "p3"), extra=[("sea", Point(0.0, 0.0))])
     out = tmp_path / "train.parquet"
@@ -153,7 +153,7 @@ def test_sample_end_to_end(runner, stac_url, tmp_path):
 
 
 def test_demo_calls_run_demo(runner, tmp_path, monkeypatch):
-    import xsits.demo
+    import xsits.cli
 
     calls = []
 
@@ -161,7 +161,7 @@ def test_demo_calls_run_demo(runner, tmp_path, monkeypatch):
         calls.append((out_dir, progress))
         return pd.DataFrame({"feature_id": ["a", "b"], "status": ["written", status]})
 
-    monkeypatch.setattr(xsits.demo, "run_demo", fake)
+    monkeypatch.setattr(xsits.cli, "run_demo", fake)
     status = "written"
     result = runner.invoke(main, ["demo", "--out", str(tmp_path), "--no-progress"])
     assert result.exit_code == 0 and calls == [(str(tmp_path), False)]

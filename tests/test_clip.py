@@ -12,11 +12,11 @@ from rasterio.features import geometry_mask
 from shapely.geometry import Point, Polygon, box
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import steps
 from xsits._common import as_float
-from xsits.clip import clip, with_geometry
+from xsits.cube.clip import clip, with_geometry
 from xsits.errors import AOIError, GridError
-from xsits.export import export
+from xsits.ops import steps
+from xsits.out.export import export
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -58,7 +58,7 @@ def test_nan_exactly_outside_a_polygon_with_a_hole(all_touched):
     # integers keep their dtype: SCL is its nodata (0) outside, untouched inside
     assert out.SCL.dtype == np.uint8 and out.B04.dtype == np.float32
     np.testing.assert_array_equal(out.SCL.values, np.where(outside, 0, ds.SCL.values))
-    assert out.attrs["history"].endswith(f"xsits.clip(all_touched={all_touched})")
+    assert out.attrs["history"].endswith(f"xsits.cube.clip(all_touched={all_touched})")
 
 
 def test_all_touched_keeps_more_pixels():

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from xsits.composite import composite
 from xsits.errors import GridError
-from xsits.mask import scl_mask
+from xsits.ops.composite import composite
+from xsits.ops.mask import scl_mask
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal

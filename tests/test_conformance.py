@@ -20,7 +20,7 @@ CASES = conformance.cases()
 
 @pytest.fixture(scope="module")
 def suite(pg_stac, tmp_path_factory):
-    from xsits import reader
+    from xsits.io import reader
     from xsits.testing.servers import CogServer, ServerError
 
     root = tmp_path_factory.mktemp("conformance")
@@ -61,7 +61,7 @@ def test_suite_has_the_cases_of_issue_19():
                                           "epsg_only"}
     assert {r.fault for r in requests} >= {None, "500", "truncate", "404", "403"}
     assert {r.api for r in requests} == {None, "image", "patch"}
-    from xsits.grid import RESAMPLING
+    from xsits.cube.grid import RESAMPLING
 
     assert set(conformance.RESAMPLING) == set(RESAMPLING)  # every method xsits accepts
 

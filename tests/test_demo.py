@@ -16,7 +16,7 @@ from PIL import Image
 
 import xsits
 from xsits import demo
-from xsits.mask import DEFAULT_CLASSES
+from xsits.ops.mask import DEFAULT_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = REPO / "notebooks" / "data" / "rand_pts.geojson"
@@ -113,7 +113,7 @@ def test_demo_netcdf_outputs_are_masked_then_gapfilled(run):
     cube = xsits.open_cubes(demo.demo_aoi(), stac=str(demo.demo_catalog_path()),
                             bands=demo.DEMO_BANDS, start=demo.DEMO_START, end=demo.DEMO_END,
                             max_cloud=demo.DEMO_MAX_CLOUD, **demo.DEMO_GRID)["7"]
-    masked = xsits.mask.scl_mask(xsits.harmonize.harmonize(cube)).compute()
+    masked = xsits.ops.mask.scl_mask(xsits.ops.harmonize.harmonize(cube)).compute()
     cloudy = masked.SCL.isin(list(DEFAULT_CLASSES))
     assert bool(cloudy.any())
     # before gap-fill: NaN exactly where SCL was cloudy / nodata (or reflectance nodata)

@@ -1,4 +1,4 @@
-"""xsits.export: file names, safety, atomicity and round trips for every format."""
+"""xsits.out.export: file names, safety, atomicity and round trips for every format."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import rioxarray  # noqa: F401
 import xarray as xr
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import export as export_mod
 from xsits.errors import ExportError, OutputExistsError, UnsafePathError
-from xsits.export import export, output_path
-from xsits.gapfill import gapfill
-from xsits.mask import scl_mask
+from xsits.ops.gapfill import gapfill
+from xsits.ops.mask import scl_mask
+from xsits.out import export as export_mod
+from xsits.out.export import export, output_path
 from xsits.testing.cubes import make_cube
 
 from helpers import raise_if_dask_computes
@@ -405,3 +405,19 @@ def test_netcdf_follows_cf(tmp_path, masked_cube):
         nodata_px = (ds.B04 == 0).compute().values
         assert nodata_px.any()
         assert np.isnan(back.B04.values[nodata_px]).all()
+
+
+def test_an_output_directory_that_is_a_file_is_a_typed_error(tmp_path):
+    from xsits.errors import OutputDirError, XsitsError
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    ds = make_cube(n_times=2, shape=(2, 2))
+    for call in (lambda: xsits.compute_all({"a": ds}, [], out_dir=afile, progress=False),
+                 lambda: xsits.compute_all({"a": ds}, [], out_dir=afile / "sub", progress=False),
+                 lambda: ds.sits.export(afile / "x.nc"),
+                 lambda: xsits.sample(str(tmp_path / "none.geojson"), out=afile / "t.parquet")):
+        with pytest.raises(OutputDirError, match="afile' is an existing file") as err:
+            call()
+        assert isinstance(err.value, XsitsError) and isinstance(err.value, NotADirectoryError)
+    assert afile.read_text() == "not a directory"

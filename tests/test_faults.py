@@ -20,9 +20,9 @@ import xarray as xr
 from shapely.geometry import Point, Polygon
 
 import xsits
-from xsits import steps
 from xsits.batch import AoiSource, compute_all
-from xsits.stac import StacQuery, open_client
+from xsits.ops import steps
+from xsits.stac.search import StacQuery, open_client
 from xsits.testing.servers import CogServer, FaultProxy
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
@@ -105,7 +105,7 @@ def test_cog_drops_and_truncations_are_retried(world, cog_server, stac_url, refe
 
 
 def test_plain_cubes_retry_their_reads(world, cog_server, stac_url):
-    """Retries live in the reader (xsits.retry): a user's own .compute() gets them too."""
+    """Retries live in the reader (xsits.io.retry): a user's own .compute() gets them too."""
     clean = xsits.open_cubes(_aoi(("p3",)), stac=stac_url, **OPEN)["p3"].compute()
     with CogServer(world.root, fault_rate=0.15, seed=5) as bad, \
             xsits.set_options(retry_delay=0.01):

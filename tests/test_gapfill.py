@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from xsits.gapfill import gapfill
-from xsits.mask import scl_mask
+from xsits.ops.gapfill import gapfill
+from xsits.ops.mask import scl_mask
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -89,7 +89,7 @@ def test_linear_fast_path_equals_interpolate_na(max_gap):
 
 def test_bands_masked_alike_share_positions_and_equal_one_band_fills(monkeypatch):
     """A cube's bands filled together equal each band filled alone, shared positions or not."""
-    import xsits.gapfill as G
+    import xsits.ops.gapfill as G
 
     rng = np.random.default_rng(3)
     time = pd.to_datetime("2024-01-01") + pd.to_timedelta(

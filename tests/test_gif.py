@@ -1,4 +1,4 @@
-"""xsits.gif: GIF / PNG / MP4 timelapses of small generated cubes."""
+"""xsits.out.gif: GIF / PNG / MP4 timelapses of small generated cubes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image, ImageSequence
 
 import xsits  # noqa: F401  (registers .sits)
 from xsits.errors import BandError, ExportError
-from xsits.gif import frames, to_gif, to_png
-from xsits.mask import scl_mask
+from xsits.ops.mask import scl_mask
+from xsits.out.gif import frames, to_gif, to_png
 from xsits.testing.cubes import make_cube
 
 from helpers import raise_if_dask_computes

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from shapely.geometry import Point, box
 
-from xsits.aoi import read_aoi
+from xsits.cube.aoi import read_aoi
+from xsits.cube.grid import GridSpec, feature_crs, feature_geobox, feature_geoboxes
 from xsits.errors import GridError
-from xsits.grid import GridSpec, feature_crs, feature_geobox, feature_geoboxes
 
 
 @pytest.mark.parametrize("crs", ["utm", "EPSG:3035", "EPSG:3857", 2154])

@@ -3,7 +3,7 @@ import pytest
 import xarray as xr
 
 from xsits.errors import BandError
-from xsits.harmonize import harmonize
+from xsits.ops.harmonize import harmonize
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -26,7 +26,7 @@ def test_offset_removed_only_for_new_baselines():
     np.testing.assert_array_equal(out.SCL.values, ds.SCL.values)  # SCL never touched
     assert out.boa_offset_applied.values.tolist() == [False, True, True, False]
     assert out.attrs["xsits_harmonized"] == 1
-    assert "xsits.harmonize" in out.attrs["history"]
+    assert "xsits.ops.harmonize" in out.attrs["history"]
     assert out.B04.attrs["nodata"] == 0
 
 

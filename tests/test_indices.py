@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from xsits.errors import BandError, IndexNameError, MissingDependencyError
-from xsits.harmonize import harmonize
-from xsits.indices import indices
-from xsits.mask import scl_mask
+from xsits.ops.harmonize import harmonize
+from xsits.ops.indices import indices
+from xsits.ops.mask import scl_mask
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -31,7 +31,7 @@ def test_ndvi_and_evi_by_hand():
     assert np.isnan(out.NDVI.values[~valid]).all() and (~valid).any()  # nodata -> NaN
     assert out.NDVI.dtype == np.float32 and out.NDVI.dims == ("time", "y", "x")
     assert "spatial_ref" in out.coords and "platform" in out.coords
-    assert out.attrs["feature_id"] == "1" and "xsits.indices" in out.attrs["history"]
+    assert out.attrs["feature_id"] == "1" and "xsits.ops.indices" in out.attrs["history"]
 
 
 def test_single_name_masked_cube_and_custom_mapping():

@@ -14,6 +14,7 @@ import xarray as xr
 import xsits
 from xsits.errors import AOIError, CatalogError, ExportError, QueryError, XsitsError
 from xsits.intake import SitsSource, postprocess, write_results_catalog
+from xsits.stac import providers
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGS = sorted((REPO / "catalogs").glob("*.yaml"))
@@ -30,7 +31,7 @@ def demo_cat(demo_items):
 
 def _search_for(src: SitsSource) -> xsits.SearchResult:
     """What xsits.search finds for the source's query (same footprints as open_cubes)."""
-    from xsits.grid import feature_geoboxes, footprints_4326
+    from xsits.cube.grid import feature_geoboxes, footprints_4326
 
     aoi = xsits.read_aoi(POINTS, id_column="pt_id")
     kw = src.open_kwargs
@@ -56,7 +57,8 @@ def test_every_shipped_catalog_opens_with_typed_parameters(path, monkeypatch):
     def no_world():
         raise AssertionError("building a source must not generate the demo world")
 
-    monkeypatch.setattr("xsits.demo.demo_catalog_path", no_world)
+    for name in providers.DEMO_NAMES:  # the demo registered its world under these names
+        monkeypatch.setitem(providers.CATALOGS, name, no_world)
     cat = intake.open_catalog(str(path))
     assert len(list(cat)) >= 1
     for name in cat:
@@ -83,7 +85,7 @@ def test_sentinel2_catalog_entries_and_presets():
     src = cat.s2_points(bands=["B04", "SCL"], mode="patch", size=20, mask=True, gapfill="linear")
     kw = src.open_kwargs
     assert kw["bands"] == ("B04", "SCL") and kw["mode"] == "patch" and kw["size"] == (20, 20)
-    assert [xsits.steps.describe(s) for s in src.steps] == ["scl_mask()",
+    assert [xsits.ops.steps.describe(s) for s in src.steps] == ["scl_mask()",
                                                             "gapfill(method='linear')"]
 
 
@@ -175,7 +177,7 @@ def test_read_partition_equals_open_cubes(demo_cat):
     fid = src.feature_ids[1]
     assert ds.attrs["feature_id"] == fid
     assert all(isinstance(v.data, dask.array.Array) for v in ds.data_vars.values())
-    expected = xsits.harmonize.harmonize(ref[fid])  # the demo entry harmonizes by default
+    expected = xsits.ops.harmonize.harmonize(ref[fid])  # the demo entry harmonizes by default
     xr.testing.assert_identical(ds.compute(), expected.compute())
     by_id = src.read_partition(fid)
     xr.testing.assert_identical(by_id.compute(), expected.compute())
@@ -192,7 +194,7 @@ def test_postprocessing_mask_and_gapfill(demo_cat):
     expected = postprocess(raw, harmonize=True, mask=True, gapfill="linear").compute()
     xr.testing.assert_identical(ds, expected)
     assert ds.B04.dtype == np.float32 and ds.SCL.dtype == np.uint8
-    masked = xsits.mask.scl_mask(xsits.harmonize.harmonize(raw)).compute()
+    masked = xsits.ops.mask.scl_mask(xsits.ops.harmonize.harmonize(raw)).compute()
     assert bool(masked.B04.isnull().any())  # there were clouds...
     has_valid = masked.B04.notnull().any("time")
     assert not bool(ds.B04.isnull().where(has_valid, False).any())  # ...all filled
@@ -236,8 +238,8 @@ def test_results_catalog_reopens_netcdf_and_zarr(tmp_path):
 
     a = make_cube(feature_id="a", n_times=3, shape=(4, 4))
     b = make_cube(feature_id="b.2", n_times=2, shape=(4, 4))
-    pa = xsits.export.export(a, tmp_path / "a.nc")
-    pb = xsits.export.export(b, tmp_path / "sub" / "b.zarr")
+    pa = xsits.out.export.export(a, tmp_path / "a.nc")
+    pb = xsits.out.export.export(b, tmp_path / "sub" / "b.zarr")
     path = write_results_catalog({"a": pa, "b.2": pb}, tmp_path)
     assert path == tmp_path / "catalog.yaml"
     assert "{{ CATALOG_DIR }}/sub/b.zarr" in path.read_text()

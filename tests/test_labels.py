@@ -6,7 +6,7 @@ import pytest
 from shapely.geometry import box
 
 from xsits.errors import AOIError
-from xsits.labels import labels
+from xsits.ops.labels import labels
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -40,7 +40,7 @@ def test_string_categories():
     np.testing.assert_array_equal(lab.x.values, ds.x.values)
     np.testing.assert_array_equal(lab.y.values, ds.y.values)
     assert lab.odc.geobox == ds.odc.geobox
-    assert lab.attrs["feature_id"] == "1" and "xsits.labels" in lab.attrs["history"]
+    assert lab.attrs["feature_id"] == "1" and "xsits.ops.labels" in lab.attrs["history"]
 
 
 def test_integer_and_float_columns():

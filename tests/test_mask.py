@@ -3,7 +3,7 @@ import pytest
 import xarray as xr
 
 from xsits.errors import BandError
-from xsits.mask import drop_cloudy, masked_fraction, scl_mask
+from xsits.ops.mask import drop_cloudy, masked_fraction, scl_mask
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from xsits.errors import GridError
-from xsits.mask import scl_mask
-from xsits.patch import to_patch
+from xsits.ops.mask import scl_mask
+from xsits.ops.patch import to_patch
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal

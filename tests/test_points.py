@@ -1,4 +1,4 @@
-"""xsits.points against the cubes: every point's window equals its patch cube, pixel for pixel."""
+"""xsits.cube.points against the cubes: each point's window equals its patch cube."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from odc.loader import RasterLoadParams
 from shapely.geometry import Point
 
 import xsits
-from xsits import points, reader
-from xsits.grid import GridSpec, feature_geoboxes
-from xsits.load import iter_plans
-from xsits.tiff import headers
+from xsits.cube import points
+from xsits.cube.grid import GridSpec, feature_geoboxes
+from xsits.cube.load import iter_plans
+from xsits.io import reader
+from xsits.io.tiff import headers
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import xsits
-from xsits import offset, providers
+from xsits.cube import offset
 from xsits.errors import HarmonizeWarning
-from xsits.harmonize import harmonize
+from xsits.ops.harmonize import harmonize
+from xsits.stac import providers
 from xsits.testing.scenes import WorldSpec, make_world
 from xsits.testing.shapes import SHAPES, reshape, template
 
@@ -222,7 +223,7 @@ def test_earth_search_v0_2020_old_baseline(worlds, server, tmp_path):
 
 def test_guard_rates(worlds, server):
     """The data guard's false-alarm and detection rates on the test worlds (documented in
-    xsits.offset): no item carrying the offset is taken for offset-free."""
+    xsits.cube.offset): no item carrying the offset is taken for offset-free."""
     import pystac
 
     _, raw, off = worlds
@@ -233,7 +234,7 @@ def test_guard_rates(worlds, server):
     false_alarms = sum(s >= offset.GUARD_SHARE for s in shares_off)
     detected = sum(s >= offset.GUARD_SHARE for s in shares_raw)
     assert len(shares_off) == len(shares_raw) == 18
-    # measured (documented in xsits.offset and the README): no false alarm, the largest share
+    # measured (documented in xsits.cube.offset and the README): no false alarm, the largest share
     # of an item carrying the offset is 0; every offset-free item caught, the smallest 7 %
     assert false_alarms == 0 and max(shares_off) == 0.0
     assert detected == len(shares_raw) and min(shares_raw) > 0.07
@@ -380,7 +381,7 @@ def test_api_platform_either_spelling_and_why_nothing(stac_url, world_items):
 
 def _broken_world(worlds, server, tmp_path):
     """The offset world's items; 2 items' files answer 404, 1 item's B04 is a truncated copy."""
-    from xsits import reader
+    from xsits.io import reader
 
     reader.clear_cache()  # bytes and headers the other tests fetched are kept per process
     root, _, off = worlds
@@ -400,7 +401,7 @@ def _broken_world(worlds, server, tmp_path):
 
 
 def test_broken_scenes_cost_a_date_not_the_feature(worlds, server, tmp_path):
-    from xsits import steps
+    from xsits.ops import steps
 
     _, _, off = worlds
     items, missing, short = _broken_world(worlds, server, tmp_path)

@@ -1,4 +1,4 @@
-"""The reader driver (xsits.reader) against odc-stac's GDAL reader, on the real Range server.
+"""The reader driver (xsits.io.reader) against odc-stac's GDAL reader, on the real Range server.
 
 The full matrix of layouts and requests is tests/test_conformance.py; these tests check the
 driver's own behaviour: which reader serves what, requests per file, errors, caching.
@@ -19,8 +19,8 @@ from odc.loader import RasterLoadParams, RasterSource
 from shapely.geometry import Point
 
 import xsits
-from xsits import fetch, reader
-from xsits.load import band_config
+from xsits.cube.load import band_config
+from xsits.io import fetch, reader
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
@@ -165,12 +165,12 @@ def test_header_of_many_levels_and_band_interleave(tmp_path):
 def test_small_cube_task_equals_odc_stac_graph(stac_url, crs, mode):
     """A small cube is one task running odc.stac.load itself; it equals odc-stac's own lazy
     graph (one task per date and band): values, dtypes, coordinates, attributes, encoding."""
-    from xsits.load import load_cube
+    from xsits.cube.load import load_cube
 
     aoi = _point_aoi(2)
     res = xsits.search(aoi, stac=stac_url, start=WORLD_START, end=WORLD_END, query=QUERY,
                        bands=BANDS)
-    gbox = xsits.grid.feature_geoboxes(aoi, xsits.GridSpec(
+    gbox = xsits.cube.grid.feature_geoboxes(aoi, xsits.GridSpec(
         crs=crs, resolution=20, mode=mode, buffer=300.0, size=(7, 5)))["a"]
     small = load_cube(res.items["a"], gbox, bands=list(BANDS))
     graph = load_cube(res.items["a"], gbox, bands=list(BANDS), chunks={"time": 1})

@@ -13,8 +13,8 @@ import pytest
 from shapely.geometry import Point
 
 import xsits
-from xsits import fetch, reader
 from xsits.errors import LoadError
+from xsits.io import fetch, reader
 from xsits.testing.scenes import WorldSpec, make_world
 from xsits.testing.servers import CogServer
 

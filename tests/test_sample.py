@@ -12,9 +12,10 @@ import pytest
 from shapely.geometry import Point, box
 
 import xsits
-from xsits import reader, steps
 from xsits.errors import AOIError, ExportError, OutputExistsError
-from xsits.mask import DEFAULT_CLASSES
+from xsits.io import reader
+from xsits.ops import steps
+from xsits.ops.mask import DEFAULT_CLASSES
 from xsits.sample import SampleError
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
@@ -171,8 +172,8 @@ def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
     whole = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
     monkeypatch.setattr(module, "POINTS_PER_OPEN", 4)  # 4 open_cubes calls
     calls = []
-    real = xsits.load.open_cubes
-    monkeypatch.setattr(xsits.load, "open_cubes", lambda part, **kw: (
+    real = xsits.cube.load.open_cubes
+    monkeypatch.setattr(module, "open_cubes", lambda part, **kw: (
         calls.append(len(part)), real(part, **kw))[1])
     parts = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
     assert calls == [4, 4, 4, 1]

@@ -11,7 +11,7 @@ from shapely.geometry import Point, box, shape
 
 import xsits
 from xsits.errors import QueryError
-from xsits.stac import StacQuery
+from xsits.stac.search import StacQuery
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
@@ -132,7 +132,7 @@ def test_cubes_are_lazy_until_compute(stac_url, cog_server, aoi):
     cubes = xsits.open_cubes(aoi, **_kw(stac_url), mode="patch", size=(4, 4))
     assert cog_server.stats()["requests"] == before  # nothing read yet
     assert all(cube.B04.chunks is not None for cube in cubes.values())
-    from xsits.reader import clear_cache
+    from xsits.io.reader import clear_cache
 
     clear_cache()  # earlier tests may have left these files in the reader's cache
     cubes["p0"].B04.isel(time=0).compute()
@@ -216,7 +216,7 @@ def test_to_patch_of_a_patch_cube_changes_nothing(stac_url, aoi):
 
 def test_streamed_search_equals_search_and_cubes_keep_aoi_order(stac_url, aoi):
     """iter_search yields one result per group search; open_cubes consumes them as they come."""
-    from xsits.stac import iter_search, merge_results
+    from xsits.stac.search import iter_search, merge_results
 
     kw = _kw(stac_url, query=QUERY)
     whole = xsits.search(aoi, **kw)

@@ -154,7 +154,7 @@ def test_load_upserts(pg_stac, world, world_items):
 
 def test_api_hydrate_serves_the_same_items(pg_stac, world, world_items):
     """The benchmark's ``api_hydrate=True`` (hydration in Python) answers as the default."""
-    from xsits.stac import ITEM_FIELDS
+    from xsits.stac.search import ITEM_FIELDS
     from xsits.testing.servers import PgstacServer
 
     bodies = [

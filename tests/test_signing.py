@@ -18,7 +18,8 @@ import pytest
 from shapely.geometry import Point
 
 import xsits
-from xsits import reader, signing, steps
+from xsits.io import reader, signing
+from xsits.ops import steps
 from xsits.testing.scenes import WorldSpec, make_world
 from xsits.testing.servers import CogServer
 
@@ -123,7 +124,7 @@ def test_revoked_token_is_replaced_once(served, tmp_path, fast_reader):
         tokens = sas.stats()["tokens"]
         sas.rotate_sas()  # every token handed out so far is now refused
         reader.clear_cache()
-        from xsits.load import configure_gdal
+        from xsits.cube.load import configure_gdal
 
         configure_gdal()
         second = xsits.compute_all(_source(world, sas.url + "pcacct/s2/", tmp_path, POINTS[:1]),

@@ -11,10 +11,10 @@ import xarray as xr
 from scipy.signal import savgol_filter
 
 import xsits  # noqa: F401  (registers .sits)
-from xsits import steps
 from xsits.errors import GridError
-from xsits.mask import scl_mask
-from xsits.smooth import smooth
+from xsits.ops import steps
+from xsits.ops.mask import scl_mask
+from xsits.ops.smooth import smooth
 from xsits.testing.cubes import make_cube
 
 from helpers import assert_numpy_dask_equal
@@ -103,7 +103,7 @@ def test_numpy_and_dask_agree_on_a_masked_cube(method):
     ds = scl_mask(make_cube(n_times=10, shape=(6, 5)))  # uint16 -> float32 with clouds as NaN
     out = assert_numpy_dask_equal(smooth, ds, method, chunks={"time": 3, "y": 2})
     assert str(out.B04.dtype) == "float32" and str(out.SCL.dtype) == "uint8"
-    assert out.attrs["history"].splitlines()[-1].startswith(f"xsits.smooth(method='{method}'")
+    assert out.attrs["history"].splitlines()[-1].startswith(f"xsits.ops.smooth(method='{method}'")
     assert_numpy_dask_equal(smooth, ds.B08, method, chunks={"time": 2, "y": 3})
 
 

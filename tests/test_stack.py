@@ -10,10 +10,10 @@ import xarray as xr
 from shapely.geometry import Point
 
 import xsits
-from xsits.composite import composite
 from xsits.errors import AOIError, BandError, ExportError, GridError
-from xsits.mask import scl_mask
-from xsits.stack import stack
+from xsits.ops.composite import composite
+from xsits.ops.mask import scl_mask
+from xsits.ops.stack import stack
 from xsits.testing.cubes import make_cube
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
@@ -114,7 +114,7 @@ def test_real_patches_of_two_utm_zones_round_trip(stac_url, tmp_path):
     cubes = xsits.open_cubes(aoi, stac=stac_url, start=WORLD_START, end=WORLD_END,
                              bands=("B04", "B08", "SCL"), mode="patch", size=(6, 6),
                              resolution=20)
-    clean = {f: xsits.steps.scl_mask()(c) for f, c in cubes.items()}
+    clean = {f: xsits.ops.steps.scl_mask()(c) for f, c in cubes.items()}
     st = stack(clean, aoi, freq="1MS")
     assert dict(st.sizes) == {"feature": 3, "time": 4, "y": 6, "x": 6}
     assert len(set(st.crs.values.tolist())) == 3  # UTM 31, 32 and 30

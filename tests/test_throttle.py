@@ -16,7 +16,10 @@ import pytest
 from shapely.geometry import Point
 
 import xsits
-from xsits import reader, retry, steps
+from xsits.errors import TransientError
+from xsits.io import reader, retry
+from xsits.ops import steps
+from xsits.options import RetryPolicy
 from xsits.testing.scenes import WorldSpec, make_world
 from xsits.testing.servers import CogServer
 
@@ -124,11 +127,11 @@ def test_budget_bounds_a_throttled_call():
 
     def always_throttled():
         calls.append(time.monotonic())
-        raise retry.TransientError("HTTP 429 Too Many Requests", retry_after=0.2)
+        raise TransientError("HTTP 429 Too Many Requests", retry_after=0.2)
 
-    policy = retry.RetryPolicy(attempts=2, budget=1.0)
+    policy = RetryPolicy(attempts=2, budget=1.0)
     t0 = time.monotonic()
-    with pytest.raises(retry.TransientError):
+    with pytest.raises(TransientError):
         retry.call(always_throttled, what="asking", policy=policy)
     took = time.monotonic() - t0
     assert 0.6 <= took <= 1.3
@@ -145,10 +148,10 @@ def test_backoff_is_jittered_without_retry_after():
         def throttled(t=t):
             t.append(time.monotonic())
             if len(t) < 3:
-                raise retry.TransientError("HTTP 503")
+                raise TransientError("HTTP 503")
             return "ok"
 
-        assert retry.call(throttled, what="x", policy=retry.RetryPolicy(backoff=0.05)) == "ok"
+        assert retry.call(throttled, what="x", policy=RetryPolicy(backoff=0.05)) == "ok"
         waits.append(tuple(np.round(np.diff(t), 3)))
     assert len(set(waits)) > 1  # not the same waits every time
 

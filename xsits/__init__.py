@@ -8,16 +8,18 @@ True
 """
 
 from xsits import accessor as _accessor  # noqa: F401  (registers the .sits accessor)
-from xsits import errors, steps
+from xsits import demo as _demo  # noqa: F401  (registers the stac="demo" catalog)
+from xsits import errors
 from xsits._version import __version__
-from xsits.aoi import read_aoi
 from xsits.batch import compute_all
-from xsits.grid import GridSpec
-from xsits.load import Cubes, dry_run, open_cubes
+from xsits.cube.aoi import read_aoi
+from xsits.cube.grid import GridSpec
+from xsits.cube.load import Cubes, dry_run, open_cubes
+from xsits.ops import steps
+from xsits.ops.stack import stack
 from xsits.options import get_options, set_options
 from xsits.sample import sample
-from xsits.stac import SearchResult, StacQuery, search
-from xsits.stack import stack
+from xsits.stac.search import SearchResult, StacQuery, search
 
 __all__ = [
     "Cubes",

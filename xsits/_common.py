@@ -59,8 +59,8 @@ def append_history(obj: xr.Dataset | xr.DataArray, entry: str) -> xr.Dataset | x
     Examples
     --------
     >>> import xarray as xr
-    >>> append_history(xr.Dataset(), "xsits.gapfill(method='linear')").attrs["history"]
-    "xsits.gapfill(method='linear')"
+    >>> append_history(xr.Dataset(), "xsits.ops.gapfill(method='linear')").attrs["history"]
+    "xsits.ops.gapfill(method='linear')"
     """
     old = obj.attrs.get("history", "")
     out = obj.copy(deep=False)

@@ -20,17 +20,17 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from xsits import clip as _clip
-from xsits import composite as _composite
-from xsits import export as _export
-from xsits import gapfill as _gapfill
-from xsits import gif as _gif
-from xsits import harmonize as _harmonize
-from xsits import indices as _indices
-from xsits import labels as _labels
-from xsits import mask as _mask
-from xsits import patch as _patch
-from xsits import smooth as _smooth
+from xsits.cube import clip as _clip
+from xsits.ops import composite as _composite
+from xsits.ops import gapfill as _gapfill
+from xsits.ops import harmonize as _harmonize
+from xsits.ops import indices as _indices
+from xsits.ops import labels as _labels
+from xsits.ops import mask as _mask
+from xsits.ops import patch as _patch
+from xsits.ops import smooth as _smooth
+from xsits.out import export as _export
+from xsits.out import gif as _gif
 
 
 def _facade(func: Callable) -> Callable:

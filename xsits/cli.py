@@ -26,10 +26,16 @@ from typing import Any
 
 import click
 
+from xsits._common import one_line
+from xsits.batch import AoiSource, compute_all, summary_line
+from xsits.cube.aoi import read_aoi
+from xsits.cube.load import dry_run as run_dry
+from xsits.demo import run_demo
 from xsits.errors import XsitsError
-from xsits.steps import build_steps
+from xsits.ops.steps import build_steps
+from xsits.sample import sample as run_sample
 
-#: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.gapfill.gapfill`).
+#: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.ops.gapfill.gapfill`).
 GAPFILL_METHODS = ("linear", "nearest", "slinear", "quadratic", "cubic", "pchip", "akima")
 #: Export formats offered by ``--format``.
 FORMATS = ("netcdf", "zarr", "csv", "parquet")
@@ -163,11 +169,6 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
         --start 2024-01-01 --end 2025-02-01 --max-cloud 10 --resolution 20 \\
         --crs EPSG:3035 --mode patch --size 10x10 --mask --gapfill --out out/
     """  # noqa: D301 - click needs a real backspace before the example
-    from xsits._common import one_line
-    from xsits.aoi import read_aoi
-    from xsits.batch import AoiSource, compute_all, summary_line
-    from xsits.load import dry_run as run_dry
-
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column, on_invalid="drop")
@@ -276,11 +277,6 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
         --bands B04,B08,SCL --start 2024-03-01 --end 2024-10-31 --harmonize --mask \\
         --gapfill --composite 10D --indices NDVI
     """  # noqa: D301 - click needs a real backspace before the example
-    from xsits._common import one_line
-    from xsits.aoi import read_aoi
-    from xsits.load import dry_run as run_dry
-    from xsits.sample import sample as run_sample
-
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column)
@@ -319,9 +315,6 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def demo(out_dir: str | None, no_progress: bool) -> None:
     """Run the offline demo: a synthetic world served locally, fetched like real data."""
-    from xsits._common import one_line
-    from xsits.demo import run_demo
-
     try:
         report = run_demo(out_dir=out_dir, progress=not no_progress)
     except XsitsError as err:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,9 +31,17 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+import xarray as xr
 from shapely.geometry import Point
 
+from xsits.batch import compute_all
+from xsits.cube.load import open_cubes
+from xsits.ops import steps
+from xsits.ops.mask import masked_fraction
 from xsits.options import get_options
+from xsits.out.gif import to_gif
+from xsits.stac.providers import DEMO_NAMES, register_catalog
+from xsits.testing.scenes import WorldSpec, make_world
 
 __all__ = [
     "BUNDLED_POINTS",
@@ -119,8 +128,6 @@ def demo_aoi() -> gpd.GeoDataFrame:
 
 
 def _spec():
-    from xsits.testing.scenes import WorldSpec
-
     return WorldSpec(
         points=tuple(BUNDLED_POINTS[i] for i in DEMO_PT_IDS),
         start=DEMO_START,
@@ -163,8 +170,6 @@ def demo_world():
     >>> len(world.windows)
     6
     """
-    from xsits.testing.scenes import make_world
-
     root = cache_dir() / "demo-world"
     with _locked(cache_dir() / "demo-world.lock"):
         return make_world(root, _spec())
@@ -206,10 +211,6 @@ def demo_catalog_path() -> Path:
 
 def _masked_pct(path: Path) -> float:
     """Percent of pixels masked by SCL (all dates), from the exported file's ``SCL`` band."""
-    import xarray as xr
-
-    from xsits.mask import masked_fraction
-
     with xr.open_dataset(path) as ds:
         return round(100 * float(masked_fraction(ds.load()).mean()), 1)
 
@@ -245,15 +246,6 @@ def run_demo(out_dir: str | os.PathLike | None = None, *, progress: bool = True)
     0          1     23
     1          3     20
     """
-    import tempfile
-
-    import xarray as xr
-
-    from xsits import steps
-    from xsits.batch import compute_all
-    from xsits.gif import to_gif
-    from xsits.load import open_cubes
-
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -323,3 +315,6 @@ def _print_summary(table: pd.DataFrame) -> None:
     t = table.attrs["timings"]
     print(f"done in {table.attrs['seconds']:.1f} s (" + ", ".join(f"{k} {v:.1f} s"
                                                          for k, v in t.items()) + ")")
+
+
+register_catalog(DEMO_NAMES, demo_catalog_path)

@@ -80,6 +80,10 @@ class ExportError(XsitsError, OSError):
     """An output cannot be written (exists, unsafe path, unknown format)."""
 
 
+class OutputDirError(ExportError, NotADirectoryError):
+    """An output directory (or one of its parents) is an existing file, not a directory."""
+
+
 class OutputExistsError(ExportError, FileExistsError):
     """The output file exists and ``overwrite=False``."""
 
@@ -108,5 +112,37 @@ class HarmonizeWarning(UserWarning):
     """An item's metadata and pixels disagree on the +1000 offset, or a date mixed decisions.
 
     Raised (as a warning) when an item said to still carry the offset shows reflectance DN
-    that have it removed already (:mod:`xsits.offset`); the item is then not shifted.
+    that have it removed already (:mod:`xsits.cube.offset`); the item is then not shifted.
     """
+
+
+class TransientError(XsitsError, OSError):
+    """A failure worth retrying (busy server, timeout, dropped connection, short body).
+
+    Attributes
+    ----------
+    retry_after
+        Seconds the server asked to wait (its ``Retry-After``), if known.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ClientFaultError(XsitsError, OSError):
+    """The server refused the request itself (HTTP 4xx other than 408 / 425 / 429).
+
+    Attributes
+    ----------
+    status
+        The HTTP status code.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SampleError(XsitsError, ValueError):
+    """An argument of :func:`sample` is invalid (window, reduce, steps, output path...)."""

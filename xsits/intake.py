@@ -11,8 +11,8 @@ one item, in AOI order), and holds no logic of its own.
   (``{feature_id: lazy Dataset}`` plus ``.missing`` and ``.search``), the container every xsits
   operation and :func:`xsits.batch.compute_all` take; ``read()`` is the same dict computed.
 - Optional post-processing, applied in this order: ``harmonize: true``
-  (:func:`xsits.harmonize.harmonize`), ``mask: true`` (:func:`xsits.mask.scl_mask`),
-  ``gapfill: linear`` (:func:`xsits.gapfill.gapfill`).
+  (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.scl_mask`),
+  ``gapfill: linear`` (:func:`xsits.ops.gapfill.gapfill`).
 
 Bad catalog input (unknown parameter, wrong type, value not allowed, missing AOI file,
 unknown preset) raises :class:`xsits.errors.CatalogError` (or the library's own typed error,
@@ -50,12 +50,14 @@ import geopandas as gpd
 from intake.source.base import DataSource, Schema
 
 from xsits._version import __version__
-from xsits.aoi import read_aoi
+from xsits.cube.aoi import read_aoi
+from xsits.cube.grid import GridSpec, feature_geoboxes, footprints_4326
+from xsits.cube.load import Cubes, open_cubes, solar_groups
 from xsits.errors import AOIError, CatalogError
-from xsits.export import RESULTS_DRIVERS, write_results_catalog
-from xsits.grid import GridSpec, feature_geoboxes, footprints_4326
-from xsits.load import Cubes, open_cubes, solar_groups
-from xsits.stac import SearchResult, StacQuery, search
+from xsits.ops.steps import build_steps
+from xsits.out.export import RESULTS_DRIVERS, write_results_catalog
+from xsits.stac.providers import is_demo, resolve_stac
+from xsits.stac.search import SearchResult, StacQuery, search
 
 __all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
 
@@ -90,11 +92,11 @@ def postprocess(
     ds
         A cube from :func:`xsits.open_cubes` (lazy or not).
     harmonize
-        Call :func:`xsits.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
+        Call :func:`xsits.ops.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
     mask
-        Call :func:`xsits.mask.scl_mask` with its default classes (band ``SCL``).
+        Call :func:`xsits.ops.mask.scl_mask` with its default classes (band ``SCL``).
     gapfill
-        Interpolation method for :func:`xsits.gapfill.gapfill` (``"linear"``...), or None.
+        Interpolation method for :func:`xsits.ops.gapfill.gapfill` (``"linear"``...), or None.
 
     Returns
     -------
@@ -108,8 +110,6 @@ def postprocess(
     >>> str(out.B04.dtype)
     'float32'
     """
-    from xsits.steps import build_steps
-
     for step in build_steps(harmonize=harmonize, mask=mask, gapfill=gapfill):
         ds = step(ds)
     return ds
@@ -252,9 +252,7 @@ class SitsSource(DataSource):
 
     @property
     def steps(self) -> list:
-        """The post-processing as :mod:`xsits.steps` objects, for :func:`xsits.compute_all`."""
-        from xsits.steps import build_steps
-
+        """The post-processing as :mod:`xsits.ops.steps` objects, for :func:`xsits.compute_all`."""
         return build_steps(**self._post)
 
     # ------------------------------------------------------------------ discovery
@@ -393,11 +391,7 @@ def _solar_date(group: Sequence[Any], lon: float) -> str:
 
 def _resolve_stac(stac: str) -> str:
     """``"demo"`` -> the embedded demo ItemCollection (generated on first use)."""
-    if stac.strip().lower() in {"demo", "xsits-demo"}:
-        from xsits.demo import demo_catalog_path
-
-        return str(demo_catalog_path())
-    return stac
+    return resolve_stac(stac) if is_demo(stac) else stac
 
 
 # --------------------------------------------------------------------------- entry guard

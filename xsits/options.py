@@ -10,7 +10,7 @@ option         default meaning
 retries        5       tries of every network call (STAC, COG, Intake), 1 = no retry
 retry_delay    0.2     seconds before the 2nd try, doubled for each next one
 retry_budget   60      seconds one call may spend waiting out a throttling host (HTTP 429 /
-                       503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.retry`
+                       503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.io.retry`
 max_requests   64      COG range requests in flight at once per load
 cache_bytes    256 MiB fetched COG bytes kept in memory for reuse by later reads
 cache_dir      None    where the demo world and other generated files go (None:
@@ -19,7 +19,7 @@ progress       True    progress bars on long work (searches, batches)
 fast_reader    True    serve the COG layouts proven equal to GDAL with xsits' reader
 whole_files    True    fetch a host's files whole once its first files were all small
 offset_guard   flagged which items' pixels check their +1000 offset metadata
-                       (:mod:`xsits.offset`): ``"flagged"`` (Earth Search's, whose flags
+                       (:mod:`xsits.cube.offset`): ``"flagged"`` (Earth Search's, whose flags
                        are known to lie), ``"all"``, ``"off"``
 pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are signed with
                        when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
@@ -29,7 +29,7 @@ s3             None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): 
                        ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
                        ``aws_access_key_id``... over the standard AWS environment
 on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
-                       date (nodata, recorded, :mod:`xsits.tolerate`); ``"raise"`` fails
+                       date (nodata, recorded, :mod:`xsits.io.tolerate`); ``"raise"`` fails
                        the feature at once
 ============== ======= ===============================================================
 
@@ -52,7 +52,42 @@ from pathlib import Path
 from typing import Any
 
 from xsits.errors import OptionError
-from xsits.retry import RetryPolicy
+
+#: The keys of the ``s3`` option (read by :mod:`xsits.io.fetch`).
+S3_KEYS = ("endpoint_url", "region", "requester_pays", "anonymous", "aws_access_key_id",
+           "aws_secret_access_key", "aws_session_token")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times a network call is tried, and how long to wait between tries.
+
+    Parameters
+    ----------
+    attempts
+        Tries in all (1: no retry). Default 5.
+    backoff
+        Seconds before the second try; doubled before each next one. Default 0.2.
+    max_delay
+        Longest wait between two tries, in seconds. Default 5.
+    budget
+        Seconds one call may spend waiting out a throttling host (HTTP 429 / 503), however
+        many tries that takes. Default 60.
+
+    Examples
+    --------
+    >>> RetryPolicy(attempts=3, backoff=0.5).delays()
+    [0.5, 1.0]
+    """
+
+    attempts: int = 5
+    backoff: float = 0.2
+    max_delay: float = 5.0
+    budget: float = 60.0
+
+    def delays(self) -> list[float]:
+        """The waits before the 2nd, 3rd... tries."""
+        return [min(self.max_delay, self.backoff * 2**k) for k in range(self.attempts - 1)]
 
 
 @dataclass(frozen=True)
@@ -198,8 +233,6 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option pc_blob_hosts={value!r} must be a tuple of host:port "
                               "names, e.g. pc_blob_hosts=('127.0.0.1:10000',)")
         if name == "s3" and value is not None:
-            from xsits.fetch import S3_KEYS
-
             bad = [k for k in value] if not isinstance(value, dict) else \
                 [k for k in value if k not in S3_KEYS]
             if not isinstance(value, dict) or bad:

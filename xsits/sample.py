@@ -5,8 +5,8 @@ the order in which the points' cubes are read (by tile, so every COG block is fe
 decoded once for all points in it: the reader's byte and tile caches are per process), and
 the Parquet / GeoParquet output.
 Must not: read pixels or clean them its own way. Every point's values are its
-``open_cubes(mode="patch", size=(window, window))`` cube, read by :mod:`xsits.reader`,
-after the same steps (:mod:`xsits.steps`) that :func:`xsits.compute_all` applies.
+``open_cubes(mode="patch", size=(window, window))`` cube, read by :mod:`xsits.io.reader`,
+after the same steps (:mod:`xsits.ops.steps`) that :func:`xsits.compute_all` applies.
 
 Examples
 --------
@@ -17,7 +17,7 @@ On the offline demo world (:mod:`xsits.demo`); any STAC API works the same way
 >>> from xsits.demo import demo_aoi, demo_catalog_path
 >>> table = xsits.sample(demo_aoi(), stac=str(demo_catalog_path()), start="2024-04-01",
 ...                      end="2024-09-30", bands=["B04", "B08", "SCL"],
-...                      steps=[xsits.steps.scl_mask(), xsits.steps.gapfill()],
+...                      steps=[xsits.ops.steps.scl_mask(), xsits.ops.steps.gapfill()],
 ...                      progress=False)
 >>> len(table), table.feature_id.nunique()
 (222, 6)
@@ -41,12 +41,24 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
-from xsits.batch_run import Caller, prepare_process, process_pool, want_progress
-from xsits.errors import AOIError, ExportError, LoadError, OutputExistsError, XsitsError
-from xsits.load import GroupPlan, cube_of, time_coords
+from xsits.batch.run import Caller, prepare_process, process_pool, want_progress
+from xsits.cube.aoi import read_aoi
+from xsits.cube.load import GroupPlan, cube_of, open_cubes, time_coords
+from xsits.cube.plan import band_attrs
+from xsits.cube.points import Batch, Windows, read_points
+from xsits.errors import (
+    AOIError,
+    ExportError,
+    LoadError,
+    OutputExistsError,
+    SampleError,
+)
+from xsits.ops import steps as steps_mod
+from xsits.ops.indices import indices as compute_indices
+from xsits.ops.mask import DEFAULT_CLASSES
 from xsits.options import get_options
-from xsits.plan import band_attrs
-from xsits.points import Batch, Windows, read_points
+from xsits.out.export import atomic_path, ensure_dir
+from xsits.stac.search import group_features
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +79,6 @@ RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geom
 OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "aoi")
 
 
-class SampleError(XsitsError, ValueError):
-    """An argument of :func:`sample` is invalid (window, reduce, steps, output path...)."""
 
 
 def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
@@ -89,7 +99,7 @@ def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
     for i, step in enumerate(steps):
         if not callable(step):
             raise SampleError(f"sample: steps[{i}] = {step!r} is not callable; use "
-                              "xsits.steps.* or a function Dataset -> Dataset")
+                              "xsits.ops.steps.* or a function Dataset -> Dataset")
     own = [k for k in OWN_ARGS if k in open_kwargs]
     if own:
         raise SampleError(f"sample: {own[0]}= is set by sample itself (a window of pixels "
@@ -97,6 +107,8 @@ def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
     if out is not None and Path(out).suffix.lower() != ".parquet":
         raise ExportError(f"sample: out={str(out)!r} must be a .parquet file path, e.g. "
                           "'points.parquet'")
+    if out is not None:  # an existing file in the way: OutputDirError, before any read
+        ensure_dir(Path(out).expanduser().absolute().parent)
 
 
 def _check_aoi(aoi: gpd.GeoDataFrame, bands: Iterable[str]) -> list[str]:
@@ -119,9 +131,6 @@ def _check_aoi(aoi: gpd.GeoDataFrame, bands: Iterable[str]) -> list[str]:
 
 def _scl_classes(steps: Sequence[Callable]) -> tuple[int, ...]:
     """The SCL classes masked by the steps' ``scl_mask`` (its defaults when there is none)."""
-    from xsits import steps as steps_mod
-    from xsits.mask import DEFAULT_CLASSES
-
     for step in steps:
         if isinstance(step, steps_mod.scl_mask) and step.classes is not None:
             return tuple(step.classes)
@@ -155,7 +164,7 @@ def _dates_key(ds: xr.Dataset) -> tuple:
 def _side_by_side(cubes: Sequence[xr.Dataset]) -> xr.Dataset:
     """Cubes of the same dates as one cube, concatenated along ``x`` (no x/y coordinates).
 
-    What pixelwise steps (:attr:`xsits.steps.Step.pixelwise`) can run on at once: their
+    What pixelwise steps (:attr:`xsits.ops.steps.Step.pixelwise`) can run on at once: their
     result at a pixel depends only on its series and the per-date coordinates.
     """
     if len(cubes) == 1:
@@ -190,7 +199,6 @@ def _batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
     for step in steps:
         ds = step(ds)
     if indices:
-        from xsits.indices import indices as compute_indices
 
         ds = ds.assign(compute_indices(ds, list(indices)).data_vars)
     ds = ds.compute()  # a step may have returned lazy data (of these small numpy cubes)
@@ -215,11 +223,9 @@ def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
 
     Each part is searched and planned (:func:`xsits.open_cubes` with ``on_plan``) and read
     before the next part is planned, so memory does not grow with the number of points; the
-    points of a search group (:func:`xsits.stac.group_features`) stay in one part, unless a
+    points of a search group (:func:`xsits.stac.search.group_features`) stay in one part, unless a
     group is larger than a part.
     """
-    from xsits.stac import group_features
-
     fp = gpd.GeoSeries(aoi.geometry.values, index=range(len(aoi)), crs=aoi.crs)
     order = [int(i) for group in group_features(fp) for i in group]
     for start in range(0, len(order), POINTS_PER_OPEN):
@@ -282,7 +288,7 @@ def _read_part(cubes: dict[str, xr.Dataset],
 
 def _fast_rows(gp: GroupPlan, spec: _Spec,
                classes: tuple[int, ...]) -> tuple[dict[str, _Rows], dict[str, str]] | None:
-    """A search group's rows without cubes (:func:`xsits.points.read_points`), or None."""
+    """A search group's rows without cubes (:func:`xsits.cube.points.read_points`), or None."""
     rows: dict[str, _Rows] = {}
     missing: dict[str, str] = {}
     by_crs: dict[str, list[str]] = {}
@@ -482,7 +488,7 @@ def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = F
     """Write a table atomically as Parquet (GeoParquet for a GeoDataFrame).
 
     The file appears under its final name only once complete
-    (:func:`xsits.export.atomic_path`); ``df.attrs`` are stored with it (pandas keeps them).
+    (:func:`xsits.out.export.atomic_path`); ``df.attrs`` are stored with it (pandas keeps them).
 
     Parameters
     ----------
@@ -505,8 +511,6 @@ def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = F
     >>> pd.read_parquet(path).a.tolist()
     [1, 2]
     """
-    from xsits.export import atomic_path
-
     path = Path(out)
     if path.suffix.lower() != ".parquet":
         raise ExportError(f"out={str(out)!r} must be a .parquet file path, e.g. 'points.parquet'")
@@ -534,12 +538,12 @@ def sample(
     """The time series of labelled points as one tidy table, one row per (feature, date).
 
     For each point, its cube is ``xsits.open_cubes(aoi, mode="patch", size=(window,
-    window), **open_kwargs)`` (the point's pixel in the middle), read by :mod:`xsits.reader`,
+    window), **open_kwargs)`` (the point's pixel in the middle), read by :mod:`xsits.io.reader`,
     then the ``steps`` run on it, as :func:`xsits.compute_all` runs them on any cube: the
     values are those of that cube's pixel (``window=1``), or of the window reduced by
     ``reduce`` over its valid pixels. Points are read tile by tile, while the next groups of
     points are still searched, so each COG block is fetched and decoded once for all points
-    in it. When every step is pixelwise (:attr:`xsits.steps.Step.pixelwise`: harmonize,
+    in it. When every step is pixelwise (:attr:`xsits.ops.steps.Step.pixelwise`: harmonize,
     scl_mask, gapfill, composite, smooth), the cubes of points with the same dates run the
     steps side by side as one cube (the same values, ~50x less Python per point); other
     steps (``drop_cloudy``, any function) run on each point's cube.
@@ -559,13 +563,13 @@ def sample(
         Points: a GeoDataFrame or a file for :func:`xsits.read_aoi` (``id_column``).
     steps
         Callables ``Dataset -> Dataset`` run on each point's cube in order, e.g.
-        ``[xsits.steps.harmonize(), xsits.steps.scl_mask(), xsits.steps.gapfill()]``.
+        ``[xsits.ops.steps.harmonize(), xsits.ops.steps.scl_mask(), xsits.ops.steps.gapfill()]``.
     window
         Odd size in pixels of the square around each point. Default 1: the point's pixel.
     reduce
         ``"mean"`` or ``"median"`` of the window's valid pixels (``window > 1``).
     indices
-        Spectral indices to add as columns (:func:`xsits.indices.indices`, e.g. ``"NDVI"``),
+        Spectral indices to add as columns (:func:`xsits.ops.indices.indices`, e.g. ``"NDVI"``),
         computed after the steps (harmonize first).
     geometry
         Keep the points as a ``geometry`` column: a GeoDataFrame, written as GeoParquet.
@@ -619,7 +623,7 @@ def sample(
     >>> out = os.path.join(tempfile.mkdtemp(), "train.parquet")
     >>> table = xsits.sample(aoi, stac=str(demo_catalog_path()), bands=["B04", "B08", "SCL"],
     ...                      start="2024-04-01", end="2024-09-30", resolution=10,
-    ...                      steps=xsits.steps.build_steps(harmonize=True, mask=True,
+    ...                      steps=xsits.ops.steps.build_steps(harmonize=True, mask=True,
     ...                                                    gapfill="linear"),
     ...                      indices="NDVI", out=out, progress=False)
     >>> table.groupby("crop").NDVI.median().round(1)
@@ -628,9 +632,6 @@ def sample(
     wheat    0.5
     Name: NDVI, dtype: float32
     """
-    from xsits import steps as steps_mod
-    from xsits.aoi import read_aoi
-    from xsits.load import open_cubes
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs, scheduler, workers)

@@ -785,8 +785,8 @@ def _item(sc: _Scene, stats: dict[str, Any], spec: WorldSpec, ia: dict[str, Any]
 
 
 def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`xsits.export.atomic_path`)."""
-    from xsits.export import atomic_path
+    """Write ``text`` to ``path`` atomically (:func:`xsits.out.export.atomic_path`)."""
+    from xsits.out.export import atomic_path
 
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text)

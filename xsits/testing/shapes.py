@@ -35,7 +35,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from xsits.providers import EARTH_SEARCH_KEYS
+from xsits.stac.providers import EARTH_SEARCH_KEYS
 
 #: Shape name -> (template file in ``data/real/``, band naming of its asset keys).
 SHAPES: dict[str, tuple[str, str]] = {

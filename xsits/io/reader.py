@@ -1,0 +1,665 @@
+"""COG reads for ``odc.stac.load(driver=...)``: proven layouts fast, everything else by GDAL.
+
+Owns: :class:`CogDriver`, an odc-loader reader driver. odc-stac keeps the geobox, grouping,
+fusing, dtypes and nodata; the driver only answers "these pixels of this file on this grid".
+For each read it decides, from the file's header, between two readers:
+
+- **the fast reader**, for the layouts and requests on its allow-list
+  (:func:`xsits.io.tiff.fast_refusal`, :func:`plan_read`), each one proven equal to GDAL by
+  ``tests/test_conformance.py``: a tiled or striped GeoTIFF, uncompressed / DEFLATE / LZW /
+  ZSTD, predictor 1-3, integer or float samples, pixel or band interleave, no mask or alpha
+  band, EPSG georeferencing; nearest resampling (a warp only when the file's and the
+  output's nodata agree, see :func:`warp_nodata_ok`). Bytes are fetched many files at a time
+  (:mod:`xsits.io.fetch`), headers parsed (:mod:`xsits.io.tiff`) and tiles decoded by tifffile /
+  imagecodecs. A read on the file's own lattice is a window copy; any other is a lookup
+  through the source pixel GDAL's own nearest warp picks for each output pixel
+  (:func:`_gdal_index`), computed once per grid pair;
+- **GDAL** (odc-loader's :class:`~odc.loader.RioReader`) for everything else.
+
+A layout unknown to the fast reader is never an error: it goes to GDAL. Network failures are
+retried by :mod:`xsits.io.retry`; HTTP 403 / 404 fail at once with a :class:`LoadError` naming
+the href (never its query string).
+
+Must not: choose output grids, dtypes or nodata (odc-stac's), group or fuse dates, or decode
+pixels by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+from odc.geo.overlap import compute_reproject_roi
+from odc.geo.roi import roi_is_empty, roi_shape
+from odc.loader import (
+    RasterLoadParams,
+    RasterSource,
+    RioDriver,
+    RioReader,
+    resolve_dst_dtype,
+    resolve_dst_nodata,
+    resolve_src_nodata,
+)
+
+from xsits._common import redact
+from xsits.errors import LoadError
+from xsits.io import fetch, retry, tiff
+from xsits.io.tiff import Header, Level, headers
+from xsits.options import get_options
+
+log = logging.getLogger(__name__)
+
+#: Output windows larger than this (pixels) are warped by GDAL directly.
+FAST_WARP_PIXELS = 1024 * 1024
+
+# Caches of this process (features of one tile share grids, plans and tiles):
+_PLANS: fetch.Lru[Any] = fetch.Lru(keep=4096)  # read plans, by (file grids, output grid)
+_INDICES: fetch.Lru[Any] = fetch.Lru(keep=4096)  # GDAL's nearest pick, by grid pair
+_TILES: fetch.Lru[np.ndarray] = fetch.Lru(  # decoded tiles, by (href, level, segment)
+    max_bytes=lambda: get_options().cache_bytes // 2)
+# pyproj makes a transformer per thread (~50 ms a CRS pair): plans are made on one thread
+_planner = fetch.per_process(lambda: ThreadPoolExecutor(1, thread_name_prefix="xsits-plan"))
+# tiles of one read are decoded side by side, one thread per core
+_decoder = fetch.per_process(lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2),
+                                                        thread_name_prefix="xsits-decode"))
+
+
+def clear_cache() -> None:
+    """Forget every fetched byte, parsed header, plan and decoded tile of this process.
+
+    Examples
+    --------
+    >>> clear_cache()
+    """
+    fetch.clear()
+    tiff.clear()
+    for cache in (_PLANS, _INDICES, _TILES):
+        cache.clear()
+    clear_gdal_cache()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the fast reader answers one read: which level, which source window, how."""
+
+    level: int
+    roi_dst: tuple[slice, slice]
+    window: tuple[slice, slice]  # source pixels read, on ``level``
+    index: np.ndarray | None  # per output pixel of roi_dst: flat position in window, or -1
+
+
+def pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
+    """The overview odc-loader reads for a shrink factor (its rule, on rasterio's factors)."""
+    if not factors or read_shrink < factors[0]:
+        return None
+    best = 0
+    for i, f in enumerate(factors):
+        if f > read_shrink:
+            break
+        best = i
+    return best
+
+
+def plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan | None:
+    """The fast reader's plan for one read, or None when GDAL must do it.
+
+    The level and the output window are odc-loader's choice (``compute_reproject_roi`` with
+    its tolerance; an overview when the output is coarser). A read on the level's own lattice
+    is a window copy; any other nearest read looks up the source pixel that GDAL's nearest
+    warp picks for each output pixel (:func:`_gdal_index`).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from rasterio.transform import from_origin
+    >>> from odc.loader import RasterLoadParams
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> with rasterio.open(path, "w", driver="COG", width=300, height=300, count=1,
+    ...                    dtype="uint16", crs="EPSG:32632", nodata=0,
+    ...                    transform=from_origin(600000, 5600000, 10, 10)) as f:
+    ...     f.write(np.ones((1, 300, 300), "uint16"))
+    >>> (h,) = headers([path])
+    >>> window = h.levels[0].geobox[10:20, 30:50]
+    >>> p = plan_read(h, RasterLoadParams(dtype="uint16"), window)
+    >>> p.level, p.window, p.index is None
+    (0, (slice(10, 20, None), slice(30, 50, None)), True)
+    """
+    if head.refusal is not None or not cfg.nearest:
+        return None
+    key = (*(grid_key(lv.geobox) for lv in head.levels), grid_key(dst_geobox),
+           cfg.use_overviews)
+    hit = _PLANS.get(key)
+    if hit is None:
+        hit = _PLANS.put(key, _planner().submit(_plan_read, head, cfg, dst_geobox).result()
+                         or False)
+    return hit or None
+
+
+def grid_key(gbox: GeoBox) -> tuple:
+    """A cheap cache key of a grid (hashing a GeoBox writes its CRS as WKT every time)."""
+    return str(gbox.crs), gbox.shape.yx, tuple(gbox.affine)[:6]
+
+
+def _plan_read(head: Header, cfg: RasterLoadParams, dst_geobox: GeoBox) -> Plan | None:
+    base = head.levels[0].geobox
+    rr = compute_reproject_roi(base, dst_geobox, ttol=0.9 if cfg.nearest else 0.05)
+    roi_dst = rr.roi_dst
+    level = 0
+    if cfg.use_overviews and rr.read_shrink > 1:
+        ovr = pick_overview(rr.read_shrink, head.factors)
+        level = 0 if ovr is None else ovr + 1
+    if roi_is_empty(roi_dst) or roi_is_empty(rr.roi_src):
+        return Plan(level, roi_dst, (slice(0, 0), slice(0, 0)), None)
+    if level == 0 and rr.paste_ok and rr.read_shrink == 1:
+        return Plan(0, roi_dst, tuple(rr.roi_src), None)
+    if math.prod(roi_shape(roi_dst)) > FAST_WARP_PIXELS:
+        return None
+    found = _gdal_index(head.levels[level].geobox, dst_geobox[roi_dst])
+    if found is None:
+        return None
+    window, index = found
+    return Plan(level, roi_dst, window, index)
+
+
+def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """For each pixel of ``dst``, the ``src`` pixel GDAL's nearest warp takes (or -1).
+
+    GDAL itself warps a raster of source positions (a window of ``src`` with a margin) onto
+    ``dst``, so every output pixel comes from exactly the source pixel a direct GDAL warp of
+    the file would take. Cached per grid pair.
+    """
+    key = (grid_key(src), grid_key(dst))
+    hit = _INDICES.get(key)
+    if hit is not None:
+        return hit
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.warp import Resampling, reproject
+
+    (h, w) = src.shape.yx
+    rr = compute_reproject_roi(src, dst, padding=0)
+    if roi_is_empty(rr.roi_src):
+        return None
+    margin = 4
+    while True:
+        ys, xs = rr.roi_src
+        y0, y1 = max(0, ys.start - margin), min(h, ys.stop + margin)
+        x0, x1 = max(0, xs.start - margin), min(w, xs.stop + margin)
+        positions = np.arange((y1 - y0) * (x1 - x0), dtype="int32").reshape(y1 - y0, x1 - x0)
+        index = np.full(dst.shape.yx, -1, dtype="int32")
+        with warnings.catch_warnings():  # rasterio: "no geotransform" of its in-memory copy
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            reproject(positions, index, src_transform=src[y0:y1, x0:x1].transform,
+                      src_crs=str(src.crs), src_nodata=None, dst_transform=dst.transform,
+                      dst_crs=str(dst.crs), dst_nodata=-1, resampling=Resampling.nearest)
+        rows, cols = np.divmod(index[index >= 0], x1 - x0)
+        touches = rows.size and ((y0 > 0 and rows.min() == 0) or
+                                 (y1 < h and rows.max() == y1 - y0 - 1) or
+                                 (x0 > 0 and cols.min() == 0) or
+                                 (x1 < w and cols.max() == x1 - x0 - 1))
+        if not touches:
+            break
+        if margin > 256:
+            return None
+        margin *= 4  # the window was too tight for GDAL's choice: widen it and warp again
+    found = ((slice(y0, y1), slice(x0, x1)), index)
+    return _INDICES.put(key, found)
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _blocks(level: Level, window: tuple[slice, slice]) -> list[tuple[int, int]]:
+    """``(row, col)`` of the blocks (tiles or strips) that ``window`` touches."""
+    (bh, bw), (ys, xs) = level.block, window
+    return [(r, c) for r in range(ys.start // bh, -(-ys.stop // bh))
+            for c in range(xs.start // bw, -(-xs.stop // bw))]
+
+
+def _segment(head: Header, level: Level, r: int, c: int, band: int) -> int:
+    down, across = level.grid
+    plane = band - 1 if head.planar else 0
+    return plane * down * across + r * across + c
+
+
+def block_ranges(head: Header, plan: Plan, band: int) -> list[tuple[str, int, int]]:
+    """The byte ranges ``(uri, start, end)`` a plan needs.
+
+    Examples
+    --------
+    >>> block_ranges(Header("a.tif", "uint8", 1, False, None, (), "x"),
+    ...              Plan(0, (slice(0, 0), slice(0, 0)), (slice(0, 0), slice(0, 0)), None), 1)
+    []
+    """
+    if roi_is_empty(plan.window):
+        return []
+    level = head.levels[plan.level]
+    out = []
+    for r, c in _blocks(level, plan.window):
+        k = _segment(head, level, r, c, band)
+        start = int(level.offsets[k])
+        out.append((head.uri, start, start + int(level.counts[k])))
+    return out
+
+
+def _decode(head: Header, level: int, k: int, data: Future) -> np.ndarray:
+    """Tile ``k`` of ``level`` decoded from its fetched bytes, and cached."""
+    segment, _, _ = head.levels[level].page.decode(bytes(data.result()), k)
+    return _TILES.put((head.uri, level, k), segment.reshape(segment.shape[-3:]),  # rows, cols,
+                      segment.nbytes)  # samples
+
+
+def _tiles(head: Header, level: int, segments: Sequence[int]) -> dict[int, np.ndarray]:
+    """The decoded tiles ``segments`` of ``level``: cached, or fetched at once and decoded.
+
+    Several tiles are decoded side by side (imagecodecs releases the GIL while it inflates).
+    """
+    lv = head.levels[level]
+    tiles = {k: _TILES.get((head.uri, level, k)) for k in segments}
+    futures = {k: fetch.submit(head.uri, int(lv.offsets[k]), int(lv.offsets[k] + lv.counts[k]))
+               for k, tile in tiles.items() if tile is None}
+    if len(futures) > 1:
+        pool = _decoder()
+        decoded = {k: pool.submit(_decode, head, level, k, fut) for k, fut in futures.items()}
+        tiles.update({k: fut.result() for k, fut in decoded.items()})
+    else:
+        tiles.update({k: _decode(head, level, k, fut) for k, fut in futures.items()})
+    return tiles
+
+
+def _window_pixels(head: Header, plan: Plan, band: int) -> np.ndarray:
+    """The source window of a plan, decoded (native byte order)."""
+    level = head.levels[plan.level]
+    ys, xs = plan.window
+    out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=head.dtype)
+    (bh, bw) = level.block
+    blocks = _blocks(level, plan.window)
+    tiles = _tiles(head, plan.level, [_segment(head, level, r, c, band) for r, c in blocks])
+    sample = 0 if head.planar else band - 1
+    for r, c in blocks:
+        tile = tiles[_segment(head, level, r, c, band)]
+        ty, tx = r * bh, c * bw
+        y0, y1 = max(ys.start, ty), min(ys.stop, ty + bh, level.geobox.shape.y)
+        x0, x1 = max(xs.start, tx), min(xs.stop, tx + bw, level.geobox.shape.x)
+        out[y0 - ys.start:y1 - ys.start, x0 - xs.start:x1 - xs.start] = \
+            tile[y0 - ty:y1 - ty, x0 - tx:x1 - tx, sample]
+    return out
+
+
+def read_pixels(head: Header, level: int, band: int, rows: np.ndarray,
+                cols: np.ndarray) -> np.ndarray:
+    """The pixels at ``(rows, cols)`` of a file's ``level``, each block fetched and decoded once.
+
+    What :func:`xsits.cube.points.read_points` reads for many points at once (native byte order,
+    the file's dtype).
+
+    Examples
+    --------
+    >>> import tempfile, rasterio
+    >>> from rasterio.transform import from_origin
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> with rasterio.open(path, "w", driver="COG", width=600, height=600, count=1,
+    ...                    dtype="uint16", crs="EPSG:32632", blocksize=256,
+    ...                    transform=from_origin(600000, 5600000, 10, 10)) as f:
+    ...     f.write(np.arange(360000, dtype="uint32").astype("uint16").reshape(1, 600, 600))
+    >>> (h,) = headers([path])
+    >>> read_pixels(h, 0, 1, np.array([0, 1, 599]), np.array([5, 0, 599])).tolist()
+    [5, 600, 32319]
+    """
+    lv = head.levels[level]
+    bh, bw = lv.block
+    down, across = lv.grid
+    plane = (band - 1) * down * across if head.planar else 0
+    segs = plane + (rows // bh) * across + cols // bw
+    out = np.empty(rows.shape, dtype=head.dtype)
+    if not rows.size:
+        return out
+    flat = segs.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    uniq, starts = np.unique(ordered, return_index=True)
+    tiles = _tiles(head, level, [int(k) for k in uniq])
+    sample = 0 if head.planar else band - 1
+    rr, cc, res = rows.reshape(-1), cols.reshape(-1), out.reshape(-1)
+    for k, a, b in zip(uniq, starts, [*starts[1:], len(order)], strict=True):
+        at = order[a:b]
+        k0 = int(k) - plane
+        res[at] = tiles[int(k)][rr[at] - (k0 // across) * bh, cc[at] - (k0 % across) * bw,
+                                sample]
+    return out
+
+
+def nodata_mask(pix: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where ``pix`` is nodata (NaN counts for floats), as odc-loader's fuser sees it.
+
+    Examples
+    --------
+    >>> nodata_mask(np.array([0, 5], "uint16"), 0).tolist()
+    [True, False]
+    """
+    if pix.dtype.kind == "f":
+        return np.isnan(pix) if nodata is None or math.isnan(nodata) else \
+            np.isnan(pix) | (pix == nodata)
+    return np.zeros(pix.shape, bool) if nodata is None else pix == nodata
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def exact_cast(src: np.dtype, dst: np.dtype) -> bool:
+    """Whether every ``src`` value converts to ``dst`` as GDAL converts it (no clamping)."""
+    return src == dst or np.can_cast(src, dst, "safe")
+
+
+def warp_nodata_ok(head: Header, cfg: RasterLoadParams) -> bool:
+    """Whether a warped read's nodata pair is one the fast reader is proven on.
+
+    GDAL's nearest warp (as odc's rasterio reader calls it) copies source nodata pixels as
+    values when the output nodata is 0 and the source's is another value (e.g. STAC's
+    ``raster:bands`` nodata 0 for a file whose nodata is 65535). Served: no source nodata,
+    the same nodata, or a NaN output nodata; any other pair goes to GDAL.
+    """
+    src_nodata = resolve_src_nodata(head.nodata, cfg)
+    dst_nodata = resolve_dst_nodata(resolve_dst_dtype(head.dtype, cfg), cfg, src_nodata)
+    return src_nodata is None or dst_nodata is None or _same(src_nodata, dst_nodata) or \
+        math.isnan(dst_nodata)
+
+
+def _fast_read(head: Header, plan: Plan, src: RasterSource, cfg: RasterLoadParams,
+               dst_geobox: GeoBox, dst: np.ndarray | None) -> tuple[tuple[slice, slice],
+                                                                  np.ndarray]:
+    """Pixels of one read by the fast reader, as odc-loader's rasterio reader writes them."""
+    dst_dtype = resolve_dst_dtype(head.dtype, cfg)
+    src_nodata = resolve_src_nodata(head.nodata, cfg)
+    dst_nodata = resolve_dst_nodata(dst_dtype, cfg, src_nodata)
+    roi = plan.roi_dst
+    out = dst[roi] if dst is not None else np.empty(roi_shape(roi), dtype=dst_dtype)
+    if roi_is_empty(roi):
+        return roi, out
+    if roi_is_empty(plan.window):
+        if dst_nodata is not None:
+            np.copyto(out, dst_nodata)
+        return roi, out
+    pixels = _window_pixels(head, plan, src.band)
+    if plan.index is None:  # a window copy, then nodata remapped (odc's paste)
+        out[...] = pixels
+        if dst_nodata is not None and not _same(src_nodata, dst_nodata):
+            np.copyto(out, dst_nodata, where=nodata_mask(out, src_nodata))
+        return roi, out
+    # GDAL's nearest warp (INIT_DEST=NO_DATA): the output starts as nodata, or 0 without one;
+    # then valid source pixels are copied
+    np.copyto(out, 0 if dst_nodata is None else dst_nodata)
+    hit = plan.index >= 0
+    values = pixels.reshape(-1)[plan.index[hit]]
+    if src_nodata is not None:
+        keep = ~nodata_mask(values, src_nodata)
+        hit[hit] = keep
+        values = values[keep]
+    out[hit] = values
+    return roi, out
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class _Stats:
+    fast: int = 0
+    gdal: int = 0
+    lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, fast: bool) -> None:
+        with self.lock:
+            if fast:
+                self.fast += 1
+            else:
+                self.gdal += 1
+
+
+class _LoadState:
+    """One load's state: the rasterio reader's context and what was fetched ahead."""
+
+    def __init__(self, rio_state: Any, geobox: GeoBox, sources: Sequence[tuple[str, bool]],
+                 stats: _Stats) -> None:
+        self.rio_state, self.geobox, self.sources, self.stats = \
+            rio_state, geobox, sources, stats
+        self.lock = threading.Lock()
+        self.ready = False
+
+    def __getstate__(self) -> dict[str, Any]:  # to dask workers: without the lock
+        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "stats")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.Lock(), stats=_Stats(), ready=False)
+
+    def prefetch(self) -> None:
+        """On the first read: every header, then every block of the load, all at once."""
+        with self.lock:
+            if self.ready:
+                return
+            self.ready = True
+            if not get_options().fast_reader:
+                return
+            uris = [u for u, _ in self.sources if fetch.fetchable(u)]
+            heads = dict(zip(uris, headers(uris), strict=True))
+            ranges = []
+            for uri, nearest in self.sources:
+                head = heads.get(uri)
+                if not isinstance(head, Header) or head.refusal is not None or not nearest:
+                    continue
+                with contextlib.suppress(Exception):
+                    plan = plan_read(head, RasterLoadParams(resampling="nearest"), self.geobox)
+                    if plan is not None:
+                        ranges += block_ranges(head, plan, 1)
+            if sum(e - s for _, s, e in ranges) <= get_options().cache_bytes // 4:
+                for uri, start, end in ranges:
+                    fetch.submit(uri, start, end)
+
+
+class _Context:
+    """One task's reads: GDAL's environment is entered only by a read that GDAL does."""
+
+    def __init__(self, rio: RioDriver, env: dict[str, Any], state: _LoadState) -> None:
+        self.rio, self.env, self.state = rio, env, state
+
+
+class _Reader:
+    def __init__(self, src: RasterSource, ctx: _Context, driver: CogDriver) -> None:
+        self.src, self.ctx, self.driver = src, ctx, driver
+
+    def read(self, cfg: RasterLoadParams, dst_geobox: GeoBox, *, dst: np.ndarray | None = None,
+             selection: Any = None) -> tuple[tuple[slice, slice], np.ndarray]:
+        """One read: the fast reader's when it serves it, else GDAL's (odc's RioReader)."""
+        state = self.ctx.state
+        uri = self.src.uri
+        if get_options().fast_reader and selection is None and fetch.fetchable(uri):
+            state.prefetch()
+            (head,) = headers([uri])
+            if isinstance(head, BaseException):
+                raise head
+            plan = None
+            if head.refusal is None and 1 <= self.src.band <= head.count and \
+                    exact_cast(np.dtype(head.dtype), resolve_dst_dtype(head.dtype, cfg)):
+                plan = plan_read(head, cfg, dst_geobox)
+            if plan is not None and plan.index is not None and not warp_nodata_ok(head, cfg):
+                plan = None
+            if plan is not None:
+                state.stats.count(True)
+                return _fast_read(head, plan, self.src, cfg, dst_geobox, dst)
+        state.stats.count(False)
+        ctx = self.ctx
+        with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx:
+            reader = RioReader(self.src, rio_ctx)
+            return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
+                              what=f"reading {redact(uri)} with GDAL",
+                              transient=_gdal_transient,
+                              before_retry=lambda _err: clear_gdal_cache())
+
+
+def _gdal_read(reader: RioReader, uri: str, cfg: RasterLoadParams, dst_geobox: GeoBox,
+               dst: np.ndarray | None, selection: Any) -> Any:
+    try:
+        return reader.read(cfg, dst_geobox, dst=dst, selection=selection)
+    except Exception as err:
+        if fetch.client_status(err) is not None:
+            raise LoadError(f"cannot read {redact(uri)}: {fetch.reason(err)}") from err
+        raise
+
+
+def _gdal_transient(err: BaseException) -> bool:
+    from rasterio.errors import RasterioError
+
+    return not isinstance(err, LoadError) and isinstance(err, (RasterioError, OSError))
+
+
+class CogDriver:
+    """odc-loader reader driver: the fast reader where proven, odc-stac's GDAL reader elsewhere.
+
+    Parameters
+    ----------
+    sources
+        ``(href, nearest)`` of every file the load reads (``nearest``: its band is resampled
+        with ``"nearest"``): their headers and blocks are fetched all at once on the first
+        read. Reads of other files work too, one at a time.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio, odc.stac, pystac, datetime as dt
+    >>> from rasterio.transform import from_origin
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> with rasterio.open(path, "w", driver="COG", width=64, height=64, count=1,
+    ...                    dtype="uint16", crs="EPSG:32632", nodata=0,
+    ...                    transform=from_origin(600000, 5600000, 10, 10)) as f:
+    ...     f.write(np.arange(64 * 64, dtype="uint16").reshape(1, 64, 64))
+    >>> from odc.geo.geobox import GeoBox
+    >>> box = GeoBox.from_bbox((600000, 5599360, 600640, 5600000), "EPSG:32632", resolution=10)
+    >>> item = pystac.Item("a", box.geographic_extent.json, None, dt.datetime(2024, 1, 1),
+    ...                    {"proj:epsg": 32632})
+    >>> item.add_asset("B04", pystac.Asset(path, roles=["data"]))
+    >>> driver = CogDriver([(path, True)])
+    >>> ds = odc.stac.load([item], bands=["B04"], crs="EPSG:32632", resolution=10,
+    ...                    x=(600100, 600200), y=(5599800, 5599900), driver=driver,
+    ...                    stac_cfg={"assets": {"B04": {"data_type": "uint16", "nodata": 0}}})
+    >>> int(ds.B04[0, 0, 0]), driver.stats()
+    (650, {'fast': 1, 'gdal': 0})
+    """
+
+    def __init__(self, sources: Sequence[tuple[str, bool]] = ()) -> None:
+        self.sources = tuple(sources)
+        self._rio = RioDriver()
+        self._stats = _Stats()
+        _LAST[:] = [self._stats]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sources": self.sources}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sources"])
+
+    def stats(self) -> dict[str, int]:
+        """Reads served so far: ``{"fast": ..., "gdal": ...}``."""
+        return {"fast": self._stats.fast, "gdal": self._stats.gdal}
+
+    def new_load(self, geobox: GeoBox, *, chunks: Any = None) -> _LoadState:
+        """The state of one load (odc-loader calls it once per load)."""
+        return _LoadState(self._rio.new_load(geobox, chunks=chunks), geobox, self.sources,
+                          self._stats)
+
+    def finalise_load(self, load_state: _LoadState) -> Any:
+        """End of a load (odc-loader calls it)."""
+        return self._rio.finalise_load(load_state.rio_state)
+
+    def capture_env(self) -> dict[str, Any]:
+        """GDAL settings to carry to dask workers (for the reads GDAL does)."""
+        return self._rio.capture_env()
+
+    @contextlib.contextmanager
+    def restore_env(self, env: dict[str, Any], load_state: _LoadState) -> Iterator[_Context]:
+        """The context of the reads of one task (GDAL's environment: per GDAL read)."""
+        yield _Context(self._rio, env, load_state)
+
+    def open(self, src: RasterSource, ctx: _Context) -> _Reader:
+        """A reader of one file (one band of one item)."""
+        return _Reader(src, ctx, self)
+
+    @property
+    def md_parser(self) -> None:
+        """odc-stac's own STAC parsing."""
+        return None
+
+    @property
+    def dask_reader(self) -> None:
+        """odc-loader's own dask reading."""
+        return None
+
+    @property
+    def aux_reader(self) -> None:
+        """No auxiliary bands."""
+        return None
+
+
+# The counters of the newest driver of this process, for last_load_stats() (tests, benchmarks).
+_LAST: list[_Stats] = []
+
+
+def last_load_stats() -> dict[str, int]:
+    """Reads served by the fast reader and by GDAL in the newest load of this process.
+
+    Examples
+    --------
+    >>> sorted(last_load_stats())
+    ['fast', 'gdal']
+    """
+    stats = _LAST[0] if _LAST else _Stats()
+    return {"fast": stats.fast, "gdal": stats.gdal}
+
+
+@functools.lru_cache(maxsize=1)
+def _gdal_lib() -> Any:
+    """The libgdal that rasterio uses, through ctypes (None if not found)."""
+    import ctypes
+    from pathlib import Path
+
+    import rasterio
+
+    base = Path(rasterio.__file__).parent
+    candidates = [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
+                  if d.is_dir() for p in d.glob("libgdal*")]
+    with contextlib.suppress(OSError), open("/proc/self/maps") as fh:
+        candidates += sorted({ln.split()[-1] for ln in fh if "libgdal" in ln and "rasterio" in ln})
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+            lib.VSICurlClearCache  # noqa: B018 - raises AttributeError when absent
+        except (OSError, AttributeError):
+            continue
+        return lib
+    return None
+
+
+def clear_gdal_cache() -> None:
+    """Forget what GDAL's ``/vsicurl/`` remembers, so that a retry asks the server again.
+
+    Examples
+    --------
+    >>> clear_gdal_cache()
+    """
+    lib = _gdal_lib()
+    if lib is not None:
+        lib.VSICurlClearCache()

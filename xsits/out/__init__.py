@@ -1,0 +1,4 @@
+"""Layer ``out``: atomic writes of cubes (``export``) and timelapses (``gif``).
+
+Must not: import ``batch`` or anything above it.
+"""

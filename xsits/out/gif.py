@@ -1,0 +1,482 @@
+"""Timelapses of a cube: animated GIF, PNG frames and MP4 video, drawn with Pillow.
+
+One rendering path: the bands are picked and stacked (:func:`_stack`), small patches are
+enlarged with nearest-neighbour sampling, stretched to 8 bits (robust percentiles or
+``vmin``/``vmax``; one band through a matplotlib colormap), labelled with their date and
+written as GIF bytes by Pillow (:func:`_render`; on dask input inside one delayed call).
+:func:`to_gif` writes those bytes; :func:`frames` decodes them into Pillow images, which
+:func:`to_png` and :func:`to_video` write. PNG and MP4 frames therefore look exactly like the
+GIF's (same stretch, date label and 256-colour palette). The frames are those geogif drew
+(the same stretch, label font, position and timing), without its ``numpy<2`` pin.
+
+Pixels that are NaN (masked) or equal to an integer band's ``attrs["nodata"]`` are black
+(a GIF palette keeps no alpha channel, so they are not transparent).
+Pillow merges identical consecutive GIF frames into one frame of summed duration (the
+animation timing is unchanged); :func:`frames` undoes that, so it always gives one image per
+date.
+
+Examples
+--------
+>>> from xsits.testing.cubes import make_cube
+>>> ds = make_cube(n_times=3, shape=(10, 10), bands=("B02", "B03", "B04"))
+>>> imgs = frames(ds)
+>>> len(imgs), imgs[0].size
+(3, (260, 260))
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from xsits._common import as_float
+from xsits.errors import BandError, ExportError, MissingDependencyError
+from xsits.out.export import atomic_path
+from xsits.stac.providers import find_band
+
+#: Long side (pixels) small rasters are enlarged to, at least, when ``size`` is None.
+MIN_SIDE = 256
+
+Bands = str | Sequence[Hashable]
+
+
+def _fid(obj: xr.Dataset | xr.DataArray) -> str:
+    return repr(obj.attrs.get("feature_id", "?"))
+
+
+def _band(ds: xr.Dataset, name: Hashable) -> xr.DataArray:
+    """Band ``name`` of ``ds``, under either Sentinel-2 name (``B04`` / ``red``)."""
+    found = find_band(ds, name)
+    if found is None:
+        raise BandError(
+            f"band {name!r} is not in the cube of feature {_fid(ds)} "
+            f"(it has {', '.join(map(str, ds.data_vars))}); pass bands= with names from these"
+        )
+    return ds[found]
+
+
+def _stack(obj: xr.Dataset | xr.DataArray, bands: Bands) -> xr.DataArray:
+    """A float32 ``(time, band, y, x)`` stack of 1 or 3 bands, lazy if ``obj`` is."""
+    if isinstance(obj, xr.DataArray):
+        if "band" in obj.dims:
+            layers = [obj.isel(band=i) for i in range(obj.sizes["band"])]
+        else:
+            layers = [obj]
+    else:
+        names = [bands] if isinstance(bands, str) else list(bands)
+        layers = [_band(obj, name) for name in names]
+    if len(layers) not in (1, 3):
+        raise BandError(
+            f"need 1 band (colormap) or 3 bands (RGB) to render feature {_fid(obj)}, "
+            f"got {len(layers)}; pass bands='B08' or bands=('B04', 'B03', 'B02')"
+        )
+    for layer in layers:
+        if set(layer.dims) != {"time", "y", "x"}:
+            raise ExportError(
+                f"cannot render {layer.name!r} of feature {_fid(obj)} with dims {layer.dims}; "
+                "a timelapse needs (time, y, x)"
+            )
+    floats = [as_float(layer).astype("float32") for layer in layers]  # nodata -> NaN
+    for layer in floats:
+        layer.attrs = {}
+    stack = xr.concat(floats, dim="band", coords="minimal", compat="override", join="override")
+    stack = stack.transpose("time", "band", "y", "x")
+    if stack.sizes["time"] == 0:
+        raise ExportError(f"nothing to render: the cube of feature {_fid(obj)} has no dates")
+    return stack
+
+
+def _target_shape(ny: int, nx: int, size: int | None) -> tuple[int, int]:
+    long_side = max(ny, nx)
+    if size is None:
+        factor = math.ceil(MIN_SIDE / long_side) if long_side < MIN_SIDE else 1
+        return ny * factor, nx * factor
+    if size < 1:
+        raise ExportError(f"size={size} must be a positive number of pixels, e.g. size=512")
+    scale = size / long_side
+    return max(1, round(ny * scale)), max(1, round(nx * scale))
+
+
+def _resize(stack: xr.DataArray, size: int | None) -> xr.DataArray:
+    """Nearest-neighbour resampling so the long side is ``size`` (or >= MIN_SIDE); numpy only.
+
+    Done on the computed stack (inside the delayed render for dask input): dask's fancy
+    indexing would be much slower than the rendering itself.
+    """
+    ny, nx = stack.sizes["y"], stack.sizes["x"]
+    out_y, out_x = _target_shape(ny, nx, size)
+    if (out_y, out_x) == (ny, nx):
+        return stack
+    iy = np.minimum((np.arange(out_y) + 0.5) * ny / out_y, ny - 1).astype(int)
+    ix = np.minimum((np.arange(out_x) + 0.5) * nx / out_x, nx - 1).astype(int)
+    return stack.isel(y=iy, x=ix)
+
+
+def _stretch(
+    data: np.ndarray, robust: bool, vmin: float | None, vmax: float | None
+) -> tuple[float, float]:
+    """Data values mapped to black and white: 2nd/98th percentiles (robust) or min/max."""
+    if vmin is None or vmax is None:
+        finite = data[np.isfinite(data)]
+        if finite.size == 0:
+            low, high = 0.0, 1.0
+        elif robust:
+            low, high = (float(v) for v in np.percentile(finite, [2, 98]))
+        else:
+            low, high = float(finite.min()), float(finite.max())
+        vmin = low if vmin is None else vmin
+        vmax = high if vmax is None else vmax
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    return float(vmin), float(vmax)
+
+
+def _label(img: Any, label: str, font: Any) -> None:
+    """Draw ``label`` in white on a black box in the upper-left corner of ``img``."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = font.getbbox(label)
+    width, height = right - left, bottom - top
+    x = y = 15  # pixels from the corner
+    pad = 0.1 * height
+    draw.rectangle((x - pad, y - pad, x + width + pad, y + height + pad), fill=(0, 0, 0))
+    draw.multiline_text((x - left, y - top), label, font=font, fill=(255, 255, 255))
+
+
+def _render(
+    stack: xr.DataArray,
+    *,
+    fps: int,
+    robust: bool,
+    vmin: float | None,
+    vmax: float | None,
+    cmap: Any,
+    date_format: str | None,
+    size: int | None,
+) -> bytes:
+    """GIF bytes of a numpy-backed ``(time, band, y, x)`` stack, drawn with Pillow.
+
+    Values are stretched linearly from ``vmin`` (black) to ``vmax`` (white), a single band
+    through ``cmap``; NaN pixels are set below the stretch (RGB) or to the colormap's black
+    "bad" colour, as a GIF palette keeps no alpha. Each frame gets its date label, then
+    Pillow writes the animation (``1000 / fps`` ms per frame, looping).
+    """
+    from PIL import Image, ImageFont
+
+    vmin, vmax = _stretch(np.asarray(stack.data), robust, vmin, vmax)
+    stack = _resize(stack, size)
+    data = np.asarray(stack.data, dtype="float32")
+    if stack.sizes["band"] == 3:
+        missing = np.isnan(data).any(axis=1, keepdims=True)
+        data = np.where(missing, vmin - (vmax - vmin) - 1.0, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scaled = ((data.astype("float64") - vmin) / (vmax - vmin)).astype("float32")
+        scaled = np.clip(scaled, 0, 1)
+        if stack.sizes["band"] == 1:
+            rgba = cmap(scaled[:, 0])  # (time, y, x, 4), NaN -> the "bad" colour
+        else:
+            rgba = np.concatenate([np.moveaxis(scaled, 1, -1),
+                                   np.ones((*scaled.shape[:1], *scaled.shape[2:], 1), "float32")],
+                                  axis=-1)
+        u8 = np.clip((rgba * 255).astype("uint8"), 0, 255)
+    images = [Image.fromarray(frame) for frame in u8]
+    if date_format:
+        font = ImageFont.load_default(size=max(10, stack.sizes["x"] // 20))
+        labels = stack["time"].dt.strftime(date_format).values
+        for label, image in zip(labels, images, strict=True):
+            _label(image, str(label), font)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="gif", save_all=True, append_images=images[1:],
+                   duration=1000 / fps, loop=0, disposal=2)
+    return buffer.getvalue()
+
+
+def _gif_bytes(
+    obj: xr.Dataset | xr.DataArray,
+    *,
+    bands: Bands,
+    fps: int,
+    robust: bool,
+    date_labels: bool,
+    vmin: float | None,
+    vmax: float | None,
+    cmap: Any,
+    size: int | None,
+) -> bytes:
+    """The rendering shared by every output: the GIF of the prepared stack (one compute)."""
+    stack = _stack(obj, bands)
+    if stack.sizes["band"] == 1:
+        import matplotlib
+
+        cmap = matplotlib.colormaps[cmap or "viridis"] if not hasattr(cmap, "N") else cmap
+        cmap = cmap.with_extremes(bad="black")
+    else:
+        cmap = None
+    is_time = np.issubdtype(stack["time"].dtype, np.datetime64)
+    options = dict(
+        fps=fps,
+        robust=robust,
+        vmin=vmin,
+        vmax=vmax,
+        cmap=cmap,
+        date_format="%Y-%m-%d" if date_labels and is_time else None,
+        size=size,
+    )
+    if isinstance(stack.data, dsa.Array):  # one delayed render: only the GIF bytes come back
+        return dask.delayed(_render, pure=True)(stack, **options).compute()
+    return _render(stack, **options)
+
+
+def frames(
+    obj: xr.Dataset | xr.DataArray,
+    bands: Bands = ("B04", "B03", "B02"),
+    robust: bool = True,
+    date_labels: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: Any = None,
+    size: int | None = None,
+) -> list:
+    """Render the timelapse frames as RGB Pillow images, one per date (NaN pixels black).
+
+    Parameters are those of :func:`to_gif`.
+
+    Returns
+    -------
+    list of PIL.Image.Image
+        One ``"RGB"`` image per date.
+
+    Examples
+    --------
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = make_cube(n_times=2, shape=(4, 8))
+    >>> [im.size for im in frames(ds, bands="B08", cmap="Greens", size=64)]
+    [(64, 32), (64, 32)]
+    """
+    from PIL import Image, ImageSequence
+
+    # 1 frame per second: Pillow merges identical consecutive frames into one longer frame,
+    # so a frame lasting k seconds stands for k dates.
+    data = _gif_bytes(obj, bands=bands, fps=1, robust=robust, date_labels=date_labels,
+                      vmin=vmin, vmax=vmax, cmap=cmap, size=size)
+    out = []
+    with Image.open(io.BytesIO(data)) as gif:
+        for frame in ImageSequence.Iterator(gif):
+            rgb = frame.convert("RGB")
+            repeat = max(1, round(frame.info.get("duration", 1000) / 1000))
+            out.extend(rgb.copy() for _ in range(repeat))
+    return out
+
+
+def to_gif(
+    obj: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike | None = None,
+    bands: Bands = ("B04", "B03", "B02"),
+    fps: int = 8,
+    robust: bool = True,
+    date_labels: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: Any = None,
+    size: int | None = None,
+) -> Path | Any:
+    """Animated GIF of the cube, one frame per date, written atomically.
+
+    Parameters
+    ----------
+    obj
+        A cube, or a single band / a ``(time, band, y, x)`` DataArray with 1 or 3 bands.
+    path
+        Output file; an existing file is replaced. None: return an image that displays inline
+        in Jupyter.
+    bands
+        Three bands for RGB, or one band name (rendered with ``cmap``). Ignored for a DataArray.
+    fps
+        Frames per second.
+    robust
+        Stretch between the 2nd and 98th percentiles of all frames (else min/max).
+    date_labels
+        Print the date (``%Y-%m-%d``) in the upper-left corner of each frame.
+    vmin, vmax
+        Fixed stretch (data values mapped to black / white), overriding ``robust``.
+    cmap
+        Matplotlib colormap for a single band (default ``"viridis"``); ignored for RGB.
+    size
+        Long side of the frames in pixels (nearest-neighbour). None: small rasters are
+        enlarged by a whole factor until the long side is at least 256 pixels.
+
+    Returns
+    -------
+    pathlib.Path or IPython.display.Image
+        The written path, or the inline image when ``path`` is None.
+
+    Raises
+    ------
+    BandError
+        A band is missing, or not 1 or 3 bands.
+    ExportError
+        The cube has no dates, or a band is not on the (time, y, x) grid.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = make_cube(n_times=4, shape=(10, 10), bands=("B02", "B03", "B04"))
+    >>> path = to_gif(ds, tempfile.mkdtemp() + "/f7.gif", fps=8)
+    >>> with Image.open(path) as im:
+    ...     im.n_frames, im.size
+    (4, (260, 260))
+    >>> type(to_gif(ds)).__name__
+    'Image'
+    """
+    data = _gif_bytes(obj, bands=bands, fps=fps, robust=robust, date_labels=date_labels,
+                      vmin=vmin, vmax=vmax, cmap=cmap, size=size)
+    if path is None:
+        try:
+            from IPython.display import Image
+        except ImportError:
+            raise MissingDependencyError(
+                "to_gif(path=None) returns an IPython image; pip install ipython "
+                "or pass path='out.gif'"
+            ) from None
+        return Image(data=data, format="gif")
+    path = Path(path)
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def to_png(
+    obj: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike,
+    time: int | str | np.datetime64 = 0,
+    bands: Bands = ("B04", "B03", "B02"),
+    robust: bool = True,
+    date_labels: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: Any = None,
+    size: int | None = None,
+) -> Path:
+    """One date as a PNG, rendered like a GIF frame, written atomically.
+
+    Only that date is read (lazy cubes compute one date), so the ``robust`` stretch comes
+    from that date alone; pass ``vmin``/``vmax`` to match a GIF's stretch exactly.
+
+    Parameters
+    ----------
+    obj, bands, robust, date_labels, vmin, vmax, cmap, size
+        As for :func:`to_gif`.
+    path
+        Output ``.png`` file; an existing file is replaced.
+    time
+        Position of the date (int) or a date (nearest one is taken).
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = make_cube(n_times=3, shape=(10, 10), bands=("B02", "B03", "B04"))
+    >>> path = to_png(ds, tempfile.mkdtemp() + "/f7.png", time="2024-01-11")
+    >>> Image.open(path).size
+    (260, 260)
+    """
+    if isinstance(time, (int, np.integer)):
+        one = obj.isel(time=[int(time)])
+    else:
+        one = obj.sel(time=[np.datetime64(time, "ns")], method="nearest")
+    image = frames(one, bands=bands, robust=robust, date_labels=date_labels, vmin=vmin,
+                   vmax=vmax, cmap=cmap, size=size)[0]
+    path = Path(path)
+    with atomic_path(path, overwrite=True) as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def to_video(
+    obj: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike,
+    bands: Bands = ("B04", "B03", "B02"),
+    fps: int = 8,
+    robust: bool = True,
+    date_labels: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: Any = None,
+    size: int | None = None,
+) -> Path:
+    """MP4 (H.264) timelapse, one frame per date, written atomically (needs ``xsits[video]``).
+
+    Frames are those of :func:`to_gif` (same options), padded with black to a multiple of
+    16 pixels as H.264 encoders expect.
+
+    Parameters
+    ----------
+    obj, bands, fps, robust, date_labels, vmin, vmax, cmap, size
+        As for :func:`to_gif`.
+    path
+        Output ``.mp4`` file; an existing file is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Raises
+    ------
+    MissingDependencyError
+        imageio / imageio-ffmpeg are not installed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from xsits.testing.cubes import make_cube
+    >>> ds = make_cube(n_times=3, shape=(10, 10), bands=("B02", "B03", "B04"))
+    >>> path = to_video(ds, tempfile.mkdtemp() + "/f7.mp4")
+    >>> path.stat().st_size > 0
+    True
+    """
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "to_video needs imageio and imageio-ffmpeg; pip install 'xsits[video]'"
+        ) from None
+    images = frames(obj, bands=bands, robust=robust, date_labels=date_labels, vmin=vmin,
+                    vmax=vmax, cmap=cmap, size=size)
+    path = Path(path)
+    with atomic_path(path, overwrite=True) as tmp:
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=1, quality=8)
+        try:
+            for image in images:
+                writer.append_data(_pad16(np.asarray(image)))
+        finally:
+            writer.close()
+    return path
+
+
+def _pad16(frame: np.ndarray) -> np.ndarray:
+    """Pad a ``(h, w, 3)`` frame with black to multiples of 16 pixels."""
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, -h % 16), (0, -w % 16), (0, 0)))

@@ -1,0 +1,7 @@
+"""Layer ``stac``: STAC searches and what each provider's items mean.
+
+Owns: the STAC search per group of features (``search``), the retrying STAC API client
+(``api``), query / CQL2 checks (``query``), provider presets, dialects and the registry of
+catalogs made on first use (``providers``).
+Must not: import ``cube`` or anything above it.
+"""
