@@ -219,3 +219,16 @@ def test_bad_arguments(stac_url, tmp_path):
     (tmp_path / "t.parquet").write_text("x")
     with pytest.raises(OutputExistsError, match="already exists"):
         xsits.sample(aoi, stac=stac_url, out=tmp_path / "t.parquet")
+
+
+def test_a_distributed_cluster_gives_the_same_table(stac_url):
+    from distributed import Client, LocalCluster
+
+    aoi = _points(n_extra=1, seed=3)
+    here = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        there = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False,
+                             scheduler=client)
+    pd.testing.assert_frame_equal(there, here)
+    assert there.attrs == here.attrs

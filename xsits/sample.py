@@ -81,6 +81,11 @@ OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "a
 
 
 
+def _is_client(scheduler: Any) -> bool:
+    """Whether ``scheduler`` is a dask.distributed ``Client`` (it has an executor)."""
+    return hasattr(scheduler, "get_executor")
+
+
 def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
                 open_kwargs: Mapping[str, Any], scheduler: str, workers: int | None) -> None:
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1 \
@@ -89,9 +94,9 @@ def _check_args(window: int, reduce: str, steps: Sequence[Callable], out: Any,
                           "5...): the point's pixel and the same number of pixels on each side")
     if reduce not in REDUCES:
         raise SampleError(f"sample: unknown reduce={reduce!r}; use one of {', '.join(REDUCES)}")
-    if scheduler not in SCHEDULERS:
+    if not _is_client(scheduler) and scheduler not in SCHEDULERS:
         raise SampleError(f"sample: scheduler={scheduler!r} is unknown; use "
-                          f"{' or '.join(map(repr, SCHEDULERS))}")
+                          f"{' or '.join(map(repr, SCHEDULERS))} or a dask.distributed Client")
     if workers is not None and (scheduler != "processes" or isinstance(workers, bool)
                                 or not isinstance(workers, int) or workers < 1):
         raise SampleError(f"sample: workers={workers!r} must be a positive number of "
@@ -374,7 +379,9 @@ class _Reader:
         self.missing: dict[str, str] = {}
         self.sent: set[str] = set()
         self.pool: Executor
-        if scheduler == "processes":
+        if _is_client(scheduler):  # a dask.distributed cluster's workers read the groups
+            self.pool = scheduler.get_executor()
+        elif scheduler == "processes":
             self.pool = process_pool(workers)
         else:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
@@ -531,7 +538,7 @@ def sample(
     overwrite: bool = False,
     id_column: str | None = None,
     progress: bool | None = None,
-    scheduler: str = "threads",
+    scheduler: Any = "threads",
     workers: int | None = None,
     **open_kwargs: Any,
 ) -> pd.DataFrame:
@@ -583,10 +590,11 @@ def sample(
         Progress bar over points. ``None``: when stderr is a terminal or in Jupyter, unless
         ``xsits.set_options(progress=False)``.
     scheduler
-        Where the points' cubes are read and their steps run: ``"threads"`` (default, in
-        this process) or ``"processes"`` (a pool of ``workers`` processes, default one per
-        core, each reading whole tiles; planning a cube is Python that holds the GIL, so
-        processes scale with cores, at the memory of one reader per process).
+        Where each search group's points are read and their steps run: ``"threads"``
+        (default, one reader thread in this process), ``"processes"`` (a pool of ``workers``
+        processes, default one per core, each reading whole search groups, at the memory of
+        one reader per process), or a ``dask.distributed.Client`` (its workers read the
+        groups).
     workers
         Processes for ``scheduler="processes"`` (not settable for ``"threads"``).
     **open_kwargs
@@ -665,7 +673,12 @@ def sample(
                 reader.wait(keep=len(reader.futures) - queued)  # the previous part read
             reader.wait()
     finally:
-        reader.pool.shutdown(wait=True, cancel_futures=True)
+        if _is_client(scheduler):
+            for fut in reader.futures:
+                fut.cancel()
+            reader.pool.shutdown(wait=True)  # (the cluster stays up: it is the caller's)
+        else:
+            reader.pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     df = _assemble(aoi, columns, reader.rows, geometry)
     missing.update(reader.missing)
