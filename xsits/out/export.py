@@ -66,8 +66,8 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from xsits.errors import ExportError, OutputDirError, OutputExistsError, UnsafePathError
 from xsits._version import __version__
+from xsits.errors import ExportError, OutputDirError, OutputExistsError, UnsafePathError
 
 #: Uncompressed NetCDF variables up to this size are stored contiguously (one write), larger
 #: or compressed ones in chunks of one date.
@@ -725,7 +725,6 @@ def write_results_catalog(
     >>> cat["7"].read()["B04"].values.tolist()
     [1.0, 2.0]
     """
-
     out_dir = Path(out_dir)
     out_dir = ensure_dir(out_dir)
     root = out_dir.resolve()
