@@ -30,7 +30,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +40,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
+from xsits._common import (
+    CLASS_BANDS,
+    ContextThreadPool,
+    as_float,
+    one_line,
+    relaxed_gc,
+    single_threaded_blas,
+)
 from xsits.batch.run import Caller, prepare_process, process_pool, want_progress
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import GroupPlan, cube_of, open_cubes, time_coords
@@ -377,7 +384,7 @@ class _Reader:
         if scheduler == "processes":
             self.pool = process_pool(workers)
         else:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
+            self.pool = ContextThreadPool(1, thread_name_prefix="xsits-sample")
         self.futures: list[Future] = []
 
     def submit(self, cubes: Mapping[str, xr.Dataset]) -> None:

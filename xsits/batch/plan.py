@@ -21,7 +21,7 @@ from typing import Any
 
 import xarray as xr
 
-from xsits._common import redact
+from xsits._common import context_thread, redact
 from xsits.batch.report import Row, Status, describe_kwargs, missing_row, row
 from xsits.cube.load import open_cubes
 from xsits.errors import BatchError, XsitsError
@@ -228,7 +228,7 @@ def _streamed_batches(subs: Sequence[Any], kwargs: Mapping[str, Any],
         finally:
             put(_END)
 
-    thread = threading.Thread(target=produce, name="xsits-search", daemon=True)
+    thread = context_thread(produce, "xsits-search")  # in the run's options
     thread.start()
     try:
         ended = False
