@@ -190,7 +190,8 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
                 cubes.missing[fid] = "no item found"
             else:
                 cubes[fid] = make_cube(feature_id=fid, chunks={"time": 1}).assign_attrs(
-                    start=kwargs["start"], end=kwargs["end"], mode="image")
+                    start=kwargs["spec"].query.start, end=kwargs["spec"].query.end,
+                    mode="image")
         return cubes
 
     monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
@@ -226,7 +227,8 @@ def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatc
         cubes = xsits.Cubes()
         for fid in sub.feature_id:  # one group per feature
             cubes[fid] = make_cube(feature_id=fid).assign_attrs(
-                start=kwargs["start"], end=kwargs["end"], mode="image")
+                start=kwargs["spec"].query.start, end=kwargs["spec"].query.end,
+                mode="image")
             on_group(xsits.Cubes({fid: cubes[fid]}))
             if fid == "a":  # the second search "returns" only once "a" was computed
                 waited.append(computed.wait(timeout=30))

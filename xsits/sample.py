@@ -53,6 +53,7 @@ from xsits.cube.aoi import read_aoi
 from xsits.cube.load import GroupPlan, cube_of, open_cubes, time_coords
 from xsits.cube.plan import band_attrs
 from xsits.cube.points import Batch, Windows, read_points
+from xsits.cube.spec import CubeSpec, split_kwargs
 from xsits.errors import (
     AOIError,
     ExportError,
@@ -491,6 +492,17 @@ def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Row
     return df
 
 
+def point_spec(spec: CubeSpec, window: int) -> CubeSpec:
+    """``spec`` with the grid of point samples: a patch of ``window`` pixels.
+
+    Examples
+    --------
+    >>> point_spec(CubeSpec(), 3).grid.size
+    (3, 3)
+    """
+    return CubeSpec.from_kwargs(spec, mode="patch", size=(window, window))
+
+
 def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a table atomically as Parquet (GeoParquet for a GeoDataFrame).
 
@@ -540,6 +552,7 @@ def sample(
     progress: bool | None = None,
     scheduler: str = "threads",
     workers: int | None = None,
+    spec: CubeSpec | None = None,
     **open_kwargs: Any,
 ) -> pd.DataFrame:
     """The time series of labelled points as one tidy table, one row per (feature, date).
@@ -596,10 +609,13 @@ def sample(
         processes scale with cores, at the memory of one reader per process).
     workers
         Processes for ``scheduler="processes"`` (not settable for ``"threads"``).
+    spec
+        The search and grid as one :class:`~xsits.cube.spec.CubeSpec`; its grid becomes
+        :func:`point_spec`'s (a patch of ``window`` pixels).
     **open_kwargs
-        The search and grid: :func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
-        ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...
-        (not ``mode``, ``size`` or ``buffer``).
+        Fields of the spec (:func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
+        ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...;
+        not ``mode``, ``size`` or ``buffer``), and ``open_cubes``' ``client``.
 
     Returns
     -------
@@ -642,9 +658,10 @@ def sample(
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs, scheduler, workers)
+    cube_spec, rest = split_kwargs({**open_kwargs, "spec": spec})
+    cube_spec = point_spec(cube_spec, int(window))
     aoi = read_aoi(aoi, id_column=id_column)
-    bands = open_kwargs.get("bands", ("B03", "B04", "B08", "SCL"))
-    columns = _check_aoi(aoi, [*bands, *index_list])
+    columns = _check_aoi(aoi, [*cube_spec.query.bands, *index_list])
     if out is not None and not overwrite and Path(out).exists():  # before anything is read
         raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
     # the batch engine's rule for progress bars
@@ -661,9 +678,8 @@ def sample(
         with relaxed_gc(), single_threaded_blas():  # see their docstrings
             for part in _parts(aoi):  # the lazy cubes of two parts at most are in memory
                 queued = len(reader.futures)  # (what is still queued of the previous part)
-                cubes = open_cubes(part, mode="patch", size=(int(window), int(window)),
-                                   on_plan=reader.submit_plan, on_group=reader.submit,
-                                   **open_kwargs)
+                cubes = open_cubes(part, spec=cube_spec, on_plan=reader.submit_plan,
+                                   on_group=reader.submit, **rest)
                 reader.submit(cubes)  # any cube open_cubes did not hand to on_group
                 missing.update(cubes.missing)
                 if cubes.search is not None:
