@@ -85,6 +85,8 @@ SCHEDULERS: tuple[str, ...] = ("threads", "processes")
 RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geometry")
 #: ``open_cubes`` arguments that :func:`sample` sets itself.
 OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "aoi")
+#: The grid fields of a spec :func:`sample` sets itself (:func:`point_spec`).
+POINT_GRID: tuple[str, ...] = OWN_ARGS[:3]
 
 
 

@@ -1,6 +1,7 @@
 """One lazy, dask-backed cube per feature, planned once per search group.
 
-Owns: :func:`open_cubes` (``aoi -> grid -> search -> plan -> load``: each feature's pixel
+Owns: :func:`open_cubes` (one :class:`~xsits.cube.spec.CubeSpec`, ``aoi -> grid -> search
+-> plan -> load``: each feature's pixel
 grid from :mod:`xsits.cube.grid`, its items from :mod:`xsits.stac.search`, one
 :class:`~xsits.cube.plan.ItemsPlan` per search group from :mod:`xsits.cube.plan`, one lazy cube per
 feature cut from it) and :func:`load_cube` (the same for one list of items). Bands keep the
