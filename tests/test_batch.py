@@ -190,7 +190,8 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
                 cubes.missing[fid] = "no item found"
             else:
                 cubes[fid] = make_cube(feature_id=fid, chunks={"time": 1}).assign_attrs(
-                    start=kwargs["start"], end=kwargs["end"], mode="image")
+                    start=kwargs["spec"].query.start, end=kwargs["spec"].query.end,
+                    mode="image")
         return cubes
 
     monkeypatch.setattr(xsits.batch.plan, "open_cubes", fake_open_cubes)
@@ -226,7 +227,8 @@ def test_source_computes_a_group_while_the_next_ones_search(tmp_path, monkeypatc
         cubes = xsits.Cubes()
         for fid in sub.feature_id:  # one group per feature
             cubes[fid] = make_cube(feature_id=fid).assign_attrs(
-                start=kwargs["start"], end=kwargs["end"], mode="image")
+                start=kwargs["spec"].query.start, end=kwargs["spec"].query.end,
+                mode="image")
             on_group(xsits.Cubes({fid: cubes[fid]}))
             if fid == "a":  # the second search "returns" only once "a" was computed
                 waited.append(computed.wait(timeout=30))
@@ -418,6 +420,51 @@ def test_worker_processes_run_with_the_callers_options(tmp_path, scheduler):
         with xr.open_dataset(path) as got:
             assert (got.attrs["retries"], got.attrs["retry_delay"],
                     got.attrs["whole_files"]) == (3, 0.5, 0)
+
+
+def test_a_runs_options_do_not_reach_other_threads(tmp_path):
+    """compute_all(retries=...) holds in its own work; a thread outside it sees no change."""
+    import threading
+
+    inside, outside = threading.Event(), []
+    done = threading.Event()
+
+    def watch():  # a thread of the process, outside the run, polling while the run works
+        inside.wait(10)
+        outside.append((xsits.get_options().retry.attempts, xsits.get_options().retry.backoff))
+        done.set()
+
+    def step(ds):
+        inside.set()
+        done.wait(10)  # the outside thread looks while this step runs
+        return _stamp_options(ds)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    report = compute_all(_cubes(("a",)), [step], out_dir=tmp_path, progress=False,
+                         scheduler="threads", retries=1, retry_delay=0.7)
+    watcher.join()
+    assert outside == [(5, 0.2)]
+    with xr.open_dataset(report.path[0]) as got:
+        assert (got.attrs["retries"], got.attrs["retry_delay"]) == (2, 0.7)
+    assert xsits.get_options().retry.attempts == 5
+
+
+def test_options_scope_is_context_local_and_set_options_inside_changes_the_scope():
+    from xsits.options import options_scope
+
+    with options_scope(retries=3):
+        with xsits.set_options(max_requests=7):
+            assert (xsits.get_options().retry.attempts, xsits.get_options().max_requests) \
+                == (3, 7)
+        assert xsits.get_options().max_requests == 64
+        got = []
+        t = __import__("threading").Thread(
+            target=lambda: got.append(xsits.get_options().retry.attempts))
+        t.start()
+        t.join()
+        assert got == [5]
+    assert xsits.get_options().retry.attempts == 5
 
 
 def test_progress_bar_on_off_and_auto(tmp_path, capsys):

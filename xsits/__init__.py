@@ -15,6 +15,7 @@ from xsits.batch import compute_all
 from xsits.cube.aoi import read_aoi
 from xsits.cube.grid import GridSpec
 from xsits.cube.load import Cubes, dry_run, open_cubes
+from xsits.cube.spec import CubeSpec, LoadSpec
 from xsits.ops import steps
 from xsits.ops.stack import stack
 from xsits.options import get_options, set_options
@@ -24,7 +25,9 @@ from xsits.stac.search import SearchResult, StacQuery, search
 __all__ = [
     "Cubes",
     "__version__",
+    "CubeSpec",
     "GridSpec",
+    "LoadSpec",
     "SearchResult",
     "StacQuery",
     "compute_all",

@@ -1,12 +1,19 @@
-"""Small helpers shared by the operation modules (history, band selection, floats, GC, BLAS)."""
+"""Small helpers shared by the operation modules (history, band selection, floats, GC, BLAS).
+
+Also :class:`ContextThreadPool`: the thread pool of every xsits module, whose tasks run in
+their submitter's :mod:`contextvars` context (so a run's own options, see
+:func:`xsits.options.options_scope`, follow its work into pool threads).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import re
 import threading
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -204,3 +211,39 @@ def single_threaded_blas() -> Iterator[None]:
             if _BLAS_DEPTH == 0 and _BLAS_LIMITS is not None:
                 _BLAS_LIMITS.restore_original_limits()
                 _BLAS_LIMITS = None
+
+
+class ContextThreadPool(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose tasks run in the submitter's ``contextvars`` context.
+
+    Threads do not inherit context variables; every pool of xsits is one of these, so that
+    what a caller scoped (:func:`xsits.options.options_scope`) holds in the work it hands to
+    pool threads, and nowhere else.
+
+    Examples
+    --------
+    >>> import contextvars
+    >>> var = contextvars.ContextVar("var", default="outside")
+    >>> with ContextThreadPool(1) as pool:
+    ...     token = var.set("mine")
+    ...     got = pool.submit(var.get).result()
+    ...     var.reset(token)
+    >>> got, var.get()
+    ('mine', 'outside')
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """``fn(*args, **kwargs)`` on a pool thread, in a copy of the caller's context."""
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def context_thread(target: Callable[[], Any], name: str) -> threading.Thread:
+    """A daemon thread running ``target`` in a copy of the caller's ``contextvars`` context.
+
+    Examples
+    --------
+    >>> t = context_thread(lambda: None, "x"); t.start(); t.join(); t.daemon
+    True
+    """
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name,
+                            daemon=True)

@@ -30,9 +30,11 @@ from xsits._common import one_line
 from xsits.batch import AoiSource, compute_all, summary_line
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import dry_run as run_dry
+from xsits.cube.spec import OPTIONS, SPEC_ARGS, CubeSpec, default
 from xsits.demo import run_demo
 from xsits.errors import XsitsError
 from xsits.ops.steps import build_steps
+from xsits.sample import POINT_GRID, point_spec
 from xsits.sample import sample as run_sample
 
 #: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.ops.gapfill.gapfill`).
@@ -44,8 +46,6 @@ _MAX_LISTED = 10
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
     """``"10x12"`` -> ``(10, 12)``; ``"10"`` -> ``(10, 10)``."""
-    if value is None:
-        return (10, 10)
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+))?\s*", value)
     if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
         raise click.BadParameter(f"{value!r} is not a size WxH such as 10x10 (pixels)")
@@ -93,6 +93,52 @@ def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
     )
 
 
+#: How each kind of spec field (:data:`xsits.cube.spec.OPTIONS`) is read from the command line.
+_KINDS: dict[str, dict[str, Any]] = {
+    "text": {},
+    "bands": {"callback": _bands},
+    "percent": {"type": click.FloatRange(0, 100)},
+    "json": {"callback": _json_dict},
+    "cql2": {"callback": _cql2},
+    "positive": {"type": click.FloatRange(min=0, min_open=True)},
+    "metres": {"type": float},
+    "size": {"callback": _size},
+}
+
+
+def _shown(value: Any) -> Any:
+    """A spec default as its command-line text (``("B03", "B04")`` -> ``"B03,B04"``)."""
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return "x".join(map(str, value))
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return value
+
+
+def spec_options(*, skip: tuple[str, ...] = ()) -> Any:
+    """Click options of the spec fields (:data:`xsits.cube.spec.OPTIONS`) but ``skip``.
+
+    Each option's default is the spec's own (:func:`xsits.cube.spec.default`); the command
+    gets the values by field name, for :meth:`xsits.CubeSpec.from_kwargs`.
+    """
+    def decorate(func: Any) -> Any:
+        for opt in reversed([o for o in OPTIONS if o.name not in skip]):
+            extra = dict(_KINDS.get(opt.kind, {}))
+            if opt.kind == "choice":
+                extra["type"] = click.Choice(opt.choices)
+            flag = "--" + opt.name.replace("_", "-")
+            func = click.option(flag, opt.name, default=_shown(default(opt.name)),
+                                help=opt.help, **extra)(func)
+        return func
+
+    return decorate
+
+
+def _spec_of(kwargs: dict[str, Any], **fixed: Any) -> CubeSpec:
+    """The :class:`~xsits.CubeSpec` of the spec options in ``kwargs`` (taken out of it)."""
+    return CubeSpec.from_kwargs(**{k: kwargs.pop(k) for k in SPEC_ARGS if k in kwargs}, **fixed)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xsits", prog_name="xsits")
 def main() -> None:
@@ -101,27 +147,7 @@ def main() -> None:
 
 @main.command(context_settings={"show_default": True})
 @click.argument("aoi", type=click.Path(exists=True, dir_okay=False))
-@click.option("--stac", default="planetary-computer",
-              help="STAC API: preset (planetary-computer, earth-search), URL, or local "
-                   "ItemCollection/catalog file.")
-@click.option("--collection", default="sentinel-2-l2a", help="Collection id.")
-@click.option("--bands", default="B03,B04,B08,SCL", callback=_bands,
-              help="Comma-separated asset keys.")
-@click.option("--start", default="2024-01-01", help="First date (YYYY-MM-DD).")
-@click.option("--end", default="2024-12-31", help="Last date, inclusive (YYYY-MM-DD).")
-@click.option("--max-cloud", type=click.FloatRange(0, 100), default=None,
-              help="Keep items with eo:cloud_cover below this percentage.")
-@click.option("--query", "query", callback=_json_dict, default=None,
-              help='STAC query extension as JSON, e.g. \'{"s2:mgrs_tile": {"eq": "32UMA"}}\'.')
-@click.option("--filter", "cql2_filter", callback=_cql2, default=None,
-              help="CQL2 filter, JSON or text (e.g. \"eo:cloud_cover < 10\").")
-@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              help="Pixel size in metres.")
-@click.option("--crs", default="utm", help="Cube CRS: 'utm' (per feature) or e.g. EPSG:3035.")
-@click.option("--mode", type=click.Choice(["image", "patch"]), default="image",
-              help="image: the feature's bounds (+buffer); patch: fixed size around its centre.")
-@click.option("--size", default="10x10", callback=_size, help="Patch size WxH in pixels.")
-@click.option("--buffer", type=float, default=0.0, help="Buffer around features, metres.")
+@spec_options()
 @click.option("--harmonize/--no-harmonize", default=False,
               help="Undo the +1000 offset of processing baseline >= 04.00.")
 @click.option("--mask/--no-mask", default=False, help="Mask clouds/shadows/nodata with SCL.")
@@ -151,13 +177,10 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
 @click.option("--dry-run", is_flag=True,
               help="Search and plan, read the files' headers, print the cost; read no pixel.")
-def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: str, end: str,
-          max_cloud: float | None, query: dict | None, cql2_filter: Any, resolution: float,
-          crs: str, mode: str, size: tuple[int, int], buffer: float, harmonize: bool, mask: bool,
-          drop_cloudy: float | None, gapfill: str | None, fmt: str, out_dir: str,
-          workers: int | None, scheduler: str, batch_size: int, retries: int, overwrite: bool,
-          compress: bool, id_column: str | None, no_progress: bool, verbose: bool,
-          dry_run: bool) -> None:
+def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
+          gapfill: str | None, fmt: str, out_dir: str, workers: int | None, scheduler: str,
+          batch_size: int, retries: int, overwrite: bool, compress: bool, id_column: str | None,
+          no_progress: bool, verbose: bool, dry_run: bool, **spec_kwargs: Any) -> None:
     """Fetch, process and export one Sentinel-2 time series per feature of AOI.
 
     AOI is a GeoJSON / GPKG / Shapefile, or a CSV with lon/lat columns. Rerun the same
@@ -172,16 +195,14 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column, on_invalid="drop")
-        open_kwargs = dict(stac=stac, collection=collection, bands=bands, start=start, end=end,
-                           query=query, filter=cql2_filter, max_cloud=max_cloud,
-                           resolution=resolution, crs=crs, mode=mode, buffer=buffer, size=size)
+        spec = _spec_of(spec_kwargs)
         if dry_run:
-            click.echo(str(run_dry(gdf, **open_kwargs)))
+            click.echo(str(run_dry(gdf, spec=spec)))
             return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill)
         report = compute_all(
-            AoiSource(gdf, open_kwargs), steps, out_dir=out_dir, format=fmt,
+            AoiSource(gdf, {"spec": spec}), steps, out_dir=out_dir, format=fmt,
             scheduler=scheduler, batch_size=batch_size, progress=False if no_progress else None,
             overwrite=overwrite, workers=workers, retries=retries, compress=compress,
         )
@@ -198,38 +219,11 @@ def fetch(aoi: str, stac: str, collection: str, bands: tuple[str, ...], start: s
         raise SystemExit(1)
 
 
-def _search_options(func: Any) -> Any:
-    """The STAC query and pixel grid options of ``xsits sample`` (those of ``fetch``)."""
-    options = [
-        click.option("--stac", default="planetary-computer",
-                     help="STAC API: preset (planetary-computer, earth-search), URL, or local "
-                          "ItemCollection/catalog file."),
-        click.option("--collection", default="sentinel-2-l2a", help="Collection id."),
-        click.option("--bands", default="B03,B04,B08,SCL", callback=_bands,
-                     help="Comma-separated asset keys."),
-        click.option("--start", default="2024-01-01", help="First date (YYYY-MM-DD)."),
-        click.option("--end", default="2024-12-31", help="Last date, inclusive (YYYY-MM-DD)."),
-        click.option("--max-cloud", type=click.FloatRange(0, 100), default=None,
-                     help="Keep items with eo:cloud_cover below this percentage."),
-        click.option("--query", "query", callback=_json_dict, default=None,
-                     help="STAC query extension as JSON."),
-        click.option("--filter", "cql2_filter", callback=_cql2, default=None,
-                     help="CQL2 filter, JSON or text (e.g. \"eo:cloud_cover < 10\")."),
-        click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=10.0,
-                     help="Pixel size in metres."),
-        click.option("--crs", default="utm",
-                     help="Cube CRS: 'utm' (per feature) or e.g. EPSG:3035."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 @main.command(context_settings={"show_default": True})
 @click.argument("aoi", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Output table, a .parquet file (GeoParquet with --geometry).")
-@_search_options
+@spec_options(skip=POINT_GRID)
 @click.option("--window", type=click.IntRange(min=1), default=1,
               help="Odd window size in pixels around each point (1: the point's pixel).")
 @click.option("--reduce", type=click.Choice(["mean", "median"]), default="mean",
@@ -259,13 +253,11 @@ def _search_options(func: Any) -> Any:
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
 @click.option("--dry-run", is_flag=True,
               help="Search and plan, read the files' headers, print the cost; read no pixel.")
-def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str, ...],
-           start: str, end: str, max_cloud: float | None, query: dict | None,
-           cql2_filter: Any, resolution: float, crs: str, window: int, reduce: str,
-           harmonize: bool, mask: bool, drop_cloudy: float | None, gapfill: str | None,
-           composite_freq: str | None, smooth: str | None, indices: str, geometry: bool,
-           scheduler: str, workers: int | None, overwrite: bool, id_column: str | None,
-           no_progress: bool, verbose: bool, dry_run: bool) -> None:
+def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, mask: bool,
+           drop_cloudy: float | None, gapfill: str | None, composite_freq: str | None,
+           smooth: str | None, indices: str, geometry: bool, scheduler: str,
+           workers: int | None, overwrite: bool, id_column: str | None, no_progress: bool,
+           verbose: bool, dry_run: bool, **spec_kwargs: Any) -> None:
     """Sample the time series of the points of AOI into one table (Parquet).
 
     One row per (point, date): feature_id, the AOI's columns (labels), time, one column per
@@ -280,11 +272,9 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column)
+        spec = point_spec(_spec_of(spec_kwargs), window)
         if dry_run:
-            click.echo(str(run_dry(gdf, stac=stac, collection=collection, bands=bands,
-                                   start=start, end=end, query=query, filter=cql2_filter,
-                                   max_cloud=max_cloud, resolution=resolution, crs=crs,
-                                   mode="patch", size=(window, window))))
+            click.echo(str(run_dry(gdf, spec=spec)))
             return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill, composite=composite_freq, smooth=smooth)
@@ -292,9 +282,7 @@ def sample(aoi: str, out_path: str, stac: str, collection: str, bands: tuple[str
             gdf, steps=steps, window=window, reduce=reduce, geometry=geometry,
             indices=[i.strip() for i in indices.split(",") if i.strip()], out=out_path,
             overwrite=overwrite, progress=False if no_progress else None,
-            scheduler=scheduler, workers=workers, stac=stac,
-            collection=collection, bands=bands, start=start, end=end, query=query,
-            filter=cql2_filter, max_cloud=max_cloud, resolution=resolution, crs=crs)
+            scheduler=scheduler, workers=workers, spec=spec)
     except XsitsError as err:
         raise click.ClickException(one_line(err)) from err
     missing = table.attrs["missing"]

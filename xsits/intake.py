@@ -51,8 +51,9 @@ from intake.source.base import DataSource, Schema
 
 from xsits._version import __version__
 from xsits.cube.aoi import read_aoi
-from xsits.cube.grid import GridSpec, feature_geoboxes, footprints_4326
+from xsits.cube.grid import feature_geoboxes, footprints_4326
 from xsits.cube.load import Cubes, open_cubes, solar_groups
+from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
 from xsits.out.export import RESULTS_DRIVERS, write_results_catalog
@@ -61,12 +62,10 @@ from xsits.stac.search import SearchResult, StacQuery, search
 
 __all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
 
-#: Keyword arguments of :class:`SitsSource` (Intake also passes ``metadata``).
-SOURCE_ARGS = (
-    "aoi", "stac", "collection", "bands", "start", "end", "query", "filter", "max_cloud",
-    "resolution", "crs", "mode", "buffer", "size", "chunks", "resampling", "id_column",
-    "harmonize", "mask", "gapfill", "metadata", "storage_options",
-)
+#: Keyword arguments of :class:`SitsSource`: the spec's fields and its own (Intake also
+#: passes ``metadata``).
+SOURCE_ARGS = ("aoi", *SPEC_ARGS, "id_column", "harmonize", "mask", "gapfill", "metadata",
+               "storage_options")
 
 
 def _none_if_empty(value: Any) -> Any:
@@ -122,13 +121,15 @@ class SitsSource(DataSource):
     ----------
     aoi
         AOI file path (GeoJSON, GPKG, CSV...) or GeoDataFrame, see :func:`xsits.read_aoi`.
-    stac, collection, bands, start, end, query, filter, max_cloud
-        The search, see :class:`xsits.StacQuery`. ``stac="demo"`` is the embedded offline
-        demo world (:func:`xsits.demo.demo_catalog_path`, generated on first use).
-    resolution, crs, mode, buffer, size
-        The grid, see :class:`xsits.GridSpec` (``size``: one int for a square patch).
-    chunks, resampling, id_column
-        Passed to :func:`xsits.open_cubes`.
+    id_column
+        The AOI's id column (:func:`xsits.read_aoi`).
+    **kwargs
+        The fields of the :class:`~xsits.cube.spec.CubeSpec`, as for
+        :func:`xsits.open_cubes`: the search ``stac, collection, bands, start, end, query,
+        filter, max_cloud`` (:class:`xsits.StacQuery`; ``stac="demo"`` is the embedded
+        offline demo world, :func:`xsits.demo.demo_catalog_path`), the grid ``resolution,
+        crs, mode, buffer, size`` (:class:`xsits.GridSpec`; ``size``: one int for a square
+        patch), the load ``chunks, resampling, clip, all_touched``.
     harmonize, mask, gapfill
         Optional post-processing, see :func:`postprocess`.
     metadata
@@ -169,21 +170,7 @@ class SitsSource(DataSource):
     def __init__(
         self,
         aoi: str | os.PathLike | gpd.GeoDataFrame | None = None,
-        stac: str = "planetary-computer",
-        collection: str = "sentinel-2-l2a",
-        bands: Sequence[str] | str = ("B03", "B04", "B08", "SCL"),
-        start: str = "2024-01-01",
-        end: str = "2024-12-31",
-        query: Mapping[str, Any] | None = None,
-        filter: Mapping[str, Any] | str | None = None,
-        max_cloud: float | None = None,
-        resolution: float = 10.0,
-        crs: str | int = "utm",
-        mode: str = "image",
-        buffer: float = 0.0,
-        size: int | Sequence[int] = (10, 10),
-        chunks: Mapping[str, int] | None = None,
-        resampling: str | Mapping[str, str] = "nearest",
+        *,
         id_column: str | None = None,
         harmonize: bool = False,
         mask: bool = False,
@@ -192,9 +179,10 @@ class SitsSource(DataSource):
         **kwargs: Any,
     ) -> None:
         kwargs.pop("storage_options", None)  # Intake may pass it; nothing remote to open
-        if kwargs:
+        unknown = [k for k in kwargs if k not in SPEC_ARGS]
+        if unknown:
             raise CatalogError(
-                f"sits driver: unknown parameter(s) {sorted(kwargs)}; known parameters are "
+                f"sits driver: unknown parameter(s) {sorted(unknown)}; known parameters are "
                 f"{sorted(a for a in SOURCE_ARGS if a not in ('metadata', 'storage_options'))}"
             )
         if aoi is None or (isinstance(aoi, str) and not aoi.strip()):
@@ -205,20 +193,15 @@ class SitsSource(DataSource):
             if not Path(aoi).exists():
                 raise AOIError(f"AOI file '{aoi}' does not exist; check the path")
         super().__init__(metadata=dict(metadata or {}))
-        if isinstance(size, int | float):
-            size = (int(size), int(size))
         if gapfill is True:
             gapfill = "linear"
         self._aoi_arg = aoi
         self._id_column = _none_if_empty(id_column)
-        self._query = StacQuery(  # validates now; stac="demo" is resolved when searching
-            stac=str(stac), collection=collection, start=str(start), end=str(end),
-            bands=bands, query=_none_if_empty(query), filter=_none_if_empty(filter),
-            max_cloud=_none_if_empty(max_cloud),
-        )
-        self._grid = GridSpec(crs=crs, resolution=float(resolution), mode=mode,
-                              buffer=float(buffer), size=tuple(size))
-        self._load_kwargs = {"chunks": _none_if_empty(chunks), "resampling": resampling}
+        # Intake gives dates as dates and absent optional values as "" / {}
+        self._spec = CubeSpec.from_kwargs(**{  # validates now; "demo" resolved when searching
+            k: str(v) if k in ("stac", "start", "end") and v is not None else
+            _none_if_empty(v) if default(k) is None else v for k, v in kwargs.items()})
+        self._query, self._grid = self._spec.query, self._spec.grid
         self._post = {"harmonize": bool(harmonize), "mask": bool(mask),
                       "gapfill": _none_if_empty(gapfill) or None}
         self._aoi: gpd.GeoDataFrame | None = None
@@ -232,6 +215,11 @@ class SitsSource(DataSource):
             return self._query
         return dataclasses.replace(self._query, stac=stac)
 
+    @property
+    def spec(self) -> CubeSpec:
+        """The source's :class:`~xsits.cube.spec.CubeSpec` (``stac="demo"`` resolved)."""
+        return dataclasses.replace(self._spec, query=self._resolved_query())
+
     # ------------------------------------------------------------------ batch engine view
 
     @property
@@ -242,13 +230,7 @@ class SitsSource(DataSource):
     @property
     def open_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`xsits.open_cubes` equivalent to this source."""
-        g, q = self._grid, self._resolved_query()
-        return {
-            "stac": q.stac, "collection": q.collection, "bands": q.bands, "start": q.start,
-            "end": q.end, "query": q.query, "filter": q.filter, "max_cloud": q.max_cloud,
-            "resolution": g.resolution, "crs": g.crs, "mode": g.mode, "buffer": g.buffer,
-            "size": g.size, **self._load_kwargs,
-        }
+        return self.spec.kwargs()
 
     @property
     def steps(self) -> list:
@@ -308,7 +290,7 @@ class SitsSource(DataSource):
     # ------------------------------------------------------------------ data
 
     def _cubes(self, aoi: gpd.GeoDataFrame) -> Cubes:
-        cubes = open_cubes(aoi, search_result=self._search, **self.open_kwargs)
+        cubes = open_cubes(aoi, spec=self.spec, search_result=self._search)
         out = Cubes({f: postprocess(ds, **self._post) for f, ds in cubes.items()},
                     missing=cubes.missing, search=cubes.search)
         return out

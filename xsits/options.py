@@ -1,7 +1,10 @@
 """Global knobs of xsits, set with :func:`set_options` (also a context manager).
 
-Owns: the one mutable module state of the package, the :class:`Options` in force. Every
-other module reads it through :func:`get_options` when a call starts.
+Owns: the :class:`Options` in force: the process's (:func:`set_options`, :func:`adopt_options`)
+and, over it, a context's own (:func:`options_scope`: a :class:`contextvars.ContextVar`, so
+one run's options, e.g. ``compute_all(retries=...)``, hold in its own work, the pool threads
+it hands work to included (:class:`xsits._common.ContextThreadPool`), and in no other thread).
+Every other module reads them through :func:`get_options` when a call starts.
 Must not: hold per-load state (that lives in the object each load creates and passes down).
 
 ============== ======= ===============================================================
@@ -45,6 +48,7 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -126,8 +130,10 @@ class Options:
         return Path(platformdirs.user_cache_dir("xsits"))
 
 
-# The one mutable module state of the package (see the module docstring).
+# The process's options, and a context's own over them (see the module docstring).
 _CURRENT = [Options()]
+_SCOPED: contextvars.ContextVar[Options | None] = contextvars.ContextVar("xsits_options",
+                                                                          default=None)
 
 _POSITIVE_INTS = ("retries", "max_requests", "cache_bytes")
 #: Values of the ``offset_guard`` option.
@@ -144,11 +150,15 @@ def get_options() -> Options:
     >>> get_options().fast_reader
     True
     """
-    return _CURRENT[0]
+    scoped = _SCOPED.get()
+    return _CURRENT[0] if scoped is None else scoped
 
 
 class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     """Set global options, for good or, as a context manager, for a block.
+
+    Inside an :func:`options_scope` (e.g. a step run by :func:`xsits.compute_all`), they
+    change that scope's options only.
 
     Parameters
     ----------
@@ -175,14 +185,62 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        self._before = _CURRENT[0]
-        _CURRENT[0] = _updated(self._before, kwargs)
+        scoped = _SCOPED.get()
+        self._token: contextvars.Token | None = None
+        if scoped is not None:
+            self._token = _SCOPED.set(_updated(scoped, kwargs))
+        else:
+            self._before = _CURRENT[0]
+            _CURRENT[0] = _updated(self._before, kwargs)
 
     def __enter__(self) -> Options:
-        return _CURRENT[0]
+        return get_options()
 
     def __exit__(self, *exc: object) -> None:
-        _CURRENT[0] = self._before
+        if self._token is not None:
+            _SCOPED.reset(self._token)
+        else:
+            _CURRENT[0] = self._before
+
+
+class options_scope:  # noqa: N801 - used like a function, as set_options
+    """Options for this context only: the block's own work, not the process's other threads.
+
+    A :class:`contextvars.ContextVar`: threads started with :func:`xsits._common.context_thread`
+    and tasks of a :class:`xsits._common.ContextThreadPool` (every pool of xsits) run in a copy
+    of their submitter's context, so they see the scope; any other thread sees the process's
+    options. :func:`xsits.compute_all` runs in one (``retries``, ``retry_delay``).
+
+    Parameters
+    ----------
+    options
+        The options to start from (default: those in force here).
+    **kwargs
+        Options to change, as for :func:`set_options`.
+
+    Examples
+    --------
+    >>> import threading
+    >>> seen = []
+    >>> with options_scope(retries=2):
+    ...     t = threading.Thread(target=lambda: seen.append(get_options().retry.attempts))
+    ...     t.start(); t.join()
+    ...     get_options().retry.attempts, seen
+    (2, [5])
+    >>> get_options().retry.attempts
+    5
+    """
+
+    def __init__(self, options: Options | None = None, **kwargs: Any) -> None:
+        self._options = _updated(options if options is not None else get_options(), kwargs)
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> Options:
+        self._tokens.append(_SCOPED.set(self._options))
+        return self._options
+
+    def __exit__(self, *exc: object) -> None:
+        _SCOPED.reset(self._tokens.pop())
 
 
 def adopt_options(options: Options) -> None:

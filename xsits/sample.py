@@ -30,7 +30,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,12 +40,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, as_float, one_line, relaxed_gc, single_threaded_blas
+from xsits._common import (
+    CLASS_BANDS,
+    ContextThreadPool,
+    as_float,
+    one_line,
+    relaxed_gc,
+    single_threaded_blas,
+)
 from xsits.batch.run import Caller, prepare_process, process_pool, want_progress
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import GroupPlan, cube_of, open_cubes, time_coords
 from xsits.cube.plan import band_attrs
 from xsits.cube.points import Batch, Windows, read_points
+from xsits.cube.spec import CubeSpec, split_kwargs
 from xsits.errors import (
     AOIError,
     ExportError,
@@ -77,6 +85,8 @@ SCHEDULERS: tuple[str, ...] = ("threads", "processes")
 RESERVED: tuple[str, ...] = ("feature_id", "time", "lon", "lat", "masked", "geometry")
 #: ``open_cubes`` arguments that :func:`sample` sets itself.
 OWN_ARGS: tuple[str, ...] = ("mode", "size", "buffer", "on_group", "on_plan", "aoi")
+#: The grid fields of a spec :func:`sample` sets itself (:func:`point_spec`).
+POINT_GRID: tuple[str, ...] = OWN_ARGS[:3]
 
 
 
@@ -384,7 +394,7 @@ class _Reader:
         elif scheduler == "processes":
             self.pool = process_pool(workers)
         else:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="xsits-sample")
+            self.pool = ContextThreadPool(1, thread_name_prefix="xsits-sample")
         self.futures: list[Future] = []
 
     def submit(self, cubes: Mapping[str, xr.Dataset]) -> None:
@@ -491,6 +501,17 @@ def _assemble(aoi: gpd.GeoDataFrame, columns: list[str], rows: Mapping[str, _Row
     return df
 
 
+def point_spec(spec: CubeSpec, window: int) -> CubeSpec:
+    """``spec`` with the grid of point samples: a patch of ``window`` pixels.
+
+    Examples
+    --------
+    >>> point_spec(CubeSpec(), 3).grid.size
+    (3, 3)
+    """
+    return CubeSpec.from_kwargs(spec, mode="patch", size=(window, window))
+
+
 def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a table atomically as Parquet (GeoParquet for a GeoDataFrame).
 
@@ -540,6 +561,7 @@ def sample(
     progress: bool | None = None,
     scheduler: Any = "threads",
     workers: int | None = None,
+    spec: CubeSpec | None = None,
     **open_kwargs: Any,
 ) -> pd.DataFrame:
     """The time series of labelled points as one tidy table, one row per (feature, date).
@@ -597,10 +619,13 @@ def sample(
         groups).
     workers
         Processes for ``scheduler="processes"`` (not settable for ``"threads"``).
+    spec
+        The search and grid as one :class:`~xsits.cube.spec.CubeSpec`; its grid becomes
+        :func:`point_spec`'s (a patch of ``window`` pixels).
     **open_kwargs
-        The search and grid: :func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
-        ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...
-        (not ``mode``, ``size`` or ``buffer``).
+        Fields of the spec (:func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
+        ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...;
+        not ``mode``, ``size`` or ``buffer``), and ``open_cubes``' ``client``.
 
     Returns
     -------
@@ -643,9 +668,10 @@ def sample(
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs, scheduler, workers)
+    cube_spec, rest = split_kwargs({**open_kwargs, "spec": spec})
+    cube_spec = point_spec(cube_spec, int(window))
     aoi = read_aoi(aoi, id_column=id_column)
-    bands = open_kwargs.get("bands", ("B03", "B04", "B08", "SCL"))
-    columns = _check_aoi(aoi, [*bands, *index_list])
+    columns = _check_aoi(aoi, [*cube_spec.query.bands, *index_list])
     if out is not None and not overwrite and Path(out).exists():  # before anything is read
         raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
     # the batch engine's rule for progress bars
@@ -662,9 +688,8 @@ def sample(
         with relaxed_gc(), single_threaded_blas():  # see their docstrings
             for part in _parts(aoi):  # the lazy cubes of two parts at most are in memory
                 queued = len(reader.futures)  # (what is still queued of the previous part)
-                cubes = open_cubes(part, mode="patch", size=(int(window), int(window)),
-                                   on_plan=reader.submit_plan, on_group=reader.submit,
-                                   **open_kwargs)
+                cubes = open_cubes(part, spec=cube_spec, on_plan=reader.submit_plan,
+                                   on_group=reader.submit, **rest)
                 reader.submit(cubes)  # any cube open_cubes did not hand to on_group
                 missing.update(cubes.missing)
                 if cubes.search is not None:

@@ -62,7 +62,7 @@ from xsits.batch.run import (
 )
 from xsits.errors import BatchError, OutputDirError, XsitsError
 from xsits.ops.steps import describe
-from xsits.options import set_options
+from xsits.options import options_scope
 from xsits.out.export import ensure_dir
 
 __all__ = [
@@ -147,8 +147,9 @@ def compute_all(
         Features processed at once: threads (default :data:`FEATURE_THREADS`) or processes
         (default: one per core) for the local schedulers.
     retries
-        Retries of each failed network request during the run (``xsits.set_options(
-        retries=retries + 1)``, the one policy of :mod:`xsits.io.retry`): timeouts, dropped
+        Retries of each failed network request of the run's own work (its
+        :func:`xsits.options.options_scope` with ``retries=retries + 1``: other threads of
+        the process keep their options; the one policy of :mod:`xsits.io.retry`): timeouts, dropped
         connections, truncated bodies and HTTP 429 / 5xx, with exponential backoff from
         ``retry_delay`` seconds. A feature whose reads still fail is reported ``failed``;
         client faults (HTTP 403 / 404) and errors in the steps are not retried.
@@ -241,10 +242,12 @@ def compute_all(
             bar.set_postfix({s[0]: sum(r.status == s for r in rows.values())
                              for s in STATUSES}, refresh=False)
 
-    options = set_options(retries=retries + 1, retry_delay=retry_delay)  # for this run
-    caller = Caller.here()  # worker processes take this run's options from each job
+    # this run's options hold in its own work only (its threads and pools copy this context;
+    # worker processes take them from each job); other threads keep the process's
+    scope = options_scope(retries=retries + 1, retry_delay=retry_delay)
     try:
-        with relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # see docstrings
+        with scope, relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # docstrings
+            caller = Caller.here()
             for batch in plan.batches:  # for sources: blocks until more cubes are found
                 manifest.note_query(batch.cubes)
                 jobs = []
@@ -267,7 +270,6 @@ def compute_all(
                 collect(wait=True)
         complete = True
     finally:
-        options.__exit__()
         bar.close()
         runner.close()
         if rows or complete:

@@ -11,7 +11,6 @@ It must not read pixels or run steps (:mod:`xsits.batch.run` does) nor write any
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,12 +20,13 @@ from typing import Any
 
 import xarray as xr
 
-from xsits._common import redact
+from xsits._common import context_thread, redact
 from xsits.batch.report import Row, Status, describe_kwargs, missing_row, row
 from xsits.cube.load import open_cubes
+from xsits.cube.spec import CubeSpec, split_kwargs
 from xsits.errors import BatchError, XsitsError
 from xsits.out.export import output_path
-from xsits.stac.search import StacQuery, group_features
+from xsits.stac.search import group_features
 
 __all__ = ["AoiSource"]
 
@@ -47,7 +47,9 @@ class AoiSource:
     aoi
         A GeoDataFrame from :func:`xsits.read_aoi` (with a ``feature_id`` column).
     open_kwargs
-        Keyword arguments of :func:`xsits.open_cubes` (``stac``, ``bands``, ``start``...).
+        Keyword arguments of :func:`xsits.open_cubes`: a ``spec``
+        (:class:`~xsits.cube.spec.CubeSpec`) and / or its fields (``stac``, ``bands``,
+        ``start``...), made into one spec when the run is planned (:attr:`spec`).
 
     Examples
     --------
@@ -61,6 +63,11 @@ class AoiSource:
 
     aoi: Any
     open_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> CubeSpec:
+        """The :class:`~xsits.cube.spec.CubeSpec` of :attr:`open_kwargs`."""
+        return split_kwargs(self.open_kwargs)[0]
 
 
 NAME_ATTRS = ("feature_id", "mode", "start", "end")
@@ -81,17 +88,11 @@ def planned_path(attrs: Mapping[str, Any], steps: Sequence[Callable], out_dir: P
     return Path(output_path(xr.Dataset(attrs=named), out_dir, format=fmt))
 
 
-def _source_attrs(fid: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _source_attrs(fid: str, spec: CubeSpec, rest: Mapping[str, Any]) -> dict[str, Any]:
     """The naming attributes :func:`xsits.open_cubes` will give feature ``fid``'s cube."""
-    params = inspect.signature(open_cubes).parameters
-    result = kwargs.get("search_result")
-    if result is not None:
-        q = result.query
-    else:  # StacQuery normalises the dates exactly as open_cubes does
-        q = StacQuery(**{k: kwargs.get(k, params[k].default if k in params else None)
-                         for k in ("start", "end") if k in kwargs or k in params})
-    mode = kwargs.get("mode", params["mode"].default if "mode" in params else "image")
-    return {"feature_id": fid, "mode": mode, "start": q.start, "end": q.end}
+    result = rest.get("search_result")
+    q = result.query if result is not None else spec.query
+    return {"feature_id": fid, "mode": spec.grid.mode, "start": q.start, "end": q.end}
 
 
 # --------------------------------------------------------------------------- batches
@@ -157,7 +158,7 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
                  overwrite: bool, steps: Sequence[Callable]) -> Plan:
 
     aoi = source.aoi
-    kwargs = dict(source.open_kwargs or {})
+    spec, rest = split_kwargs(source.open_kwargs or {})  # the one spec of the run
     dropped = dict((getattr(aoi, "attrs", None) or {}).get("dropped", {}))
     fids = [str(f) for f in aoi["feature_id"]]
     ids = fids + [f for f in dropped if f not in set(fids)]
@@ -171,7 +172,7 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
             for pos in part:
                 fid = fids[pos]
                 try:
-                    path = planned_path(_source_attrs(fid, kwargs), steps, out_dir, fmt)
+                    path = planned_path(_source_attrs(fid, spec, rest), steps, out_dir, fmt)
                 except XsitsError:  # reported with the cube (or its absence) below
                     path = None
                 if path is not None and path.exists() and not overwrite:
@@ -181,9 +182,9 @@ def _plan_source(source: Any, batch_size: int, out_dir: Path, fmt: str | None,
             if todo:
                 subs.append(aoi.iloc[sorted(todo)])
         yield Batch({}, rows)
-        yield from _streamed_batches(subs, kwargs, batch_size)
+        yield from _streamed_batches(subs, {**rest, "spec": spec}, batch_size)
 
-    return Plan(ids, gen(), describe_kwargs(kwargs))
+    return Plan(ids, gen(), describe_kwargs({**rest, "spec": spec}))
 
 
 _END = object()
@@ -228,7 +229,7 @@ def _streamed_batches(subs: Sequence[Any], kwargs: Mapping[str, Any],
         finally:
             put(_END)
 
-    thread = threading.Thread(target=produce, name="xsits-search", daemon=True)
+    thread = context_thread(produce, "xsits-search")  # in the run's options
     thread.start()
     try:
         ended = False

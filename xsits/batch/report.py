@@ -28,9 +28,9 @@ import xarray as xr
 
 from xsits._common import one_line, redact, shorten
 from xsits._version import __version__
+from xsits.cube.spec import split_kwargs
 from xsits.errors import XsitsError
 from xsits.out.export import atomic_path, write_results_catalog
-from xsits.stac.search import StacQuery
 
 __all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "Row", "Status",
            "summary_line"]
@@ -236,18 +236,21 @@ def _json_safe(value: Any) -> Any:
 
 
 def describe_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``open_cubes`` arguments for the manifest: no client objects, endpoints without tokens."""
-    out = {}
-    for key, value in kwargs.items():
-        if key in ("client", "search_result"):
-            continue
-        if key == "stac" and isinstance(value, str):
-            try:
-                value = StacQuery(stac=value).endpoint
-            except XsitsError:
-                pass
-        out[key] = _json_safe(value)
-    return out
+    """``open_cubes`` arguments for the manifest: the whole spec, no client objects.
+
+    Every field of the :class:`~xsits.cube.spec.CubeSpec` they make (``stac`` as its
+    endpoint, without a token), then the other arguments, JSON-safe.
+
+    Examples
+    --------
+    >>> d = describe_kwargs({"stac": "earth-search", "mode": "patch", "client": object()})
+    >>> d["stac"], d["mode"], d["size"], "client" in d
+    ('https://earth-search.aws.element84.com/v1', 'patch', [10, 10], False)
+    """
+    spec, rest = split_kwargs(kwargs)
+    described = {**spec.describe(), **{k: v for k, v in rest.items()
+                                       if k not in ("client", "search_result")}}
+    return {key: _json_safe(value) for key, value in described.items()}
 
 
 _CUBE_ATTRS = ("stac", "collection", "query", "start", "end", "mode", "crs", "resolution",

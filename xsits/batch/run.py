@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,11 +31,12 @@ import dask.multiprocessing
 import dask.threaded
 import xarray as xr
 
+from xsits._common import ContextThreadPool
 from xsits.batch.report import Row, Status, error_text, install_log_redaction, row, short_reason
 from xsits.cube.load import configure_gdal
 from xsits.errors import BatchError, OutputExistsError
 from xsits.io.tolerate import READS_ATTR, failed_reads, forget
-from xsits.options import Options, adopt_options, get_options
+from xsits.options import Options, adopt_options, get_options, options_scope
 from xsits.out.export import export
 
 __all__ = ["BATCHES_IN_FLIGHT", "FEATURE_THREADS", "IO_THREADS", "Caller", "prepare_process",
@@ -114,7 +115,7 @@ def _io_pool(n: int) -> Any:
     """The process-wide I/O thread pool of ``n`` threads (created once, shared by features)."""
     with _IO_POOLS_LOCK:
         if n not in _IO_POOLS:
-            _IO_POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="xsits-io")
+            _IO_POOLS[n] = ContextThreadPool(n, thread_name_prefix="xsits-io")
         return _IO_POOLS[n]
 
 
@@ -178,6 +179,12 @@ def run_feature(job: Job) -> Row:
     if path.exists() and not job.overwrite:  # e.g. written by a worker that was then lost
         return row(job.fid, Status.SKIPPED, path, seconds=time.perf_counter() - t0)
     prepare_process(job.caller)
+    with options_scope(job.caller.options):  # the run's options, whichever thread runs it
+        return _run_feature(job, t0)
+
+
+def _run_feature(job: Job, t0: float) -> Row:
+    path = job.path
     try:
         # the cube is read first (its files fetched together, see xsits.io.reader; its
         # chunks on the shared I/O pool), then the steps run in memory: on a small
@@ -268,10 +275,10 @@ class Runner:
         if self.scheduler == "processes":
             self.pool = process_pool(workers)
         elif self.scheduler == "threads":  # one pool: concurrent batches share its threads
-            self.pool = ThreadPoolExecutor(workers or FEATURE_THREADS,
+            self.pool = ContextThreadPool(workers or FEATURE_THREADS,
                                            thread_name_prefix="xsits-feature")
         # batches run while the next ones are searched (synchronous: one after the other)
-        self.batches = None if self.scheduler in SYNC_SCHEDULERS else ThreadPoolExecutor(
+        self.batches = None if self.scheduler in SYNC_SCHEDULERS else ContextThreadPool(
             BATCHES_IN_FLIGHT, thread_name_prefix="xsits-batch")
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """One lazy, dask-backed cube per feature, planned once per search group.
 
-Owns: :func:`open_cubes` (``aoi -> grid -> search -> plan -> load``: each feature's pixel
+Owns: :func:`open_cubes` (one :class:`~xsits.cube.spec.CubeSpec`, ``aoi -> grid -> search
+-> plan -> load``: each feature's pixel
 grid from :mod:`xsits.cube.grid`, its items from :mod:`xsits.stac.search`, one
 :class:`~xsits.cube.plan.ItemsPlan` per search group from :mod:`xsits.cube.plan`, one lazy cube per
 feature cut from it) and :func:`load_cube` (the same for one list of items). Bands keep the
@@ -46,6 +47,7 @@ from xsits.cube.plan import (
     plan_feature,
     plan_items,
 )
+from xsits.cube.spec import CubeSpec
 from xsits.errors import LoadError
 from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
@@ -445,28 +447,13 @@ def _plan_part(items_of: Mapping[str, Sequence[pystac.Item]], assets: Sequence[s
 def open_cubes(
     aoi: gpd.GeoDataFrame | str,
     *,
-    stac: str = "planetary-computer",
-    collection: str = "sentinel-2-l2a",
-    bands: Sequence[str] = ("B03", "B04", "B08", "SCL"),
-    start: str = "2024-01-01",
-    end: str = "2024-12-31",
-    query: Mapping[str, Any] | None = None,
-    filter: Mapping[str, Any] | str | None = None,
-    max_cloud: float | None = None,
-    resolution: float = 10.0,
-    crs: str | int = "utm",
-    mode: str = "image",
-    buffer: float = 0.0,
-    size: tuple[int, int] | int = (10, 10),
-    chunks: Mapping[str, int] | None = None,
-    resampling: str | Mapping[str, str] = "nearest",
+    spec: CubeSpec | None = None,
     id_column: str | None = None,
     search_result: SearchResult | None = None,
-    clip: bool = False,
-    all_touched: bool = False,
     client=None,
     on_group: Callable[[Cubes], Any] | None = None,
     on_plan: Callable[[GroupPlan], bool] | None = None,
+    **spec_kwargs: Any,
 ) -> Cubes:
     """Lazy dask-backed cubes ``{feature_id: xr.Dataset}``, one per feature, from one call.
 
@@ -474,18 +461,18 @@ def open_cubes(
     ----------
     aoi
         GeoDataFrame from :func:`xsits.read_aoi`, or a path handed to it.
-    stac, collection, bands, start, end, query, filter, max_cloud
-        The search: see :class:`xsits.StacQuery` (``stac`` is a preset, an API URL or a local
-        ItemCollection / catalog path).
-    resolution, crs, mode, buffer, size
-        The grid: see :class:`xsits.GridSpec` (``size`` may be one int for a square patch).
-    chunks, resampling
-        Passed on to :func:`load_cube`.
-    clip, all_touched
-        For polygon features: set the pixels outside the polygon to NaN (float bands) or to
-        the band's nodata (integer bands), see :func:`xsits.cube.clip.clip`; ``all_touched`` keeps
-        every pixel the polygon touches. Polygon cubes always carry their polygon
-        (``attrs["geometry"]``, for :class:`xsits.ops.steps.clip`).
+    spec
+        The search, grid and load as one :class:`~xsits.cube.spec.CubeSpec` (default: the
+        defaults), changed by ``spec_kwargs``.
+    **spec_kwargs
+        Fields of the spec by name (:data:`xsits.cube.spec.SPEC_ARGS`): the search
+        ``stac, collection, bands, start, end, query, filter, max_cloud, limit`` (see
+        :class:`xsits.StacQuery`: ``stac`` is a preset, an API URL or a local
+        ItemCollection / catalog path); the grid ``crs, resolution, mode, buffer, size``
+        (see :class:`xsits.GridSpec`: ``size`` may be one int for a square patch); the load
+        ``chunks, resampling, clip, all_touched`` (see :class:`~xsits.cube.spec.LoadSpec`:
+        ``clip`` sets the pixels outside a polygon feature to NaN or nodata). Polygon cubes
+        always carry their polygon (``attrs["geometry"]``, for :class:`xsits.ops.steps.clip`).
     id_column
         When ``aoi`` is a path: the id column for :func:`xsits.read_aoi`.
     search_result
@@ -523,14 +510,10 @@ def open_cubes(
     """
     if not isinstance(aoi, gpd.GeoDataFrame) or "feature_id" not in aoi.columns:
         aoi = read_aoi(aoi, id_column=id_column)  # a raw GeoDataFrame gets its ids here too
-    if isinstance(size, int):
-        size = (size, size)
-    q = StacQuery(stac=stac, collection=collection, start=start, end=end, bands=tuple(bands),
-                  query=query, filter=filter, max_cloud=max_cloud)
-    if search_result is not None:
-        q = search_result.query
-    grid = GridSpec(crs=crs, resolution=resolution, mode=mode, buffer=buffer, size=tuple(size))
-    resampling = validate_resampling(resampling, bands=q.bands)
+    spec = CubeSpec.from_kwargs(spec, **spec_kwargs)
+    q = spec.query if search_result is None else search_result.query
+    grid, load = spec.grid, spec.load
+    resampling = validate_resampling(load.resampling, bands=q.bands)
     geoboxes = feature_geoboxes(aoi, grid)
     configure_gdal()
     base = base_attrs(q, grid)
@@ -552,7 +535,7 @@ def open_cubes(
             for fid, positions in gp.positions.items():
                 gbox = geoboxes[fid]
                 try:
-                    cube = cube_of(gp.items, positions, gbox, chunks=chunks,
+                    cube = cube_of(gp.items, positions, gbox, chunks=load.chunks,
                                    attrs=feature_attrs(base, fid, geoms[fid], aoi.crs, gbox,
                                                        grid))
                 except Exception as err:
@@ -561,8 +544,8 @@ def open_cubes(
                     continue
                 if geoms[fid].geom_type in ("Polygon", "MultiPolygon"):
                     cube = with_geometry(cube, geoms[fid], crs=aoi.crs)
-                    if clip:
-                        cube = clip_cube(cube, all_touched=all_touched)
+                    if load.clip:
+                        cube = clip_cube(cube, all_touched=load.all_touched)
                 built[fid] = group[fid] = cube.rename(renames(q))
             if on_group is not None:
                 on_group(group)

@@ -48,11 +48,11 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pystac
 
+from xsits._common import ContextThreadPool
 from xsits.errors import HarmonizeWarning
 from xsits.io import retry, signing
 from xsits.options import get_options
@@ -181,7 +181,7 @@ def item_offsets(items: Sequence[pystac.Item], min_baseline: str = "04.00") -> d
         else:
             out[item.id] = said
     if todo:
-        with ThreadPoolExecutor(min(GUARD_THREADS, len(todo))) as pool:
+        with ContextThreadPool(min(GUARD_THREADS, len(todo))) as pool:
             shares = list(pool.map(_share_or_nan, todo))
         for item, share in zip(todo, shares, strict=True):
             removed = bool(share >= GUARD_SHARE)

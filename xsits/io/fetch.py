@@ -26,11 +26,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlparse
 
-from xsits._common import redact
+from xsits._common import ContextThreadPool, redact
 from xsits.errors import LoadError, TransientError
 from xsits.io import retry
 from xsits.options import S3_KEYS, get_options
@@ -103,7 +103,7 @@ def per_process(factory: Callable[[], T]) -> Callable[[], T]:
 
     Examples
     --------
-    >>> pool = per_process(lambda: ThreadPoolExecutor(1))
+    >>> pool = per_process(lambda: ContextThreadPool(1))
     >>> pool() is pool()
     True
     """
@@ -126,7 +126,7 @@ class _Bytes:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(get_options().max_requests,
+        self.pool = ContextThreadPool(get_options().max_requests,
                                        thread_name_prefix="xsits-fetch")
         self.stores: dict[str, Any] = {}
         self.segments: OrderedDict[str, list[tuple[int, memoryview]]] = OrderedDict()

@@ -34,7 +34,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ from odc.loader import (
     resolve_src_nodata,
 )
 
-from xsits._common import redact
+from xsits._common import ContextThreadPool, redact
 from xsits.errors import LoadError
 from xsits.io import fetch, retry, tiff
 from xsits.io.tiff import Header, Level, headers
@@ -69,9 +69,9 @@ _INDICES: fetch.Lru[Any] = fetch.Lru(keep=4096)  # GDAL's nearest pick, by grid 
 _TILES: fetch.Lru[np.ndarray] = fetch.Lru(  # decoded tiles, by (href, level, segment)
     max_bytes=lambda: get_options().cache_bytes // 2)
 # pyproj makes a transformer per thread (~50 ms a CRS pair): plans are made on one thread
-_planner = fetch.per_process(lambda: ThreadPoolExecutor(1, thread_name_prefix="xsits-plan"))
+_planner = fetch.per_process(lambda: ContextThreadPool(1, thread_name_prefix="xsits-plan"))
 # tiles of one read are decoded side by side, one thread per core
-_decoder = fetch.per_process(lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2),
+_decoder = fetch.per_process(lambda: ContextThreadPool(max(2, os.cpu_count() or 2),
                                                         thread_name_prefix="xsits-decode"))
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from shapely import STRtree
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from xsits._common import one_line, shorten
+from xsits._common import ContextThreadPool, one_line, shorten
 from xsits.errors import (
     MissingDependencyError,
     NoItemsError,
@@ -666,7 +666,7 @@ def iter_search(
             return err
 
     # the group searches wait on the network: run a few at once (latency, not CPU)
-    with ThreadPoolExecutor(max(1, min(SEARCH_THREADS, len(groups)))) as pool:
+    with ContextThreadPool(max(1, min(SEARCH_THREADS, len(groups)))) as pool:
         futures = {pool.submit(run, ids): ids for ids in groups}
         try:
             for fut in as_completed(futures):
