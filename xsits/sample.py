@@ -77,6 +77,9 @@ POINTS_PER_COMPUTE = 256
 #: Points searched and planned together (one ``open_cubes`` call): a search group's points
 #: are read by one job, so that each block of its files is read once for all of them.
 POINTS_PER_OPEN = 50_000
+#: The least ``cache_bytes`` of a worker process (``scheduler="processes"``: the workers
+#: share the option's budget, a search group's blocks being read once by one job anyway).
+WORKER_CACHE_MIN = 16 * 2**20
 #: Cubes read at once (each fetches its files concurrently through the reader).
 READ_THREADS = 4
 #: Where :func:`sample` reads the points' cubes.
@@ -383,7 +386,13 @@ class _Reader:
     def __init__(self, steps: Sequence[Callable], window: int, reduce: str,
                  indices: Sequence[str], bar: Any, scheduler: str = "threads",
                  workers: int | None = None) -> None:
-        self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), Caller.here())
+        caller = Caller.here()
+        if scheduler == "processes":  # each worker keeps its share of the caches' budget
+            share = max(WORKER_CACHE_MIN, caller.options.cache_bytes //
+                        (2 * (workers or os.cpu_count() or 1)))
+            caller = caller._replace(options=dataclasses.replace(caller.options,
+                                                                 cache_bytes=share))
+        self.spec = _Spec(tuple(steps), window, reduce, tuple(indices), caller)
         self.bar = bar
         self.rows: dict[str, _Rows] = {}
         self.missing: dict[str, str] = {}
