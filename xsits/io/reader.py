@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -508,7 +509,7 @@ class _Reader:
             reader = RioReader(self.src, rio_ctx)
             return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
                               what=f"reading {redact(uri)} with GDAL",
-                              transient=_gdal_transient,
+                              transient=_gdal_transient, host=urlparse(uri).netloc or None,
                               before_retry=lambda _err: clear_gdal_cache())
 
 
