@@ -236,6 +236,16 @@ def _batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
                   None if masked is None else masked[:, i], per_date) for i in range(n)]
 
 
+def _keep(fids: Sequence[str], got_rows: Sequence[_Rows], rows: dict[str, _Rows],
+          missing: dict[str, str]) -> None:
+    """File each feature's rows, or why it has none."""
+    for fid, got in zip(fids, got_rows, strict=True):
+        if len(got.time):
+            rows[fid] = got
+        else:
+            missing[fid] = "no date left after the steps"
+
+
 def _parts(aoi: gpd.GeoDataFrame) -> Iterator[gpd.GeoDataFrame]:
     """The AOI in parts of at most :data:`POINTS_PER_OPEN` points, nearby points together.
 
@@ -294,13 +304,9 @@ def _read_part(cubes: dict[str, xr.Dataset],
     for fid, raw in loaded.items():
         batches.setdefault(_dates_key(raw) if pixelwise else fid, []).append(fid)
     for fids in batches.values():
-        got_rows = _batch_rows(_side_by_side([loaded[f] for f in fids]), len(fids),
-                               spec.steps, spec.window, spec.reduce, spec.indices, classes)
-        for fid, got in zip(fids, got_rows, strict=True):
-            if len(got.time):
-                rows[fid] = got
-            else:
-                missing[fid] = "no date left after the steps"
+        _keep(fids, _batch_rows(_side_by_side([loaded[f] for f in fids]), len(fids),
+                                spec.steps, spec.window, spec.reduce, spec.indices, classes),
+              rows, missing)
     return rows, missing
 
 
@@ -322,15 +328,9 @@ def _fast_rows(gp: GroupPlan, spec: _Spec,
         if batches is None:
             return None
         for batch in batches:
-            ids = [fids[k] for k in batch.points]
-            raw = _batch_cube(gp, batch)
-            got_rows = _batch_rows(raw, len(ids), spec.steps, spec.window, spec.reduce,
-                                   spec.indices, classes)
-            for fid, got in zip(ids, got_rows, strict=True):
-                if len(got.time):
-                    rows[fid] = got
-                else:
-                    missing[fid] = "no date left after the steps"
+            _keep([fids[k] for k in batch.points],
+                  _batch_rows(_batch_cube(gp, batch), len(batch.points), spec.steps,
+                              spec.window, spec.reduce, spec.indices, classes), rows, missing)
     return rows, missing
 
 
