@@ -174,17 +174,14 @@ def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndar
     return coords
 
 
-#: Files tried per band for its dtype and nodata (:func:`band_config`).
-HEADER_TRIES = 3
-
-
 def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str, Any]:
     """odc-stac's ``stac_cfg`` giving each band the dtype and nodata of its file's header.
 
     Items without ``raster:bands`` (Planetary Computer, Earth Search) say nothing of a band's
     dtype and odc-stac would load it as float32; the header of the band's first file says
     (GDAL reads it when xsits' reader cannot; a file that cannot be read gives way to the next
-    item's, up to :data:`HEADER_TRIES`). Bands with ``raster:bands`` keep theirs.
+    item's: one broken file must not cost its whole search group). Bands with
+    ``raster:bands`` keep theirs.
 
     Examples
     --------
@@ -192,20 +189,22 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
     {}
     """
     assets: dict[str, dict[str, Any]] = {}
-    todo: dict[str, list[str]] = {}  # per asset: the hrefs of its first few items
+    todo: dict[str, list[pystac.Item]] = {}  # per asset: the items that have it
     for band in bands:
         asset = band.split(".")[0]
-        have = [it for it in items if asset in it.assets][:HEADER_TRIES]
+        have = [it for it in items if asset in it.assets]
         if not have or have[0].assets[asset].extra_fields.get("raster:bands"):
             continue
-        todo[asset] = [signing.sign(href(it, asset)) for it in have]  # tokens now
+        todo[asset] = have
     if not todo:
         return {}
-    firsts = headers([uris[0] for uris in todo.values()])  # every band's at once
-    for (asset, uris), head in zip(todo.items(), firsts, strict=True):
-        uri = uris[0]
-        for uri in uris[1:] if isinstance(head, BaseException) else ():
-            (head,) = headers([uri])  # one broken file does not decide: the next item's says
+    # every band's first file at once (signed now if it needs a token)
+    firsts = headers([signing.sign(href(have[0], a)) for a, have in todo.items()])
+    for (asset, have), head in zip(todo.items(), firsts, strict=True):
+        uri = head.uri if not isinstance(head, BaseException) else ""
+        for it in have[1:] if isinstance(head, BaseException) else ():
+            uri = signing.sign(href(it, asset))  # one broken file does not decide: the next
+            (head,) = headers([uri])
             if not isinstance(head, BaseException):
                 break
         if isinstance(head, BaseException):
