@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _make_session_world(root: Path) -> Any:
-    from xsits.testing.scenes import WorldSpec, make_world
+    from xsits.testing.scenes import WorldSpec
+    from xsits.testing.world import make_world
 
     spec = WorldSpec(
         points=WORLD_POINTS,
@@ -71,7 +72,7 @@ def _make_session_world(root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The generated test world (``xsits.testing.scenes.make_world``) in a session temp dir."""
+    """The generated test world (``xsits.testing.world.make_world``) in a session temp dir."""
     return _make_session_world(tmp_path_factory.mktemp("world"))
 
 
