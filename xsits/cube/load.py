@@ -53,7 +53,8 @@ from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import providers
-from xsits.stac.search import SearchResult, StacQuery, iter_search, merge_results
+from xsits.stac.query import StacQuery
+from xsits.stac.search import SearchResult, iter_search, merge_results
 
 #: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
 #: read in every provider's dialect (:mod:`xsits.stac.providers`). A date's value is its items'
