@@ -41,7 +41,8 @@ def worlds(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(worlds):
-    from xsits.testing.servers import CogServer, ServerError
+    from xsits.testing.launch import ServerError
+    from xsits.testing.servers import CogServer
 
     try:
         cogs = CogServer(worlds[0]).start()
