@@ -44,7 +44,7 @@ from xsits.cube.spec import CubeSpec, split_kwargs
 from xsits.errors import AOIError, ExportError, OutputExistsError, SampleError
 from xsits.ops import steps as steps_mod
 from xsits.options import get_options
-from xsits.out.export import atomic_path, ensure_dir
+from xsits.out.atomic import atomic_path, ensure_dir
 from xsits.sampling.read import Reader, is_client, parts
 from xsits.sampling.rows import assemble
 
@@ -125,7 +125,7 @@ def write_table(df: pd.DataFrame, out: str | os.PathLike, *, overwrite: bool = F
     """Write a table atomically as Parquet (GeoParquet for a GeoDataFrame).
 
     The file appears under its final name only once complete
-    (:func:`xsits.out.export.atomic_path`); ``df.attrs`` are stored with it (pandas keeps them).
+    (:func:`xsits.out.atomic.atomic_path`); ``df.attrs`` are stored with it (pandas keeps them).
 
     Parameters
     ----------

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from xsits.out.export import atomic_path
+from xsits.out.atomic import atomic_path
 from xsits.testing.pixels import Landscape, scene_arrays
 from xsits.testing.scenes import (
     BANDS_10M,
@@ -176,7 +176,7 @@ def _item(sc: Scene, stats: dict[str, Any], spec: WorldSpec, ia: dict[str, Any])
 
 
 def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`xsits.out.export.atomic_path`)."""
+    """Write ``text`` to ``path`` atomically (:func:`xsits.out.atomic.atomic_path`)."""
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text)
 
