@@ -245,3 +245,42 @@ def test_bandpass_adjusts_only_sentinel_2_dates(served):
     np.testing.assert_allclose(adjusted.red.values[is_s2], want[is_s2], rtol=1e-5,
                                equal_nan=True)
     np.testing.assert_array_equal(adjusted.red.values[~is_s2], plain.red.values[~is_s2])
+
+
+def test_earth_search_landsat_from_a_requester_pays_bucket(tmp_path, monkeypatch):
+    """Earth Search's landsat-c2-l2 items: ``s3://usgs-landsat/...`` hrefs, requester pays."""
+    pytest.importorskip("moto.server", reason="the test extra (moto[server]) is not installed")
+    from xsits.testing.servers import S3Server
+
+    w = make_sensor_world(tmp_path / "es", WorldSpec(**SPEC, start="2024-06-02",
+                                                     end="2024-06-10", revisit_days=8),
+                          "es-landsat")
+    item = w.item_dicts("s3://usgs-landsat/")[0]
+    assert item["assets"]["red"]["storage:requester_pays"] is True
+    assert item["assets"]["red"]["href"].startswith("s3://usgs-landsat/collection02/level-2/")
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    with S3Server() as s3:
+        _upload(s3, w.root)
+        path = w.write_item_collection(tmp_path / "es.json", "s3://usgs-landsat/")
+        with xsits.set_options(s3={"endpoint_url": s3.url, "requester_pays": True}):
+            ds = xsits.open_cubes(_aoi(POINTS[:1]), stac=str(path), collection="landsat-c2-l2",
+                                  bands=["red", "qa_pixel"], start="2024-06-02",
+                                  end="2024-06-10", resolution=20, crs="EPSG:32632",
+                                  mode="patch", size=(8, 8))["p0"].compute()
+    for i, it in enumerate(sorted(w.items, key=lambda it: it["properties"]["datetime"])):
+        np.testing.assert_array_equal(ds.red.values[i], _truth_at(w, it, "red", ds))
+    out = to_reflectance(cloud_mask(ds))
+    by_hand = _qa_masked(ds.qa_pixel.values) | (ds.red.values == 0)
+    np.testing.assert_array_equal(np.isnan(out.red.values), by_hand)
+
+
+def _upload(s3, root: Path) -> None:
+    """The world's ``collection02/...`` files under the same keys of ``usgs-landsat``."""
+    client = s3.client()
+    client.create_bucket(Bucket="usgs-landsat")
+    client.put_bucket_request_payment(Bucket="usgs-landsat",
+                                      RequestPaymentConfiguration={"Payer": "Requester"})
+    for path in sorted((root / "collection02").rglob("*.TIF")):
+        client.upload_file(str(path), "usgs-landsat", path.relative_to(root).as_posix())
