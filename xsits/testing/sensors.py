@@ -1,6 +1,6 @@
 """Landsat and HLS test worlds, made from the synthetic Sentinel-2 world, in real item shapes.
 
-:func:`make_sensor_world` generates a Sentinel-2 world (:func:`xsits.testing.scenes.make_world`,
+:func:`make_sensor_world` generates a Sentinel-2 world (:func:`xsits.testing.world.make_world`,
 its landscape, clouds, shadows, snow and partial swaths) and writes each scene again as the
 other collection's files and items:
 
@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from xsits.testing.scenes import World, WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
+from xsits.testing.world import World, make_world
 
 #: Shape -> (template in ``data/real/``, collection, relative href of a band's file).
 SHAPES: dict[str, tuple[str, str]] = {
