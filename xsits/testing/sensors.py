@@ -34,7 +34,7 @@ Examples
 >>> item["id"], item["assets"]["red"]["raster:bands"][0]["scale"]
 ('LC08_L2SP_191027_20240602_02_T1', 2.75e-05)
 >>> w.truth(item["id"], "qa_pixel").dtype.name, item["properties"]["proj:shape"]
-('uint16', [42, 42])
+('uint16', [41, 41])
 """
 
 from __future__ import annotations
