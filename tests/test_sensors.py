@@ -16,14 +16,19 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
+from click.testing import CliRunner
 from shapely.geometry import Point
 
 import xsits
 from xsits._common import CLASS_BANDS
+from xsits.cli import main as cli_main
+from xsits.cube.spec import CubeSpec
+from xsits.errors import QueryError
 from xsits.io import reader, signing
 from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import to_reflectance
 from xsits.stac.collections import COLLECTIONS, LANDSAT_QA_PIXEL, lookup
+from xsits.stac.query import StacQuery
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.sensors import make_sensor_world
 from xsits.testing.servers import CogServer
@@ -167,6 +172,35 @@ def test_pc_landsat_without_bands_loads_the_registry_defaults(served):
                                  collection="landsat-c2-l2", start=LANDSAT.start,
                                  end=LANDSAT.start, resolution=30, mode="patch", size=(2, 2))
     assert list(cubes["p0"].data_vars) == list(lookup("landsat-c2-l2").default_bands)
+
+
+def test_a_query_without_bands_takes_the_registry_defaults():
+    assert StacQuery(collection="landsat-c2-l2").bands == ("green", "red", "nir08", "qa_pixel")
+    assert StacQuery(collection="HLSL30.v2.0").bands == ("B03", "B04", "B05", "Fmask")
+    assert StacQuery().bands == lookup("sentinel-2-l2a").default_bands
+    with pytest.raises(QueryError, match=r"collection='my-own' is not in the registry.*bands="):
+        StacQuery(collection="my-own")
+    assert StacQuery(collection="my-own", bands=["b1"]).bands == ("b1",)
+    # a spec changing collection: the old collection's defaults become the new one's
+    spec = CubeSpec.from_kwargs(CubeSpec(), collection="hls2-s30")
+    assert spec.query.bands == ("B03", "B04", "B8A", "Fmask")
+    mine = CubeSpec.from_kwargs(bands=["B04"])
+    assert CubeSpec.from_kwargs(mine, collection="hls2-s30").query.bands == ("B04",)
+
+
+def test_cli_fetch_without_bands_writes_the_registry_defaults(served, tmp_path):
+    aoi = tmp_path / "aoi.geojson"
+    _aoi(POINTS[:1]).to_file(aoi)
+    args = ["fetch", str(aoi), "--stac", served["paths"]["landsat"], "--collection",
+            "landsat-c2-l2", "--start", LANDSAT.start, "--end", LANDSAT.start, "--resolution",
+            "30", "--mode", "patch", "--size", "2x2", "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    with xsits.set_options(**served["opts"]):
+        result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "out").glob("*.nc")
+    with xr.open_dataset(path) as back:
+        assert list(back.data_vars) == list(lookup("landsat-c2-l2").default_bands)
 
 
 # --------------------------------------------------------------------------- HLS

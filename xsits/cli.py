@@ -76,7 +76,10 @@ def _cql2(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     return doc if isinstance(doc, dict) else value
 
 
-def _bands(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+def _bands(ctx: click.Context, param: click.Parameter,
+           value: str | None) -> tuple[str, ...] | None:
+    if value is None:  # the collection's default bands (xsits.stac.collections)
+        return None
     bands = tuple(b.strip() for b in value.split(",") if b.strip())
     if not bands:
         raise click.BadParameter("give at least one band, e.g. --bands B04,B08,SCL")

@@ -127,9 +127,10 @@ class CubeSpec:
         unknown = [k for k in kwargs if k not in _PART_OF]
         if unknown:
             raise TypeError(f"unknown argument(s) {unknown}; known: {', '.join(SPEC_ARGS)}")
-        entry = lookup(kwargs.get("collection")) if "bands" not in kwargs else None
-        if entry is not None and (spec is None or spec.query.bands == StacQuery.bands):
-            kwargs["bands"] = entry.default_bands  # the registry's default bands
+        if spec is not None and "collection" in kwargs and "bands" not in kwargs:
+            entry = lookup(spec.query.collection)  # the old collection's defaults: the new's
+            if entry is not None and spec.query.bands == entry.default_bands:
+                kwargs["bands"] = None
         parts: dict[str, Any] = {}
         for part, part_cls in PARTS.items():
             given = {k: v for k, v in kwargs.items() if _PART_OF[k] == part}
@@ -201,7 +202,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("stac", "STAC API: preset (planetary-computer, earth-search), URL, or local "
                    "ItemCollection/catalog file."),
     Option("collection", "Collection id."),
-    Option("bands", "Comma-separated asset keys.", "bands"),
+    Option("bands", "Comma-separated asset keys (default: the collection's default bands, "
+                    "e.g. B03,B04,B08,SCL for sentinel-2-l2a).", "bands"),
     Option("start", "First date (YYYY-MM-DD)."),
     Option("end", "Last date, inclusive (YYYY-MM-DD)."),
     Option("max_cloud", "Keep items with eo:cloud_cover below this percentage.", "percent"),
@@ -222,8 +224,8 @@ def default(name: str) -> Any:
 
     Examples
     --------
-    >>> default("bands"), default("size")
-    (('B03', 'B04', 'B08', 'SCL'), (10, 10))
+    >>> default("bands"), default("size")  # bands: the collection's (the registry's)
+    (None, (10, 10))
     """
     (f,) = [f for f in dataclasses.fields(PARTS[_PART_OF[name]]) if f.name == name]
     return f.default_factory() if f.default is dataclasses.MISSING else f.default

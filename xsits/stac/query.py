@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from xsits.errors import QueryError
-from xsits.stac import local, providers
+from xsits.stac import collections, local, providers
 from xsits.stac.filters import and_, check_query, parse_filter, query_to_cql2
 from xsits.stac.providers import PRESETS
 
@@ -67,8 +67,10 @@ class StacQuery:
         Inclusive date range (``"YYYY-MM-DD"``). ``end`` includes that whole day.
     bands
         Bands to load, as band ids (``"B04"``, ``"SCL"``) or Earth Search names (``"red"``,
-        ``"scl"``), whichever the provider uses (:attr:`assets`). Default
-        ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
+        ``"scl"``), whichever the provider uses (:attr:`assets`). Default (None): the
+        collection's default bands in the registry (:mod:`xsits.stac.collections`:
+        Sentinel-2 L2A ``("B03", "B04", "B08", "SCL")``, Landsat ``("green", "red",
+        "nir08", "qa_pixel")``...); a collection not in the registry needs them.
     query
         STAC Query extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``; operators
         ``eq, neq, lt, lte, gt, gte, in, startsWith, endsWith, contains``
@@ -87,6 +89,8 @@ class StacQuery:
     ('https://earth-search.aws.element84.com/v1', {'eo:cloud_cover': {'lt': 10}})
     >>> q.assets
     {'B03': 'green', 'B04': 'red', 'B08': 'nir', 'SCL': 'scl'}
+    >>> StacQuery(collection="landsat-c2-l2").bands
+    ('green', 'red', 'nir08', 'qa_pixel')
     >>> StacQuery(start="2024-02-01", end="2024-01-01")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -97,7 +101,7 @@ class StacQuery:
     collection: str = "sentinel-2-l2a"
     start: str = "2024-01-01"
     end: str = "2024-12-31"
-    bands: tuple[str, ...] = ("B03", "B04", "B08", "SCL")
+    bands: tuple[str, ...] | None = None
     query: Mapping[str, Any] | None = field(default=None, hash=False)
     filter: Mapping[str, Any] | str | None = field(default=None, hash=False)
     max_cloud: float | None = None
@@ -109,6 +113,13 @@ class StacQuery:
             raise QueryError(f"collection={self.collection!r} must be a collection id, e.g. "
                              "collection='sentinel-2-l2a'")
         bands = self.bands.split(",") if isinstance(self.bands, str) else self.bands
+        if bands is None:
+            entry = collections.lookup(self.collection)
+            if entry is None:
+                raise QueryError(f"collection={self.collection!r} is not in the registry "
+                                 "(xsits.stac.collections), so it has no default bands; give "
+                                 "them, e.g. bands=['red', 'nir']")
+            bands = entry.default_bands
         try:
             bands = tuple(b.strip() for b in bands)
         except (TypeError, AttributeError):
