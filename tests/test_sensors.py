@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from click.testing import CliRunner
@@ -279,6 +280,76 @@ def test_bandpass_adjusts_only_sentinel_2_dates(served):
     np.testing.assert_allclose(adjusted.red.values[is_s2], want[is_s2], rtol=1e-5,
                                equal_nan=True)
     np.testing.assert_array_equal(adjusted.red.values[~is_s2], plain.red.values[~is_s2])
+
+
+def _point_series(ds: xr.Dataset, steps=(), indices=()) -> xr.Dataset:
+    """A combined cube's centre pixel (its window's mean) after ``steps`` and ``indices``."""
+    for step in steps:
+        ds = step(ds)
+    if indices:
+        ds = ds.assign(ds.sits.indices(list(indices)).data_vars)
+    return ds.mean(("y", "x"), skipna=True) if ds.sizes["x"] > 1 else ds.isel(y=0, x=0)
+
+
+@pytest.mark.parametrize(("window", "steps", "indices", "dilate"), [
+    (1, (), (), 0),  # each collection without cubes (the fast point path), then merged
+    (1, (xsits.steps.gapfill(),), ("NDVI",), 1),  # steps on the merged series
+    (3, (), ("NDVI",), 1),  # through the combined cubes, clouds grown inside the window
+])
+def test_sample_of_several_collections_is_the_combined_cube_at_the_point(served, window, steps,
+                                                                         indices, dilate):
+    stac = {"sentinel-2-l2a": served["paths"]["s2"],
+            "landsat-c2-l2": served["paths"]["landsat"]}
+    kw = dict(stac=stac, bands=["red", "nir"], start=S2.start, end=S2.end, resolution=30,
+              crs="EPSG:32632", dilate=dilate)
+    aoi = _aoi()
+    with xsits.set_options(**served["opts"]):
+        table = xsits.sample(aoi, collections=list(stac), window=window, steps=list(steps),
+                             indices=list(indices), progress=False, **kw)
+        cubes = {fid: ds.compute() for fid, ds in xsits.open_combined(
+            aoi, list(stac), mode="patch", size=(window, window), **kw).items()}
+    want = {fid: _point_series(ds, steps, indices) for fid, ds in cubes.items()}
+    assert not table.attrs["missing"] and table.attrs["xsits"]["collections"] == list(stac)
+    assert set(table.sensor) == {"Sentinel-2 MSI", "Landsat OLI"}
+    for fid, got in table.groupby("feature_id"):
+        ref = want[fid]
+        np.testing.assert_array_equal(got.time.to_numpy(), ref.time.values)
+        assert got.sensor.tolist() == ref.sensor.values.tolist()
+        assert got.platform.tolist() == ref.platform.values.tolist()
+        for name in ("red", "nir", *indices):
+            np.testing.assert_allclose(got[name].to_numpy(), ref[name].values, rtol=1e-6,
+                                       equal_nan=True)
+        clear = np.isfinite(cubes[fid]["red"].values) | np.isfinite(cubes[fid]["nir"].values)
+        np.testing.assert_array_equal(got.masked.to_numpy(), ~clear.any(axis=(1, 2)))
+        assert got.masked.any() and (~got.masked).any()
+        if not steps:
+            assert got.red[got.masked].isna().all()
+
+
+def test_cli_sample_of_several_collections(served, tmp_path):
+    both = tmp_path / "both.json"  # one local catalog holding the items of both collections
+    features = [f for k in ("s2", "landsat")
+                for f in json.loads(Path(served["paths"][k]).read_text())["features"]]
+    both.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    aoi = tmp_path / "aoi.geojson"
+    _aoi().to_file(aoi)
+    out = tmp_path / "t.parquet"
+    args = ["sample", str(aoi), "--out", str(out), "--stac", str(both), "--collections",
+            "sentinel-2-l2a,landsat-c2-l2", "--bands", "red,nir", "--start", S2.start, "--end",
+            S2.end, "--resolution", "30", "--crs", "EPSG:32632", "--bandpass", "--indices",
+            "NDVI", "--no-progress"]
+    with xsits.set_options(**served["opts"]):
+        result = CliRunner().invoke(cli_main, args)
+        assert result.exit_code == 0, result.output
+        want = xsits.sample(_aoi(), collections=["sentinel-2-l2a", "landsat-c2-l2"],
+                            stac=str(both), bands=["red", "nir"], start=S2.start, end=S2.end,
+                            resolution=30, crs="EPSG:32632", bandpass=True, indices="NDVI",
+                            progress=False)
+    got = pd.read_parquet(out)
+    assert len(got) == len(want) > 0 and set(got.sensor) == {"Sentinel-2 MSI", "Landsat OLI"}
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False)
+    bad = CliRunner().invoke(cli_main, [*args[:-1], "--mask", "--overwrite"])
+    assert bad.exit_code != 0 and "drop --harmonize and --mask" in bad.output
 
 
 def test_earth_search_landsat_from_a_requester_pays_bucket(tmp_path, monkeypatch):

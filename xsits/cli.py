@@ -28,6 +28,7 @@ import click
 
 from xsits._common import one_line
 from xsits.batch import AoiSource, compute_all, summary_line
+from xsits.batch.combined import combined_bands
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import dry_run as run_dry
 from xsits.cube.spec import OPTIONS, SPEC_ARGS, CubeSpec, default
@@ -36,6 +37,7 @@ from xsits.errors import XsitsError
 from xsits.ops.steps import build_steps
 from xsits.sample import POINT_GRID, point_spec
 from xsits.sample import sample as run_sample
+from xsits.stac.collections import COMMON_BANDS
 
 #: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.ops.gapfill.gapfill`).
 GAPFILL_METHODS = ("linear", "nearest", "slinear", "quadratic", "cubic", "pchip", "akima")
@@ -84,6 +86,16 @@ def _bands(ctx: click.Context, param: click.Parameter,
     if not bands:
         raise click.BadParameter("give at least one band, e.g. --bands B04,B08,SCL")
     return bands
+
+
+def _list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """A comma-separated list (None when not given)."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise click.BadParameter("give at least one value, e.g. sentinel-2-l2a,landsat-c2-l2")
+    return items
 
 
 def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -258,11 +270,20 @@ def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
 @click.option("--dry-run", is_flag=True,
               help="Search and plan, read the files' headers, print the cost; read no pixel.")
+@click.option("--collections", default=None, callback=_list, metavar="IDS",
+              help="Several collections as one series (e.g. sentinel-2-l2a,landsat-c2-l2): "
+                   "each masked by its rule, in reflectance; --bands are then cross-sensor "
+                   "names (blue, green, red, nir, swir16, swir22).")
+@click.option("--bandpass", is_flag=True,
+              help="With --collections: Sentinel-2 reflectance made OLI-like (HLS).")
+@click.option("--dilate", type=click.IntRange(min=0), default=0,
+              help="With --collections: grow clouds and shadows by this many pixels.")
 def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, mask: bool,
            drop_cloudy: float | None, gapfill: str | None, composite_freq: str | None,
            smooth: str | None, indices: str, geometry: bool, scheduler: str,
            workers: int | None, overwrite: bool, id_column: str | None, no_progress: bool,
-           verbose: bool, dry_run: bool, **spec_kwargs: Any) -> None:
+           verbose: bool, dry_run: bool, collections: list[str] | None, bandpass: bool,
+           dilate: int, **spec_kwargs: Any) -> None:
     """Sample the time series of the points of AOI into one table (Parquet).
 
     One row per (point, date): feature_id, the AOI's columns (labels), time, one column per
@@ -277,9 +298,20 @@ def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, m
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column)
+        several: dict[str, Any] = {}
+        if collections:
+            if harmonize or mask:
+                raise click.UsageError("--collections masks and scales each collection by "
+                                       "its own rule; drop --harmonize and --mask")
+            several = {"collections": collections, "bands": spec_kwargs.pop("bands"),
+                       "bandpass": bandpass, "dilate": dilate}
         spec = point_spec(_spec_of(spec_kwargs), window)
         if dry_run:
-            click.echo(str(run_dry(gdf, spec=spec)))
+            for c in collections or [None]:
+                each = spec if c is None else CubeSpec.from_kwargs(
+                    spec, collection=c, bands=combined_bands(c, several["bands"] or
+                                                             COMMON_BANDS))
+                click.echo(("" if c is None else f"{c}: ") + str(run_dry(gdf, spec=each)))
             return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill, composite=composite_freq, smooth=smooth)
@@ -287,7 +319,7 @@ def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, m
             gdf, steps=steps, window=window, reduce=reduce, geometry=geometry,
             indices=[i.strip() for i in indices.split(",") if i.strip()], out=out_path,
             overwrite=overwrite, progress=False if no_progress else None,
-            scheduler=scheduler, workers=workers, spec=spec)
+            scheduler=scheduler, workers=workers, spec=spec, **several)
     except XsitsError as err:
         raise click.ClickException(one_line(err)) from err
     missing = table.attrs["missing"]

@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import relaxed_gc, single_threaded_blas
+from xsits.batch.combined import combined_bands, open_combined
 from xsits.batch.run import want_progress
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import open_cubes
@@ -45,8 +46,10 @@ from xsits.errors import AOIError, ExportError, OutputExistsError, SampleError
 from xsits.ops import steps as steps_mod
 from xsits.options import get_options
 from xsits.out.atomic import atomic_path, ensure_dir
+from xsits.sampling.combined import merge_rows, series_rows
 from xsits.sampling.read import Reader, is_client, parts
-from xsits.sampling.rows import assemble
+from xsits.sampling.rows import Rows, assemble
+from xsits.stac.collections import COMMON_BANDS, lookup
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +174,9 @@ def sample(
     scheduler: Any = "threads",
     workers: int | None = None,
     spec: CubeSpec | None = None,
+    collections: Sequence[str] | None = None,
+    bandpass: bool = False,
+    dilate: int = 0,
     **open_kwargs: Any,
 ) -> pd.DataFrame:
     """The time series of labelled points as one tidy table, one row per (feature, date).
@@ -231,6 +237,21 @@ def sample(
     spec
         The search and grid as one :class:`~xsits.cube.spec.CubeSpec`; its grid becomes
         :func:`point_spec`'s (a patch of ``window`` pixels).
+    collections
+        Several collections as one time series, as :func:`xsits.open_combined` makes it:
+        e.g. ``["sentinel-2-l2a", "landsat-c2-l2"]``; ``stac`` may then be ``{collection:
+        stac}`` and ``bands`` are cross-sensor names (default ``blue``, ``green``, ``red``,
+        ``nir``, ``swir16``, ``swir22``). Each collection is masked by its own rule and in
+        surface reflectance before the ``steps`` (which then run on the merged series);
+        ``sensor`` and ``platform`` are columns, ``masked`` says no pixel was clear.
+        The values are those of the point's pixel (window) in the cube of
+        :func:`xsits.open_combined` with ``mode="patch", size=(window, window)``. With
+        ``window=1`` each collection's points are read on their own (without cubes where
+        the fast reader can), then merged by date; with a larger window through the
+        combined cubes.
+    bandpass, dilate
+        With ``collections``: as for :func:`xsits.ops.combine.combine` (clouds and shadows
+        grow inside each point's window: with ``window=1``, ``dilate`` changes nothing).
     **open_kwargs
         Fields of the spec (:func:`xsits.open_cubes`'s ``stac``, ``collection``, ``bands``,
         ``start``, ``end``, ``query``, ``filter``, ``max_cloud``, ``resolution``, ``crs``...;
@@ -277,6 +298,13 @@ def sample(
     steps_list = [steps] if callable(steps) else list(steps or [])
     index_list = [indices] if isinstance(indices, str) else list(indices or [])
     _check_args(window, reduce, steps_list, out, open_kwargs, scheduler, workers)
+    if collections is not None:
+        df = _sample_combined(read_aoi(aoi, id_column=id_column), collections, spec,
+                              open_kwargs, steps=steps_list, window=int(window), reduce=reduce,
+                              indices=index_list, bandpass=bandpass, dilate=dilate,
+                              geometry=geometry, out=out, overwrite=overwrite,
+                              progress=progress, scheduler=scheduler, workers=workers)
+        return _finish(df, out, overwrite)
     cube_spec, rest = split_kwargs({**open_kwargs, "spec": spec})
     cube_spec = point_spec(cube_spec, int(window))
     aoi = read_aoi(aoi, id_column=id_column)
@@ -291,11 +319,16 @@ def sample(
     df.attrs["missing"] = {f: missing[f] for f in aoi["feature_id"] if f in missing}
     df.attrs["xsits"] = {"query": query, "steps": [steps_mod.describe(s) for s in steps_list],
                          "window": int(window), "reduce": reduce, "indices": index_list}
+    return _finish(df, out, overwrite)
+
+
+def _finish(df: pd.DataFrame, out: str | os.PathLike | None, overwrite: bool) -> pd.DataFrame:
+    """Write the table when asked; warn of features without rows."""
     if out is not None:
         write_table(df, out, overwrite=overwrite)
     if df.attrs["missing"]:
-        log.warning("sample: %d of %d features have no row (see table.attrs['missing'])",
-                    len(df.attrs["missing"]), len(aoi))
+        log.warning("sample: %d features have no row (see table.attrs['missing'])",
+                    len(df.attrs["missing"]))
     return df
 
 
@@ -331,3 +364,84 @@ def _read_parts(aoi: gpd.GeoDataFrame, reader: Reader, spec: CubeSpec,
             reader.wait(keep=len(reader.futures) - queued)  # the previous part read
         reader.wait()
     return missing, query
+
+
+def _combined_specs(collections: Sequence[str], spec: CubeSpec | None,
+                    open_kwargs: Mapping[str, Any], window: int
+                    ) -> tuple[dict[str, CubeSpec], tuple[str, ...], dict[str, Any]]:
+    """Each collection's point spec, the cross-sensor bands, the other ``open_cubes`` args."""
+    if isinstance(collections, str) or not collections:
+        raise SampleError(f"sample: collections={collections!r} must be a list of collection "
+                          "ids, e.g. ['sentinel-2-l2a', 'landsat-c2-l2']")
+    kwargs = dict(open_kwargs)
+    if "collection" in kwargs:
+        raise SampleError("sample: give collections= or collection=, not both")
+    stac = kwargs.pop("stac", None)
+    bands = tuple(kwargs.pop("bands", None) or COMMON_BANDS)
+    base, rest = split_kwargs({**kwargs, "spec": spec})
+    specs = {}
+    for c in collections:
+        where = stac.get(c) if isinstance(stac, Mapping) else stac
+        if isinstance(stac, Mapping) and where is None:
+            raise SampleError(f"sample: stac={dict(stac)!r} has no catalog for collection "
+                              f"{c!r}; add it")
+        specs[c] = point_spec(CubeSpec.from_kwargs(
+            base, stac=where or base.query.stac, collection=c,
+            bands=combined_bands(c, bands)), window)
+    return specs, bands, rest
+
+
+def _sample_combined(aoi: gpd.GeoDataFrame, collections: Sequence[str],
+                     spec: CubeSpec | None, open_kwargs: Mapping[str, Any], *,
+                     steps: list[Callable], window: int, reduce: str, indices: list[str],
+                     bandpass: bool, dilate: int, geometry: bool, out: Any, overwrite: bool,
+                     progress: bool | None, scheduler: Any, workers: int | None
+                     ) -> pd.DataFrame:
+    """:func:`sample` of several collections (see its ``collections``).
+
+    With ``window=1`` each collection is read on its own and the rows merged by date, else
+    through :func:`xsits.open_combined`'s cubes.
+    """
+    specs, bands, rest = _combined_specs(collections, spec, open_kwargs, window)
+    columns = _check_aoi(aoi, [*bands, "sensor", "platform", *indices])
+    if out is not None and not overwrite and Path(out).exists():  # before anything is read
+        raise OutputExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    ids = "+".join(dict.fromkeys(lookup(c).id for c in collections))  # type: ignore[union-attr]
+    missing: dict[str, dict[str, str]] = {c: {} for c in collections}
+    more: dict[str, str] = {}
+    if window == 1:  # each collection's points, then one series per point
+        per: list[dict[str, Rows]] = []
+        with _progress_bar(progress, len(aoi) * len(specs)) as bar:
+            for c, cspec in specs.items():
+                # (a 1-pixel window: dilating its mask changes nothing; pixelwise, the fast
+                # point path reads it)
+                with Reader([steps_mod.combine(bandpass=bandpass)], 1, reduce, [], bar,
+                            scheduler, workers) as reader:
+                    missing[c], _ = _read_parts(aoi, reader, cspec, rest)
+                missing[c].update(reader.missing)
+                per.append(reader.rows)
+        rows, more = series_rows(merge_rows(per), steps, reduce, indices, {"collection": ids})
+    else:  # through the combined cubes: every step on each point's window
+        first = next(iter(specs.values()))
+        with _progress_bar(progress, len(aoi)) as bar, \
+                Reader(steps, window, reduce, indices, bar, scheduler, workers) as reader:
+            for part in parts(aoi):
+                cubes = open_combined(part, list(specs), bandpass=bandpass, dilate=dilate,
+                                      stac={c: s.query.stac for c, s in specs.items()},
+                                      bands=bands, spec=first, **rest)
+                reader.submit(cubes)
+                more.update(cubes.missing)
+                reader.wait()
+        rows = reader.rows
+        more.update(reader.missing)
+    df = assemble(aoi, columns, rows, geometry)
+    why = {f: "; ".join(f"{c}: {m[f]}" for c, m in missing.items() if f in m) for f in
+           aoi["feature_id"] if f not in rows}
+    why.update({f: r for f, r in more.items() if f not in rows})
+    df.attrs["missing"] = {f: why[f] or "no item" for f in aoi["feature_id"] if f in why}
+    df.attrs["xsits"] = {"query": {c: s.query.describe() for c, s in specs.items()},
+                         "collections": list(specs), "bandpass": bool(bandpass),
+                         "dilate": int(dilate),
+                         "steps": [steps_mod.describe(s) for s in steps],
+                         "window": int(window), "reduce": reduce, "indices": indices}
+    return df

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import xarray as xr
 
 from xsits.cube import clip as _clip
+from xsits.ops import combine as _combine
 from xsits.ops import composite as _composite
 from xsits.ops import gapfill as _gapfill
 from xsits.ops import harmonize as _harmonize
@@ -41,6 +42,7 @@ __all__ = [
     "build_steps",
     "clip",
     "cloud_mask",
+    "combine",
     "composite",
     "describe",
     "drop_cloudy",
@@ -192,6 +194,35 @@ class to_reflectance(Step):  # noqa: N801
     def __call__(self, ds: xr.Dataset) -> xr.Dataset:
         """Apply the operation to ``ds`` (lazily on dask input)."""
         return _reflectance.to_reflectance(ds)
+
+
+@dataclass(frozen=True, repr=False)
+class combine(Step):  # noqa: N801
+    """Step applying :func:`xsits.ops.combine.combine` to one cube: its share of a combined series.
+
+    The cube masked by its collection's rule, in surface reflectance, its cross-sensor bands
+    renamed (``red``, ``nir``...) with ``sensor`` per date: what :func:`xsits.sample` reads
+    per collection before merging the collections' dates. Pixelwise unless it dilates.
+
+    Examples
+    --------
+    >>> from xsits.testing.cubes import make_cube
+    >>> out = combine()(make_cube(n_times=2, shape=(2, 2), bands=("B04", "B8A", "SCL")))
+    >>> sorted(out.data_vars), out.sensor.values.tolist(), combine(dilate=1).pixelwise
+    (['nir', 'red'], ['Sentinel-2 MSI', 'Sentinel-2 MSI'], False)
+    """
+
+    bandpass: bool = False
+    dilate: int = 0
+
+    @property
+    def pixelwise(self) -> bool:  # type: ignore[override]
+        """True when it does not dilate."""
+        return self.dilate == 0
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        return _combine.combine([ds], bandpass=self.bandpass, dilate=self.dilate)
 
 
 @dataclass(frozen=True, repr=False)

@@ -180,7 +180,9 @@ def _read_group(gp: GroupPlan, spec: ReadSpec) -> tuple[dict[str, Rows], dict[st
         for fid in fids[start:start + POINTS_PER_COMPUTE]:
             try:
                 cubes[fid] = cube_of(gp.items, gp.positions[fid], gp.geoboxes[fid],
-                                     attrs={"feature_id": fid}).rename(gp.renames)
+                                     attrs={"feature_id": fid,
+                                            "collection": gp.search.query.collection}
+                                     ).rename(gp.renames)
             except Exception as err:
                 missing[fid] = f"feature {fid!r}: cannot build the cube: {one_line(err)}"
         got, more = _read_part(cubes, spec)

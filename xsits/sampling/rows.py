@@ -40,6 +40,7 @@ from xsits.errors import SampleError
 from xsits.ops import steps as steps_mod
 from xsits.ops.indices import indices as compute_indices
 from xsits.ops.mask import DEFAULT_CLASSES
+from xsits.stac.collections import asset_scale
 
 __all__ = ["Rows", "assemble", "batch_cube", "batch_rows", "dates_key", "keep_rows",
            "scl_classes", "side_by_side"]
@@ -101,6 +102,20 @@ def _points(var: xr.DataArray, n: int, reduce: str | None) -> np.ndarray:
         return getattr(np, f"nan{reduce}")(values, axis=(1, 3)).astype(values.dtype)
 
 
+def _unclear(raw: xr.Dataset, classes: tuple[int, ...]) -> np.ndarray | None:
+    """``(time, y, x)``: the pixels that are not clear, else None.
+
+    SCL in ``classes``; in a cube of several sensors (each masked by its own rule already):
+    NaN in every band.
+    """
+    if "SCL" in raw.data_vars:
+        return np.isin(raw["SCL"].transpose("time", "y", "x").values, classes)
+    if "sensor" in raw.coords and raw.data_vars:
+        return np.logical_and.reduce([np.isnan(v.transpose("time", "y", "x").values)
+                                      for v in raw.data_vars.values()])
+    return None
+
+
 def batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
                 reduce: str, indices: Sequence[str], classes: tuple[int, ...]) -> list[Rows]:
     """The steps, the indices and the windows' reduction on ``n`` windows side by side."""
@@ -116,9 +131,9 @@ def batch_rows(raw: xr.Dataset, n: int, steps: Sequence[Callable], window: int,
     times = ds["time"].values
     masked = None
     where = pd.Index(raw["time"].values).get_indexer(times)
-    if "SCL" in raw.data_vars and (where >= 0).all():  # the steps kept acquisition dates
-        scl = raw["SCL"].transpose("time", "y", "x").values
-        bad = np.isin(scl, classes).reshape(scl.shape[0], scl.shape[1], n, -1)
+    bad = _unclear(raw, classes)
+    if bad is not None and (where >= 0).all():  # the steps kept acquisition dates
+        bad = bad.reshape(bad.shape[0], bad.shape[1], n, -1)
         masked = bad.all(axis=(1, 3))[where]  # (time, point): no clear pixel in the window
     per_date = {str(k): c.values for k, c in ds.coords.items()
                 if c.dims == ("time",) and k != "time"}
@@ -142,9 +157,11 @@ def batch_cube(gp: GroupPlan, batch: Batch) -> xr.Dataset:
     groups = [[plan.items[i] for i in g] for g in batch.groups]
     times = np.array([plan.parsed[g[0]].nominal_datetime.replace(tzinfo=None)
                       for g in batch.groups], dtype="datetime64[ns]")
-    data = {gp.renames.get(b, b): (("time", "y", "x"), arr, band_attrs(plan, b))
+    data = {gp.renames.get(b, b): (("time", "y", "x"), arr,
+                                   {**band_attrs(plan, b), **asset_scale(plan.items, b)})
             for b, arr in batch.values.items()}
-    return xr.Dataset(data, coords={"time": times, **time_coords(groups)})
+    return xr.Dataset(data, coords={"time": times, **time_coords(groups)},
+                      attrs={"collection": gp.search.query.collection})
 
 
 def _concat_per_date(pieces: Sequence[np.ndarray]) -> Any:
