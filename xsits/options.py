@@ -28,6 +28,9 @@ pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are si
                        when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
 pc_blob_hosts  ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
                        {container}/...``, e.g. the Azurite emulator), signed the same way
+earthdata_hosts LP DAAC's data hosts (:data:`EARTHDATA_HOSTS`): their files get the Earthdata
+                       bearer token ``$EARTHDATA_TOKEN`` (:mod:`xsits.io.earthdata`; a host is
+                       ``name`` or ``name:port``)
 s3             None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): a dict of
                        ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
                        ``aws_access_key_id``... over the standard AWS environment
@@ -94,6 +97,12 @@ class RetryPolicy:
         return [min(self.max_delay, self.backoff * 2**k) for k in range(self.attempts - 1)]
 
 
+#: NASA LP DAAC's data hosts (HLS hrefs of CMR-STAC ``LPCLOUD``: ``lp-prod-protected/...``
+#: and ``lp-prod-public/...`` paths), where the Earthdata bearer token is sent.
+EARTHDATA_HOSTS: tuple[str, ...] = ("data.lpdaac.earthdatacloud.nasa.gov",
+                                    "lpdaac.earthdata.nasa.gov")
+
+
 @dataclass(frozen=True)
 class Options:
     """The options in force; see the module's table. Read with :func:`get_options`.
@@ -117,6 +126,7 @@ class Options:
     on_missing_item: str = "nodata"
     pc_sas_url: str | None = None
     pc_blob_hosts: tuple[str, ...] = ()
+    earthdata_hosts: tuple[str, ...] = EARTHDATA_HOSTS
     s3: dict | None = None
 
     def cache_path(self) -> Path:
@@ -166,7 +176,8 @@ class set_options:  # noqa: N801 - used like a function, as xarray.set_options
         Options of the module's table: ``retries``, ``retry_delay``, ``retry_budget``,
         ``max_requests``,
         ``cache_bytes``, ``cache_dir``, ``progress``, ``fast_reader``, ``whole_files``,
-        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``, ``s3``.
+        ``offset_guard``, ``on_missing_item``, ``pc_sas_url``, ``pc_blob_hosts``,
+        ``earthdata_hosts``, ``s3``.
 
     Raises
     ------
@@ -286,10 +297,10 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
             raise OptionError(f"option pc_sas_url={value!r} must be an http(s) URL or None, "
                               "e.g. pc_sas_url='https://planetarycomputer.microsoft.com/api/"
                               "sas/v1/token'")
-        if name == "pc_blob_hosts" and (isinstance(value, str) or not all(
+        if name in ("pc_blob_hosts", "earthdata_hosts") and (isinstance(value, str) or not all(
                 isinstance(h, str) for h in value)):
-            raise OptionError(f"option pc_blob_hosts={value!r} must be a tuple of host:port "
-                              "names, e.g. pc_blob_hosts=('127.0.0.1:10000',)")
+            raise OptionError(f"option {name}={value!r} must be a tuple of host:port "
+                              f"names, e.g. {name}=('127.0.0.1:10000',)")
         if name == "s3" and value is not None:
             bad = [k for k in value] if not isinstance(value, dict) else \
                 [k for k in value if k not in S3_KEYS]
@@ -306,6 +317,7 @@ def _updated(options: Options, kwargs: dict[str, Any]) -> Options:
                                     budget=float(kwargs.get("retry_budget", retry.budget)))
     rest = {k: v for k, v in kwargs.items() if k not in ("retries", "retry_delay",
                                                          "retry_budget")}
-    if "pc_blob_hosts" in rest:
-        rest["pc_blob_hosts"] = tuple(rest["pc_blob_hosts"])
+    for name in ("pc_blob_hosts", "earthdata_hosts"):
+        if name in rest:
+            rest[name] = tuple(rest[name])
     return dataclasses.replace(options, retry=retry, **rest)

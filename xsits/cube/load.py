@@ -49,7 +49,7 @@ from xsits.cube.plan import (
 )
 from xsits.cube.spec import CubeSpec
 from xsits.errors import LoadError, UnreadableGroupError
-from xsits.io import signing
+from xsits.io import earthdata, signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import collections, providers
@@ -213,7 +213,8 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
             import rasterio
 
-            with rasterio.Env(**GDAL_HTTP_DEFAULTS), rasterio.open(uri) as f:
+            with rasterio.Env(**GDAL_HTTP_DEFAULTS, **earthdata.gdal_env(uri)), \
+                    rasterio.open(uri) as f:
                 dtype, nodata = f.dtypes[0], f.nodata
         else:
             dtype, nodata = head.dtype, head.nodata

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ from urllib.parse import unquote, urlparse
 
 from xsits._common import ContextThreadPool, redact
 from xsits.errors import LoadError, TransientError
-from xsits.io import retry
+from xsits.io import earthdata, retry
 from xsits.options import S3_KEYS, get_options
 
 T = TypeVar("T")
@@ -188,9 +189,10 @@ def client_status(err: BaseException) -> int | None:
     """
     if isinstance(err, FileNotFoundError) or type(err).__name__ == "NotFoundError":
         return 404  # obstore's NotFoundError: S3 NoSuchKey, HTTP 404
-    if isinstance(err, PermissionError) or type(err).__name__ in (
-            "PermissionDeniedError", "UnauthenticatedError"):
-        return 403  # obstore's: S3 AccessDenied, bad credentials
+    if type(err).__name__ == "UnauthenticatedError":
+        return 401  # obstore's: no or bad credentials (an Earthdata host without a token)
+    if isinstance(err, PermissionError) or type(err).__name__ == "PermissionDeniedError":
+        return 403  # obstore's: S3 AccessDenied
     status = retry.status_of(err)
     if status is not None and 400 <= status < 500 and status not in retry.RETRY_STATUSES:
         return status
@@ -217,7 +219,8 @@ def reason(err: BaseException) -> str:
     if status in (401, 403):
         return (f"HTTP {status}, access denied; check the credentials (Planetary Computer "
                 "hrefs are signed by xsits; s3:// needs AWS credentials in the environment or "
-                "set_options(s3=...), and requester_pays=True for requester-pays buckets)")
+                "set_options(s3=...), and requester_pays=True for requester-pays buckets; "
+                f"NASA Earthdata (LP DAAC) hrefs need a valid token in ${earthdata.TOKEN_ENV})")
     if status is not None:
         return f"HTTP {status}"
     return redact(str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -246,7 +249,8 @@ def _retry_after(uri: str) -> float | None:
         return None
     wait = None
     try:
-        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0"})
+        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0",
+                                                   **earthdata.headers(uri)})
         with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - http(s) only
             pass
     except urllib.error.HTTPError as err:
@@ -342,8 +346,11 @@ def _store(key: str) -> Any:
     from obstore.store import HTTPStore, LocalStore
 
     st = _state()
+    auth = earthdata.headers(key) if key.startswith("http") else {}
     if key.startswith("s3://"):  # one store per bucket and settings in force
         key = f"{key}#{hash(tuple(sorted(s3_settings().items())))}"
+    elif auth:  # one store per token (a new token in the environment: a new store)
+        key = f"{key}#{hashlib.sha256(auth['Authorization'].encode()).hexdigest()[:16]}"
     with st.lock:
         if key in st.stores:
             return st.stores[key]
@@ -351,9 +358,13 @@ def _store(key: str) -> Any:
         store = _s3_store(urlparse(key.split("#", 1)[0]).netloc)
     elif key == "file":
         store = LocalStore("/")
-    else:
+    else:  # an Earthdata host: its bearer token in every request (none on other hosts)
+        options: dict[str, Any] = {"allow_http": True, "timeout": "120s",
+                                   "connect_timeout": "20s"}
+        if auth:
+            options["default_headers"] = auth
         store = HTTPStore.from_url(
-            key, client_options={"allow_http": True, "timeout": "120s", "connect_timeout": "20s"},
+            key.split("#", 1)[0], client_options=options,
             retry_config={"max_retries": 0})  # xsits.io.retry is the one retry policy
     with st.lock:
         return st.stores.setdefault(key, store)

@@ -55,7 +55,7 @@ from odc.loader import (
 
 from xsits._common import ContextThreadPool, redact
 from xsits.errors import LoadError
-from xsits.io import fetch, retry, tiff
+from xsits.io import earthdata, fetch, retry, tiff
 from xsits.io.tiff import Header, Level, headers
 from xsits.options import get_options
 
@@ -505,7 +505,10 @@ class _Reader:
                 return _fast_read(head, plan, self.src, cfg, dst_geobox, dst)
         state.stats.count(False)
         ctx = self.ctx
-        with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx:
+        import rasterio
+
+        with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx, \
+                rasterio.Env(**earthdata.gdal_env(uri)):  # Earthdata hosts: their token
             reader = RioReader(self.src, rio_ctx)
             return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
                               what=f"reading {redact(uri)} with GDAL",

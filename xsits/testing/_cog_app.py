@@ -15,6 +15,13 @@ request needs a query ``se=<expiry>&sig=<signature>`` that is not expired (else 
 ``AuthenticationFailed``); tokens living L seconds are handed out, uncounted, by
 ``/__sas/token/{account}/{container}`` (Planetary Computer's SAS API answer:
 ``{"msft:expiry": ..., "token": ...}``), and ``/__sas/rotate`` revokes every token given so far.
+Bearer tokens, as NASA LP DAAC's data hosts want them: with ``--bearer-token T
+--bearer-prefix P``, a file request whose path starts with ``P`` needs ``Authorization: Bearer
+T`` (else HTTP 401); with ``--bearer-redirect`` it is then answered, as LP DAAC does, by a
+307 redirect to a signed URL of the same file on another host name (``localhost`` for
+``127.0.0.1``: S3 in LP DAAC's case), which serves it only with a valid signature and without
+an ``Authorization`` header (else HTTP 400, as S3 answers a request with two auth
+mechanisms; counted as ``auth_after_redirect``).
 Used by :class:`xsits.testing.servers.CogServer`.
 """
 
@@ -91,6 +98,45 @@ class Sas:
     def rotate(self) -> None:
         """Revoke every token handed out so far."""
         self.secret = os.urandom(16)
+
+
+class Bearer:
+    """A bearer token required under a path prefix; redirects signed for another host name.
+
+    Examples
+    --------
+    >>> b = Bearer("t0k", "/lp-prod-protected/", redirect=True)
+    >>> b.needs("/lp-prod-protected/a.tif"), b.valid("Bearer t0k"), b.valid("Bearer x")
+    (True, True, False)
+    >>> b.signed_ok("/a.tif", b.signature("/a.tif")), b.signed_ok("/a.tif", "x")
+    (True, False)
+    """
+
+    #: The host name redirects go to (the server's own address under another name).
+    REDIRECT_HOST = "localhost"
+
+    def __init__(self, token: str, prefix: str, redirect: bool = False) -> None:
+        self.token, self.prefix, self.redirect = token, prefix, redirect
+        self.secret = os.urandom(16)
+
+    def needs(self, path: str) -> bool:
+        """Whether a request of ``path`` needs the token."""
+        return path.startswith(self.prefix)
+
+    def valid(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the token."""
+        return header == f"Bearer {self.token}"
+
+    def signature(self, path: str) -> str:
+        """The signature of a redirect to ``path``."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self.secret, path.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def signed_ok(self, path: str, signature: str) -> bool:
+        """Whether a redirected request carries the signature of its path."""
+        return signature == self.signature(path)
 
 
 class PathFaults:
@@ -190,7 +236,8 @@ class Stats:
         with self.lock:
             keys = ("requests", "get", "head", "range_requests", "bytes_served", "faults",
                     "dropped", "truncated", "not_found", "throttled", "tokens", "forbidden",
-                    "max_inflight",
+                    "unauthorized", "authorized", "redirected_requests",
+                    "auth_after_redirect", "max_inflight",
                     "max_inflight_throttling", "max_inflight_after")
             out: dict[str, Any] = {k: self.counts.get(k, 0) for k in keys}
             out["paths"] = dict(self.paths)
@@ -249,6 +296,7 @@ class Handler(RangeRequestHandler):
     path_faults: PathFaults
     throttle: Throttle
     sas: Sas | None = None
+    bearer: Bearer | None = None
     latency_s: float = 0.0
 
     def setup(self) -> None:
@@ -318,8 +366,50 @@ class Handler(RangeRequestHandler):
             self._send(200, json.dumps(self.sas.token()).encode(), "application/json")
         return True
 
+    def _bearer_refused(self) -> bool:
+        """LP DAAC's checks (see the module docstring): True when answered here."""
+        from urllib.parse import parse_qs
+
+        b = self.bearer
+        if b is None:
+            return False
+        path, _, query = self.path.partition("?")
+        auth = self.headers.get("Authorization")
+        if (self.headers.get("Host") or "").split(":")[0] == b.REDIRECT_HOST:
+            self.stats.add("redirected_requests")
+            if auth is not None:
+                self.stats.add("auth_after_redirect")
+                self._send(400, b"InvalidArgument: Only one auth mechanism allowed")
+                return True
+            sig = parse_qs(query).get("X-Amz-Signature", [""])[0]
+            if not b.signed_ok(path, sig):
+                self._send(403, b"AccessDenied: the signature does not match")
+                return True
+            return False
+        if not b.needs(path):
+            return False
+        if not b.valid(auth):
+            self.stats.add("unauthorized")
+            self._send(401, b"Unauthorized: an Earthdata Login bearer token is required")
+            return True
+        self.stats.add("authorized")
+        if not b.redirect:
+            return False
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        where = (f"http://{b.REDIRECT_HOST}:{self.server.server_address[1]}{path}"
+                 "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=test%2Fus-west-2"
+                 f"&X-Amz-Date={stamp}&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+                 f"&X-Amz-Signature={b.signature(path)}")
+        self.send_response(307)
+        self.send_header("Location", where)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
     def _serve(self, method: str) -> None:
         if self._stats_endpoint() or self._faults_endpoint() or self._sas_endpoint():
+            return
+        if self._bearer_refused():
             return
         if self.sas is not None and not self.sas.valid(self.path.partition("?")[2]):
             self.stats.add("requests")
@@ -453,6 +543,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throttle-seconds", type=float, default=0.0)
     parser.add_argument("--retry-after", default="1")
     parser.add_argument("--sas-lifetime", type=float, default=0.0)
+    parser.add_argument("--bearer-token", default="")
+    parser.add_argument("--bearer-prefix", default="/")
+    parser.add_argument("--bearer-redirect", action="store_true")
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -463,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     Handler.throttle = Throttle(args.throttle_rate, args.throttle_seconds, args.retry_after,
                                 args.seed)
     Handler.sas = Sas(args.sas_lifetime) if args.sas_lifetime > 0 else None
+    Handler.bearer = (Bearer(args.bearer_token, args.bearer_prefix, args.bearer_redirect)
+                      if args.bearer_token else None)
     Handler.latency_s = args.latency_ms / 1000.0
     handler = partial(Handler, directory=os.path.abspath(args.root))
     sock = bind_free_socket()

@@ -79,6 +79,13 @@ class CogServer(StatsMixin):
         When > 0, every file request needs an unexpired SAS token of this server (else HTTP
         403); :attr:`sas_url` hands out tokens living that many seconds, as Planetary
         Computer's SAS API does, and :meth:`rotate_sas` revokes them all.
+    bearer_token, bearer_prefix, bearer_redirect
+        With a token: requests of paths under ``bearer_prefix`` (e.g.
+        ``"lp-prod-protected/"``) need ``Authorization: Bearer <token>`` (else HTTP 401), as
+        NASA LP DAAC's data hosts; with ``bearer_redirect`` they are redirected (307) to a
+        signed URL on the host name ``localhost``, which refuses any ``Authorization``
+        header (HTTP 400, as S3). ``stats()`` counts ``unauthorized``, ``authorized``,
+        ``redirected_requests`` and ``auth_after_redirect``.
 
     Attributes
     ----------
@@ -109,6 +116,9 @@ class CogServer(StatsMixin):
         throttle_seconds: float = 0.0,
         retry_after: str = "1",
         sas_lifetime: float = 0.0,
+        bearer_token: str = "",
+        bearer_prefix: str = "",
+        bearer_redirect: bool = False,
     ) -> None:
         self.root = Path(root)
         self.latency_ms = latency_ms
@@ -117,6 +127,7 @@ class CogServer(StatsMixin):
         self.max_consecutive_faults = max_consecutive_faults
         self.throttle = (throttle_rate, throttle_seconds, retry_after)
         self.sas_lifetime = sas_lifetime
+        self.bearer = (bearer_token, "/" + bearer_prefix.lstrip("/"), bearer_redirect)
         self.url = ""
 
     def start(self) -> CogServer:
@@ -131,7 +142,10 @@ class CogServer(StatsMixin):
              "--max-consecutive-faults", str(self.max_consecutive_faults),
              "--throttle-rate", str(self.throttle[0]), "--throttle-seconds",
              str(self.throttle[1]), "--retry-after", str(self.throttle[2]),
-             "--sas-lifetime", str(self.sas_lifetime)],
+             "--sas-lifetime", str(self.sas_lifetime),
+             *(["--bearer-token", self.bearer[0], "--bearer-prefix", self.bearer[1]]
+               if self.bearer[0] else []),
+             *(["--bearer-redirect"] if self.bearer[2] else [])],
         )
         self.url = base + "/"
         return self
