@@ -42,6 +42,7 @@ from xsits.cube.plan import (
     build_cube,
     consistent_groups,
     cost,
+    date_coords,
     group_dates,
     href,
     plan_feature,
@@ -145,6 +146,9 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
 def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:
     """Per-date coordinates from every item of each date (:data:`TIME_PROPERTIES`).
 
+    Plus the coordinates of the items' collection
+    (:func:`xsits.stac.collections.date_coords`: Sentinel-1's ``orbit_state`` and
+    ``relative_orbit``, -1 on a date whose items disagree).
     Plus ``offset_removed``: True where the date's reflectance DN carry no +1000 offset (never
     had it, or the provider removed it), per item by :func:`xsits.cube.offset.item_offsets`; the
     items of one date agree (:func:`xsits.cube.plan.consistent_groups`).
@@ -157,6 +161,10 @@ def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndar
     [3.0]
     """
     coords = {}
+    collection = next((it.collection_id for g in groups for it in g), None)
+    for name, (prop, default) in date_coords(collection).items():
+        coords[name] = ("time", _per_date([[it.properties.get(prop) for it in g]
+                                           for g in groups], default))
     for name, (read, default) in TIME_PROPERTIES.items():
         per_date = [[read(it.properties) for it in g] for g in groups]
         if isinstance(default, bool):
@@ -172,6 +180,18 @@ def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndar
     coords["offset_removed"] = ("time", np.array([not any(offsets[it.id] for it in g)
                                                   for g in groups], dtype=bool))
     return coords
+
+
+def _per_date(per_date: list[list[Any]], default: Any) -> np.ndarray:
+    """A collection's per-date coordinate (:func:`xsits.stac.collections.date_coords`) from its
+    items' values: an integer is the items' one value, ``default`` when absent or when they
+    disagree; text is their values joined with ``"+"`` in sorted order."""
+    if isinstance(default, int) and not isinstance(default, bool):
+        one = [{int(v) for v in vs if v is not None} for vs in per_date]
+        return np.array([next(iter(vs)) if len(vs) == 1 else default for vs in one],
+                        dtype="int64")
+    return np.array(["+".join(sorted({str(v) for v in vs if v is not None})) or default
+                     for vs in per_date], dtype=str)
 
 
 def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,10 @@ class ItemsPlan:
         Per item, its ``RasterSource`` per band.
     nearest
         Per band, whether it is resampled with ``"nearest"``.
+    split_by
+        Item properties that split a solar day into several dates (Sentinel-1:
+        ``("sat:orbit_state",)``: an ascending and a descending pass are two dates);
+        :func:`group_dates` keys dates by ``(solar day, *their values)``.
     """
 
     items: tuple[pystac.Item, ...]
@@ -92,6 +97,7 @@ class ItemsPlan:
     meta: Any
     srcs: tuple[Mapping[str, Any], ...]
     nearest: Mapping[str, bool]
+    split_by: tuple[str, ...] = ()
     _footprints: dict[tuple, Any] = field(default_factory=dict, repr=False)
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -126,8 +132,13 @@ class ItemsPlan:
 
 def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
                stac_cfg: Mapping[str, Any] | None = None,
-               resampling: str | Mapping[str, str] = "nearest") -> ItemsPlan:
+               resampling: str | Mapping[str, str] = "nearest",
+               split_by: Sequence[str] | None = None) -> ItemsPlan:
     """Parse ``items`` once: the :class:`ItemsPlan` every feature of their group is cut from.
+
+    A floating-point band's missing pixels are NaN (its ``nodata`` attribute NaN), whatever
+    its files' nodata value (Sentinel-1 RTC's -32768): ``odc.stac.load(..., nodata=nan)``'s
+    load. Integer bands keep their nodata value.
 
     Parameters
     ----------
@@ -139,6 +150,9 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
         odc-stac's band configuration (e.g. :func:`xsits.cube.load.band_config`).
     resampling
         For all bands or per band (``{"*": ..., "SCL": "nearest"}``).
+    split_by
+        Item properties that split a solar day into dates (:attr:`ItemsPlan.split_by`);
+        default: the items' collection's rule (:func:`xsits.stac.collections.date_split`).
 
     Examples
     --------
@@ -158,12 +172,42 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
     names = list(to_load)
     if isinstance(resampling, str):
         resampling = {"*": resampling}
-    load_cfg = resolve_load_cfg(to_load, dict(resampling), fail_on_error=True)
+    load_cfg = {b: nan_fill(cfg) for b, cfg in
+                resolve_load_cfg(to_load, dict(resampling), fail_on_error=True).items()}
     nearest = {b: load_cfg[b].resampling == "nearest" for b in names}
+    if split_by is None:
+        split_by = date_split(items[0].collection_id)
     return ItemsPlan(
         items=tuple(items), parsed=parsed, bands=tuple(names), load_cfg=load_cfg,
         meta=collection.meta_for(names), srcs=tuple(p.resolve_bands(names) for p in parsed),
-        nearest=nearest)
+        nearest=nearest, split_by=tuple(split_by))
+
+
+def date_split(collection: str | None) -> tuple[str, ...]:  # TODO: the registry's
+    return ("sat:orbit_state",) if collection == "sentinel-1-rtc" else ()
+
+
+def date_coords(collection: str | None) -> dict[str, tuple[str, Any]]:  # TODO: registry
+    return {"orbit_state": ("sat:orbit_state", ""), "relative_orbit": ("sat:relative_orbit", -1)
+            } if collection == "sentinel-1-rtc" else {}
+
+
+def nan_fill(cfg: Any) -> Any:
+    """A band's load parameters with NaN for missing pixels when the band is floating-point.
+
+    Examples
+    --------
+    >>> from odc.loader import RasterLoadParams
+    >>> nan_fill(RasterLoadParams(dtype="float32", fill_value=-32768)).fill_value
+    nan
+    >>> nan_fill(RasterLoadParams(dtype="int16", fill_value=-9999)).fill_value
+    -9999
+    """
+    fill = getattr(cfg, "fill_value", None)
+    if not hasattr(cfg, "patch") or cfg.dtype is None or np.dtype(cfg.dtype).kind != "f" or \
+            fill is None or math.isnan(fill):
+        return cfg
+    return cfg.patch(fill_value=math.nan)
 
 
 def solar_lon(geobox: GeoBox) -> float:
@@ -225,9 +269,33 @@ class FeaturePlan:
         return GeoboxTiles(self.geobox, (shape[1], shape[2]))
 
 
+def date_key(plan: ItemsPlan, i: int, lon: float) -> tuple:
+    """The date of item ``i``: its solar day at ``lon``, then its :attr:`ItemsPlan.split_by`
+    values (as text; ``""`` when absent).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 5, 1, 5),
+    ...                  {"sat:orbit_state": "descending"})
+    >>> it.add_asset("vv", pystac.Asset("/data/vv.tif"))
+    >>> p = plan_items([it], ["vv"], stac_cfg={"assets": {"vv": {"data_type": "float32"}}},
+    ...                split_by=["sat:orbit_state"])
+    >>> date_key(p, 0, lon=15.0)
+    (datetime.date(2024, 5, 1), 'descending')
+    """
+    props = plan.items[i].properties
+    return (solar_day(plan.parsed[i], lon),
+            *("" if props.get(k) is None else str(props[k]) for k in plan.split_by))
+
+
 def group_dates(plan: ItemsPlan, positions: Sequence[int],
                 lon: float) -> tuple[tuple[int, ...], ...]:
     """odc-stac's ``groupby="solar_day"``: items by solar day, each day by (time, id).
+
+    A collection that splits solar days (:attr:`ItemsPlan.split_by`) groups by
+    :func:`date_key` (odc-stac's ``groupby`` with that key); the dates of one solar day
+    are then ordered by their first item's time.
 
     Examples
     --------
@@ -241,12 +309,13 @@ def group_dates(plan: ItemsPlan, positions: Sequence[int],
     >>> group_dates(p, [0, 1], lon=15.0)
     ((1,), (0,))
     """
-    def key(i: int) -> dt.date:
-        return solar_day(plan.parsed[i], lon)
-
-    ordered = sorted(positions, key=lambda i: (key(i), plan.parsed[i].nominal_datetime,
+    keys = {i: date_key(plan, i, lon) for i in positions}
+    ordered = sorted(positions, key=lambda i: (keys[i], plan.parsed[i].nominal_datetime,
                                                plan.parsed[i].id))
-    return tuple(tuple(g) for _, g in itertools.groupby(ordered, key=key))
+    groups = [tuple(g) for _, g in itertools.groupby(ordered, key=keys.__getitem__)]
+    if plan.split_by:  # a day's dates in time order (an ascending pass after a descending)
+        groups.sort(key=lambda g: (keys[g[0]][0], plan.parsed[g[0]].nominal_datetime))
+    return tuple(groups)
 
 
 def consistent_groups(plan: ItemsPlan, groups: tuple[tuple[int, ...], ...]
@@ -584,5 +653,6 @@ def _load_now(args: tuple) -> dict[str, np.ndarray]:
 
 
 __all__ = ["ItemsPlan", "FeaturePlan", "plan_items", "plan_feature", "build_cube",
-           "group_dates", "solar_day", "solar_lon", "href", "band_attrs", "Cost", "cost",
+           "group_dates", "date_key", "nan_fill", "solar_day", "solar_lon", "href",
+           "band_attrs", "Cost", "cost",
            "consistent_groups"]
