@@ -183,9 +183,11 @@ def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndar
 
 
 def _per_date(per_date: list[list[Any]], default: Any) -> np.ndarray:
-    """A collection's per-date coordinate (:func:`xsits.stac.collections.date_coords`) from its
-    items' values: an integer is the items' one value, ``default`` when absent or when they
-    disagree; text is their values joined with ``"+"`` in sorted order."""
+    """A collection's per-date coordinate from its items' values.
+
+    An integer is the items' one value, ``default`` when absent or when they disagree; text
+    is their values joined with ``"+"`` in sorted order.
+    """
     if isinstance(default, int) and not isinstance(default, bool):
         one = [{int(v) for v in vs if v is not None} for vs in per_date]
         return np.array([next(iter(vs)) if len(vs) == 1 else default for vs in one],

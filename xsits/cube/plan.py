@@ -270,8 +270,9 @@ class FeaturePlan:
 
 
 def date_key(plan: ItemsPlan, i: int, lon: float) -> tuple:
-    """The date of item ``i``: its solar day at ``lon``, then its :attr:`ItemsPlan.split_by`
-    values (as text; ``""`` when absent).
+    """The date of item ``i``: its solar day at ``lon``, then its split values.
+
+    The values of :attr:`ItemsPlan.split_by` as text (``""`` when absent).
 
     Examples
     --------
