@@ -137,8 +137,8 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
     """Parse ``items`` once: the :class:`ItemsPlan` every feature of their group is cut from.
 
     A floating-point band's missing pixels are NaN (its ``nodata`` attribute NaN), whatever
-    its files' nodata value (Sentinel-1 RTC's -32768): ``odc.stac.load(..., nodata=nan)``'s
-    load. Integer bands keep their nodata value.
+    its files' nodata value (Sentinel-1 RTC's -32768) or none: ``odc.stac.load(...,
+    nodata=nan)``'s load (:func:`nan_fill`). Integer bands keep their nodata value.
 
     Parameters
     ----------
@@ -195,6 +195,8 @@ def date_coords(collection: str | None) -> dict[str, tuple[str, Any]]:  # TODO: 
 def nan_fill(cfg: Any) -> Any:
     """A band's load parameters with NaN for missing pixels when the band is floating-point.
 
+    Its nodata value, if any, still marks the missing pixels of its files.
+
     Examples
     --------
     >>> from odc.loader import RasterLoadParams
@@ -205,7 +207,7 @@ def nan_fill(cfg: Any) -> Any:
     """
     fill = getattr(cfg, "fill_value", None)
     if not hasattr(cfg, "patch") or cfg.dtype is None or np.dtype(cfg.dtype).kind != "f" or \
-            fill is None or math.isnan(fill):
+            (fill is not None and math.isnan(fill)):
         return cfg
     return cfg.patch(fill_value=math.nan)
 
