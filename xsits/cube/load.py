@@ -42,7 +42,6 @@ from xsits.cube.plan import (
     build_cube,
     consistent_groups,
     cost,
-    date_coords,
     group_dates,
     href,
     plan_feature,
@@ -54,6 +53,7 @@ from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import providers
+from xsits.stac.collections import date_coords
 from xsits.stac.search import SearchResult, StacQuery, iter_search, merge_results
 
 #: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,

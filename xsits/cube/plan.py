@@ -40,6 +40,7 @@ from xsits.cube.offset import consistent_dates, item_offsets
 from xsits.io import fetch, reader, tiff
 from xsits.io.reader import CogDriver, grid_key
 from xsits.io.tolerate import READS_ATTR, TolerantDriver
+from xsits.stac.collections import date_split
 
 #: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
 #: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
@@ -181,15 +182,6 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
         items=tuple(items), parsed=parsed, bands=tuple(names), load_cfg=load_cfg,
         meta=collection.meta_for(names), srcs=tuple(p.resolve_bands(names) for p in parsed),
         nearest=nearest, split_by=tuple(split_by))
-
-
-def date_split(collection: str | None) -> tuple[str, ...]:  # TODO: the registry's
-    return ("sat:orbit_state",) if collection == "sentinel-1-rtc" else ()
-
-
-def date_coords(collection: str | None) -> dict[str, tuple[str, Any]]:  # TODO: registry
-    return {"orbit_state": ("sat:orbit_state", ""), "relative_orbit": ("sat:relative_orbit", -1)
-            } if collection == "sentinel-1-rtc" else {}
 
 
 def nan_fill(cfg: Any) -> Any:
