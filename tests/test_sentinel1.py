@@ -25,7 +25,6 @@ from xsits.cube.load import time_coords
 from xsits.cube.plan import group_dates, plan_items, solar_lon
 from xsits.errors import NoItemsError
 from xsits.ops import steps
-from xsits.stac.collections import lookup
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.sentinel1 import NODATA, make_s1_world, template
 
@@ -53,9 +52,9 @@ def test_real_items_datetimes_parse_and_their_slices_are_one_date():
     first = items[0].properties
     assert PC_TIME.match(first["start_datetime"]) and PC_TIME.match(first["end_datetime"])
     assert items[0].common_metadata.start_datetime == dt.datetime(
-        2024, 4, 19, 4, 59, 4, 220006, tzinfo=dt.timezone.utc)
+        2024, 4, 19, 4, 59, 4, 220006, tzinfo=dt.UTC)
     (parsed, *_) = odc.stac.parse_items(items)
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert parsed.datetime_range == (dt.datetime(2024, 4, 19, 4, 59, 4, 220006, tzinfo=utc),
                                      dt.datetime(2024, 4, 19, 4, 59, 16, 653405, tzinfo=utc))
     plan = plan_items(items, ["vv", "vh"], stac_cfg={})
