@@ -20,7 +20,8 @@ from xsits.ops import steps
 from xsits.ops.stack import stack
 from xsits.options import get_options, set_options
 from xsits.sample import sample
-from xsits.stac.search import SearchResult, StacQuery, search
+from xsits.stac.query import StacQuery
+from xsits.stac.search import SearchResult, search
 
 __all__ = [
     "Cubes",

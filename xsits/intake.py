@@ -56,9 +56,10 @@ from xsits.cube.load import Cubes, open_cubes, solar_groups
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
-from xsits.out.export import RESULTS_DRIVERS, write_results_catalog
+from xsits.out.catalog import RESULTS_DRIVERS, write_results_catalog
 from xsits.stac.providers import is_demo, resolve_stac
-from xsits.stac.search import SearchResult, StacQuery, search
+from xsits.stac.query import StacQuery
+from xsits.stac.search import SearchResult, search
 
 __all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
 

@@ -54,7 +54,8 @@ from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import providers
 from xsits.stac.collections import date_coords
-from xsits.stac.search import SearchResult, StacQuery, iter_search, merge_results
+from xsits.stac.query import StacQuery
+from xsits.stac.search import SearchResult, iter_search, merge_results
 
 #: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
 #: read in every provider's dialect (:mod:`xsits.stac.providers`). A date's value is its items'

@@ -1,6 +1,6 @@
 """One spec of the cubes a call asks for: what to search, on which grid, how to load.
 
-Owns: :class:`CubeSpec` (a :class:`~xsits.stac.search.StacQuery`, a
+Owns: :class:`CubeSpec` (a :class:`~xsits.stac.query.StacQuery`, a
 :class:`~xsits.cube.grid.GridSpec` and a :class:`LoadSpec`), made from keyword arguments once,
 at the public boundary (:meth:`CubeSpec.from_kwargs`: :func:`xsits.open_cubes`,
 :func:`xsits.sample`, :class:`xsits.batch.AoiSource`, the Intake ``sits`` driver, the
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from xsits.cube.grid import GridSpec, validate_resampling
 from xsits.errors import XsitsError
-from xsits.stac.search import StacQuery
+from xsits.stac.query import StacQuery
 
 __all__ = ["OPTIONS", "SPEC_ARGS", "CubeSpec", "LoadSpec", "Option", "split_kwargs"]
 
@@ -70,7 +70,7 @@ class CubeSpec:
     Parameters
     ----------
     query
-        What to search (:class:`~xsits.stac.search.StacQuery`).
+        What to search (:class:`~xsits.stac.query.StacQuery`).
     grid
         Each feature's pixel grid (:class:`~xsits.cube.grid.GridSpec`).
     load
