@@ -21,7 +21,7 @@ import pytest
 from shapely.geometry import Point
 
 import xsits
-from xsits.cube.load import time_coords
+from xsits.cube.dates import time_coords
 from xsits.cube.plan import group_dates, plan_items, solar_lon
 from xsits.errors import NoItemsError
 from xsits.ops import steps
@@ -238,10 +238,9 @@ def test_sample_on_s1_points_equals_their_cubes(s1):
     rng = np.random.default_rng(4)
     pts = [Point(x + dx, y + dy) for x, y in PLACES for dx, dy in rng.uniform(-0.004, 0.004,
                                                                                (6, 2))]
-    for w in world.source.windows:  # in the swath-edge corner: nodata on some dates
-        left, _, _, top = w["bounds"]
-        to = Transformer.from_crs(w["epsg"], 4326, always_xy=True)
-        pts.append(Point(*to.transform(left + 35, top - 35)))
+    for w in world.windows:  # in the swath-edge corner: nodata on some dates
+        to = Transformer.from_crs(w.epsg, 4326, always_xy=True)
+        pts.append(Point(*to.transform(w.left + 35, w.top - 35)))
     aoi = xsits.read_aoi(gpd.GeoDataFrame(geometry=pts, crs=4326))
     kw = dict(stac=url, collection="sentinel-1-rtc", bands=["vv", "vh"], start=START, end=END,
               resolution=10)

@@ -205,7 +205,7 @@ class Collection:
     date_coords
         Per-date coordinates of its own: ``{coordinate: (item property, default)}``; the
         default's type is the coordinate's (``-1``: an integer, on dates whose items
-        disagree or lack it), see :func:`xsits.cube.load.time_coords`.
+        disagree or lack it), see :func:`xsits.cube.dates.time_coords`.
     """
 
     id: str

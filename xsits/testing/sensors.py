@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from xsits.testing.scenes import World, WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
+from xsits.testing.world import World, make_world
 
 #: Shape -> (template in ``data/real/``, collection, relative href of a band's file).
 SHAPES: dict[str, tuple[str, str]] = {

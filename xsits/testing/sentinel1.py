@@ -1,8 +1,9 @@
 """A Sentinel-1 RTC test world, on the places and dates of the synthetic Sentinel-2 world.
 
-:func:`make_s1_world` generates a Sentinel-2 world (:func:`xsits.testing.scenes.make_world`,
-only its ``SCL`` files: its windows, UTM grids and solar dates) and writes, for each of its
-scenes, the Sentinel-1 RTC passes over the same window on the same solar day, in Planetary
+:func:`make_s1_world` plans the windows and scenes of a synthetic Sentinel-2 world
+(:func:`xsits.testing.scenes.plan_windows`, :func:`~xsits.testing.scenes.plan_scenes`: its
+places, UTM grids and solar dates; no Sentinel-2 file is written) and writes, for each
+scene, the Sentinel-1 RTC passes over the same window on the same solar day, in Planetary
 Computer's ``sentinel-1-rtc`` shapes:
 
 - a **descending** pass at ~06:10 local solar time on every date and, on every other date,
@@ -53,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from xsits.testing.scenes import World, WorldSpec, make_world
+from xsits.testing.scenes import Window, WorldSpec, footprint, plan_scenes, plan_windows
 
 __all__ = ["S1World", "make_s1_world", "backscatter", "NODATA", "TEMPLATE"]
 
@@ -157,8 +158,8 @@ class S1World:
     ----------
     root
         The files, at Planetary-Computer-like relative paths.
-    source
-        The Sentinel-2 world whose windows and dates it covers.
+    windows
+        The Sentinel-2 world's windows it covers (:func:`xsits.testing.scenes.plan_windows`).
     items
         Item dicts, asset hrefs relative to ``root``.
     passes
@@ -166,7 +167,7 @@ class S1World:
     """
 
     root: pathlib.Path
-    source: World
+    windows: list[Window]
     items: list[dict[str, Any]]
     passes: dict[str, dict[str, Any]]
 
@@ -248,40 +249,37 @@ def make_s1_world(root: str | os.PathLike, spec: WorldSpec) -> S1World:
     Parameters
     ----------
     root
-        Directory: the Sentinel-2 source world goes to ``root/s2`` (its SCL files only),
-        the Sentinel-1 files to ``root``.
+        Directory of the files (and ``items.json``).
     spec
-        The Sentinel-2 world whose windows and solar dates the passes cover (its bands are
-        set here). Its ``seed`` seeds the backscatter.
+        The Sentinel-2 world whose windows and solar dates the passes cover (its bands do
+        not matter). Its ``seed`` seeds the backscatter.
 
     Returns
     -------
     S1World
     """
     root = pathlib.Path(root)
-    source = make_world(root / "s2", dataclasses.replace(spec, bands=("SCL",)))
     tmpl = template()
-    geometry_of = {it["id"]: it["geometry"] for it in source.item_dicts("/")}
-    windows = {w["index"]: w for w in source.windows}
+    windows = plan_windows(spec)
     items, passes = [], {}
-    for k, meta in enumerate(source.items_meta):
-        if meta["partial_swath"]:  # one Sentinel-2 scene per solar date and window
+    for k, scene in enumerate(plan_scenes(spec, windows)):
+        if scene.partial:  # one Sentinel-2 scene per solar date and window
             continue
-        w = windows[meta["window"]]
-        left, bottom, right, top = w["bounds"]
+        w = scene.window
+        left, bottom, right, top = w.left, w.bottom, w.right, w.top
         shape = (round((top - bottom) / 10), round((right - left) / 10))
-        keep = [(int((top - y) // 10), int((x - left) // 10)) for x, y in w["points_xy"]]
-        day = dt.date.fromisoformat(meta["solar_date"])
-        lon = float(np.mean([spec.points[i][0] for i in w["points"]]))
+        keep = [(int((top - y) // 10), int((x - left) // 10)) for x, y in w.points_xy]
+        day = scene.solar_date
+        lon = w.lon
         states = ("descending", "ascending") if k % 2 == 0 else ("descending",)
         for state in states:
             local = dt.datetime.combine(day, dt.time()) + dt.timedelta(hours=PASS_HOURS[state])
             start = (local - dt.timedelta(hours=lon / 15)).replace(microsecond=123456)
             start = start.replace(second=50)
-            relative = (80 + 7 * w["index"] if state == "descending" else
-                        117 + 7 * w["index"]) % 175 + 1
+            relative = (80 + 7 * w.index if state == "descending" else
+                        117 + 7 * w.index) % 175 + 1
             absolute = 40000 + (day - dt.date(2020, 1, 1)).days * 175 // 12 + relative
-            vv, vh = backscatter(w["index"], shape, day, state, spec.seed)
+            vv, vh = backscatter(w.index, shape, day, state, spec.seed)
             holes = _holes(shape, k, state, keep, spec.seed)
             vv[holes] = NODATA
             vh[holes] = NODATA
@@ -291,15 +289,15 @@ def make_s1_world(root: str | os.PathLike, spec: WorldSpec) -> S1World:
             product = f"S1A_IW_GRDH_1SDV_{stamp}_{end:%Y%m%dT%H%M%S}_{absolute:06d}_" \
                 f"{absolute * 8 % 1048576:06X}"
             item_id = f"{product}_rtc"
-            folder = f"GRD/{day.year}/{day.month}/{day.day}/IW/{dv}/{product}_{w['index']:04X}"
+            folder = f"GRD/{day.year}/{day.month}/{day.day}/IW/{dv}/{product}_{w.index:04X}"
             hrefs = {key: f"{folder}/measurement/iw-{key}.rtc.tiff" for key in ("vv", "vh")}
             for key, arr in (("vv", vv), ("vh", vh)):
-                _write(root / hrefs[key], arr, w["epsg"], left, top, spec.blocksize)
-            items.append(_item(tmpl, item_id=item_id, start=start, epsg=w["epsg"],
-                               bounds=w["bounds"], shape=shape, state=state,
+                _write(root / hrefs[key], arr, w.epsg, left, top, spec.blocksize)
+            items.append(_item(tmpl, item_id=item_id, start=start, epsg=w.epsg,
+                               bounds=(left, bottom, right, top), shape=shape, state=state,
                                relative=relative, absolute=absolute,
-                               geometry=geometry_of[meta["id"]], hrefs=hrefs))
-            passes[item_id] = {"window": w["index"], "solar_date": day.isoformat(),
+                               geometry=footprint(w)[0], hrefs=hrefs))
+            passes[item_id] = {"window": w.index, "solar_date": day.isoformat(),
                                "orbit_state": state, "relative_orbit": relative}
     (root / "items.json").write_text(json.dumps(items))
-    return S1World(root, source, items, passes)
+    return S1World(root, windows, items, passes)
