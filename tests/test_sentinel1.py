@@ -25,6 +25,7 @@ from xsits.cube.dates import time_coords
 from xsits.cube.plan import group_dates, plan_items, solar_lon
 from xsits.errors import NoItemsError
 from xsits.ops import steps
+from xsits.stac.collections import lookup
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.sentinel1 import NODATA, make_s1_world, template
 
@@ -92,6 +93,22 @@ def test_an_ascending_pass_on_the_same_day_is_a_date_of_its_own():
     assert coords["relative_orbit"][1].tolist() == [51, 117]
     other = variant("next-track", **{"sat:relative_orbit": 52})
     assert time_coords([[desc, other]])["relative_orbit"][1].tolist() == [-1]
+
+
+def test_cloud_mask_of_a_sentinel_1_cube_says_there_is_none():
+    import xarray as xr
+
+    from xsits.errors import BandError
+
+    cube = xr.Dataset({"vv": (("time", "y", "x"), np.ones((1, 2, 2), "float32"))},
+                      attrs={"collection": "sentinel-1-rtc", "feature_id": "f1"})
+    assert lookup("sentinel-1-rtc").mask is None
+    with pytest.raises(BandError, match=r"feature f1: collection 'sentinel-1-rtc' \(Sentinel-1 "
+                       r"C-SAR\) has no cloud mask \(radar sees through clouds\); leave "
+                       "cloud_mask out"):
+        cube.sits.cloud_mask()
+    with pytest.raises(BandError, match="has no cloud mask"):
+        steps.cloud_mask()(cube)
 
 
 def test_local_catalog_of_real_items_is_searched_by_their_datetime(tmp_path):

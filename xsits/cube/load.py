@@ -51,6 +51,7 @@ from xsits.errors import LoadError
 from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
+from xsits.stac import collections
 from xsits.stac.query import StacQuery
 from xsits.stac.search import SearchResult, iter_search, merge_results
 
@@ -61,8 +62,7 @@ GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,
-    "VSI_CACHE": True,
-    "VSI_CACHE_SIZE": 64_000_000,
+    "VSI_CACHE": True, "VSI_CACHE_SIZE": 64_000_000,
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
     "GDAL_HTTP_VERSION": 2,
 }
@@ -251,6 +251,8 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     if kept != fp.groups:  # a date's items disagreed on the offset: plan without the minority
         fp = plan_feature(plan, [i for g in kept for i in g], geobox, chunks=chunks)
     ds = build_cube(plan, fp, time_coords([[plan.items[i] for i in g] for g in fp.groups]))
+    for name in ds.data_vars:  # the items' raster:bands scale / offset, for to_reflectance
+        ds[name].attrs.update(collections.asset_scale(plan.items, str(name)))
     ds.attrs.update(attrs or {})
     return ds
 

@@ -10,8 +10,9 @@ when sensors are combined. A new collection is one entry in :data:`COLLECTIONS` 
 test world, see CONTRIBUTING.md).
 
 Owns: the entries (:data:`COLLECTIONS`), finding an entry by any of its collection ids at any
-provider (:func:`lookup`), a band by any of its names (:meth:`Collection.band`).
-Must not: make requests, read items or pixels (:mod:`xsits.stac.providers` reads item
+provider (:func:`lookup`), a band by any of its names (:meth:`Collection.band`), an asset's
+own scale / offset (:func:`asset_scale`, from its items' ``raster:bands``).
+Must not: make requests or read pixels (:mod:`xsits.stac.providers` reads item
 dialects, :mod:`xsits.ops.mask` applies the mask rules).
 
 Examples
@@ -26,7 +27,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -458,6 +459,26 @@ def source_of(entry: Collection, stac: str, collection: str) -> Source | None:
     """
     return next((s for s in entry.sources.values()
                  if s.stac == stac and s.collection == collection), None)
+
+
+def asset_scale(items: Sequence, asset: str) -> dict[str, float]:
+    """``scale`` / ``offset`` of an asset's ``raster:bands`` (the first item that has it).
+
+    Examples
+    --------
+    >>> import datetime as dt, pystac
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 1, 1), {})
+    >>> it.add_asset("red", pystac.Asset("/r.tif", extra_fields={"raster:bands": [
+    ...     {"scale": 2.75e-05, "offset": -0.2, "nodata": 0}]}))
+    >>> asset_scale([it], "red"), asset_scale([it], "nir")
+    ({'scale': 2.75e-05, 'offset': -0.2}, {})
+    """
+    key = asset.split(".")[0]
+    for it in items:
+        if key in it.assets:
+            bands = it.assets[key].extra_fields.get("raster:bands") or [{}]
+            return {k: float(bands[0][k]) for k in ("scale", "offset") if k in bands[0]}
+    return {}
 
 
 def date_split(collection: str | None) -> tuple[str, ...]:
