@@ -24,7 +24,8 @@ from xsits.io import reader, signing
 from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import to_reflectance
 from xsits.stac.collections import COLLECTIONS, LANDSAT_QA_PIXEL, lookup
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
+from xsits.testing.world import make_world
 from xsits.testing.sensors import make_sensor_world
 from xsits.testing.servers import CogServer
 
