@@ -203,6 +203,8 @@ def test_vv_vh_equal_gdal_with_nodata_as_nan_and_passes_apart(s1):
     for fid, lazy in cubes.items():
         cube = lazy.compute()
         items = cubes.search.items[fid]
+        # the API hands PC's datetimes back as they were indexed (pgstac reads them too)
+        assert all(PC_TIME.match(it.properties["start_datetime"]) for it in items)
         lon = solar_lon(lazy.odc.geobox)
         want = odc.stac.load(items, bands=["vv", "vh"], geobox=lazy.odc.geobox, chunks=None,
                              groupby=_by_orbit_state(lon), nodata=float("nan")).sortby("time")
