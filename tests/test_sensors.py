@@ -25,11 +25,10 @@ from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import to_reflectance
 from xsits.stac.collections import COLLECTIONS, LANDSAT_QA_PIXEL, lookup
 from xsits.testing.scenes import WorldSpec
-from xsits.testing.world import make_world
 from xsits.testing.sensors import make_sensor_world
 from xsits.testing.servers import CogServer
+from xsits.testing.world import make_world
 
-DATA = Path(__file__).parent / "data" / "real"
 POINTS = ((11.35, 48.05), (11.354, 48.052), (11.346, 48.048))
 SPEC = dict(points=POINTS[:1], window_m=1280, blocksize=128)
 LANDSAT = WorldSpec(**SPEC, start="2024-05-03", end="2024-07-31", revisit_days=8, seed=7)

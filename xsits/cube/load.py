@@ -58,8 +58,7 @@ from xsits.stac.search import SearchResult, iter_search, merge_results
 #: GDAL settings for the reads GDAL does (many small HTTP range reads). Retries are
 #: xsits.io.retry's, around each read.
 GDAL_HTTP_DEFAULTS: dict[str, Any] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MULTIPLEX": "YES",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,
     "VSI_CACHE": True, "VSI_CACHE_SIZE": 64_000_000,
@@ -228,12 +227,13 @@ def _resampling(resampling: str | Mapping[str, str]) -> Mapping[str, str]:
 
 
 def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
-            chunks: Mapping[str, int] | None = None,
-            attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+            chunks: Mapping[str, int] | None = None, attrs: Mapping[str, Any] | None = None
+            ) -> xr.Dataset:
     """The lazy cube of the items at ``positions`` of ``plan`` on ``geobox``.
 
     :func:`xsits.cube.plan.plan_feature` and :func:`xsits.cube.plan.build_cube`, with the per-date
-    coordinates (:func:`xsits.cube.dates.time_coords`) and ``attrs``.
+    coordinates (:func:`xsits.cube.dates.time_coords`), ``attrs`` and bands' ``raster:bands``
+    scale / offset.
 
     Examples
     --------
@@ -251,7 +251,7 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     if kept != fp.groups:  # a date's items disagreed on the offset: plan without the minority
         fp = plan_feature(plan, [i for g in kept for i in g], geobox, chunks=chunks)
     ds = build_cube(plan, fp, time_coords([[plan.items[i] for i in g] for g in fp.groups]))
-    for name in ds.data_vars:  # the items' raster:bands scale / offset, for to_reflectance
+    for name in ds.data_vars:
         ds[name].attrs.update(collections.asset_scale(plan.items, str(name)))
     ds.attrs.update(attrs or {})
     return ds

@@ -1,6 +1,6 @@
 """Landsat and HLS test worlds, made from the synthetic Sentinel-2 world, in real item shapes.
 
-:func:`make_sensor_world` generates a Sentinel-2 world (:func:`xsits.testing.scenes.make_world`,
+:func:`make_sensor_world` generates a Sentinel-2 world (:func:`xsits.testing.world.make_world`,
 its landscape, clouds, shadows, snow and partial swaths) and writes each scene again as the
 other collection's files and items:
 
@@ -34,7 +34,7 @@ Examples
 >>> item["id"], item["assets"]["red"]["raster:bands"][0]["scale"]
 ('LC08_L2SP_191027_20240602_02_T1', 2.75e-05)
 >>> w.truth(item["id"], "qa_pixel").dtype.name, item["properties"]["proj:shape"]
-('uint16', [42, 42])
+('uint16', [41, 41])
 """
 
 from __future__ import annotations
