@@ -236,8 +236,8 @@ def test_vv_vh_equal_gdal_with_nodata_as_nan_and_passes_apart(s1):
 def test_to_db_of_a_loaded_cube_equals_10_log10_of_the_files(s1):
     world, url = s1
     cubes = xsits.open_cubes(_aoi().iloc[:1], stac=url, collection="sentinel-1-rtc",
-                             bands=["vv", "vh"], start=START, end=END, resolution=10,
-                             mode="patch", size=(40, 40))
+                             start=START, end=END, resolution=10, mode="patch", size=(40, 40))
+    assert list(cubes["chambery"].data_vars) == ["vv", "vh"]  # the registry's default bands
     cube = cubes["chambery"].sits.to_db().compute()
     items = sorted(cubes.search.items["chambery"], key=lambda it: it.datetime)
     for t, item in enumerate(items):
