@@ -28,6 +28,7 @@ from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.cube.aoi import read_aoi
 from xsits.cube.clip import clip as clip_cube
 from xsits.cube.clip import with_geometry
+from xsits.cube.cost import Cost, cost
 from xsits.cube.dates import time_coords
 from xsits.cube.grid import (
     GridSpec,
@@ -37,11 +38,9 @@ from xsits.cube.grid import (
     validate_resampling,
 )
 from xsits.cube.plan import (
-    Cost,
     ItemsPlan,
     build_cube,
     consistent_groups,
-    cost,
     href,
     plan_feature,
     plan_items,
@@ -495,7 +494,7 @@ def dry_run(aoi: gpd.GeoDataFrame | str, *, read_headers: bool = True,
             **open_kwargs: Any) -> Cost:
     """What :func:`open_cubes` with these arguments would read, without reading a pixel.
 
-    The searches run and each search group is planned (:func:`xsits.cube.plan.cost`): features,
+    The searches run and each search group is planned (:func:`xsits.cube.cost.cost`): features,
     items, files, blocks, requests and bytes.
 
     Parameters
@@ -510,7 +509,7 @@ def dry_run(aoi: gpd.GeoDataFrame | str, *, read_headers: bool = True,
 
     Returns
     -------
-    xsits.cube.plan.Cost
+    xsits.cube.cost.Cost
         The totals (``print`` it for one line).
 
     Examples
