@@ -46,7 +46,7 @@ from xsits.cube.plan import (
     plan_items,
 )
 from xsits.cube.spec import CubeSpec
-from xsits.errors import LoadError
+from xsits.errors import LoadError, UnreadableGroupError
 from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
@@ -130,13 +130,15 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
     firsts = headers([signing.sign(href(have[0], a)) for a, have in todo.items()])
     for (asset, have), head in zip(todo.items(), firsts, strict=True):
         uri = head.uri if not isinstance(head, BaseException) else ""
-        for it in have[1:] if isinstance(head, BaseException) else ():
+        why = {have[0].id: str(head)} if isinstance(head, BaseException) else {}
+        for it in have[1:] if why else ():
             uri = signing.sign(href(it, asset))  # one broken file does not decide: the next
             (head,) = headers([uri])
             if not isinstance(head, BaseException):
                 break
+            why[it.id] = str(head)
         if isinstance(head, BaseException):
-            raise LoadError(str(head)) from head
+            raise UnreadableGroupError(str(head), why) from head
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
             import rasterio
 
@@ -346,9 +348,11 @@ def iter_plans(aoi: gpd.GeoDataFrame, q: StacQuery, geoboxes: Mapping[str, GeoBo
         missing = dict(part.missing)
         try:
             plan = _plan_part(mine, assets, resampling, band_cfgs)
-        except LoadError as err:
-            plan = None
-            missing.update({fid: f"feature {fid!r}: {err}" for fid in mine})
+        except LoadError as err:  # each feature told of its own item's failure if known
+            plan, by_item = None, err.by_item if isinstance(err, UnreadableGroupError) else {}
+            missing.update({fid: f"feature {fid!r}: " + next(
+                (by_item[it.id] for it in its if it.id in by_item), str(err))
+                for fid, its in mine.items()})
         positions = {} if plan is None else \
             {fid: [plan.position(it) for it in its] for fid, its in mine.items()}
         yield GroupPlan(part, plan, positions, missing,
