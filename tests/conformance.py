@@ -725,7 +725,7 @@ def load_truth(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> A
                          stac_cfg=truth_cfg(items, band), **nodata)
 
 
-def point_windows(gbox: Any, size: int, n: int = 12, seed: int = 7) -> list[Any]:
+def point_windows(gbox: Any, size: int, n: int = 9, seed: int = 7) -> list[Any]:
     """``n`` square windows of ``size`` output pixels on ``gbox``: over its nodata corner,
     across the file's edges and inside it (the file and 2 pixels around fill ``gbox``)."""
     rng = np.random.default_rng(seed)
