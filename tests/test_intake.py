@@ -178,7 +178,9 @@ def test_demo_entry_defaults_are_the_demo_world():
 
 def test_optional_spec_fields_keep_the_sources_default():
     """Intake would turn an absent float into 0.0: ``max_cloud`` stays None (no filter)."""
-    ups = {p.name: p for p in packaged_catalog()._entries["s2_points"]._user_parameters}
+    cat = packaged_catalog()
+    assert "s2_points" in list(cat)  # YAMLFilesCatalog reads its files when listed
+    ups = {p.name: p for p in cat._entries["s2_points"]._user_parameters}
     assert ups["max_cloud"].default is None and ups["query"].default is None
     src = packaged_catalog().s2_points()
     assert src.open_kwargs["max_cloud"] is None and src.open_kwargs["filter"] is None
@@ -197,6 +199,17 @@ def test_fixed_args_and_bad_overrides_are_catalog_errors():
         SitsEntry("x", parameters={"start": {"dflt": "2024-01-01"}})
     with pytest.raises(CatalogError, match=r"unknown args \['stack'\]"):
         SitsEntry("x", args={"stack": "demo"})
+
+
+def test_entry_of_another_collection_takes_its_own_band_names():
+    entry = SitsEntry("landsat", args={"stac": "planetary-computer",
+                                       "collection": "landsat-c2-l2"},
+                      parameters={"bands": {"default": ["red", "nir08"]}})
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "list" and ups["bands"].allowed is None
+    assert entry().open_kwargs["bands"] == ("red", "nir08")
+    assert entry(bands="red,qa_pixel").open_kwargs["bands"] == ("red", "qa_pixel")
+    assert entry(bands=["swir16"]).open_kwargs["bands"] == ("swir16",)
 
 
 def test_intake_itself_is_not_patched():

@@ -119,8 +119,14 @@ class _Parameter(UserParameter):
             self.default = self.expanded_default = None
 
     def validate(self, value: Any) -> Any:
-        """Intake's check; an ``other`` value (CQL2 text or JSON) is passed on as it is."""
-        return value if self.type == "other" else super().validate(value)
+        """Intake's check, but for values passed on as they are.
+
+        An ``other`` value (CQL2 text or JSON) and the text of a ``list`` (``"red,nir08"``,
+        which :class:`~xsits.stac.search.StacQuery` splits) are the source's to check.
+        """
+        if self.type == "other" or (self.type == "list" and isinstance(value, str)):
+            return value
+        return super().validate(value)
 
 
 def entry_parameters(
