@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/xsits demo
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check xsits tests benchmarks
+	$(VENV)/bin/ruff check xsits tests benchmarks docs
 	$(VENV)/bin/lint-imports
 
 # the site: pages in docs/, the API from the docstrings, the notebooks executed (cached)
@@ -34,7 +34,7 @@ install-check: $(VENV)/.installed
 	$(PY) tests/install_check.py
 
 test: $(VENV)/.installed system-deps
-	$(VENV)/bin/ruff check xsits tests benchmarks
+	$(VENV)/bin/ruff check xsits tests benchmarks docs
 	$(VENV)/bin/lint-imports
 	$(MAKE) docs SPHINXOPTS="-W --keep-going"
 	$(PY) tests/install_check.py
