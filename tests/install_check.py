@@ -70,7 +70,8 @@ _IN_VENV = textwrap.dedent('''
 def _run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
+        shown = " ".join("<script>" if "\n" in str(a) else str(a) for a in cmd)
+        raise RuntimeError(f"{shown} exited {proc.returncode}:\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout
 
