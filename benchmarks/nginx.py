@@ -137,7 +137,7 @@ class NginxCogServer:
 
     def stop(self) -> None:
         atexit.unregister(self.stop)
-        from xsits.testing.servers import stop_process
+        from xsits.testing.launch import stop_process
 
         proc, self._proc = self._proc, None
         stop_process(proc)

@@ -369,7 +369,8 @@ def main(argv=None) -> int:
     log(f"world ready in {time.perf_counter() - t0:.1f} s: {len(world.items_meta)} items")
     aoi = write_aoi(args.features, wmod)
 
-    from xsits.testing.servers import FaultProxy, PgstacServer
+    from xsits.testing.pgstac import PgstacServer
+    from xsits.testing.servers import FaultProxy
 
     # `kill` stops the servers as Ctrl-C does (PostgreSQL and nginx would outlive us otherwise)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

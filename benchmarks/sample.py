@@ -274,7 +274,7 @@ def _child(name: str, stac_url: str, aoi: Path, out: Path, api, cogs, spy: str =
 def drive(args, tag: str = "") -> int:
     import signal
 
-    from xsits.testing.servers import PgstacServer
+    from xsits.testing.pgstac import PgstacServer
 
     names = [n for n in args.only.split(",") if n]
     if args.sits_points:

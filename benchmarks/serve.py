@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--stac-hydrate", choices=("api", "db"), default="api",
                    help="as run.py's --stac-hydrate")
     args = p.parse_args(argv)
-    from xsits.testing.servers import FaultProxy, PgstacServer
+    from xsits.testing.pgstac import PgstacServer
+    from xsits.testing.servers import FaultProxy
 
     # `kill` stops the servers as Ctrl-C does (PostgreSQL and nginx would outlive us otherwise)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,6 +1,6 @@
 """The benchmark world: the seed notebook's 24 points, one year of Sentinel-2 dates.
 
-Built (once, cached under ``benchmarks/.world/``) with :func:`xsits.testing.scenes.make_world`.
+Built (once, cached under ``benchmarks/.world/``) with :func:`xsits.testing.world.make_world`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def spec():
 
 def get_world():
     """Generate or reuse the world in ``benchmarks/.world``."""
-    from xsits.testing.scenes import make_world
+    from xsits.testing.world import make_world
 
     return make_world(WORLD_DIR, spec())
 

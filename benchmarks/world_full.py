@@ -13,7 +13,7 @@ two items per date, fused by ``groupby="solar_day"``), 4 dates (every 5 days fro
 The pixels are smooth synthetic fields plus low noise (``NOISE`` DN, a few bits per pixel,
 so that blocks compress as real ones roughly do): a 10 m band is ~55 MB, not the 100-200 MB
 of a real one, and writing all 32 files takes a few minutes on 2 cores. Items are made by
-:mod:`xsits.testing.scenes` (ids, properties, assets, ``proj:*``, hrefs as on Planetary
+:mod:`xsits.testing.world` (ids, properties, assets, ``proj:*``, hrefs as on Planetary
 Computer) for windows that are exactly the tiles. SCL: vegetation, bare soil and a lake,
 a few cloud discs (8, 9) with shadows (3) covering ~2-4 %, so every item has
 ``eo:cloud_cover < 10``.
@@ -131,7 +131,7 @@ def _refl(sc, band: str, scl20: np.ndarray, n10: int) -> np.ndarray:
 
 
 def _stats(sc, scl: np.ndarray) -> dict:
-    from xsits.testing.scenes import _solar_angles
+    from xsits.testing.scenes import solar_angles
 
     counts = np.bincount(scl.ravel(), minlength=12)
     total = int(scl.size)
@@ -140,7 +140,7 @@ def _stats(sc, scl: np.ndarray) -> dict:
     def pct(*classes: int) -> float:
         return 100.0 * float(sum(int(counts[c]) for c in classes)) / valid if valid else 0.0
 
-    zen, az = _solar_angles(sc.window.lat, sc.solar_date)
+    zen, az = solar_angles(sc.window.lat, sc.solar_date)
     return {
         "eo:cloud_cover": pct(8, 9, 10),
         "s2:nodata_pixel_percentage": 100.0 * float(counts[0]) / total,
@@ -164,7 +164,7 @@ def _write(path: Path, arr: np.ndarray, w, res: int) -> None:
     import rasterio
     from affine import Affine
 
-    from xsits.testing.scenes import _overview_count
+    from xsits.testing.world import _overview_count
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tif")
@@ -180,7 +180,7 @@ def _write(path: Path, arr: np.ndarray, w, res: int) -> None:
 
 
 def _scene(sc, root: Path, spec_, ia: dict) -> dict:
-    from xsits.testing.scenes import _item, _rel_path
+    from xsits.testing.world import _item, _rel_path
 
     n20, n10 = TILE_M // 20, TILE_M // 10
     scl = _scl(sc, n20)
@@ -193,12 +193,8 @@ def _scene(sc, root: Path, spec_, ia: dict) -> dict:
 
 def get_world(workers: int = 2):
     """Generate (once) or reuse the full-tile world in ``benchmarks/.world-full``."""
-    from xsits.testing.scenes import (
-        World,
-        _collection_template,
-        _plan_scenes,
-        _plan_windows,
-    )
+    from xsits.testing.scenes import plan_scenes, plan_windows
+    from xsits.testing.world import World, _collection_template
 
     WORLD_DIR.mkdir(parents=True, exist_ok=True)
     manifest = WORLD_DIR / "world.json"
@@ -207,11 +203,11 @@ def get_world(workers: int = 2):
     if manifest.exists() and items_path.exists():
         if json.loads(manifest.read_text()).get("key") == _key():
             return World(WORLD_DIR, s, json.loads(items_path.read_text()))
-    windows = _plan_windows(s)
+    windows = plan_windows(s)
     got = [(w.left, w.top, w.right - w.left) for w in windows]
     want = [(left, TILE_TOP, float(TILE_M)) for left in TILE_LEFTS]
     assert got == want, f"windows are not the tiles: {got} != {want}"
-    scenes = _plan_scenes(s, windows)
+    scenes = plan_scenes(s, windows)
     ia = _collection_template().get("item_assets", {})
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:

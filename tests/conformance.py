@@ -997,7 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    from xsits.testing.servers import CogServer, PgstacServer
+    from xsits.testing.pgstac import PgstacServer
+    from xsits.testing.servers import CogServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", action="store_true", help="print the table of cases")

@@ -2,7 +2,7 @@
 
 - ``world``: the generated test world (COGs on disk + collection + items).
 - ``cog_server``: a running :class:`xsits.testing.servers.CogServer` over ``world.root``.
-- ``pg_stac``: a running :class:`xsits.testing.servers.PgstacServer` with the world's
+- ``pg_stac``: a running :class:`xsits.testing.pgstac.PgstacServer` with the world's
   collection and items loaded (asset hrefs point at ``cog_server.url``).
 - ``stac_url``: ``pg_stac.url``.
 - ``requires_servers``: both servers; the reason to skip (or, with ``CI=true``, fail).
@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _make_session_world(root: Path) -> Any:
-    from xsits.testing.scenes import WorldSpec, make_world
+    from xsits.testing.scenes import WorldSpec
+    from xsits.testing.world import make_world
 
     spec = WorldSpec(
         points=WORLD_POINTS,
@@ -71,7 +72,7 @@ def _make_session_world(root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The generated test world (``xsits.testing.scenes.make_world``) in a session temp dir."""
+    """The generated test world (``xsits.testing.world.make_world``) in a session temp dir."""
     return _make_session_world(tmp_path_factory.mktemp("world"))
 
 
@@ -80,7 +81,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def _cog_server_or_reason(world: Any) -> Iterator[Any]:
-    from xsits.testing.servers import CogServer, ServerError
+    from xsits.testing.launch import ServerError
+    from xsits.testing.servers import CogServer
 
     try:
         server = CogServer(world.root).start()
@@ -95,7 +97,8 @@ def _cog_server_or_reason(world: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def _pg_stac_or_reason(world: Any, _cog_server_or_reason: Any) -> Iterator[Any]:
-    from xsits.testing.servers import PgstacServer, ServerError, postgres_available
+    from xsits.testing.launch import ServerError
+    from xsits.testing.pgstac import PgstacServer, postgres_available
 
     if isinstance(_cog_server_or_reason, str):
         yield _cog_server_or_reason

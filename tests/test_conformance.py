@@ -21,7 +21,8 @@ CASES = conformance.cases()
 @pytest.fixture(scope="module")
 def suite(pg_stac, tmp_path_factory):
     from xsits.io import reader
-    from xsits.testing.servers import CogServer, ServerError
+    from xsits.testing.launch import ServerError
+    from xsits.testing.servers import CogServer
 
     root = tmp_path_factory.mktemp("conformance")
     try:

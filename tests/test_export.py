@@ -22,6 +22,7 @@ from xsits.errors import ExportError, OutputExistsError, UnsafePathError
 from xsits.ops.gapfill import gapfill
 from xsits.ops.mask import scl_mask
 from xsits.out import export as export_mod
+from xsits.out.atomic import atomic_path
 from xsits.out.export import export, output_path
 from xsits.testing.cubes import make_cube
 
@@ -163,7 +164,7 @@ def read_back_b04_expected(ds) -> list[int]:
 
 def test_atomic_path_cleans_up_on_error(tmp_path):
     final = tmp_path / "a.bin"
-    with pytest.raises(KeyboardInterrupt), export_mod.atomic_path(final) as tmp:
+    with pytest.raises(KeyboardInterrupt), atomic_path(final) as tmp:
         tmp.write_bytes(b"half")
         raise KeyboardInterrupt
     assert listing(tmp_path) == []

@@ -22,7 +22,8 @@ from shapely.geometry import Point, Polygon
 import xsits
 from xsits.batch import AoiSource, compute_all
 from xsits.ops import steps
-from xsits.stac.search import StacQuery, open_client
+from xsits.stac.query import StacQuery
+from xsits.stac.search import open_client
 from xsits.testing.servers import CogServer, FaultProxy
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START

@@ -97,7 +97,7 @@ def test_sentinel2_catalog_entries_and_presets():
     src = cat.s2_points(bands=["B04", "SCL"], mode="patch", size=20, mask=True, gapfill="linear")
     kw = src.open_kwargs
     assert kw["bands"] == ("B04", "SCL") and kw["mode"] == "patch" and kw["size"] == (20, 20)
-    assert [xsits.ops.steps.describe(s) for s in src.steps] == ["scl_mask()",
+    assert [xsits.ops.steps.describe(s) for s in src.steps] == ["cloud_mask()",
                                                             "gapfill(method='linear')"]
 
 
@@ -201,15 +201,26 @@ def test_fixed_args_and_bad_overrides_are_catalog_errors():
         SitsEntry("x", args={"stack": "demo"})
 
 
-def test_entry_of_another_collection_takes_its_own_band_names():
+def test_entry_bands_are_the_registry_names_of_its_collection():
     entry = SitsEntry("landsat", args={"stac": "planetary-computer",
                                        "collection": "landsat-c2-l2"},
                       parameters={"bands": {"default": ["red", "nir08"]}})
     ups = {p.name: p for p in entry._user_parameters}
-    assert ups["bands"].type == "list" and ups["bands"].allowed is None
+    assert ups["bands"].type == "mlist" and {"red", "nir08", "qa_pixel"} <= set(
+        ups["bands"].allowed)
     assert entry().open_kwargs["bands"] == ("red", "nir08")
-    assert entry(bands="red,qa_pixel").open_kwargs["bands"] == ("red", "qa_pixel")
     assert entry(bands=["swir16"]).open_kwargs["bands"] == ("swir16",)
+    with pytest.raises(CatalogError, match=r"bands=\['B04'\]"):  # a Sentinel-2 name
+        entry(bands=["B04"])
+
+
+def test_entry_of_an_unknown_collection_takes_any_band_list():
+    entry = SitsEntry("mine", args={"stac": "demo", "collection": "my-collection"},
+                      parameters={"bands": {"default": ["a", "b"]}})
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "list" and ups["bands"].allowed is None
+    assert entry().open_kwargs["bands"] == ("a", "b")
+    assert entry(bands="c,d").open_kwargs["bands"] == ("c", "d")
 
 
 def test_intake_itself_is_not_patched():

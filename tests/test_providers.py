@@ -21,8 +21,9 @@ from xsits.cube import offset
 from xsits.errors import HarmonizeWarning
 from xsits.ops.harmonize import harmonize
 from xsits.stac import providers
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
 from xsits.testing.shapes import SHAPES, reshape, template
+from xsits.testing.world import make_world
 
 POINT = (11.35, 48.05)
 SPEC = dict(points=(POINT,), start="2024-05-01", end="2024-07-29", revisit_days=5,
@@ -40,7 +41,8 @@ def worlds(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(worlds):
-    from xsits.testing.servers import CogServer, ServerError
+    from xsits.testing.launch import ServerError
+    from xsits.testing.servers import CogServer
 
     try:
         cogs = CogServer(worlds[0]).start()

@@ -15,8 +15,9 @@ from shapely.geometry import Point
 import xsits
 from xsits.errors import LoadError
 from xsits.io import fetch, reader
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
 from xsits.testing.servers import CogServer
+from xsits.testing.world import make_world
 
 pytest.importorskip("moto.server", reason="the test extra (moto[server]) is not installed")
 

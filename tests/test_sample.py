@@ -12,11 +12,11 @@ import pytest
 from shapely.geometry import Point, box
 
 import xsits
-from xsits.errors import AOIError, ExportError, OutputExistsError
+from xsits.errors import AOIError, ExportError, OutputExistsError, SampleError
 from xsits.io import reader
 from xsits.ops import steps
 from xsits.ops.mask import DEFAULT_CLASSES
-from xsits.sample import SampleError
+from xsits.sampling import read as sampling_read
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
@@ -170,7 +170,7 @@ def test_parts_of_the_aoi_give_the_same_table(stac_url, monkeypatch):
     module = importlib.import_module("xsits.sample")  # (xsits.sample is the function)
     aoi = _points(n_extra=1, seed=3)
     whole = xsits.sample(aoi, **_kw(stac_url), steps=STEPS, progress=False)
-    monkeypatch.setattr(module, "POINTS_PER_OPEN", 4)  # 4 open_cubes calls
+    monkeypatch.setattr(sampling_read, "POINTS_PER_OPEN", 4)  # 4 open_cubes calls
     calls = []
     real = xsits.cube.load.open_cubes
     monkeypatch.setattr(module, "open_cubes", lambda part, **kw: (

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Sentinel-2 L2A world generator (xsits.testing.scenes)."""
+"""Tests of the synthetic Sentinel-2 L2A world generator (xsits.testing.scenes, pixels, world)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
+from xsits.testing.world import make_world
 
 DATA = pathlib.Path(__file__).parent / "data"
 

@@ -11,7 +11,7 @@ from shapely.geometry import Point, box, shape
 
 import xsits
 from xsits.errors import QueryError
-from xsits.stac.search import StacQuery
+from xsits.stac.query import StacQuery
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 

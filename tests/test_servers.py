@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from xsits.testing.servers import CogServer, FaultProxy, postgres_available
+from xsits.testing.pgstac import postgres_available
+from xsits.testing.servers import CogServer, FaultProxy
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -155,7 +156,7 @@ def test_load_upserts(pg_stac, world, world_items):
 def test_api_hydrate_serves_the_same_items(pg_stac, world, world_items):
     """The benchmark's ``api_hydrate=True`` (hydration in Python) answers as the default."""
     from xsits.stac.search import ITEM_FIELDS
-    from xsits.testing.servers import PgstacServer
+    from xsits.testing.pgstac import PgstacServer
 
     bodies = [
         {"collections": [world.collection["id"]], "limit": 1000},

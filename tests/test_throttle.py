@@ -20,8 +20,9 @@ from xsits.errors import TransientError
 from xsits.io import reader, retry
 from xsits.ops import steps
 from xsits.options import RetryPolicy
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
 from xsits.testing.servers import CogServer
+from xsits.testing.world import make_world
 
 POINTS = ((11.35, 48.05), (11.352, 48.051), (11.348, 48.049))
 SPEC = dict(points=POINTS[:1], start="2024-05-01", end="2024-06-29", revisit_days=5,

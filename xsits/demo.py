@@ -1,7 +1,7 @@
 """The embedded offline demo: the seed workload on a small synthetic Sentinel-2 world.
 
 ``xsits demo`` (``make demo``) runs :func:`run_demo`: on first use the demo scenes are
-generated deterministically with :func:`xsits.testing.scenes.make_world` into the cache
+generated deterministically with :func:`xsits.testing.world.make_world` into the cache
 directory (:func:`cache_dir`: the option ``cache_dir``, ``$XSITS_CACHE_DIR`` or the user cache)
 and written as a static STAC ItemCollection that :func:`xsits.search` filters in-process: no
 network, no server. Then, for :data:`DEMO_PT_IDS` of the bundled points, it opens the cubes,
@@ -41,7 +41,8 @@ from xsits.ops.mask import masked_fraction
 from xsits.options import get_options
 from xsits.out.gif import to_gif
 from xsits.stac.providers import DEMO_NAMES, register_catalog
-from xsits.testing.scenes import WorldSpec, make_world
+from xsits.testing.scenes import WorldSpec
+from xsits.testing.world import make_world
 
 __all__ = [
     "BUNDLED_POINTS",
@@ -162,7 +163,7 @@ def demo_world():
 
     Returns
     -------
-    xsits.testing.scenes.World
+    xsits.testing.world.World
 
     Examples
     --------

@@ -63,7 +63,7 @@ from xsits.batch.run import (
 from xsits.errors import BatchError, OutputDirError, XsitsError
 from xsits.ops.steps import describe
 from xsits.options import options_scope
-from xsits.out.export import ensure_dir
+from xsits.out.atomic import ensure_dir
 
 __all__ = [
     "BATCHES_IN_FLIGHT",

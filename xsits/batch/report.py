@@ -30,7 +30,8 @@ from xsits._common import one_line, redact, shorten
 from xsits._version import __version__
 from xsits.cube.spec import split_kwargs
 from xsits.errors import XsitsError
-from xsits.out.export import atomic_path, write_results_catalog
+from xsits.out.atomic import atomic_path
+from xsits.out.catalog import write_results_catalog
 
 __all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "Row", "Status",
            "summary_line"]
@@ -343,7 +344,7 @@ def report_frame(rows: Mapping[str, Row], ids: Iterable[str]) -> pd.DataFrame:
 def write_catalog(report: pd.DataFrame, out: Path) -> str | None:
     """Write ``out/catalog.yaml`` (Intake V1) over every output on disk; None when there is none.
 
-    Every export format has its driver (:data:`xsits.out.export.RESULTS_DRIVERS`): NetCDF and Zarr
+    Every export format has its driver (:data:`xsits.out.catalog.RESULTS_DRIVERS`): NetCDF and Zarr
     intake-xarray's, CSV Intake's own ``csv``, Parquet intake-parquet's ``parquet``.
     """
     done = report[report.status.isin(["written", "skipped"]) & report.path.notna()]

@@ -14,7 +14,7 @@ Must not: search, load or compute itself (the layers below do); patch Intake.
   (``{feature_id: lazy Dataset}`` plus ``.missing`` and ``.search``), the container every xsits
   operation and :func:`xsits.batch.compute_all` take; ``read()`` is the same dict computed.
 - Optional post-processing, applied in this order: ``harmonize: true``
-  (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.scl_mask`),
+  (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.cloud_mask`),
   ``gapfill: linear`` (:func:`xsits.ops.gapfill.gapfill`).
 
 Bad input (unknown parameter, missing AOI file, unknown preset) raises
@@ -54,9 +54,10 @@ from xsits.cube.load import Cubes, open_cubes, solar_groups
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
-from xsits.out.export import RESULTS_DRIVERS, write_results_catalog
+from xsits.out.catalog import RESULTS_DRIVERS, write_results_catalog
 from xsits.stac.providers import is_demo, resolve_stac
-from xsits.stac.search import SearchResult, StacQuery, search
+from xsits.stac.query import StacQuery
+from xsits.stac.search import SearchResult, search
 
 __all__ = ["RESULTS_DRIVERS", "SitsSource", "postprocess", "write_results_catalog"]
 
@@ -82,7 +83,7 @@ def postprocess(
     mask: bool = False,
     gapfill: str | None = None,
 ):
-    """Apply the optional steps of a catalog entry: harmonize, then SCL mask, then gap-fill.
+    """Apply the optional steps of a catalog entry: harmonize, then cloud mask, then gap-fill.
 
     Parameters
     ----------
@@ -91,7 +92,7 @@ def postprocess(
     harmonize
         Call :func:`xsits.ops.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
     mask
-        Call :func:`xsits.ops.mask.scl_mask` with its default classes (band ``SCL``).
+        Call :func:`xsits.ops.mask.cloud_mask` (the rule of the cube's collection).
     gapfill
         Interpolation method for :func:`xsits.ops.gapfill.gapfill` (``"linear"``...), or None.
 

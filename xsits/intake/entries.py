@@ -43,7 +43,7 @@ from xsits.errors import CatalogError
 from xsits.intake import SOURCE_ARGS, SitsSource
 from xsits.ops.gapfill import METHODS as GAPFILL_METHODS
 from xsits.ops.steps import build_steps
-from xsits.stac.providers import EARTH_SEARCH_KEYS, L2A_COLLECTIONS
+from xsits.stac.collections import lookup
 
 __all__ = [
     "BUNDLED_AOI",
@@ -74,7 +74,8 @@ ENTRY_OPTIONS: tuple[Option, ...] = (
                         "row number)."),
     Option("harmonize", "Undo the +1000 reflectance offset of processing baseline >= 04.00.",
            "flag"),
-    Option("mask", "Mask SCL nodata, saturated, shadow, cloud and cirrus pixels (NaN).", "flag"),
+    Option("mask", "Mask clouds, shadows and nodata by the collection's rule (SCL classes, QA "
+                   "bits) with NaN.", "flag"),
     Option("gapfill", "Fill masked pixels along time ('none' = no gap-filling).", "choice",
            ("none", *GAPFILL_METHODS)),
 )
@@ -138,8 +139,9 @@ def entry_parameters(
     (:data:`ENTRY_OPTIONS`) are parameters, but those the entry fixes in ``args``; each takes
     its help text as description, its kind as type and its dataclass default. ``overrides``
     holds what an entry changes: ``{parameter: {"default": ..., "allowed": [...],
-    "description": ..., "min": ..., "max": ...}}``. ``bands`` of a Sentinel-2 L2A collection
-    allow its band ids and Earth Search names.
+    "description": ..., "min": ..., "max": ...}}``. ``bands`` of a collection of the registry
+    (:mod:`xsits.stac.collections`) allow every name of its bands; of another collection,
+    any list.
 
     Parameters
     ----------
@@ -183,8 +185,9 @@ def entry_parameters(
             limits["allowed"] = list(opt.choices)
         if opt.kind == "percent":
             limits.update(min=0, max=100)
-        if opt.name == "bands" and collection in L2A_COLLECTIONS:
-            limits["allowed"] = [*EARTH_SEARCH_KEYS, *EARTH_SEARCH_KEYS.values()]
+        known = lookup(collection) if opt.name == "bands" else None
+        if known is not None:  # every name of its bands (xsits.stac.collections)
+            limits["allowed"] = list(dict.fromkeys(n for b in known.bands for n in b.names))
         given = dict(overrides.get(opt.name) or {})
         unknown = sorted(set(given) - {"default", "allowed", "description", "min", "max"})
         if unknown:

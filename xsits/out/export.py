@@ -1,10 +1,14 @@
 """Atomic exports of a cube to NetCDF, Zarr, CSV or Parquet.
 
 :func:`export` writes one cube to a file under a temporary name in the destination directory
-and renames it at the end (``os.replace``), so a crash never leaves a half-written file under
-the final name. :func:`output_path` tells where :func:`export` would write, without writing
-(the batch engine uses it to skip features already done). :func:`write_results_catalog`
-writes an Intake catalog of outputs (``catalog.yaml``) beside them.
+and renames it at the end (:func:`xsits.out.atomic.atomic_path`), so a crash never leaves a
+half-written file under the final name. :func:`output_path` tells where :func:`export` would
+write, without writing (the batch engine uses it to skip features already done).
+:func:`xsits.out.catalog.write_results_catalog` writes an Intake catalog of outputs beside them.
+
+Owns: output names (:func:`output_path`, safe feature ids), formats (:data:`FORMATS`), each
+format's encodings and writer.
+Must not: commit files itself (:mod:`xsits.out.atomic`) or compute what it was not given.
 
 File names, when ``target`` is a directory: ``fid-<feature_id>_<mode>_<start>_<end>.<ext>``
 from the cube attributes.
@@ -51,13 +55,10 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from xsits._version import __version__
-from xsits.errors import ExportError, OutputDirError, OutputExistsError, UnsafePathError
+from xsits.errors import ExportError, UnsafePathError
+from xsits.out.atomic import atomic_path
 
 #: Uncompressed NetCDF variables up to this size are stored contiguously (one write), larger
 #: or compressed ones in chunks of one date.
@@ -199,126 +200,6 @@ def output_path(
 
 def _format_of(path: Path) -> str:
     return _SUFFIXES[path.suffix.lower()]
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _exists_error(path: Path) -> OutputExistsError:
-    return OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``path`` (never clobbering unless ``overwrite``)."""
-    if not overwrite:
-        if tmp.is_dir():
-            if path.exists() or path.is_symlink():
-                raise _exists_error(path)
-            os.rename(tmp, path)  # fails on an existing non-empty directory
-            return
-        try:
-            os.link(tmp, path)  # atomic "create if absent"
-        except FileExistsError:
-            raise _exists_error(path) from None
-        except OSError:  # no hard links on this file system
-            if path.exists():
-                raise _exists_error(path) from None
-            os.replace(tmp, path)
-            return
-        tmp.unlink()
-        return
-    swap = (path.is_dir() and not path.is_symlink()) or (tmp.is_dir() and path.exists())
-    if not swap:
-        os.replace(tmp, path)
-        return
-    old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-    os.rename(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    _remove(old)
-
-
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create the output directory ``path`` (and its parents) unless it exists; return it.
-
-    Raises
-    ------
-    OutputDirError
-        ``path`` or one of its parents is an existing file (checked before anything is read
-        or written).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> base = Path(tempfile.mkdtemp())
-    >>> ensure_dir(base / "a" / "b").is_dir()
-    True
-    >>> _ = (base / "f").write_text("x")
-    >>> ensure_dir(base / "f" / "out")
-    Traceback (most recent call last):
-    ...
-    xsits.errors.OutputDirError: output directory '.../f/out': '.../f' is an existing file; ...
-    """
-    path = Path(path).expanduser()
-    for on_the_way in (path, *path.parents):
-        if on_the_way.is_dir():
-            break
-        if on_the_way.exists() or on_the_way.is_symlink():
-            raise OutputDirError(f"output directory '{path}': '{on_the_way}' is an existing file; "
-                                 "choose another directory or remove the file")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it to ``path``, else delete it.
-
-    The temporary name is hidden, unique and keeps the suffix (``.f7.nc.1a2b3c4d.tmp.nc``),
-    so writers that look at the suffix (ffmpeg, Pillow) still work. It may be a file or a
-    directory (Zarr). Any exception, including ``KeyboardInterrupt``, removes it.
-
-    Parameters
-    ----------
-    path
-        Final path; its parent directory is created if needed.
-    overwrite
-        Replace an existing ``path``; if False, :class:`~xsits.errors.OutputExistsError` is
-        raised before writing (and again, without clobbering, if it appeared meanwhile).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> final = Path(tempfile.mkdtemp()) / "a.txt"
-    >>> with atomic_path(final) as tmp:
-    ...     _ = tmp.write_text("hello")
-    >>> final.read_text(), sorted(p.name for p in final.parent.iterdir())
-    ('hello', ['a.txt'])
-    """
-    path = Path(path)
-    ensure_dir(path.parent)
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise _exists_error(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        yield tmp
-        _commit(tmp, path, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- CF preparation
@@ -663,99 +544,3 @@ def export(
         else:
             _WRITERS[fmt](ds, tmp)
     return path
-
-
-# --------------------------------------------------------------------------- catalog
-
-#: Output suffix -> (Intake driver, extra ``args``) used by :func:`write_results_catalog`.
-#: ``engine: netcdf4``: intake-xarray 2.0 would otherwise pick scipy (NetCDF3 only).
-RESULTS_DRIVERS: dict[str, tuple[str, dict[str, Any]]] = {
-    # mask_and_scale=False: integer bands come back as written (their _FillValue is nodata)
-    ".nc": ("netcdf", {"xarray_kwargs": {"engine": "netcdf4", "mask_and_scale": False}}),
-    ".zarr": ("zarr", {}),
-    ".csv": ("csv", {}),
-    # intake-parquet's driver (Intake V1 and intake-xarray have none for Parquet)
-    ".parquet": ("parquet", {}),
-}
-
-
-def write_results_catalog(
-    paths: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    name: str = "catalog.yaml",
-    description: str = "xsits batch outputs, one entry per feature",
-) -> Path:
-    """Write an Intake V1 catalog of per-feature outputs beside them, atomically.
-
-    Written without importing Intake (the batch engine writes one after every run); read it
-    with ``intake.open_catalog`` (see :mod:`xsits.intake`).
-
-    One entry per feature id, named by the id, with intake-xarray's ``netcdf`` driver for
-    ``.nc`` files and ``zarr`` for ``.zarr`` stores (Intake's ``csv`` for ``.csv``). Paths inside
-    ``out_dir`` are written relative to ``{{ CATALOG_DIR }}``, so the folder can be moved.
-
-    Parameters
-    ----------
-    paths
-        ``{feature_id: output path}`` (e.g. the ``path`` column of the batch report).
-    out_dir
-        Directory of the outputs; the catalog is written there.
-    name
-        File name of the catalog. Default ``catalog.yaml``.
-    description
-        Catalog description.
-
-    Returns
-    -------
-    pathlib.Path
-        The catalog path.
-
-    Raises
-    ------
-    xsits.errors.ExportError
-        An output has a suffix without an Intake driver (e.g. ``.gif``).
-
-    Examples
-    --------
-    >>> import tempfile, intake, xarray as xr
-    >>> d = Path(tempfile.mkdtemp())
-    >>> xr.Dataset({"B04": ("time", [1.0, 2.0])}).to_netcdf(d / "7.nc")
-    >>> cat = intake.open_catalog(str(write_results_catalog({"7": d / "7.nc"}, d)))
-    >>> cat["7"].read()["B04"].values.tolist()
-    [1.0, 2.0]
-    """
-    out_dir = Path(out_dir)
-    out_dir = ensure_dir(out_dir)
-    root = out_dir.resolve()
-    sources: dict[str, Any] = {}
-    for fid, p in paths.items():
-        p = Path(p)
-        suffix = p.suffix.lower()
-        if suffix not in RESULTS_DRIVERS:
-            raise ExportError(
-                f"feature {fid!r}: output '{p}' has no Intake driver for {suffix!r}; catalogue "
-                f"only {sorted(RESULTS_DRIVERS)} outputs"
-            )
-        driver, extra = RESULTS_DRIVERS[suffix]
-        full = (out_dir / p).resolve() if not p.is_absolute() else p.resolve()
-        try:
-            url = "{{ CATALOG_DIR }}/" + full.relative_to(root).as_posix()
-        except ValueError:
-            url = full.as_posix()
-        sources[str(fid)] = {
-            "description": f"feature {fid}",
-            "driver": driver,
-            "args": {"urlpath": url, **extra},
-            "metadata": {"feature_id": str(fid)},
-        }
-    doc = {
-        "metadata": {"version": 1, "description": description, "creator": f"xsits {__version__}"},
-        "sources": sources,
-    }
-    import yaml
-
-    target = out_dir / name
-    with atomic_path(target, overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
-    return target

@@ -41,7 +41,7 @@ import xarray as xr
 
 from xsits._common import as_float
 from xsits.errors import BandError, ExportError, MissingDependencyError
-from xsits.out.export import atomic_path
+from xsits.out.atomic import atomic_path
 from xsits.stac.providers import find_band
 
 #: Long side (pixels) small rasters are enlarged to, at least, when ``size`` is None.

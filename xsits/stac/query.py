@@ -1,188 +1,233 @@
-"""One meaning of ``query`` and ``filter`` for STAC APIs and local catalogs.
+"""What to search: :class:`StacQuery`, checked when it is made, before any request.
 
-Owns: the STAC Query extension operators xsits accepts (:data:`OPERATORS`: ``eq``, ``neq``,
-``lt``, ``lte``, ``gt``, ``gte``, ``in``, ``startsWith``, ``endsWith``, ``contains``), their
-checks (:func:`check_query`), their translation to CQL2 JSON (:func:`query_to_cql2`), and the
-parsing of CQL2 filters, JSON or text, with the ``cql2`` library (:func:`parse_filter`). Both
-search paths use the same CQL2: a STAC API with the filter extension is sent it, a local
-catalog evaluates it with ``cql2``; so a ``query`` means the same everywhere, whichever
-operators the API's own query extension implements.
-Must not: search, make requests or know about presets.
+Owns: :class:`StacQuery` (the catalog, collection, dates, bands and item filters of a search;
+every value checked with a :class:`~xsits.errors.QueryError` naming it), its endpoint, the
+provider's band naming and asset keys, and its item filters as one CQL2 expression
+(:mod:`xsits.stac.filters`).
+Must not: search, make requests (:mod:`xsits.stac.search`) or hold provider tables
+(:mod:`xsits.stac.providers`).
 
 Examples
 --------
->>> query_to_cql2({"platform": {"in": ["Sentinel-2A"]}})
-{'op': 'in', 'args': [{'property': 'platform'}, ['Sentinel-2A']]}
+>>> StacQuery(stac="earth-search", bands=("B04", "SCL")).assets
+{'B04': 'red', 'SCL': 'scl'}
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
 
 from xsits.errors import QueryError
+from xsits.stac import local, providers
+from xsits.stac.filters import and_, check_query, parse_filter, query_to_cql2
+from xsits.stac.providers import PRESETS
 
-#: Comparison operators of the STAC Query extension and their CQL2 equivalent.
-COMPARISONS: dict[str, str] = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">",
-                               "gte": ">="}
-#: String operators of the STAC Query extension: the CQL2 ``like`` pattern of a value.
-PATTERNS: dict[str, str] = {"startsWith": "{}%", "endsWith": "%{}", "contains": "%{}%"}
-#: Every operator accepted in ``query``.
-OPERATORS: tuple[str, ...] = (*COMPARISONS, "in", *PATTERNS)
+__all__ = ["MAX_LIMIT", "StacQuery"]
 
-_EXAMPLE = "e.g. query={'eo:cloud_cover': {'lt': 10}}"
+#: Largest page size of a search (stac-fastapi's limit).
+MAX_LIMIT = 10_000
 
 
-def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) and not (
-        isinstance(value, float) and value != value)
+def _date(name: str, value: Any) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        stamp = None
+    if stamp is None or pd.isna(stamp):
+        raise QueryError(f"{name}={value!r} is not a date; use 'YYYY-MM-DD', e.g. "
+                         f"{name}='2024-01-01'")
+    return stamp
 
 
-def check_query(query: Any) -> dict[str, dict[str, Any]] | None:
-    """``query`` checked against the STAC Query extension, as a plain dict (None if empty).
+@dataclass(frozen=True)
+class StacQuery:
+    """What to search: where (``stac``), which collection, dates, bands and item filters.
+
+    Every field is checked when the query is made (no request is sent): a bad value raises
+    :class:`~xsits.errors.QueryError` naming it.
 
     Parameters
     ----------
+    stac
+        A preset (``"planetary-computer"``, ``"earth-search"``), ``"demo"`` (the embedded
+        offline demo world), a STAC API URL, or the path of a local ItemCollection
+        (``.json``/``.geojson``) or static catalog (``catalog.json``).
+    collection
+        Collection id. Default ``"sentinel-2-l2a"``.
+    start, end
+        Inclusive date range (``"YYYY-MM-DD"``). ``end`` includes that whole day.
+    bands
+        Bands to load, as band ids (``"B04"``, ``"SCL"``) or Earth Search names (``"red"``,
+        ``"scl"``), whichever the provider uses (:attr:`assets`). Default
+        ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
     query
-        ``{property: {operator: value}}`` with operators of :data:`OPERATORS`.
-
-    Raises
-    ------
-    xsits.errors.QueryError
-        Not a mapping, an unknown operator, or a value the operator cannot take.
+        STAC Query extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``; operators
+        ``eq, neq, lt, lte, gt, gte, in, startsWith, endsWith, contains``
+        (:mod:`xsits.stac.filters`), the same for API and local catalogs.
+    filter
+        CQL2 filter (JSON dict or CQL2 text), parsed by ``cql2`` now.
+    max_cloud
+        Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``).
+    limit
+        Page size of API searches, 1..10000. Default 1000 (fewer requests).
 
     Examples
     --------
-    >>> check_query({"s2:mgrs_tile": {"startsWith": "31T"}})
-    {'s2:mgrs_tile': {'startsWith': '31T'}}
-    >>> check_query({"platform": {"ne": "x"}})  # doctest: +ELLIPSIS
+    >>> q = StacQuery(stac="earth-search", start="2024-01-01", end="2024-02-01", max_cloud=10)
+    >>> q.endpoint, q.api_query()
+    ('https://earth-search.aws.element84.com/v1', {'eo:cloud_cover': {'lt': 10}})
+    >>> q.assets
+    {'B03': 'green', 'B04': 'red', 'B08': 'nir', 'SCL': 'scl'}
+    >>> StacQuery(start="2024-02-01", end="2024-01-01")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xsits.errors.QueryError: query={'platform': {'ne': 'x'}}: operator 'ne' is not ...
+    xsits.errors.QueryError: end='2024-01-01' is before start='2024-02-01'; swap them
     """
-    if query is None:
-        return None
-    if not isinstance(query, Mapping):
-        raise QueryError(f"query={query!r} must be a dict {{property: {{operator: value}}}}; "
-                         f"{_EXAMPLE}")
-    out: dict[str, dict[str, Any]] = {}
-    for prop, ops in query.items():
-        where = f"query={dict(query)!r}"
-        if not isinstance(prop, str) or not prop.strip():
-            raise QueryError(f"{where}: property {prop!r} must be a non-empty name; {_EXAMPLE}")
-        if not isinstance(ops, Mapping) or not ops:
-            raise QueryError(f"{where}: {prop!r} must map to {{operator: value}}, not {ops!r}; "
-                             f"{_EXAMPLE}")
-        for op, value in ops.items():
-            if op not in OPERATORS:
-                raise QueryError(f"{where}: operator {op!r} is not one of the STAC Query "
-                                 f"extension's {', '.join(OPERATORS)}")
-            if op == "in":
-                ok = isinstance(value, list | tuple) and len(value) > 0 and all(
-                    _scalar(v) for v in value)
-                want = "a non-empty list of values"
-            elif op in PATTERNS:
-                ok, want = isinstance(value, str) and value != "", "a non-empty string"
-            else:
-                ok, want = _scalar(value), "a number, a string or a boolean"
-            if not ok:
-                raise QueryError(f"{where}: {prop!r} {op} {value!r} needs {want}")
-        out[prop] = {op: list(v) if isinstance(v, tuple) else v for op, v in ops.items()}
-    return out or None
 
+    stac: str = "planetary-computer"
+    collection: str = "sentinel-2-l2a"
+    start: str = "2024-01-01"
+    end: str = "2024-12-31"
+    bands: tuple[str, ...] = ("B03", "B04", "B08", "SCL")
+    query: Mapping[str, Any] | None = field(default=None, hash=False)
+    filter: Mapping[str, Any] | str | None = field(default=None, hash=False)
+    max_cloud: float | None = None
+    limit: int = 1000
 
-def _like_literal(text: str) -> str:
-    """``text`` with the CQL2 ``like`` wildcards (``%``, ``_``) and the escape escaped."""
-    return re.sub(r"([\\%_])", r"\\\1", text)
-
-
-def query_to_cql2(query: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any] | None:
-    r"""The CQL2 JSON meaning of a checked ``query`` (see :func:`check_query`); None if empty.
-
-    Examples
-    --------
-    >>> query_to_cql2({"s2:mgrs_tile": {"endsWith": "_1"}})
-    {'op': 'like', 'args': [{'property': 's2:mgrs_tile'}, '%\\_1']}
-    """
-    args = []
-    for prop, ops in (query or {}).items():
-        for op, value in ops.items():
-            lhs = {"property": prop}
-            if op in COMPARISONS:
-                args.append({"op": COMPARISONS[op], "args": [lhs, value]})
-            elif op == "in":
-                args.append({"op": "in", "args": [lhs, list(value)]})
-            else:
-                args.append({"op": "like", "args": [lhs, PATTERNS[op].format(
-                    _like_literal(value))]})
-    return and_(*args)
-
-
-def and_(*exprs: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The CQL2 conjunction of the given expressions (None ones are left out).
-
-    Examples
-    --------
-    >>> and_({"op": "=", "args": [1, 1]}, None)
-    {'op': '=', 'args': [1, 1]}
-    """
-    kept = [e for e in exprs if e is not None]
-    if not kept:
-        return None
-    return kept[0] if len(kept) == 1 else {"op": "and", "args": kept}
-
-
-def _cql2_message(err: BaseException) -> str:
-    """cql2's (multi-line, pest) parse error as one line: position and what was expected."""
-    text = str(err)
-    pos = re.search(r"-->\s*(\d+):(\d+)", text)
-    expected = re.search(r"=\s*(expected .*)", text)
-    if pos and expected:
-        return f"at character {pos.group(2)}: {expected.group(1).strip()}"
-    return " ".join(text.split()) or type(err).__name__
-
-
-def parse_filter(filter: Any) -> dict[str, Any] | None:
-    """A CQL2 filter (JSON dict, JSON text or CQL2 text) parsed by ``cql2``, as CQL2 JSON.
-
-    Raises
-    ------
-    xsits.errors.QueryError
-        The filter is not valid CQL2, with where it stops making sense.
-
-    Examples
-    --------
-    >>> parse_filter("eo:cloud_cover < 10")
-    {'op': '<', 'args': [{'property': 'eo:cloud_cover'}, 10.0]}
-    >>> parse_filter("eo:cloud_cover <")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    xsits.errors.QueryError: filter='eo:cloud_cover <' is not valid CQL2 (at character 17: ...
-    """
-    import cql2
-
-    if filter is None:
-        return None
-    if isinstance(filter, str):
-        text = filter.strip()
-        if not text:
-            raise QueryError("filter='' is empty; give a CQL2 expression such as "
-                             "filter=\"eo:cloud_cover < 10\" or leave it out")
-        if text.startswith("{"):
+    def __post_init__(self) -> None:
+        self._check_stac()
+        if not isinstance(self.collection, str) or not self.collection.strip():
+            raise QueryError(f"collection={self.collection!r} must be a collection id, e.g. "
+                             "collection='sentinel-2-l2a'")
+        bands = self.bands.split(",") if isinstance(self.bands, str) else self.bands
+        try:
+            bands = tuple(b.strip() for b in bands)
+        except (TypeError, AttributeError):
+            raise QueryError(f"bands={self.bands!r} must be a list of band names, e.g. "
+                             "bands=['B04', 'SCL']") from None
+        if not bands or not all(bands):
+            raise QueryError(f"bands={list(bands)!r} has no band or an empty name; ask for at "
+                             "least one band, e.g. bands=['B04']")
+        why = providers.check_bands(bands, self.collection)
+        if why:
+            raise QueryError(f"bands={list(bands)!r}: {why}")
+        object.__setattr__(self, "bands", bands)
+        start, end = _date("start", self.start), _date("end", self.end)
+        if end < start:
+            raise QueryError(f"end={self.end!r} is before start={self.start!r}; swap them")
+        object.__setattr__(self, "start", str(start.date()))
+        object.__setattr__(self, "end", str(end.date()))
+        object.__setattr__(self, "query", check_query(self.query))
+        parse_filter(self.filter)
+        if self.max_cloud is not None:
             try:
-                filter = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise QueryError(f"filter={text!r} is not valid CQL2 JSON ({err.msg} at "
-                                 f"character {err.pos + 1}); fix the JSON") from None
-    elif not isinstance(filter, Mapping):
-        raise QueryError(f"filter={filter!r} must be CQL2 text or a CQL2 JSON dict, "
-                         "e.g. filter=\"eo:cloud_cover < 10\"")
-    try:
-        expr = cql2.Expr(filter if isinstance(filter, str) else dict(filter))
-        expr.validate()
-    except Exception as err:  # cql2 raises plain Exception / ValueError / ValidationError
-        raise QueryError(f"filter={filter!r} is not valid CQL2 ({_cql2_message(err)}); fix "
-                         "it, e.g. filter=\"eo:cloud_cover < 10\"") from None
-    return expr.to_json()
+                cloud = float(self.max_cloud)
+            except (TypeError, ValueError):
+                cloud = float("nan")
+            if isinstance(self.max_cloud, bool) or not 0 <= cloud <= 100:
+                raise QueryError(f"max_cloud={self.max_cloud!r} must be a percentage in "
+                                 "0..100, e.g. max_cloud=10")
+            if isinstance(self.max_cloud, str):
+                object.__setattr__(self, "max_cloud", cloud)
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or \
+                not 1 <= self.limit <= MAX_LIMIT:
+            raise QueryError(f"limit={self.limit!r} must be an int in 1..{MAX_LIMIT}")
+
+    def _check_stac(self) -> None:
+        stac = self.stac
+        if not isinstance(stac, str) or not stac.strip():
+            raise QueryError(f"stac={stac!r} must be a preset ({', '.join(PRESETS)}), 'demo', "
+                             "a STAC API URL or a local ItemCollection path")
+        if re.match(r"^https?://", stac, re.IGNORECASE):
+            parts = urlsplit(stac)
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                parts = None
+            if parts is None or not parts.hostname:
+                raise QueryError(f"stac={stac!r} is not a valid URL; give one such as "
+                                 "'https://earth-search.aws.element84.com/v1'")
+        elif self.is_local and not providers.is_demo(stac) and not os.path.exists(self.endpoint):
+            raise QueryError(
+                f"stac={stac!r} is not a preset ({', '.join(PRESETS)}), not 'demo', not an "
+                "http(s) URL and not an existing local file; fix the value"
+            )
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``stac`` is a local file (or the demo world) searched in-process."""
+        return self.stac not in PRESETS and not re.match(r"^https?://", self.stac, re.I)
+
+    @property
+    def endpoint(self) -> str:
+        """The API URL (or local path) without any query string, user info or token.
+
+        ``stac="demo"`` is the demo world's ItemCollection, generated here on first use.
+        """
+        url = providers.resolve_stac(self.stac)
+        if self.is_local:
+            return str(Path(url).expanduser().resolve())
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    @property
+    def datetime(self) -> str:
+        """The STAC datetime interval covering whole days ``start..end``."""
+        return f"{self.start}T00:00:00Z/{self.end}T23:59:59.999Z"
+
+    @property
+    def naming(self) -> providers.Naming | None:
+        """How the provider names the bands (:func:`xsits.stac.providers.naming`).
+
+        By preset, API root or collection; a local catalog by its items' asset keys. Only
+        Sentinel-2 L2A collections have one: other collections' bands are never renamed.
+        """
+        scheme = providers.naming(self.stac, self.collection)
+        if scheme is None and self.is_local and self.collection in providers.L2A_COLLECTIONS:
+            path = self.endpoint
+            if os.path.exists(path):
+                scheme = local.catalog_naming(path, self.collection)
+        return scheme
+
+    @property
+    def assets(self) -> dict[str, str]:
+        """``{band: asset key}``: band names as asked, asset keys as the provider names them."""
+        scheme = self.naming
+        return {band: providers.asset_key(band, scheme) for band in self.bands}
+
+    def api_query(self) -> dict[str, Any] | None:
+        """The query-extension dict: ``query`` merged with ``max_cloud``."""
+        q = {k: dict(v) for k, v in (self.query or {}).items()}
+        if self.max_cloud is not None:
+            q.setdefault("eo:cloud_cover", {})["lt"] = self.max_cloud
+        return q or None
+
+    def cql2(self) -> dict[str, Any] | None:
+        """Every item filter as one CQL2 JSON expression: ``query``, ``max_cloud``, ``filter``.
+
+        Examples
+        --------
+        >>> StacQuery(max_cloud=10, filter="platform = 'Sentinel-2A'").cql2()["op"]
+        'and'
+        """
+        return and_(query_to_cql2(self.api_query()), parse_filter(self.filter))
+
+    def describe(self) -> str:
+        """JSON text of the item filters, for provenance attributes and manifests."""
+        return json.dumps(
+            {"query": self.api_query(), "filter": self.filter, "datetime": self.datetime},
+            sort_keys=True,
+            default=str,
+        )

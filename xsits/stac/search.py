@@ -2,31 +2,27 @@
 
 Features are grouped spatially (UTM zone, then ``group_size_deg`` cells); each group is
 searched once with the union of its features' footprints (pystac-client, paged), or filtered
-in-process for a local ItemCollection / catalog. Both paths apply the same CQL2
-(:mod:`xsits.stac.query`: ``query``, ``max_cloud`` and ``filter`` as one expression). Items are
-then assigned to the features they actually intersect with a shapely STRtree.
-``aoi → grid → search → load``.
+in-process for a local ItemCollection / catalog (:mod:`xsits.stac.local`). Both paths apply
+the same CQL2 (:meth:`xsits.stac.query.StacQuery.cql2`: ``query``, ``max_cloud`` and
+``filter`` as one expression, in the provider's dialect). Items are then assigned to the
+features they actually intersect with a shapely STRtree. ``aoi → grid → search → load``.
 
-Owns: :class:`StacQuery` (what to search, checked when it is made, before any request), the
-HTTP of STAC API requests (every request through :func:`xsits.io.retry.call`: 429 / 5xx /
-timeouts retried with backoff, 400 / 401 / 403 / 404 / 422 raised at once as
-:class:`~xsits.errors.StacRequestError` with the server's message), and assigning items.
-Must not: know how providers name bands (:mod:`xsits.stac.providers`) or read pixels.
+Owns: the searches (:func:`search`, :func:`iter_search`; the pystac-client ``Client`` of an
+API, whose requests go through :mod:`xsits.stac.api`'s retries), :class:`SearchResult`,
+assigning items to features and explaining why a feature has none.
+Must not: check queries (:mod:`xsits.stac.query`), know how providers name bands
+(:mod:`xsits.stac.providers`) or read pixels.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import geopandas as gpd
 import numpy as np
@@ -46,213 +42,15 @@ from xsits.errors import (
     StacRequestError,
 )
 from xsits.io import retry
-from xsits.stac import providers
+from xsits.stac import local, providers
 from xsits.stac.api import REQUEST_TIMEOUT, RetryingStacApiIO
 from xsits.stac.providers import PRESETS
-from xsits.stac.query import and_, check_query, parse_filter, query_to_cql2
+from xsits.stac.query import StacQuery
 
 log = logging.getLogger(__name__)
 
 #: Group searches run at once (each waits on the network).
 SEARCH_THREADS = 8
-#: Largest page size of a search (stac-fastapi's limit).
-MAX_LIMIT = 10_000
-
-
-def _date(name: str, value: Any) -> pd.Timestamp:
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        stamp = None
-    if stamp is None or pd.isna(stamp):
-        raise QueryError(f"{name}={value!r} is not a date; use 'YYYY-MM-DD', e.g. "
-                         f"{name}='2024-01-01'")
-    return stamp
-
-
-@dataclass(frozen=True)
-class StacQuery:
-    """What to search: where (``stac``), which collection, dates, bands and item filters.
-
-    Every field is checked when the query is made (no request is sent): a bad value raises
-    :class:`~xsits.errors.QueryError` naming it.
-
-    Parameters
-    ----------
-    stac
-        A preset (``"planetary-computer"``, ``"earth-search"``), ``"demo"`` (the embedded
-        offline demo world), a STAC API URL, or the path of a local ItemCollection
-        (``.json``/``.geojson``) or static catalog (``catalog.json``).
-    collection
-        Collection id. Default ``"sentinel-2-l2a"``.
-    start, end
-        Inclusive date range (``"YYYY-MM-DD"``). ``end`` includes that whole day.
-    bands
-        Bands to load, as band ids (``"B04"``, ``"SCL"``) or Earth Search names (``"red"``,
-        ``"scl"``), whichever the provider uses (:attr:`assets`). Default
-        ``("B03", "B04", "B08", "SCL")`` as in the seed workflow.
-    query
-        STAC Query extension dict, e.g. ``{"eo:cloud_cover": {"lt": 10}}``; operators
-        ``eq, neq, lt, lte, gt, gte, in, startsWith, endsWith, contains``
-        (:mod:`xsits.stac.query`), the same for API and local catalogs.
-    filter
-        CQL2 filter (JSON dict or CQL2 text), parsed by ``cql2`` now.
-    max_cloud
-        Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``).
-    limit
-        Page size of API searches, 1..10000. Default 1000 (fewer requests).
-
-    Examples
-    --------
-    >>> q = StacQuery(stac="earth-search", start="2024-01-01", end="2024-02-01", max_cloud=10)
-    >>> q.endpoint, q.api_query()
-    ('https://earth-search.aws.element84.com/v1', {'eo:cloud_cover': {'lt': 10}})
-    >>> q.assets
-    {'B03': 'green', 'B04': 'red', 'B08': 'nir', 'SCL': 'scl'}
-    >>> StacQuery(start="2024-02-01", end="2024-01-01")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    xsits.errors.QueryError: end='2024-01-01' is before start='2024-02-01'; swap them
-    """
-
-    stac: str = "planetary-computer"
-    collection: str = "sentinel-2-l2a"
-    start: str = "2024-01-01"
-    end: str = "2024-12-31"
-    bands: tuple[str, ...] = ("B03", "B04", "B08", "SCL")
-    query: Mapping[str, Any] | None = field(default=None, hash=False)
-    filter: Mapping[str, Any] | str | None = field(default=None, hash=False)
-    max_cloud: float | None = None
-    limit: int = 1000
-
-    def __post_init__(self) -> None:
-        self._check_stac()
-        if not isinstance(self.collection, str) or not self.collection.strip():
-            raise QueryError(f"collection={self.collection!r} must be a collection id, e.g. "
-                             "collection='sentinel-2-l2a'")
-        bands = self.bands.split(",") if isinstance(self.bands, str) else self.bands
-        try:
-            bands = tuple(b.strip() for b in bands)
-        except (TypeError, AttributeError):
-            raise QueryError(f"bands={self.bands!r} must be a list of band names, e.g. "
-                             "bands=['B04', 'SCL']") from None
-        if not bands or not all(bands):
-            raise QueryError(f"bands={list(bands)!r} has no band or an empty name; ask for at "
-                             "least one band, e.g. bands=['B04']")
-        why = providers.check_bands(bands, self.collection)
-        if why:
-            raise QueryError(f"bands={list(bands)!r}: {why}")
-        object.__setattr__(self, "bands", bands)
-        start, end = _date("start", self.start), _date("end", self.end)
-        if end < start:
-            raise QueryError(f"end={self.end!r} is before start={self.start!r}; swap them")
-        object.__setattr__(self, "start", str(start.date()))
-        object.__setattr__(self, "end", str(end.date()))
-        object.__setattr__(self, "query", check_query(self.query))
-        parse_filter(self.filter)
-        if self.max_cloud is not None:
-            try:
-                cloud = float(self.max_cloud)
-            except (TypeError, ValueError):
-                cloud = float("nan")
-            if isinstance(self.max_cloud, bool) or not 0 <= cloud <= 100:
-                raise QueryError(f"max_cloud={self.max_cloud!r} must be a percentage in "
-                                 "0..100, e.g. max_cloud=10")
-            if isinstance(self.max_cloud, str):
-                object.__setattr__(self, "max_cloud", cloud)
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or \
-                not 1 <= self.limit <= MAX_LIMIT:
-            raise QueryError(f"limit={self.limit!r} must be an int in 1..{MAX_LIMIT}")
-
-    def _check_stac(self) -> None:
-        stac = self.stac
-        if not isinstance(stac, str) or not stac.strip():
-            raise QueryError(f"stac={stac!r} must be a preset ({', '.join(PRESETS)}), 'demo', "
-                             "a STAC API URL or a local ItemCollection path")
-        if re.match(r"^https?://", stac, re.IGNORECASE):
-            parts = urlsplit(stac)
-            try:
-                parts.port  # noqa: B018 - raises on a bad port
-            except ValueError:
-                parts = None
-            if parts is None or not parts.hostname:
-                raise QueryError(f"stac={stac!r} is not a valid URL; give one such as "
-                                 "'https://earth-search.aws.element84.com/v1'")
-        elif self.is_local and not providers.is_demo(stac) and not os.path.exists(self.endpoint):
-            raise QueryError(
-                f"stac={stac!r} is not a preset ({', '.join(PRESETS)}), not 'demo', not an "
-                "http(s) URL and not an existing local file; fix the value"
-            )
-
-    @property
-    def is_local(self) -> bool:
-        """True when ``stac`` is a local file (or the demo world) searched in-process."""
-        return self.stac not in PRESETS and not re.match(r"^https?://", self.stac, re.I)
-
-    @property
-    def endpoint(self) -> str:
-        """The API URL (or local path) without any query string, user info or token.
-
-        ``stac="demo"`` is the demo world's ItemCollection, generated here on first use.
-        """
-        url = providers.resolve_stac(self.stac)
-        if self.is_local:
-            return str(Path(url).expanduser().resolve())
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-    @property
-    def datetime(self) -> str:
-        """The STAC datetime interval covering whole days ``start..end``."""
-        return f"{self.start}T00:00:00Z/{self.end}T23:59:59.999Z"
-
-    @property
-    def naming(self) -> providers.Naming | None:
-        """How the provider names the bands (:func:`xsits.stac.providers.naming`).
-
-        By preset, API root or collection; a local catalog by its items' asset keys. Only
-        Sentinel-2 L2A collections have one: other collections' bands are never renamed.
-        """
-        scheme = providers.naming(self.stac, self.collection)
-        if scheme is None and self.is_local and self.collection in providers.L2A_COLLECTIONS:
-            path = self.endpoint
-            if os.path.exists(path):
-                scheme = _local_naming(path, os.path.getmtime(path), self.collection)
-        return scheme
-
-    @property
-    def assets(self) -> dict[str, str]:
-        """``{band: asset key}``: band names as asked, asset keys as the provider names them."""
-        scheme = self.naming
-        return {band: providers.asset_key(band, scheme) for band in self.bands}
-
-    def api_query(self) -> dict[str, Any] | None:
-        """The query-extension dict: ``query`` merged with ``max_cloud``."""
-        q = {k: dict(v) for k, v in (self.query or {}).items()}
-        if self.max_cloud is not None:
-            q.setdefault("eo:cloud_cover", {})["lt"] = self.max_cloud
-        return q or None
-
-    def cql2(self) -> dict[str, Any] | None:
-        """Every item filter as one CQL2 JSON expression: ``query``, ``max_cloud``, ``filter``.
-
-        Examples
-        --------
-        >>> StacQuery(max_cloud=10, filter="platform = 'Sentinel-2A'").cql2()["op"]
-        'and'
-        """
-        return and_(query_to_cql2(self.api_query()), parse_filter(self.filter))
-
-    def describe(self) -> str:
-        """JSON text of the item filters, for provenance attributes and manifests."""
-        return json.dumps(
-            {"query": self.api_query(), "filter": self.filter, "datetime": self.datetime},
-            sort_keys=True,
-            default=str,
-        )
 
 
 @dataclass
@@ -333,46 +131,6 @@ def group_features(footprints: gpd.GeoSeries, group_size_deg: float = 2.0) -> li
     return [list(ids) for _, ids in key.groupby(key, sort=True).groups.items()]
 
 
-@functools.lru_cache(maxsize=8)
-def _local_items(path: str, mtime: float) -> tuple[dict, ...]:
-    """Item dicts of a local ItemCollection or static catalog (cached while unchanged)."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise QueryError(
-            f"stac='{p}' is not a readable JSON file ({one_line(err)}); fix the path"
-        ) from err
-    kind = doc.get("type") if isinstance(doc, dict) else None
-    if kind == "FeatureCollection":
-        return tuple(doc.get("features") or ())
-    if kind in ("Catalog", "Collection"):
-        cat = pystac.read_file(str(p))
-        return tuple(item.to_dict() for item in cat.get_items(recursive=True))
-    raise QueryError(f"stac='{p}' is neither a STAC ItemCollection nor a catalog (its type "
-                     f"is {kind!r}); give an ItemCollection, a catalog.json or an API URL")
-
-
-@functools.lru_cache(maxsize=8)
-def _local_naming(path: str, mtime: float, collection: str) -> providers.Naming | None:
-    """The band naming of a local catalog: that of its first item of ``collection``."""
-    for d in _local_items(path, mtime):
-        if d.get("collection", collection) == collection:
-            return providers.naming_of_assets(list(d.get("assets") or ()))
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def _local_dialect(path: str, mtime: float, collection: str) -> providers.Dialect | None:
-    """The item dialect of a local catalog: that of its first item of ``collection``."""
-    if collection not in providers.L2A_COLLECTIONS:
-        return None
-    for d in _local_items(path, mtime):
-        if d.get("collection", collection) == collection:
-            return providers.item_dialect(d.get("properties") or {}, collection)
-    return None
-
-
 def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
     """The query's CQL2 (:meth:`StacQuery.cql2`) in its provider's property names and values.
 
@@ -390,7 +148,7 @@ def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
         return None
     dialect = providers.provider_dialect(q.stac, q.collection)
     if dialect is None and q.is_local and os.path.exists(q.endpoint):
-        dialect = _local_dialect(q.endpoint, os.path.getmtime(q.endpoint), q.collection)
+        dialect = local.catalog_dialect(q.endpoint, q.collection)
     return providers.normalise_cql2(expr, dialect)  # type: ignore[return-value]
 
 
@@ -403,7 +161,7 @@ def _search_local(q: StacQuery, area, *, filtered: bool = True) -> list[pystac.I
     match = cql2.Expr(expr).matches if expr is not None else None
     t0, t1 = pd.Timestamp(q.start, tz="UTC"), pd.Timestamp(q.end, tz="UTC") + pd.Timedelta("1D")
     out = []
-    for d in _local_items(path, os.path.getmtime(path)):
+    for d in local.catalog_items(path):
         if d.get("collection", q.collection) != q.collection:
             continue
         t = pd.Timestamp(d["properties"]["datetime"])

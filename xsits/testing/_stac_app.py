@@ -6,7 +6,7 @@ environment variables (stac-fastapi-pgstac 7.x ``PostgresSettings``).  The
 server binds a free port on 127.0.0.1 and writes it to ``FILE``.
 
 Request counts by path are served, uncounted, at ``/__stats`` (GET) and cleared
-by ``/__stats/reset``.  Used by :class:`xsits.testing.servers.PgstacServer`.
+by ``/__stats/reset``.  Used by :class:`xsits.testing.pgstac.PgstacServer`.
 """
 
 from __future__ import annotations

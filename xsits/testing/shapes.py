@@ -1,6 +1,6 @@
 """Synthetic scenes in the exact item shapes of real providers (Earth Search v1, C1, v0).
 
-The synthetic world (:mod:`xsits.testing.scenes`) writes Planetary-Computer-shaped items.
+The synthetic world (:mod:`xsits.testing.world`) writes Planetary-Computer-shaped items.
 :func:`reshape` gives one of them the shape of a real item stored in ``data/real/`` (see its
 ``SOURCES.md``): the template's asset keys, asset fields and ``raster:bands`` (scale, offset,
 ``bits_per_sample``), ``proj:*`` per asset or per item, 6- or 9-element transforms, property
@@ -16,7 +16,8 @@ Must not: write pixels (the COGs are the world's; which DN they hold, with or wi
 Examples
 --------
 >>> import tempfile
->>> from xsits.testing.scenes import WorldSpec, make_world
+>>> from xsits.testing.scenes import WorldSpec
+>>> from xsits.testing.world import make_world
 >>> world = make_world(tempfile.mkdtemp(), WorldSpec(points=((11.35, 48.05),),
 ...                    start="2024-06-01", end="2024-06-01", bands=("B04", "SCL")))
 >>> item = reshape(world.item_dicts("/data")[0], "es-v1-2025", offset_applied=False)
@@ -121,7 +122,7 @@ def reshape(item: dict[str, Any], shape: str, *, baseline: str | None = None,
     Parameters
     ----------
     item
-        An item of :meth:`xsits.testing.scenes.World.item_dicts` (hrefs already rebased).
+        An item of :meth:`xsits.testing.world.World.item_dicts` (hrefs already rebased).
     shape
         A key of :data:`SHAPES`.
     baseline
@@ -140,7 +141,8 @@ def reshape(item: dict[str, Any], shape: str, *, baseline: str | None = None,
     Examples
     --------
     >>> import tempfile
-    >>> from xsits.testing.scenes import WorldSpec, make_world
+    >>> from xsits.testing.scenes import WorldSpec
+    >>> from xsits.testing.world import make_world
     >>> world = make_world(tempfile.mkdtemp(), WorldSpec(points=((11.35, 48.05),),
     ...                    start="2024-06-01", end="2024-06-01", bands=("B04", "SCL")))
     >>> v0 = reshape(world.item_dicts("/data")[0], "es-v0-2020")
