@@ -99,8 +99,11 @@ def _top_level() -> list[str]:
     return rows
 
 
-def write_api() -> None:
-    """Write ``api/index.md`` and one page per public module (the old ones removed)."""
+def write_api() -> list[str]:
+    """Write ``api/index.md`` and one page per public module (the old ones removed).
+
+    Returns the module pages (paths from the docs directory), for autosummary.
+    """
     if API.exists():
         shutil.rmtree(API)
     API.mkdir()
@@ -128,6 +131,7 @@ def write_api() -> None:
                 _write_module_page(modname, module)
     lines += ["", "```{toctree}", ":hidden:", "", *pages, "```", ""]
     (API / "index.md").write_text("\n".join(lines))
+    return [f"api/{page}.md" for page in pages]
 
 
 def _write_module_page(modname: str, module: ModuleType) -> None:
@@ -156,7 +160,9 @@ def write_errors_table() -> None:
 
 
 def _generate(app, config) -> None:  # noqa: ANN001  (Sphinx application, config)
-    write_api()
+    # autosummary makes the stubs of these pages (an incremental build's list of source
+    # files is the previous build's until it reads them)
+    config.autosummary_generate = write_api()
     write_errors_table()
 
 
