@@ -16,6 +16,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -31,8 +32,10 @@ GENERATED = DOCS / "_generated"
 
 
 def _summary(obj: object) -> str:
+    """The first paragraph of a docstring, its reST roles as MyST roles, for a table cell."""
     doc = inspect.getdoc(obj) or ""
     line = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+    line = re.sub(r":(func|class|mod|meth|data|attr|obj|exc):`", r"{py:\1}`", line)
     return line.replace("|", "\\|")
 
 
