@@ -6,10 +6,13 @@ time (files are shared between cases with the same layout), serves it from a
 unless the case asks) in the test STAC API, then loads the same items on the same geobox:
 
 - the truth: ``odc.stac.load(items, ..., chunks=None)`` with its default reader (no driver),
-  the band's dtype / nodata from ``rasterio`` for items without ``raster:bands``;
+  the band's dtype / nodata from ``rasterio`` for items without ``raster:bands``
+  (floating-point bands with ``nodata=nan``: xsits loads their missing pixels as NaN);
 - xsits' driver path: :func:`xsits.cube.load.load_cube` (``odc.stac.load(driver=CogDriver(...))``,
   dtypes from :func:`xsits.cube.load.band_config`), and for the ``api`` cases
-  :func:`xsits.open_cubes` in image or patch mode on the STAC API.
+  :func:`xsits.open_cubes` in image or patch mode on the STAC API;
+- for the cases with ``points``: the points reader (:func:`xsits.cube.points.read_points`)
+  on windows across the file, each against ``odc.stac.load`` on that window.
 
 Equal means the same dtype, the same nodata attribute, identical values and identical NaN
 positions. There is no tolerance anywhere. Each case records whether the fast reader served
@@ -79,7 +82,8 @@ class Layout:
     bands: int = 1
     overviews: str = "cog"  # "none", "cog" (COG driver), "addo" (internal, after the data),
     #                         "many" (addo, 2..64)
-    nodata: str = "value"  # "none", "zero", "value" (not 0), "nan", "mask" (internal mask band)
+    nodata: str = "value"  # "none", "zero", "value" (not 0), "nan", "mask" (internal mask band),
+    #                        or a number ("-9999": HLS reflectance, "-32768": Sentinel-1 RTC)
     endian: str = "little"  # or "big"
     crs: str = "EPSG:32632"
     res: tuple[float, float] = (1.0, 1.0)  # x, y pixel size, times the CRS's ORIGINS size
@@ -110,6 +114,8 @@ class Layout:
         if self.nodata == "nan":
             return float("nan")
         kind = np.dtype(self.dtype)
+        if _numeric(self.nodata):
+            return float(self.nodata) if kind.kind == "f" else int(self.nodata)
         if kind.kind == "f":
             return -9999.0
         return int(np.iinfo(kind).max) if kind.kind == "u" else int(np.iinfo(kind).min)
@@ -130,6 +136,7 @@ class Request:
     #                   "no_transform", "epsg_only"; raster:bands unlike the file:
     #                   "rb_float32", "rb_nodata0", "rb_no_nodata"
     api: str | None = None  # None: the driver path only; "image" / "patch": also open_cubes
+    points: int = 0  # > 0: also the points reader (xsits.cube.points), windows of this size
     fault: str | None = None  # "500", "truncate", "404", "403": the next requests of the
     #                           file fail (its header's); "KIND@read": once its header is known,
     #                           the next request (a block's, or GDAL's) fails with KIND
@@ -157,6 +164,18 @@ class Result:
 
 BASE = Layout()
 FLOAT_BASE = Layout(dtype="float32", nodata="nan")
+#: The files of the collections beyond Sentinel-2: HLS reflectance (int16, nodata -9999) and
+#: Sentinel-1 RTC gamma naught (float32, nodata -32768)
+HLS_BASE = Layout(dtype="int16", nodata="-9999")
+S1_BASE = Layout(dtype="float32", nodata="-32768", block=512, size=640)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _valid(layout: Layout) -> bool:
@@ -169,6 +188,9 @@ def _valid(layout: Layout) -> bool:
     if c == "JPEG" and layout.bands not in (1, 3):
         return False
     if layout.nodata == "nan" and np.dtype(d).kind != "f":
+        return False
+    if _numeric(layout.nodata) and np.dtype(d).kind in "iu" and not (
+            np.iinfo(d).min <= float(layout.nodata) <= np.iinfo(d).max):
         return False
     if layout.predictor == 3 and np.dtype(d).kind != "f":
         return False
@@ -306,6 +328,21 @@ def cases() -> list[Case]:
                     Request(crs="EPSG:3035", factor=2)):
             add("mosaic", f"mosaic-{label}-{req.crs or 'src'}-x{req.factor}", first, req,
                 tuple(more))
+    # beyond Sentinel-2: HLS int16 / -9999 and Sentinel-1 float32 / -32768, through the plan
+    # and the points reader, with nodata pixels and dates fused from two overlapping files
+    for label, layout in (("hls", HLS_BASE), ("hls-p2", replace(HLS_BASE, predictor=2)),
+                          ("s1", S1_BASE), ("s1-p3", replace(S1_BASE, predictor=3))):
+        for meta in ("raster_bands", "pc"):
+            for req in (Request(points=3), Request(factor=2, points=1),
+                        Request(factor=1.5, shift=0.5, points=2),
+                        Request(crs="EPSG:3035", factor=1.5, points=3)):
+                add("nodata dtypes", f"{label}-{meta}-{req.crs or 'src'}-x{req.factor}"
+                    f"-s{req.shift}", layout, replace(req, meta=meta))
+        add("nodata dtypes", f"{label}-mosaic", layout, Request(meta="raster_bands", points=3),
+            (replace(layout, offset=0.5),))
+        add("nodata dtypes", f"{label}-mosaic-3035", layout,
+            Request(crs="EPSG:3035", factor=2, meta="raster_bands", points=1),
+            (replace(layout, offset=0.5),))
     # a sample of combinations of several axes
     rng = np.random.default_rng(19)
     pool = [c for c in out if c.axis in ("compression x dtype", "predictor", "nodata")]
@@ -330,13 +367,16 @@ def cases() -> list[Case]:
                    replace(BASE, compress="JPEG", dtype="uint8", nodata="zero"),
                    replace(BASE, interleave="band", bands=2, compress="LERC", block=0,
                            overviews="none"),
-                   replace(BASE, nodata="mask"), FLOAT_BASE]
+                   replace(BASE, nodata="mask"), FLOAT_BASE, HLS_BASE, S1_BASE]
     n = 0
     for mode in ("image", "patch"):
         for crs, factor, method in (("utm", 1, "nearest"), ("utm", 2, "nearest"),
                                     ("EPSG:3035", 2, "nearest"), ("EPSG:3035", 6, "average")):
             for meta in ("pc", "raster_bands"):
                 for layout in api_layouts:
+                    if layout in (HLS_BASE, S1_BASE) and method != "nearest" or \
+                            (layout in (HLS_BASE, S1_BASE) and (crs, factor) == ("utm", 2)):
+                        continue  # beyond Sentinel-2: two grids are enough
                     n += 1
                     req = Request(crs=None if crs == "utm" else crs, factor=factor,
                                   resampling=method, meta=meta, api=mode)
@@ -391,7 +431,7 @@ def _pattern(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     data = np.stack(out)
     hole = (xx + yy < n // 5) | ((yy > n // 2) & (yy < n // 2 + 7))
     nd = layout.nodata_value()
-    if layout.nodata in ("zero", "value", "nan"):
+    if layout.nodata in ("zero", "value", "nan") or _numeric(layout.nodata):
         data[:, hole] = nd
     elif dtype.kind == "f" and layout.compress not in ("LERC", "LERC_DEFLATE"):
         data[:, (xx % 97 == 3) & (yy % 89 == 5)] = np.nan  # NaNs that are not nodata
@@ -662,12 +702,75 @@ def truth_cfg(items: Sequence[Any], band: str) -> dict:
     return {"*": {"assets": {f"{asset}.*": {"data_type": dtype, "nodata": nodata}}}}
 
 
+def truth_dtype(items: Sequence[Any], band: str) -> str:
+    """The band's dtype as odc-stac loads it (its raster:bands', else the file's)."""
+    import rasterio
+
+    asset, _, index = band.partition(".")
+    rbs = items[0].assets[asset].extra_fields.get("raster:bands")
+    if rbs:
+        return rbs[int(index or 1) - 1].get("data_type", "float32")
+    with rasterio.open(items[0].assets[asset].href) as f:
+        return f.dtypes[0]
+
+
 def load_truth(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> Any:
+    """odc-stac + GDAL; a floating-point band with NaN for missing pixels, as xsits loads it
+    (``nodata=nan``: the files' nodata is still what GDAL reads as missing)."""
     import odc.stac
 
+    nodata = {"nodata": float("nan")} if np.dtype(truth_dtype(items, band)).kind == "f" else {}
     return odc.stac.load(items, bands=[band], geobox=gbox, groupby="solar_day",
                          resampling=resampling, chunks=None,
-                         stac_cfg=truth_cfg(items, band))
+                         stac_cfg=truth_cfg(items, band), **nodata)
+
+
+def point_windows(gbox: Any, size: int, n: int = 9, seed: int = 7) -> list[Any]:
+    """``n`` square windows of ``size`` output pixels on ``gbox``: over its nodata corner,
+    across the file's edges and inside it (the file and 2 pixels around fill ``gbox``)."""
+    rng = np.random.default_rng(seed)
+    ny, nx = gbox.shape.yx
+    top = [(2, 2), (3, nx // 8), (ny // 8, 3), (0, nx // 2), (ny // 2, 0),
+           (ny - size, nx - size), (ny // 2 + 1, nx // 3)]
+    spots = top + [(int(rng.integers(0, ny - size)), int(rng.integers(0, nx - size)))
+                   for _ in range(n - len(top))]
+    return [gbox[r:r + size, c:c + size] for r, c in spots]
+
+
+def check_points(items: Sequence[Any], gbox: Any, band: str, size: int) -> str:
+    """The points reader (``xsits.cube.points.read_points``) against GDAL per window.
+
+    Each window's truth is ``odc.stac.load`` on that window (what its patch cube reads).
+    '' when equal; else why not. The windows together must hold valid and nodata pixels.
+    """
+    from xsits.cube import points
+    from xsits.cube.load import band_config
+    from xsits.cube.plan import plan_items
+
+    wins = point_windows(gbox, size)
+    plan = plan_items(items, [band], stac_cfg=band_config(items, [band]))
+    batches = points.read_points(plan, [list(range(len(items)))] * len(wins),
+                                 points.Windows.of(wins))
+    if batches is None:
+        return "the points reader refused the files"
+    seen_valid = seen_missing = 0
+    for batch in batches:
+        for j, k in enumerate(batch.points):
+            want = load_truth(items, wins[k], band, "nearest")[band]
+            got = batch.values[band][:, :, j * size:(j + 1) * size]
+            if len(batch.groups) != want.sizes["time"] or got.dtype != want.dtype:
+                return f"points: window {k}: {len(batch.groups)} dates of {got.dtype}, " \
+                    f"GDAL {want.sizes['time']} of {want.dtype}"
+            wv = want.values
+            if not np.array_equal(got, wv, equal_nan=wv.dtype.kind == "f"):
+                return f"points: window {k}: {int((got != wv).sum())} pixels differ"
+            nd = _nodata_attr(want)
+            missing = np.isnan(wv) if nd is None or math.isnan(nd) else wv == nd
+            seen_missing += int(missing.sum())
+            seen_valid += int((~missing).sum())
+    if not seen_valid or not seen_missing:
+        return f"points: {seen_valid} valid and {seen_missing} nodata pixels compared"
+    return ""
 
 
 def load_driver(items: Sequence[Any], gbox: Any, band: str, resampling: str) -> Any:
@@ -824,6 +927,8 @@ class Suite:
                     self.cogs.clear_faults()
             res.reader = _reader_of(reader.last_load_stats())
             res.detail = compare(got, want, [band])
+            if req.points and not res.detail:
+                res.detail = check_points(items, gbox, band, req.points)
             if req.fault and not res.detail and not self.cogs.stats()["faults"]:
                 res.detail = "the fault was never served (nothing was asked of the file)"
             res.equal = not res.detail

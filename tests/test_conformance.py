@@ -53,7 +53,8 @@ def test_suite_has_the_cases_of_issue_19():
     assert {lay.predictor for lay in layouts} == {1, 2, 3}
     assert {lay.block for lay in layouts} == {0, 128, 256, 512}
     assert {lay.overviews for lay in layouts} == {"none", "cog", "addo", "many"}
-    assert {lay.nodata for lay in layouts} == {"none", "zero", "value", "nan", "mask"}
+    assert {lay.nodata for lay in layouts} == {"none", "zero", "value", "nan", "mask", "-9999",
+                                               "-32768"}
     assert {lay.bands for lay in layouts} == {1, 2, 3, 4}
     assert {lay.interleave for lay in layouts} == {"pixel", "band"}
     assert {lay.endian for lay in layouts} == {"little", "big"}
@@ -65,6 +66,19 @@ def test_suite_has_the_cases_of_issue_19():
     from xsits.cube.grid import RESAMPLING
 
     assert set(conformance.RESAMPLING) == set(RESAMPLING)  # every method xsits accepts
+
+
+def test_suite_covers_the_dtypes_beyond_sentinel_2():
+    """int16 / -9999 (HLS) and float32 / -32768 (Sentinel-1): the plan, the points reader,
+    open_cubes, fused dates and a reprojection each, with and without raster:bands."""
+    mine = [c for c in CASES if (c.layout.dtype, c.layout.nodata) in
+            (("int16", "-9999"), ("float32", "-32768"))]
+    for dtype in ("int16", "float32"):
+        of = [c for c in mine if c.layout.dtype == dtype]
+        assert any(c.request.points and c.mosaic for c in of), dtype
+        assert any(c.request.points and c.request.crs for c in of), dtype
+        assert {c.request.api for c in of} == {None, "image", "patch"}, dtype
+        assert {c.request.meta for c in of} == {"pc", "raster_bands"}, dtype
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])

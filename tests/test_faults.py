@@ -177,7 +177,7 @@ def test_intake_source_is_batched_like_an_aoi(stac_url, reference, tmp_path):
     assert report.status.tolist() == ["written", "written"], report.to_string()
     _assert_same(report, reference)  # the source's own steps were applied
     doc = json.loads((tmp_path / "manifest.json").read_text())
-    assert doc["steps"] == ["harmonize()", "scl_mask()", "gapfill(method='linear')"]
+    assert doc["steps"] == ["harmonize()", "cloud_mask()", "gapfill(method='linear')"]
 
 
 # --------------------------------------------------------------------------- distributed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import tomllib
 from pathlib import Path
 
 import dask
@@ -12,8 +14,18 @@ import pytest
 import xarray as xr
 
 import xsits
+from xsits import demo
+from xsits.cube.spec import OPTIONS, default
 from xsits.errors import AOIError, CatalogError, ExportError, QueryError, XsitsError
 from xsits.intake import SitsSource, postprocess, write_results_catalog
+from xsits.intake.entries import (
+    BUNDLED_AOI,
+    CATALOG_DIR,
+    ENTRY_OPTIONS,
+    SitsEntry,
+    entry_default,
+    packaged_catalog,
+)
 from xsits.stac import providers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +101,135 @@ def test_sentinel2_catalog_entries_and_presets():
                                                             "gapfill(method='linear')"]
 
 
+def _yaml_entries(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["sources"]
+
+
+def test_top_level_catalogs_and_points_are_the_packaged_files():
+    packaged = sorted(CATALOG_DIR.glob("*.yaml"))
+    assert [p.name for p in packaged] == ["demo.yaml", "sentinel2.yaml"]
+    # the repository's catalogs/ and the notebooks' points are links, not copies
+    assert [p.name for p in CATALOGS] == [p.name for p in packaged]
+    for top, pkg in zip(CATALOGS, packaged, strict=True):
+        assert top.is_symlink() and top.resolve() == pkg.resolve()
+    assert POINTS.is_symlink() and POINTS.resolve() == BUNDLED_AOI.resolve()
+    assert len(gpd.read_file(BUNDLED_AOI)) == 24
+
+
+def test_entry_point_opens_every_packaged_entry():
+    """What ``intake.cat.xsits`` loads: the pyproject's ``intake.catalogs`` entry point."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    value = meta["entry-points"]["intake.catalogs"]["xsits"]
+    cat = importlib.metadata.EntryPoint("xsits", value, "intake.catalogs").load()
+    assert cat is packaged_catalog()
+    names = [n for p in sorted(CATALOG_DIR.glob("*.yaml")) for n in _yaml_entries(p)]
+    assert sorted(cat) == sorted(names) and len(set(names)) == len(names)
+    assert isinstance(cat._entries["demo"], SitsEntry)
+    assert cat.s2_earth_search(max_cloud=5).open_kwargs["stac"] == "earth-search"
+    # the wheel carries them (tests/test_install.py installs one and opens them)
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["xsits"]
+    assert {"catalogs/*.yaml", "catalogs/data/*.geojson"} <= set(globs)
+
+
+@pytest.mark.parametrize("path", CATALOGS, ids=[p.name for p in CATALOGS])
+def test_entries_hold_only_what_differs_from_the_spec(path):
+    """Descriptions, types and defaults come from the spec; a YAML entry restates none."""
+    cat = intake.open_catalog(str(path))
+    for key, raw in _yaml_entries(path).items():
+        assert raw["cls"] == "xsits.intake.entries.SitsEntry"
+        kwargs = raw["kwargs"]
+        assert kwargs["name"] == key
+        overrides = kwargs.get("parameters", {})
+        ups = {p.name: p for p in cat._entries[key]._user_parameters}
+        fixed = set(kwargs.get("args", {}))
+        offered = [o for o in (*OPTIONS, *ENTRY_OPTIONS) if o.name not in fixed]
+        assert list(ups) == [o.name for o in offered]
+        for opt in offered:
+            p, given = ups[opt.name], overrides.get(opt.name, {})
+            assert p.description == given.get("description", opt.help)
+            if "default" in given:
+                assert given["default"] != entry_default(opt.name), (key, opt.name)
+                assert p.default == given["default"]
+            elif opt.name in {o.name for o in OPTIONS}:
+                assert p.default == _spec_default(opt.name)
+            if opt.choices:
+                assert p.allowed == list(opt.choices)
+
+
+def _spec_default(name):
+    value = default(name)
+    if name == "size":
+        return value[0]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_demo_entry_defaults_are_the_demo_world():
+    src = packaged_catalog().demo()
+    kw = src.open_kwargs
+    assert (kw["start"], kw["end"], kw["max_cloud"]) == (demo.DEMO_START, demo.DEMO_END,
+                                                         demo.DEMO_MAX_CLOUD)
+    assert kw["bands"] == demo.DEMO_BANDS
+    assert {k: kw[k] for k in demo.DEMO_GRID} == demo.DEMO_GRID
+    assert src._post["harmonize"] is True
+
+
+def test_optional_spec_fields_keep_the_sources_default():
+    """Intake would turn an absent float into 0.0: ``max_cloud`` stays None (no filter)."""
+    cat = packaged_catalog()
+    assert "s2_points" in list(cat)  # YAMLFilesCatalog reads its files when listed
+    ups = {p.name: p for p in cat._entries["s2_points"]._user_parameters}
+    assert ups["max_cloud"].default is None and ups["query"].default is None
+    src = packaged_catalog().s2_points()
+    assert src.open_kwargs["max_cloud"] is None and src.open_kwargs["filter"] is None
+    src = packaged_catalog().s2_points(filter="eo:cloud_cover < 3", max_cloud=0)
+    assert src.open_kwargs["filter"] == "eo:cloud_cover < 3"
+    assert src.open_kwargs["max_cloud"] == 0.0
+
+
+def test_fixed_args_and_bad_overrides_are_catalog_errors():
+    cat = packaged_catalog()
+    with pytest.raises(CatalogError, match="stac is fixed to 'earth-search'"):
+        cat.s2_earth_search(stac="planetary-computer")
+    with pytest.raises(CatalogError, match=r"parameters \['stac'\] cannot be set here"):
+        SitsEntry("x", args={"stac": "demo"}, parameters={"stac": {"default": "demo"}})
+    with pytest.raises(CatalogError, match=r"unknown keys \['dflt'\]"):
+        SitsEntry("x", parameters={"start": {"dflt": "2024-01-01"}})
+    with pytest.raises(CatalogError, match=r"unknown args \['stack'\]"):
+        SitsEntry("x", args={"stack": "demo"})
+
+
+def test_entry_bands_are_the_registry_names_of_its_collection():
+    entry = SitsEntry("landsat", args={"stac": "planetary-computer",
+                                       "collection": "landsat-c2-l2"},
+                      parameters={"bands": {"default": ["red", "nir08"]}})
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "mlist" and {"red", "nir08", "qa_pixel"} <= set(
+        ups["bands"].allowed)
+    assert entry().open_kwargs["bands"] == ("red", "nir08")
+    assert entry(bands=["swir16"]).open_kwargs["bands"] == ("swir16",)
+    with pytest.raises(CatalogError, match=r"bands=\['B04'\]"):  # a Sentinel-2 name
+        entry(bands=["B04"])
+
+
+def test_entry_of_an_unknown_collection_takes_any_band_list():
+    entry = SitsEntry("mine", args={"stac": "demo", "collection": "my-collection"},
+                      parameters={"bands": {"default": ["a", "b"]}})
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "list" and ups["bands"].allowed is None
+    assert entry().open_kwargs["bands"] == ("a", "b")
+    assert entry(bands="c,d").open_kwargs["bands"] == ("c", "d")
+
+
+def test_intake_itself_is_not_patched():
+    from intake.catalog.local import LocalCatalogEntry
+
+    assert LocalCatalogEntry._create_open_args.__module__ == "intake.catalog.local"
+    assert SitsEntry._create_open_args.__module__ == "xsits.intake.entries"
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -103,7 +244,7 @@ def test_sentinel2_catalog_entries_and_presets():
         ({"bands": ["B99"]}, CatalogError, "bands=['B99']"),
         ({"mode": "tile"}, CatalogError, "mode='tile'"),
         ({"stac": "my-stac"}, CatalogError, "stac='my-stac'"),
-        ({"gapfill": "spline"}, CatalogError, "gapfill='spline'"),
+        ({"gapfill": "cubic-ish"}, CatalogError, "gapfill='cubic-ish'"),
         ({"aoi": "no/such/file.geojson"}, AOIError, "does not exist"),
         ({"start": "last tuesday"}, QueryError, "is not a date"),
         ({"start": "2024-05-01", "end": "2024-01-01"}, QueryError, "before"),

@@ -29,6 +29,7 @@ from xsits.ops import labels as _labels
 from xsits.ops import mask as _mask
 from xsits.ops import patch as _patch
 from xsits.ops import reflectance as _reflectance
+from xsits.ops import sar as _sar
 from xsits.ops import smooth as _smooth
 from xsits.out import export as _export
 from xsits.out import gif as _gif
@@ -69,6 +70,7 @@ class SitsDatasetAccessor(_Base):
     masked_fraction = _facade(_mask.masked_fraction)
     drop_cloudy = _facade(_mask.drop_cloudy)
     indices = _facade(_indices.indices)
+    to_db = _facade(_sar.to_db)
     export = _facade(_export.export)
 
 

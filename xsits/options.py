@@ -7,37 +7,37 @@ it hands work to included (:class:`xsits._common.ContextThreadPool`), and in no 
 Every other module reads them through :func:`get_options` when a call starts.
 Must not: hold per-load state (that lives in the object each load creates and passes down).
 
-============== ======= ===============================================================
-option         default meaning
-============== ======= ===============================================================
-retries        5       tries of every network call (STAC, COG, Intake), 1 = no retry
-retry_delay    0.2     seconds before the 2nd try, doubled for each next one
-retry_budget   60      seconds one call may spend waiting out a throttling host (HTTP 429 /
-                       503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.io.retry`
-max_requests   64      COG range requests in flight at once per load
-cache_bytes    256 MiB fetched COG bytes kept in memory for reuse by later reads
-cache_dir      None    where the demo world and other generated files go (None:
-                       ``$XSITS_CACHE_DIR``, else the platform's user cache directory)
-progress       True    progress bars on long work (searches, batches)
-fast_reader    True    serve the COG layouts proven equal to GDAL with xsits' reader
-whole_files    True    fetch a host's files whole once its first files were all small
-offset_guard   flagged which items' pixels check their +1000 offset metadata
-                       (:mod:`xsits.cube.offset`): ``"flagged"`` (Earth Search's, whose flags
-                       are known to lie), ``"all"``, ``"off"``
-pc_sas_url     None    the SAS token endpoint hrefs on Azure Blob Storage are signed with
-                       when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
-pc_blob_hosts  ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
-                       {container}/...``, e.g. the Azurite emulator), signed the same way
-earthdata_hosts LP DAAC's data hosts (:data:`EARTHDATA_HOSTS`): their files get the Earthdata
-                       bearer token ``$EARTHDATA_TOKEN`` (:mod:`xsits.io.earthdata`; a host is
-                       ``name`` or ``name:port``)
-s3             None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): a dict of
-                       ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
-                       ``aws_access_key_id``... over the standard AWS environment
-on_missing_item nodata a broken file (HTTP 404, truncated, undecodable) costs its item's
-                       date (nodata, recorded, :mod:`xsits.io.tolerate`); ``"raise"`` fails
-                       the feature at once
-============== ======= ===============================================================
+================ ======= ===============================================================
+option           default meaning
+================ ======= ===============================================================
+retries          5       tries of every network call (STAC, COG, Intake), 1 = no retry
+retry_delay      0.2     seconds before the 2nd try, doubled for each next one
+retry_budget     60      seconds one call may spend waiting out a throttling host (HTTP 429 /
+                         503: ``Retry-After``, else a jittered backoff), see :mod:`xsits.io.retry`
+max_requests     64      COG range requests in flight at once per load
+cache_bytes      256 MiB fetched COG bytes kept in memory for reuse by later reads
+cache_dir        None    where the demo world and other generated files go (None:
+                         ``$XSITS_CACHE_DIR``, else the platform's user cache directory)
+progress         True    progress bars on long work (searches, batches)
+fast_reader      True    serve the COG layouts proven equal to GDAL with xsits' reader
+whole_files      True    fetch a host's files whole once its first files were all small
+offset_guard     flagged which items' pixels check their +1000 offset metadata
+                         (:mod:`xsits.cube.offset`): ``"flagged"`` (Earth Search's, whose flags
+                         are known to lie), ``"all"``, ``"off"``
+pc_sas_url       None    the SAS token endpoint hrefs on Azure Blob Storage are signed with
+                         when read (None: ``$PC_SDK_SAS_URL``, else Planetary Computer's)
+pc_blob_hosts    ()      hosts serving Azure Blob Storage path-style (``http://host/{account}/
+                         {container}/...``, e.g. the Azurite emulator), signed the same way
+earthdata_hosts  LP DAAC NASA LP DAAC's data hosts (:data:`EARTHDATA_HOSTS`): their files get
+                         the Earthdata bearer token ``$EARTHDATA_TOKEN``
+                         (:mod:`xsits.io.earthdata`; a host is ``name`` or ``name:port``)
+s3               None    S3 settings of ``s3://`` hrefs (obstore and GDAL alike): a dict of
+                         ``endpoint_url``, ``region``, ``requester_pays``, ``anonymous``,
+                         ``aws_access_key_id``... over the standard AWS environment
+on_missing_item  nodata  a broken file (HTTP 404, truncated, undecodable) costs its item's
+                         date (nodata, recorded, :mod:`xsits.io.tolerate`); ``"raise"`` fails
+                         the feature at once
+================ ======= ===============================================================
 
 Examples
 --------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +37,9 @@ from odc.geo.xr import xr_coords
 from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
 
 from xsits.cube.offset import consistent_dates, item_offsets
-from xsits.io import fetch, reader, tiff
 from xsits.io.reader import CogDriver, grid_key
 from xsits.io.tolerate import READS_ATTR, TolerantDriver
+from xsits.stac.collections import date_split
 
 #: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
 #: fit in :data:`CHUNK_BYTES` (all dates of a small cube: few tasks).
@@ -83,6 +84,10 @@ class ItemsPlan:
         Per item, its ``RasterSource`` per band.
     nearest
         Per band, whether it is resampled with ``"nearest"``.
+    split_by
+        Item properties that split a solar day into several dates (Sentinel-1:
+        ``("sat:orbit_state",)``: an ascending and a descending pass are two dates);
+        :func:`group_dates` keys dates by ``(solar day, *their values)``.
     """
 
     items: tuple[pystac.Item, ...]
@@ -92,6 +97,7 @@ class ItemsPlan:
     meta: Any
     srcs: tuple[Mapping[str, Any], ...]
     nearest: Mapping[str, bool]
+    split_by: tuple[str, ...] = ()
     _footprints: dict[tuple, Any] = field(default_factory=dict, repr=False)
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -126,8 +132,13 @@ class ItemsPlan:
 
 def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
                stac_cfg: Mapping[str, Any] | None = None,
-               resampling: str | Mapping[str, str] = "nearest") -> ItemsPlan:
+               resampling: str | Mapping[str, str] = "nearest",
+               split_by: Sequence[str] | None = None) -> ItemsPlan:
     """Parse ``items`` once: the :class:`ItemsPlan` every feature of their group is cut from.
+
+    A floating-point band's missing pixels are NaN (its ``nodata`` attribute NaN), whatever
+    its files' nodata value (Sentinel-1 RTC's -32768) or none: ``odc.stac.load(...,
+    nodata=nan)``'s load (:func:`nan_fill`). Integer bands keep their nodata value.
 
     Parameters
     ----------
@@ -139,6 +150,9 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
         odc-stac's band configuration (e.g. :func:`xsits.cube.load.band_config`).
     resampling
         For all bands or per band (``{"*": ..., "SCL": "nearest"}``).
+    split_by
+        Item properties that split a solar day into dates (:attr:`ItemsPlan.split_by`);
+        default: the items' collection's rule (:func:`xsits.stac.collections.date_split`).
 
     Examples
     --------
@@ -158,12 +172,35 @@ def plan_items(items: Sequence[pystac.Item], bands: Sequence[str], *,
     names = list(to_load)
     if isinstance(resampling, str):
         resampling = {"*": resampling}
-    load_cfg = resolve_load_cfg(to_load, dict(resampling), fail_on_error=True)
+    load_cfg = {b: nan_fill(cfg) for b, cfg in
+                resolve_load_cfg(to_load, dict(resampling), fail_on_error=True).items()}
     nearest = {b: load_cfg[b].resampling == "nearest" for b in names}
+    if split_by is None:
+        split_by = date_split(items[0].collection_id)
     return ItemsPlan(
         items=tuple(items), parsed=parsed, bands=tuple(names), load_cfg=load_cfg,
         meta=collection.meta_for(names), srcs=tuple(p.resolve_bands(names) for p in parsed),
-        nearest=nearest)
+        nearest=nearest, split_by=tuple(split_by))
+
+
+def nan_fill(cfg: Any) -> Any:
+    """A band's load parameters with NaN for missing pixels when the band is floating-point.
+
+    Its nodata value, if any, still marks the missing pixels of its files.
+
+    Examples
+    --------
+    >>> from odc.loader import RasterLoadParams
+    >>> nan_fill(RasterLoadParams(dtype="float32", fill_value=-32768)).fill_value
+    nan
+    >>> nan_fill(RasterLoadParams(dtype="int16", fill_value=-9999)).fill_value
+    -9999
+    """
+    fill = getattr(cfg, "fill_value", None)
+    if not hasattr(cfg, "patch") or cfg.dtype is None or np.dtype(cfg.dtype).kind != "f" or \
+            (fill is not None and math.isnan(fill)):
+        return cfg
+    return cfg.patch(fill_value=math.nan)
 
 
 def solar_lon(geobox: GeoBox) -> float:
@@ -225,9 +262,34 @@ class FeaturePlan:
         return GeoboxTiles(self.geobox, (shape[1], shape[2]))
 
 
+def date_key(plan: ItemsPlan, i: int, lon: float) -> tuple:
+    """The date of item ``i``: its solar day at ``lon``, then its split values.
+
+    The values of :attr:`ItemsPlan.split_by` as text (``""`` when absent).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> it = pystac.Item("a", None, None, dt.datetime(2024, 5, 1, 5),
+    ...                  {"sat:orbit_state": "descending"})
+    >>> it.add_asset("vv", pystac.Asset("/data/vv.tif"))
+    >>> p = plan_items([it], ["vv"], stac_cfg={"assets": {"vv": {"data_type": "float32"}}},
+    ...                split_by=["sat:orbit_state"])
+    >>> date_key(p, 0, lon=15.0)
+    (datetime.date(2024, 5, 1), 'descending')
+    """
+    props = plan.items[i].properties
+    return (solar_day(plan.parsed[i], lon),
+            *("" if props.get(k) is None else str(props[k]) for k in plan.split_by))
+
+
 def group_dates(plan: ItemsPlan, positions: Sequence[int],
                 lon: float) -> tuple[tuple[int, ...], ...]:
     """odc-stac's ``groupby="solar_day"``: items by solar day, each day by (time, id).
+
+    A collection that splits solar days (:attr:`ItemsPlan.split_by`) groups by
+    :func:`date_key` (odc-stac's ``groupby`` with that key); the dates of one solar day
+    are then ordered by their first item's time.
 
     Examples
     --------
@@ -241,12 +303,13 @@ def group_dates(plan: ItemsPlan, positions: Sequence[int],
     >>> group_dates(p, [0, 1], lon=15.0)
     ((1,), (0,))
     """
-    def key(i: int) -> dt.date:
-        return solar_day(plan.parsed[i], lon)
-
-    ordered = sorted(positions, key=lambda i: (key(i), plan.parsed[i].nominal_datetime,
+    keys = {i: date_key(plan, i, lon) for i in positions}
+    ordered = sorted(positions, key=lambda i: (keys[i], plan.parsed[i].nominal_datetime,
                                                plan.parsed[i].id))
-    return tuple(tuple(g) for _, g in itertools.groupby(ordered, key=key))
+    groups = [tuple(g) for _, g in itertools.groupby(ordered, key=keys.__getitem__)]
+    if plan.split_by:  # a day's dates in time order (an ascending pass after a descending)
+        groups.sort(key=lambda g: (keys[g[0]][0], plan.parsed[g[0]].nominal_datetime))
+    return tuple(groups)
 
 
 def consistent_groups(plan: ItemsPlan, groups: tuple[tuple[int, ...], ...]
@@ -417,166 +480,6 @@ def band_attrs(plan: ItemsPlan, band: str) -> dict[str, Any]:
     return attrs
 
 
-#: Block side assumed for files whose header is not read (real Sentinel-2 COGs: 1024).
-BLOCK_GUESS = 1024
-#: Compressed bytes per pixel byte assumed for files whose header is not read.
-COMPRESSION_GUESS = 0.5
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What a load will read, before it reads: the cost of a plan (:func:`cost`).
-
-    Attributes
-    ----------
-    features, items, files
-        Features planned, distinct items they read, distinct files (item x band).
-    blocks
-        Distinct blocks (tiles) of those files that the features' grids touch.
-    requests
-        HTTP requests: one per file for its header, plus one per block past the header's
-        bytes (with headers not read: plus one per block).
-    bytes
-        Bytes of those requests (exact with headers read, else guessed with
-        :data:`BLOCK_GUESS` and :data:`COMPRESSION_GUESS`).
-    exact
-        Whether the headers were read (else block layouts and sizes are guesses).
-    """
-
-    features: int = 0
-    items: int = 0
-    files: int = 0
-    blocks: int = 0
-    requests: int = 0
-    bytes: int = 0
-    exact: bool = True
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(*(getattr(self, f) + getattr(other, f) for f in
-                      ("features", "items", "files", "blocks", "requests", "bytes")),
-                    exact=self.exact and other.exact)
-
-    def __str__(self) -> str:
-        how = "from the files' headers" if self.exact else "estimated from the item grids"
-        return (f"{self.features} features, {self.items} items, {self.files} files, "
-                f"{self.blocks} blocks: {self.requests} requests, "
-                f"{self.bytes / 2**20:.1f} MiB ({how})")
-
-
-def _pixel_boxes(geoboxes: Sequence[GeoBox], grid: GeoBox) -> np.ndarray:
-    """Each geobox's bounding box in ``grid``'s pixels: ``(n, 4)`` row0, row1, col0, col1."""
-    out = np.empty((len(geoboxes), 4))
-    for crs in {str(g.crs) for g in geoboxes}:
-        at = [k for k, g in enumerate(geoboxes) if str(g.crs) == crs]
-        corners = np.array([[(b.left, b.bottom), (b.left, b.top), (b.right, b.bottom),
-                             (b.right, b.top)] for b in
-                            (geoboxes[k].extent.boundingbox for k in at)])  # (n, 4, 2)
-        to = geoboxes[at[0]].crs.transformer_to_crs(grid.crs)
-        x, y = to(corners[..., 0], corners[..., 1])
-        inv = ~grid.affine
-        px = inv.a * np.asarray(x) + inv.b * np.asarray(y) + inv.c
-        py = inv.d * np.asarray(x) + inv.e * np.asarray(y) + inv.f
-        out[at] = np.stack([py.min(1), py.max(1), px.min(1), px.max(1)], axis=1)
-    return out
-
-
-def cost(plan: ItemsPlan, positions: Mapping[str, Sequence[int]],
-         geoboxes: Mapping[str, GeoBox], *, read_headers: bool = True) -> Cost:
-    """The requests and bytes that loading these features will take (no pixel is read).
-
-    Parameters
-    ----------
-    plan
-        The search group's :class:`ItemsPlan`.
-    positions, geoboxes
-        Per feature, its items' positions and its grid.
-    read_headers
-        Read each file's header (one request each, which the load then reuses) for exact
-        block layouts and sizes; else guess them from the item grids.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> gb = GeoBox.from_bbox((600000, 5590000, 610000, 5600000), "EPSG:32632",
-    ...                       resolution=10)
-    >>> it = pystac.Item("a", gb.geographic_extent.json, None, dt.datetime(2024, 1, 1),
-    ...                  {"proj:epsg": 32632, "proj:shape": [1000, 1000],
-    ...                   "proj:transform": list(gb.affine)[:6]}, stac_extensions=[
-    ...     "https://stac-extensions.github.io/projection/v1.1.0/schema.json"])
-    >>> it.add_asset("B04", pystac.Asset("/data/B04.tif", roles=["data"]))
-    >>> p = plan_items([it], ["B04"], stac_cfg={"assets": {"B04": {"data_type": "uint16"}}})
-    >>> c = cost(p, {"f": [0]}, {"f": gb[10:20, 10:20]}, read_headers=False)
-    >>> c.files, c.blocks, c.requests
-    (1, 1, 2)
-    """
-    fids = list(positions)
-    files: dict[tuple[int, str], list[int]] = {}  # (item, band) -> features
-    for k, fid in enumerate(fids):
-        for i in positions[fid]:
-            for band, src in plan.srcs[i].items():
-                if src is not None:
-                    files.setdefault((i, band), []).append(k)
-    heads: dict[tuple[int, str], Any] = {}
-    if read_headers:
-        uris = [plan.srcs[i][b].uri for i, b in files]
-        heads = dict(zip(files, tiff.headers(uris), strict=True))
-    boxes_of: dict[tuple, np.ndarray] = {}
-    blocks = requests = nbytes = 0
-    exact = read_headers
-    for (i, band), ks in files.items():
-        src, head = plan.srcs[i][band], heads.get((i, band))
-        grid = src.geobox
-        level = None
-        if isinstance(head, tiff.Header) and head.levels:
-            grid = head.levels[0].geobox
-            out_res = min(abs(geoboxes[fids[ks[0]]].resolution.x), 1e300)
-            shrink = max(1, int(out_res / abs(grid.resolution.x) + 1e-3)) \
-                if str(grid.crs) == str(geoboxes[fids[ks[0]]].crs) else 1
-            ovr = reader.pick_overview(shrink, head.factors)
-            level = head.levels[0 if ovr is None else ovr + 1]
-            grid = level.geobox
-        elif grid is None:
-            exact = False
-            continue  # no grid known: nothing to count
-        else:
-            exact = False
-        key = (grid_key(grid), tuple(ks))
-        if key not in boxes_of:
-            boxes_of[key] = _pixel_boxes([geoboxes[fids[k]] for k in ks], grid)
-        pix = boxes_of[key]
-        bh, bw = level.block if level is not None else (BLOCK_GUESS, BLOCK_GUESS)
-        h, w = grid.shape.yx
-        r0 = np.clip(np.floor(pix[:, 0]), 0, h - 1) // bh
-        r1 = np.clip(np.ceil(pix[:, 1]) - 1, 0, h - 1) // bh
-        c0 = np.clip(np.floor(pix[:, 2]), 0, w - 1) // bw
-        c1 = np.clip(np.ceil(pix[:, 3]) - 1, 0, w - 1) // bw
-        inside = (pix[:, 1] > 0) & (pix[:, 0] < h) & (pix[:, 3] > 0) & (pix[:, 2] < w)
-        touched = {(r, c) for a, b, c_, d in zip(r0[inside], r1[inside], c0[inside],
-                                                 c1[inside], strict=True)
-                   for r in range(int(a), int(b) + 1) for c in range(int(c_), int(d) + 1)}
-        blocks += len(touched)
-        requests += 1  # the header
-        if level is not None:
-            first = fetch.head_bytes(src.uri)
-            nbytes += min(first, fetch.size(src.uri) or first)
-            down, across = level.grid
-            plane = (src.band - 1) * down * across if head.planar else 0
-            for r, c in touched:
-                k = plane + r * across + c
-                start, count = int(level.offsets[k]), int(level.counts[k])
-                if start + count > first:
-                    requests += 1
-                    nbytes += count
-        else:
-            nbytes += fetch.HEAD_BYTES
-            requests += len(touched)
-            nbytes += int(len(touched) * bh * bw * np.dtype(plan.load_cfg[band].dtype or
-                                                             "uint16").itemsize
-                          * COMPRESSION_GUESS)
-    return Cost(len(fids), len({i for i, _ in files}), len(files), blocks, requests, nbytes,
-                exact)
-
-
 def _load_now(args: tuple) -> dict[str, np.ndarray]:
     """The small cube's task: ``chunked_load`` without dask."""
     ds = chunked_load(*args, chunks=None)
@@ -584,5 +487,5 @@ def _load_now(args: tuple) -> dict[str, np.ndarray]:
 
 
 __all__ = ["ItemsPlan", "FeaturePlan", "plan_items", "plan_feature", "build_cube",
-           "group_dates", "solar_day", "solar_lon", "href", "band_attrs", "Cost", "cost",
-           "consistent_groups"]
+           "group_dates", "date_key", "nan_fill", "solar_day", "solar_lon", "href",
+           "band_attrs", "consistent_groups"]

@@ -157,7 +157,8 @@ def collection_rule(ds: xr.Dataset) -> tuple[MaskRule, Hashable]:
     Raises
     ------
     xsits.errors.BandError
-        The collection has no rule in the registry, or the cube lacks its mask band.
+        The collection has no rule in the registry (Sentinel-1: no cloud mask at all), or
+        the cube lacks its mask band.
 
     Examples
     --------
@@ -168,7 +169,11 @@ def collection_rule(ds: xr.Dataset) -> tuple[MaskRule, Hashable]:
     """
     collection = ds.attrs.get("collection") or "sentinel-2-l2a"
     entry = lookup(str(collection))
-    if entry is None or entry.mask is None:
+    if entry is not None and entry.mask is None:  # Sentinel-1: nothing to mask
+        why = " (radar sees through clouds)" if entry.names("backscatter") else ""
+        raise BandError(f"feature {_fid(ds)}: collection {collection!r} ({entry.title}) has no "
+                        f"cloud mask{why}; leave cloud_mask out of its steps")
+    if entry is None:
         raise BandError(f"feature {_fid(ds)}: collection {collection!r} has no cloud-mask rule "
                         "in xsits.stac.collections; add one, or use scl_mask(mask=...)")
     names = entry.band(entry.mask.band).names if entry.band(entry.mask.band) else ()

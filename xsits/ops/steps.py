@@ -35,6 +35,7 @@ from xsits.ops import harmonize as _harmonize
 from xsits.ops import mask as _mask
 from xsits.ops import patch as _patch
 from xsits.ops import reflectance as _reflectance
+from xsits.ops import sar as _sar
 from xsits.ops import smooth as _smooth
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "harmonize",
     "scl_mask",
     "smooth",
+    "to_db",
     "to_patch",
     "to_reflectance",
 ]
@@ -377,6 +379,31 @@ class clip(Step):  # noqa: N801
     def __call__(self, ds: xr.Dataset) -> xr.Dataset:
         """Apply the operation to ``ds`` (lazily on dask input)."""
         return _clip.clip(ds, all_touched=self.all_touched)
+
+
+@dataclass(frozen=True, repr=False)
+class to_db(Step):  # noqa: N801
+    """Step applying :func:`xsits.ops.sar.to_db` (backscatter in decibels).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"vh": ("time", np.array([0.1], "float32"))})
+    >>> to_db()(ds).vh.values.tolist(), to_db(bands=["vh"]).describe()
+    ([-10.0], "to_db(bands=('vh',))")
+    """
+
+    pixelwise: ClassVar[bool] = True
+
+    bands: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        return _sar.to_db(ds, **self._kwargs())
 
 
 def describe(step: Callable[[xr.Dataset], xr.Dataset]) -> str:

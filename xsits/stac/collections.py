@@ -36,6 +36,9 @@ Role = Literal["reflectance", "atmosphere", "mask", "qa", "temperature", "angle"
                "backscatter"]
 #: Cross-sensor band names of a combined cube (:func:`xsits.ops.combine.combine`).
 COMMON_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+#: The keys a :attr:`Collection.group_by` may add to the solar day, and the item property
+#: each reads (STAC ``sat`` extension).
+GROUP_KEYS = {"orbit_state": "sat:orbit_state", "relative_orbit": "sat:relative_orbit"}
 
 
 def _frozen(mapping: Mapping | None = None) -> Mapping:
@@ -196,9 +199,14 @@ class Collection:
         :mod:`xsits.ops.harmonize`) or None.
     group_by
         Date grouping: ``"solar_day"``, or ``"solar_day+orbit_state"`` (never fuse ascending
-        and descending passes).
+        and descending passes): the solar day, then the item properties of
+        :data:`GROUP_KEYS` (:attr:`split_by`).
     common_bands
         ``{cross-sensor name: band name}`` (``nir``: the band matching Landsat OLI band 5).
+    date_coords
+        Per-date coordinates of its own: ``{coordinate: (item property, default)}``; the
+        default's type is the coordinate's (``-1``: an integer, on dates whose items
+        disagree or lack it), see :func:`xsits.cube.dates.time_coords`.
     """
 
     id: str
@@ -211,10 +219,16 @@ class Collection:
     harmonize: str | None = None
     group_by: str = "solar_day"
     common_bands: Mapping[str, str] = field(default_factory=_frozen)
+    date_coords: Mapping[str, tuple[str, object]] = field(default_factory=_frozen)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _frozen(self.sources))
         object.__setattr__(self, "common_bands", _frozen(self.common_bands))
+        object.__setattr__(self, "date_coords", _frozen(self.date_coords))
+        first, *keys = self.group_by.split("+")
+        if first != "solar_day" or any(k not in GROUP_KEYS for k in keys):
+            raise ValueError(f"collection {self.id!r}: group_by {self.group_by!r} is not "
+                             f"'solar_day' followed by '+' and any of {sorted(GROUP_KEYS)}")
         index: dict[str, Band] = {}
         for band in self.bands:
             for name in band.names:
@@ -234,6 +248,17 @@ class Collection:
     def names(self, role: Role) -> frozenset[str]:
         """The names of its bands of ``role``."""
         return frozenset(b.name for b in self.bands if b.role == role)
+
+    @property
+    def split_by(self) -> tuple[str, ...]:
+        """The item properties that split a solar day into dates (from :attr:`group_by`).
+
+        Examples
+        --------
+        >>> SENTINEL_1_RTC.split_by, SENTINEL_2_L2A.split_by
+        (('sat:orbit_state',), ())
+        """
+        return tuple(GROUP_KEYS[k] for k in self.group_by.split("+")[1:])
 
 
 # --------------------------------------------------------------------------- Sentinel-2
@@ -370,9 +395,29 @@ HLS2_L30 = Collection(
                   "swir16": "B06", "swir22": "B07"},
 )
 
+# --------------------------------------------------------------------------- Sentinel-1
+
+#: Sentinel-1 RTC (Planetary Computer): radiometrically terrain-corrected gamma naught,
+#: linear power, float32 with nodata -32768 (loaded as NaN, :func:`xsits.cube.plan.nan_fill`);
+#: no cloud mask (radar sees through clouds). An ascending and a descending pass over a
+#: place on one solar day are two dates, each with its orbit state and relative orbit.
+SENTINEL_1_RTC = Collection(
+    id="sentinel-1-rtc",
+    title="Sentinel-1 C-SAR",
+    bands=(Band("vv", None, "float32", -32768, role="backscatter"),
+           Band("vh", None, "float32", -32768, role="backscatter")),
+    default_bands=("vv", "vh"),
+    sources={"planetary-computer": Source("planetary-computer", "sentinel-1-rtc",
+                                          auth="pc-sas")},
+    mask=None,
+    group_by="solar_day+orbit_state",
+    date_coords={"orbit_state": ("sat:orbit_state", ""),
+                 "relative_orbit": ("sat:relative_orbit", -1)},
+)
+
 #: Every collection xsits knows, by preset name.
 COLLECTIONS: dict[str, Collection] = {
-    c.id: c for c in (SENTINEL_2_L2A, LANDSAT_C2_L2, HLS2_S30, HLS2_L30)
+    c.id: c for c in (SENTINEL_2_L2A, LANDSAT_C2_L2, HLS2_S30, HLS2_L30, SENTINEL_1_RTC)
 }
 
 
@@ -434,3 +479,27 @@ def asset_scale(items: Sequence, asset: str) -> dict[str, float]:
             bands = it.assets[key].extra_fields.get("raster:bands") or [{}]
             return {k: float(bands[0][k]) for k in ("scale", "offset") if k in bands[0]}
     return {}
+
+
+def date_split(collection: str | None) -> tuple[str, ...]:
+    """The item properties splitting a solar day into dates for ``collection`` (any id).
+
+    Examples
+    --------
+    >>> date_split("sentinel-1-rtc"), date_split("sentinel-2-l2a"), date_split(None)
+    (('sat:orbit_state',), (), ())
+    """
+    entry = lookup(collection)
+    return entry.split_by if entry is not None else ()
+
+
+def date_coords(collection: str | None) -> Mapping[str, tuple[str, object]]:
+    """The per-date coordinates of ``collection`` (any id) beyond every cube's.
+
+    Examples
+    --------
+    >>> dict(date_coords("sentinel-1-rtc"))["relative_orbit"], dict(date_coords("other"))
+    (('sat:relative_orbit', -1), {})
+    """
+    entry = lookup(collection)
+    return entry.date_coords if entry is not None else _frozen()

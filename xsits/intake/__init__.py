@@ -1,8 +1,11 @@
 """Intake V1 driver ``sits`` and the results catalog of a batch export.
 
-:class:`SitsSource` is a facade over :func:`xsits.search` and :func:`xsits.open_cubes`: it
-takes the same arguments, makes one partition per feature (the features that have at least
-one item, in AOI order), and holds no logic of its own.
+Owns: :class:`SitsSource`, the driver: a facade over :func:`xsits.search` and
+:func:`xsits.open_cubes` that takes the same arguments, makes one partition per feature (the
+features that have at least one item, in AOI order) and holds no logic of its own;
+:func:`postprocess`, the optional steps of an entry. The catalog entries and the packaged
+catalogs (``intake.cat.xsits``) are :mod:`xsits.intake.entries`.
+Must not: search, load or compute itself (the layers below do); patch Intake.
 
 - ``discover()`` reads the AOI and runs the STAC search only (no pixel is read): number of
   features, dates and cube shape per feature, bands and dtypes, and why features are missing.
@@ -14,11 +17,10 @@ one item, in AOI order), and holds no logic of its own.
   (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.cloud_mask`),
   ``gapfill: linear`` (:func:`xsits.ops.gapfill.gapfill`).
 
-Bad catalog input (unknown parameter, wrong type, value not allowed, missing AOI file,
-unknown preset) raises :class:`xsits.errors.CatalogError` (or the library's own typed error,
-e.g. :class:`~xsits.errors.AOIError`), not an Intake traceback: importing this module (Intake
-does so when a catalog names the ``sits`` driver) wraps the argument validation of Intake's
-catalog entries *for entries of this driver only*.
+Bad input (unknown parameter, missing AOI file, unknown preset) raises
+:class:`xsits.errors.CatalogError` (or the library's own typed error, e.g.
+:class:`~xsits.errors.AOIError`), not an Intake traceback; catalog entries check their
+parameters' types and allowed values first (:class:`xsits.intake.entries.SitsEntry`).
 
 :func:`write_results_catalog` writes ``catalog.yaml`` beside batch outputs so that
 ``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``,
@@ -26,12 +28,10 @@ Intake ``csv``, intake-parquet ``parquet`` drivers).
 
 Examples
 --------
-The repository's ``catalogs/demo.yaml`` (paths from the repository root) names the
-offline demo world (:mod:`xsits.demo`):
-
 >>> import intake
->>> cat = intake.open_catalog("catalogs/demo.yaml")
->>> src = cat.demo(max_cloud=30)
+>>> from xsits.demo import demo_aoi
+>>> src = intake.open_sits(aoi=demo_aoi(), stac="demo", start="2024-04-01", end="2024-09-30",
+...                        max_cloud=30)
 >>> src.discover()["npartitions"]
 6
 """
@@ -39,9 +39,7 @@ offline demo world (:mod:`xsits.demo`):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,8 +49,9 @@ from intake.source.base import DataSource, Schema
 
 from xsits._version import __version__
 from xsits.cube.aoi import read_aoi
+from xsits.cube.dates import solar_groups
 from xsits.cube.grid import feature_geoboxes, footprints_4326
-from xsits.cube.load import Cubes, open_cubes, solar_groups
+from xsits.cube.load import Cubes, open_cubes
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
@@ -61,7 +60,7 @@ from xsits.stac.providers import is_demo, resolve_stac
 from xsits.stac.query import StacQuery
 from xsits.stac.search import SearchResult, search
 
-__all__ = ["SitsSource", "postprocess", "write_results_catalog", "RESULTS_DRIVERS"]
+__all__ = ["RESULTS_DRIVERS", "SitsSource", "postprocess", "write_results_catalog"]
 
 #: Keyword arguments of :class:`SitsSource`: the spec's fields and its own (Intake also
 #: passes ``metadata``).
@@ -375,91 +374,6 @@ def _solar_date(group: Sequence[Any], lon: float) -> str:
 def _resolve_stac(stac: str) -> str:
     """``"demo"`` -> the embedded demo ItemCollection (generated on first use)."""
     return resolve_stac(stac) if is_demo(stac) else stac
-
-
-# --------------------------------------------------------------------------- entry guard
-
-
-def check_entry_arguments(entry: Any, user_inputs: Mapping[str, Any]) -> None:
-    """Validate user arguments of a ``sits`` catalog entry; raise :class:`CatalogError`.
-
-    Checks what Intake would otherwise report with a bare ``ValueError`` from deep inside:
-    unknown parameter names, values of the wrong type, values outside ``allowed`` or
-    ``min``/``max``.
-
-    Parameters
-    ----------
-    entry
-        An Intake ``LocalCatalogEntry`` whose driver is ``sits``.
-    user_inputs
-        The keyword arguments given to the entry.
-
-    Examples
-    --------
-    >>> import intake
-    >>> cat = intake.open_catalog("catalogs/demo.yaml")
-    >>> cat.demo(max_cloud="lots")
-    Traceback (most recent call last):
-    xsits.errors.CatalogError: catalog entry 'demo': max_cloud='lots' is not a float ...
-    """
-    params = {p.name: p for p in (entry._user_parameters or []) if hasattr(p, "validate")}
-    name = getattr(entry, "name", "?")
-    known = set(params) | set(SOURCE_ARGS) | {"plugin", "cache"}
-    unknown = sorted(set(user_inputs) - known)
-    if unknown:
-        raise CatalogError(
-            f"catalog entry {name!r}: unknown parameter(s) {unknown}; "
-            f"its parameters are {sorted(params) or sorted(SOURCE_ARGS)}"
-        )
-    if isinstance(user_inputs.get("aoi"), gpd.GeoDataFrame):
-        raise CatalogError(
-            f"catalog entry {name!r}: aoi must be a file path here; for a GeoDataFrame use "
-            "intake.open_sits(aoi=gdf, ...) or xsits.intake.SitsSource(aoi=gdf, ...)"
-        )
-    for key, value in user_inputs.items():
-        p = params.get(key)
-        if p is None or value is None:
-            continue
-        try:
-            p.validate(value)
-        except (ValueError, TypeError, SyntaxError, KeyError) as err:
-            want = f"a {p.type}"
-            if p.allowed:
-                want += f" in {list(p.allowed)}"
-            if p.min is not None or p.max is not None:
-                want += f" within [{p.min}, {p.max}]"
-            raise CatalogError(
-                f"catalog entry {name!r}: {key}={value!r} is not {want} ({err}); fix the value"
-            ) from None
-
-
-def _is_sits_entry(entry: Any) -> bool:
-    plugins = entry._plugin.values() if isinstance(entry._plugin, dict) else entry._plugin
-    return any(isinstance(p, type) and issubclass(p, SitsSource) for p in plugins or ())
-
-
-def _install_entry_guard() -> None:
-    """Make Intake entries of this driver validate arguments with :func:`check_entry_arguments`."""
-    from intake.catalog.local import LocalCatalogEntry
-
-    original = LocalCatalogEntry._create_open_args
-    if getattr(original, "_xsits_guard", False):
-        return
-
-    @functools.wraps(original)
-    def _create_open_args(self, user_parameters):
-        if not _is_sits_entry(self):
-            return original(self, user_parameters)
-        check_entry_arguments(self, user_parameters)
-        with warnings.catch_warnings():  # intake warns about shell() for every string value
-            warnings.filterwarnings("ignore", "Shell command not executed")
-            return original(self, user_parameters)
-
-    _create_open_args._xsits_guard = True  # type: ignore[attr-defined]
-    LocalCatalogEntry._create_open_args = _create_open_args
-
-
-_install_entry_guard()
 
 
 # --------------------------------------------------------------------------- results catalog
