@@ -1,6 +1,7 @@
 """Byte ranges of files over HTTP(S), S3 or on disk: many at a time, each fetched once.
 
-Owns: the process's object stores (obstore: HTTP, local files, and ``s3://`` buckets with the
+Owns: the process's object stores (obstore: HTTP, with the Earthdata bearer token on NASA LP
+DAAC's hosts (:mod:`xsits.io.earthdata`), local files, and ``s3://`` buckets with the
 S3 settings of :func:`s3_settings`, requester-pays and anonymous included, the same settings
 GDAL is given by :func:`gdal_s3_env`), its request threads and its cache of fetched bytes
 (:func:`submit`, :func:`find`); how large a file's first request is (:func:`head_bytes`);
