@@ -25,6 +25,7 @@ from xsits._common import CLASS_BANDS
 from xsits.cli import main as cli_main
 from xsits.cube.spec import CubeSpec
 from xsits.errors import QueryError
+from xsits.intake import SitsSource
 from xsits.io import reader, signing
 from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import to_reflectance
@@ -202,6 +203,9 @@ def test_cli_fetch_without_bands_writes_the_registry_defaults(served, tmp_path):
     (path,) = (tmp_path / "out").glob("*.nc")
     with xr.open_dataset(path) as back:
         assert list(back.data_vars) == list(lookup("landsat-c2-l2").default_bands)
+    source = SitsSource(aoi=str(aoi), stac=served["paths"]["landsat"],  # Intake: the same
+                        collection="landsat-c2-l2", start=LANDSAT.start, end=LANDSAT.end)
+    assert source.spec.query.bands == lookup("landsat-c2-l2").default_bands
 
 
 # --------------------------------------------------------------------------- HLS
@@ -350,6 +354,21 @@ def test_cli_sample_of_several_collections(served, tmp_path):
     pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False)
     bad = CliRunner().invoke(cli_main, [*args[:-1], "--mask", "--overwrite"])
     assert bad.exit_code != 0 and "drop --harmonize and --mask" in bad.output
+    fetch = ["fetch", str(aoi), "--out", str(tmp_path / "nc"), "--stac", str(both),
+             "--collections", "sentinel-2-l2a,landsat-c2-l2", "--bands", "red", "--start",
+             S2.start, "--end", S2.end, "--resolution", "30", "--crs", "EPSG:32632", "--mode",
+             "patch", "--size", "3x3", "--dilate", "1", "--no-progress"]
+    with xsits.set_options(**served["opts"]):
+        result = CliRunner().invoke(cli_main, fetch)
+        assert result.exit_code == 0, result.output
+        cube = xsits.open_combined(_aoi(), ["sentinel-2-l2a", "landsat-c2-l2"], stac=str(both),
+                                   bands=["red"], start=S2.start, end=S2.end, resolution=30,
+                                   crs="EPSG:32632", mode="patch", size=(3, 3),
+                                   dilate=1)["p1"].compute()
+    (path,) = (tmp_path / "nc").glob("*p1*.nc")
+    with xr.open_dataset(path) as back:
+        assert back.sensor.values.tolist() == cube.sensor.values.tolist()
+        np.testing.assert_array_equal(back.red.values, cube.red.values)
 
 
 def test_earth_search_landsat_from_a_requester_pays_bucket(tmp_path, monkeypatch):

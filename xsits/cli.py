@@ -28,7 +28,7 @@ import click
 
 from xsits._common import one_line
 from xsits.batch import AoiSource, compute_all, summary_line
-from xsits.batch.combined import combined_bands
+from xsits.batch.combined import combined_bands, open_combined
 from xsits.cube.aoi import read_aoi
 from xsits.cube.load import dry_run as run_dry
 from xsits.cube.spec import OPTIONS, SPEC_ARGS, CubeSpec, default
@@ -149,6 +149,43 @@ def spec_options(*, skip: tuple[str, ...] = ()) -> Any:
     return decorate
 
 
+def several_options(func: Any) -> Any:
+    """Click options of several collections as one series (:func:`xsits.open_combined`)."""
+    for option in reversed([
+        click.option("--collections", default=None, callback=_list, metavar="IDS",
+                     help="Several collections as one series (e.g. sentinel-2-l2a,"
+                          "landsat-c2-l2): each masked by its rule, in reflectance; --bands "
+                          "are then cross-sensor names (blue, green, red, nir, swir16, "
+                          "swir22)."),
+        click.option("--bandpass", is_flag=True,
+                     help="With --collections: Sentinel-2 reflectance made OLI-like (HLS)."),
+        click.option("--dilate", type=click.IntRange(min=0), default=0,
+                     help="With --collections: grow clouds and shadows by this many pixels."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _several(collections: list[str] | None, bandpass: bool, dilate: int, harmonize: bool,
+             mask: bool, spec_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of several collections (``bands`` taken out of ``spec_kwargs``)."""
+    if not collections:
+        return {}
+    if harmonize or mask:
+        raise click.UsageError("--collections masks and scales each collection by its own "
+                               "rule; drop --harmonize and --mask")
+    return {"collections": collections, "bands": spec_kwargs.pop("bands"),
+            "bandpass": bandpass, "dilate": dilate}
+
+
+def _dry_runs(gdf: Any, spec: CubeSpec, several: dict[str, Any]) -> None:
+    """Print the cost of the search and reads (of each collection, when several)."""
+    for c in several.get("collections") or [None]:
+        each = spec if c is None else CubeSpec.from_kwargs(
+            spec, collection=c, bands=combined_bands(c, several["bands"] or COMMON_BANDS))
+        click.echo(("" if c is None else f"{c}: ") + str(run_dry(gdf, spec=each)))
+
+
 def _spec_of(kwargs: dict[str, Any], **fixed: Any) -> CubeSpec:
     """The :class:`~xsits.CubeSpec` of the spec options in ``kwargs`` (taken out of it)."""
     return CubeSpec.from_kwargs(**{k: kwargs.pop(k) for k in SPEC_ARGS if k in kwargs}, **fixed)
@@ -193,10 +230,12 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
 @click.option("--dry-run", is_flag=True,
               help="Search and plan, read the files' headers, print the cost; read no pixel.")
+@several_options
 def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
           gapfill: str | None, fmt: str, out_dir: str, workers: int | None, scheduler: str,
           batch_size: int, retries: int, overwrite: bool, compress: bool, id_column: str | None,
-          no_progress: bool, verbose: bool, dry_run: bool, **spec_kwargs: Any) -> None:
+          no_progress: bool, verbose: bool, dry_run: bool, collections: list[str] | None,
+          bandpass: bool, dilate: int, **spec_kwargs: Any) -> None:
     """Fetch, process and export one Sentinel-2 time series per feature of AOI.
 
     AOI is a GeoJSON / GPKG / Shapefile, or a CSV with lon/lat columns. Rerun the same
@@ -211,14 +250,18 @@ def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column, on_invalid="drop")
+        several = _several(collections, bandpass, dilate, harmonize, mask, spec_kwargs)
         spec = _spec_of(spec_kwargs)
         if dry_run:
-            click.echo(str(run_dry(gdf, spec=spec)))
+            _dry_runs(gdf, spec, several)
             return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill)
+        source = (open_combined(gdf, several.pop("collections"), spec=spec,
+                                stac=spec.query.stac, **several)
+                  if several else AoiSource(gdf, {"spec": spec}))
         report = compute_all(
-            AoiSource(gdf, {"spec": spec}), steps, out_dir=out_dir, format=fmt,
+            source, steps, out_dir=out_dir, format=fmt,
             scheduler=scheduler, batch_size=batch_size, progress=False if no_progress else None,
             overwrite=overwrite, workers=workers, retries=retries, compress=compress,
         )
@@ -270,14 +313,7 @@ def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
 @click.option("--dry-run", is_flag=True,
               help="Search and plan, read the files' headers, print the cost; read no pixel.")
-@click.option("--collections", default=None, callback=_list, metavar="IDS",
-              help="Several collections as one series (e.g. sentinel-2-l2a,landsat-c2-l2): "
-                   "each masked by its rule, in reflectance; --bands are then cross-sensor "
-                   "names (blue, green, red, nir, swir16, swir22).")
-@click.option("--bandpass", is_flag=True,
-              help="With --collections: Sentinel-2 reflectance made OLI-like (HLS).")
-@click.option("--dilate", type=click.IntRange(min=0), default=0,
-              help="With --collections: grow clouds and shadows by this many pixels.")
+@several_options
 def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, mask: bool,
            drop_cloudy: float | None, gapfill: str | None, composite_freq: str | None,
            smooth: str | None, indices: str, geometry: bool, scheduler: str,
@@ -298,20 +334,10 @@ def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, m
     logging.getLogger("xsits").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         gdf = read_aoi(aoi, id_column=id_column)
-        several: dict[str, Any] = {}
-        if collections:
-            if harmonize or mask:
-                raise click.UsageError("--collections masks and scales each collection by "
-                                       "its own rule; drop --harmonize and --mask")
-            several = {"collections": collections, "bands": spec_kwargs.pop("bands"),
-                       "bandpass": bandpass, "dilate": dilate}
+        several = _several(collections, bandpass, dilate, harmonize, mask, spec_kwargs)
         spec = point_spec(_spec_of(spec_kwargs), window)
         if dry_run:
-            for c in collections or [None]:
-                each = spec if c is None else CubeSpec.from_kwargs(
-                    spec, collection=c, bands=combined_bands(c, several["bands"] or
-                                                             COMMON_BANDS))
-                click.echo(("" if c is None else f"{c}: ") + str(run_dry(gdf, spec=each)))
+            _dry_runs(gdf, spec, several)
             return
         steps = build_steps(harmonize=harmonize, mask=mask, drop_cloudy=drop_cloudy,
                             gapfill=gapfill, composite=composite_freq, smooth=smooth)
