@@ -36,8 +36,9 @@ from odc.geo.xr import xr_coords
 from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
 
 from xsits.cube.offset import consistent_dates, item_offsets
-from xsits.io import fetch, reader, tiff
-from xsits.io.reader import CogDriver, grid_key
+from xsits.io import fast, fetch, tiff
+from xsits.io.fast import grid_key
+from xsits.io.reader import CogDriver
 from xsits.io.tolerate import READS_ATTR, TolerantDriver
 
 #: Default dask chunks of a cube: up to 2048x2048 pixels, and as many dates of one band as
@@ -532,7 +533,7 @@ def cost(plan: ItemsPlan, positions: Mapping[str, Sequence[int]],
             out_res = min(abs(geoboxes[fids[ks[0]]].resolution.x), 1e300)
             shrink = max(1, int(out_res / abs(grid.resolution.x) + 1e-3)) \
                 if str(grid.crs) == str(geoboxes[fids[ks[0]]].crs) else 1
-            ovr = reader.pick_overview(shrink, head.factors)
+            ovr = fast.pick_overview(shrink, head.factors)
             level = head.levels[0 if ovr is None else ovr + 1]
             grid = level.geobox
         elif grid is None:
