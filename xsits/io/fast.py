@@ -45,7 +45,7 @@ from odc.loader import (
     resolve_src_nodata,
 )
 
-from xsits._common import ContextThreadPool
+from xsits._common import ContextThreadPool, Lru
 from xsits.io import fetch
 from xsits.io.tiff import Header, Level
 from xsits.options import get_options
@@ -58,9 +58,9 @@ __all__ = ["FAST_WARP_PIXELS", "Plan", "block_ranges", "clear", "exact_cast", "f
 FAST_WARP_PIXELS = 1024 * 1024
 
 # Caches of this process (features of one tile share grids, plans and tiles):
-_PLANS: fetch.Lru[Any] = fetch.Lru(keep=4096)  # read plans, by (file grids, output grid)
-_INDICES: fetch.Lru[Any] = fetch.Lru(keep=4096)  # GDAL's nearest pick, by grid pair
-_TILES: fetch.Lru[np.ndarray] = fetch.Lru(  # decoded tiles, by (href, level, segment)
+_PLANS: Lru[Any] = Lru(keep=4096)  # read plans, by (file grids, output grid)
+_INDICES: Lru[Any] = Lru(keep=4096)  # GDAL's nearest pick, by grid pair
+_TILES: Lru[np.ndarray] = Lru(  # decoded tiles, by (href, level, segment)
     max_bytes=lambda: get_options().cache_bytes // 2)
 # pyproj makes a transformer per thread (~50 ms a CRS pair): plans are made on one thread
 _planner = fetch.per_process(lambda: ContextThreadPool(1, thread_name_prefix="xsits-plan"))
