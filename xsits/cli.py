@@ -36,6 +36,7 @@ from xsits.errors import XsitsError
 from xsits.ops.steps import build_steps
 from xsits.sample import POINT_GRID, point_spec
 from xsits.sample import sample as run_sample
+from xsits.sampling.read import ReadFailed
 
 #: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.ops.gapfill.gapfill`).
 GAPFILL_METHODS = ("linear", "nearest", "slinear", "quadratic", "cubic", "pchip", "akima")
@@ -286,7 +287,7 @@ def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, m
     except XsitsError as err:
         raise click.ClickException(one_line(err)) from err
     missing = table.attrs["missing"]
-    failed = {f: r for f, r in missing.items() if r.startswith("read failed")}
+    failed = {f: r for f, r in missing.items() if isinstance(r, ReadFailed)}
     for fid, reason in list(missing.items())[:_MAX_LISTED]:
         click.echo(f"no row for {fid}: {reason}", err=True)
     if len(missing) > _MAX_LISTED:

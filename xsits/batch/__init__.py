@@ -169,10 +169,11 @@ def compute_all(
         (the broken files that cost a written feature a date: item, href, reason;
         :mod:`xsits.io.tolerate`), one row per feature in
         input order. ``status`` is ``written``, ``skipped`` (output already there),
-        ``empty`` (no item, or no date left after the steps: nothing is written) or
-        ``failed`` (``error`` says why; nothing is written). ``seconds`` is the feature's
-        task time, ``n_dates`` the dates written (the previous run's count for ``skipped``
-        when the manifest has it).
+        ``empty`` (no item: its reason in ``missing`` is a
+        :class:`~xsits.stac.search.NoItems`; or no date left after the steps: nothing is
+        written) or ``failed`` (``error`` says why; nothing is written). ``seconds`` is the
+        feature's task time, ``n_dates`` the dates written (the previous run's count for
+        ``skipped`` when the manifest has it).
 
     Raises
     ------

@@ -54,7 +54,7 @@ from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import providers
 from xsits.stac.query import StacQuery
-from xsits.stac.search import SearchResult, iter_search, merge_results
+from xsits.stac.search import NoItems, SearchResult, iter_search, merge_results
 
 #: Per-date coordinates: ``{coordinate: (the value of one item's properties, default)}``,
 #: read in every provider's dialect (:mod:`xsits.stac.providers`). A date's value is its items'
@@ -555,7 +555,7 @@ def open_cubes(
         if fid in built:
             cubes[fid] = built[fid]
         elif fid not in taken:
-            cubes.missing[fid] = missing.get(fid, "no item found")
+            cubes.missing[fid] = missing.get(fid, NoItems("no item found"))
     return cubes
 
 
