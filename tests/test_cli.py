@@ -85,9 +85,9 @@ def test_xsits_errors_are_one_line(runner, tmp_path):
 def test_build_steps_order():
     assert [type(s).__name__ for s in build_steps(harmonize=True, mask=True, drop_cloudy=0.5,
                                                   gapfill="nearest")] == [
-        "harmonize", "scl_mask", "drop_cloudy", "gapfill"]
+        "harmonize", "cloud_mask", "drop_cloudy", "gapfill"]
     assert [s.describe() for s in build_steps(smooth="savgol", composite="10D", mask=True)] == [
-        "scl_mask()", "composite(freq='10D', how='median')", "smooth(method='savgol')"]
+        "cloud_mask()", "composite(freq='10D', how='median')", "smooth(method='savgol')"]
     assert build_steps() == []
 
 
@@ -102,7 +102,7 @@ def test_fetch_end_to_end_and_rerun(runner, stac_url, tmp_path):
         f"written 2, skipped 0, empty 1, failed 1 → {manifest.absolute()}")
     assert "failed bowtie: feature 'bowtie': invalid geometry" in result.stderr
     doc = json.loads(manifest.read_text())
-    assert doc["steps"] == ["harmonize()", "scl_mask()", "gapfill(method='linear')"]
+    assert doc["steps"] == ["harmonize()", "cloud_mask()", "gapfill(method='linear')"]
     assert doc["source"]["size"] == [8, 8] and doc["source"]["mode"] == "patch"
     assert sorted(p.name for p in out.glob("*.nc")) == [
         f"fid-{f}_patch_{WORLD_START}_{WORLD_END}.nc" for f in ("p0", "p3")]

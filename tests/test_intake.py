@@ -85,7 +85,7 @@ def test_sentinel2_catalog_entries_and_presets():
     src = cat.s2_points(bands=["B04", "SCL"], mode="patch", size=20, mask=True, gapfill="linear")
     kw = src.open_kwargs
     assert kw["bands"] == ("B04", "SCL") and kw["mode"] == "patch" and kw["size"] == (20, 20)
-    assert [xsits.ops.steps.describe(s) for s in src.steps] == ["scl_mask()",
+    assert [xsits.ops.steps.describe(s) for s in src.steps] == ["cloud_mask()",
                                                             "gapfill(method='linear')"]
 
 

@@ -12,11 +12,13 @@ from xsits import demo as _demo  # noqa: F401  (registers the stac="demo" catalo
 from xsits import errors
 from xsits._version import __version__
 from xsits.batch import compute_all
+from xsits.batch.combined import open_combined
 from xsits.cube.aoi import read_aoi
 from xsits.cube.grid import GridSpec
 from xsits.cube.load import Cubes, dry_run, open_cubes
 from xsits.cube.spec import CubeSpec, LoadSpec
 from xsits.ops import steps
+from xsits.ops.combine import combine
 from xsits.ops.stack import stack
 from xsits.options import get_options, set_options
 from xsits.sample import sample
@@ -31,10 +33,12 @@ __all__ = [
     "LoadSpec",
     "SearchResult",
     "StacQuery",
+    "combine",
     "compute_all",
     "dry_run",
     "errors",
     "get_options",
+    "open_combined",
     "open_cubes",
     "read_aoi",
     "sample",

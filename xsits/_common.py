@@ -25,7 +25,10 @@ import numpy as np
 import xarray as xr
 
 #: Bands that hold classes or flags, never reflectance: never scaled, masked or harmonized.
-CLASS_BANDS: frozenset[str] = frozenset({"SCL", "scl", "mask", "label", "labels"})
+#: The registry's mask and QA bands (:mod:`xsits.stac.collections`, roles ``mask`` / ``qa``;
+#: ``tests/test_collections.py`` checks they are all here) and the label bands.
+CLASS_BANDS: frozenset[str] = frozenset({"SCL", "scl", "mask", "label", "labels", "qa_pixel",
+                                         "qa_radsat", "qa_aerosol", "Fmask", "fmask"})
 
 
 def reflectance_vars(ds: xr.Dataset, exclude: Iterable[Hashable] = ()) -> list[Hashable]:

@@ -28,6 +28,7 @@ from xsits.ops import indices as _indices
 from xsits.ops import labels as _labels
 from xsits.ops import mask as _mask
 from xsits.ops import patch as _patch
+from xsits.ops import reflectance as _reflectance
 from xsits.ops import smooth as _smooth
 from xsits.out import export as _export
 from xsits.out import gif as _gif
@@ -63,6 +64,8 @@ class SitsDatasetAccessor(_Base):
 
     harmonize = _facade(_harmonize.harmonize)
     scl_mask = _facade(_mask.scl_mask)
+    cloud_mask = _facade(_mask.cloud_mask)
+    to_reflectance = _facade(_reflectance.to_reflectance)
     masked_fraction = _facade(_mask.masked_fraction)
     drop_cloudy = _facade(_mask.drop_cloudy)
     indices = _facade(_indices.indices)

@@ -151,7 +151,8 @@ def main() -> None:
 @spec_options()
 @click.option("--harmonize/--no-harmonize", default=False,
               help="Undo the +1000 offset of processing baseline >= 04.00.")
-@click.option("--mask/--no-mask", default=False, help="Mask clouds/shadows/nodata with SCL.")
+@click.option("--mask/--no-mask", default=False,
+              help="Mask clouds/shadows/nodata by the collection's rule (SCL, QA bits).")
 @click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
               help="Drop dates with more than this fraction of masked pixels.")
 @click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
@@ -231,7 +232,8 @@ def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
               help="Reduction of the window's valid pixels.")
 @click.option("--harmonize/--no-harmonize", default=False,
               help="Undo the +1000 offset of processing baseline >= 04.00.")
-@click.option("--mask/--no-mask", default=False, help="Mask clouds/shadows/nodata with SCL.")
+@click.option("--mask/--no-mask", default=False,
+              help="Mask clouds/shadows/nodata by the collection's rule (SCL, QA bits).")
 @click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
               help="Drop dates with more than this fraction of masked pixels in the window.")
 @click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,

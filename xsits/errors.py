@@ -57,6 +57,14 @@ class LoadError(XsitsError, RuntimeError):
     """Pixels could not be read (COG unreachable after retries, truncated data)."""
 
 
+class UnreadableGroupError(LoadError):
+    """No item of a search group could be read; ``by_item`` holds each item's reason."""
+
+    def __init__(self, message: str, by_item: dict[str, str]) -> None:
+        super().__init__(message)
+        self.by_item = by_item
+
+
 class BandError(XsitsError, KeyError):
     """A band or variable needed by an operation is missing from the cube."""
 

@@ -11,7 +11,7 @@ one item, in AOI order), and holds no logic of its own.
   (``{feature_id: lazy Dataset}`` plus ``.missing`` and ``.search``), the container every xsits
   operation and :func:`xsits.batch.compute_all` take; ``read()`` is the same dict computed.
 - Optional post-processing, applied in this order: ``harmonize: true``
-  (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.scl_mask`),
+  (:func:`xsits.ops.harmonize.harmonize`), ``mask: true`` (:func:`xsits.ops.mask.cloud_mask`),
   ``gapfill: linear`` (:func:`xsits.ops.gapfill.gapfill`).
 
 Bad catalog input (unknown parameter, wrong type, value not allowed, missing AOI file,
@@ -85,7 +85,7 @@ def postprocess(
     mask: bool = False,
     gapfill: str | None = None,
 ):
-    """Apply the optional steps of a catalog entry: harmonize, then SCL mask, then gap-fill.
+    """Apply the optional steps of a catalog entry: harmonize, then cloud mask, then gap-fill.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def postprocess(
     harmonize
         Call :func:`xsits.ops.harmonize.harmonize` (undo the +1000 offset of baseline >= 04.00).
     mask
-        Call :func:`xsits.ops.mask.scl_mask` with its default classes (band ``SCL``).
+        Call :func:`xsits.ops.mask.cloud_mask` (the rule of the cube's collection).
     gapfill
         Interpolation method for :func:`xsits.ops.gapfill.gapfill` (``"linear"``...), or None.
 

@@ -48,11 +48,11 @@ from xsits.cube.plan import (
     plan_items,
 )
 from xsits.cube.spec import CubeSpec
-from xsits.errors import LoadError
+from xsits.errors import LoadError, UnreadableGroupError
 from xsits.io import signing
 from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
-from xsits.stac import providers
+from xsits.stac import collections, providers
 from xsits.stac.query import StacQuery
 from xsits.stac.search import NoItems, SearchResult, iter_search, merge_results
 
@@ -72,12 +72,10 @@ TIME_PROPERTIES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], Any]] = {
 #: GDAL settings for the reads GDAL does (many small HTTP range reads). Retries are
 #: xsits.io.retry's, around each read.
 GDAL_HTTP_DEFAULTS: dict[str, Any] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MULTIPLEX": "YES",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,
-    "VSI_CACHE": True,
-    "VSI_CACHE_SIZE": 64_000_000,
+    "VSI_CACHE": True, "VSI_CACHE_SIZE": 64_000_000,
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
     "GDAL_HTTP_VERSION": 2,
 }
@@ -203,13 +201,15 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
     firsts = headers([signing.sign(href(have[0], a)) for a, have in todo.items()])
     for (asset, have), head in zip(todo.items(), firsts, strict=True):
         uri = head.uri if not isinstance(head, BaseException) else ""
-        for it in have[1:] if isinstance(head, BaseException) else ():
+        why = {have[0].id: str(head)} if isinstance(head, BaseException) else {}
+        for it in have[1:] if why else ():
             uri = signing.sign(href(it, asset))  # one broken file does not decide: the next
             (head,) = headers([uri])
             if not isinstance(head, BaseException):
                 break
+            why[it.id] = str(head)
         if isinstance(head, BaseException):
-            raise LoadError(str(head)) from head
+            raise UnreadableGroupError(str(head), why) from head
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
             import rasterio
 
@@ -298,12 +298,12 @@ def _resampling(resampling: str | Mapping[str, str]) -> Mapping[str, str]:
 
 
 def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
-            chunks: Mapping[str, int] | None = None,
-            attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+            chunks: Mapping[str, int] | None = None, attrs: Mapping[str, Any] | None = None
+            ) -> xr.Dataset:
     """The lazy cube of the items at ``positions`` of ``plan`` on ``geobox``.
 
     :func:`xsits.cube.plan.plan_feature` and :func:`xsits.cube.plan.build_cube`, with the per-date
-    coordinates (:data:`TIME_PROPERTIES`) and ``attrs``.
+    coordinates (:data:`TIME_PROPERTIES`), ``attrs`` and bands' ``raster:bands`` scale / offset.
 
     Examples
     --------
@@ -321,6 +321,8 @@ def cube_of(plan: ItemsPlan, positions: Sequence[int], geobox: GeoBox, *,
     if kept != fp.groups:  # a date's items disagreed on the offset: plan without the minority
         fp = plan_feature(plan, [i for g in kept for i in g], geobox, chunks=chunks)
     ds = build_cube(plan, fp, time_coords([[plan.items[i] for i in g] for g in fp.groups]))
+    for name in ds.data_vars:
+        ds[name].attrs.update(collections.asset_scale(plan.items, str(name)))
     ds.attrs.update(attrs or {})
     return ds
 
@@ -415,9 +417,11 @@ def iter_plans(aoi: gpd.GeoDataFrame, q: StacQuery, geoboxes: Mapping[str, GeoBo
         missing = dict(part.missing)
         try:
             plan = _plan_part(mine, assets, resampling, band_cfgs)
-        except LoadError as err:
-            plan = None
-            missing.update({fid: f"feature {fid!r}: {err}" for fid in mine})
+        except LoadError as err:  # each feature told of its own item's failure if known
+            plan, by_item = None, err.by_item if isinstance(err, UnreadableGroupError) else {}
+            missing.update({fid: f"feature {fid!r}: " + next(
+                (by_item[it.id] for it in its if it.id in by_item), str(err))
+                for fid, its in mine.items()})
         positions = {} if plan is None else \
             {fid: [plan.position(it) for it in its] for fid, its in mine.items()}
         yield GroupPlan(part, plan, positions, missing,

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from xsits.cube.grid import GridSpec, validate_resampling
 from xsits.errors import XsitsError
+from xsits.stac.collections import lookup
 from xsits.stac.query import StacQuery
 
 __all__ = ["OPTIONS", "SPEC_ARGS", "CubeSpec", "LoadSpec", "Option", "split_kwargs"]
@@ -104,7 +105,8 @@ class CubeSpec:
             The spec to start from.
         **kwargs
             Fields of any part by name (:data:`SPEC_ARGS`: ``stac``, ``bands``, ``mode``,
-            ``size``, ``resampling``...).
+            ``size``, ``resampling``...). A ``collection`` without ``bands`` loads that
+            collection's default bands (:mod:`xsits.stac.collections`).
 
         Raises
         ------
@@ -115,6 +117,8 @@ class CubeSpec:
 
         Examples
         --------
+        >>> CubeSpec.from_kwargs(collection="landsat-c2-l2").query.bands
+        ('green', 'red', 'nir08', 'qa_pixel')
         >>> CubeSpec.from_kwargs(stack=1)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -123,6 +127,9 @@ class CubeSpec:
         unknown = [k for k in kwargs if k not in _PART_OF]
         if unknown:
             raise TypeError(f"unknown argument(s) {unknown}; known: {', '.join(SPEC_ARGS)}")
+        entry = lookup(kwargs.get("collection")) if "bands" not in kwargs else None
+        if entry is not None and (spec is None or spec.query.bands == StacQuery.bands):
+            kwargs["bands"] = entry.default_bands  # the registry's default bands
         parts: dict[str, Any] = {}
         for part, part_cls in PARTS.items():
             given = {k: v for k, v in kwargs.items() if _PART_OF[k] == part}

@@ -33,12 +33,14 @@ from xsits.ops import gapfill as _gapfill
 from xsits.ops import harmonize as _harmonize
 from xsits.ops import mask as _mask
 from xsits.ops import patch as _patch
+from xsits.ops import reflectance as _reflectance
 from xsits.ops import smooth as _smooth
 
 __all__ = [
     "Step",
     "build_steps",
     "clip",
+    "cloud_mask",
     "composite",
     "describe",
     "drop_cloudy",
@@ -47,6 +49,7 @@ __all__ = [
     "scl_mask",
     "smooth",
     "to_patch",
+    "to_reflectance",
 ]
 
 
@@ -146,6 +149,49 @@ class scl_mask(Step):  # noqa: N801
     def __call__(self, ds: xr.Dataset) -> xr.Dataset:
         """Apply the operation to ``ds`` (lazily on dask input)."""
         return _mask.scl_mask(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class cloud_mask(Step):  # noqa: N801
+    """Step applying :func:`xsits.ops.mask.cloud_mask` (the rule of the cube's collection).
+
+    Pixelwise unless it dilates (then a pixel depends on its neighbours).
+
+    Examples
+    --------
+    >>> cloud_mask(dilate=2), cloud_mask().pixelwise, cloud_mask(dilate=2).pixelwise
+    (xsits.ops.steps.cloud_mask(dilate=2), True, False)
+    """
+
+    dilate: int = 0
+    keep_band: bool = True
+
+    @property
+    def pixelwise(self) -> bool:  # type: ignore[override]
+        """True when it does not dilate."""
+        return self.dilate == 0
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        return _mask.cloud_mask(ds, **self._kwargs())
+
+
+@dataclass(frozen=True, repr=False)
+class to_reflectance(Step):  # noqa: N801
+    """Step applying :func:`xsits.ops.reflectance.to_reflectance` (physical values).
+
+    Examples
+    --------
+    >>> from xsits.testing.cubes import make_cube
+    >>> str(to_reflectance()(make_cube(n_times=1, shape=(1, 1))).B04.dtype)
+    'float32'
+    """
+
+    pixelwise: ClassVar[bool] = True
+
+    def __call__(self, ds: xr.Dataset) -> xr.Dataset:
+        """Apply the operation to ``ds`` (lazily on dask input)."""
+        return _reflectance.to_reflectance(ds)
 
 
 @dataclass(frozen=True, repr=False)
@@ -343,20 +389,22 @@ _HARMONIZE, _DROP_CLOUDY, _GAPFILL = harmonize, drop_cloudy, gapfill
 _COMPOSITE, _SMOOTH = composite, smooth
 
 
-def build_steps(*, harmonize: bool = False, mask: bool = False,
+def build_steps(*, harmonize: bool = False, mask: bool = False, dilate: int = 0,
                 drop_cloudy: float | None = None,
                 gapfill: str | None = None, composite: str | None = None,
                 smooth: str | None = None) -> list[Step]:
     """The usual pipeline from flags, in order: harmonize, mask, drop cloudy, gap-fill...
 
-    Then a composite (median over periods of ``composite``) and smoothing (method ``smooth``).
+    ``mask`` is the cloud mask of each cube's collection (:class:`cloud_mask`, clouds and
+    shadows grown by ``dilate`` pixels). Then a composite (median over periods of
+    ``composite``) and smoothing (method ``smooth``).
     What ``xsits fetch --harmonize --mask --gapfill``, ``xsits sample`` and the Intake
     entries' ``harmonize`` / ``mask`` / ``gapfill`` parameters run.
 
     Examples
     --------
     >>> build_steps(harmonize=True, mask=True, gapfill="linear")
-    [xsits.ops.steps.harmonize(), xsits.ops.steps.scl_mask(),
+    [xsits.ops.steps.harmonize(), xsits.ops.steps.cloud_mask(),
      xsits.ops.steps.gapfill(method='linear')]
     >>> build_steps(composite="10D", smooth="whittaker")
     [xsits.ops.steps.composite(freq='10D', how='median'),
@@ -366,7 +414,7 @@ def build_steps(*, harmonize: bool = False, mask: bool = False,
     if harmonize:
         out.append(_HARMONIZE())
     if mask:
-        out.append(scl_mask())
+        out.append(cloud_mask(dilate=dilate))
     if drop_cloudy is not None:
         out.append(_DROP_CLOUDY(max_fraction=drop_cloudy))
     if gapfill:

@@ -7,6 +7,9 @@ Sentinel-2 L2A bands, band ids (``B04``, ``SCL``: Planetary Computer, ESA, most 
 and Earth Search's asset keys (``red``, ``scl``), and the translation of a band asked under
 either name to the provider's asset key (:func:`asset_key`) or to the variable of a cube
 (:func:`find_band`).
+The Sentinel-2 tables here (:data:`EARTH_SEARCH_KEYS`, :data:`L2A_COLLECTIONS`,
+:data:`REFLECTANCE_BANDS`) are read from the collection registry
+(:mod:`xsits.stac.collections`), the one place a collection is described.
 Band names are chosen by **collection**: only the Sentinel-2 L2A collections
 (:data:`L2A_COLLECTIONS`) are translated; every other collection's bands keep the names
 asked (Planetary Computer's ``landsat-c2-l2`` ``red`` stays ``red``).
@@ -34,27 +37,25 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from xsits.errors import QueryError
+from xsits.stac.collections import SENTINEL_2_L2A
 
 #: Named STAC APIs (``stac="planetary-computer"``...).
 PRESETS: dict[str, str] = {
     "planetary-computer": "https://planetarycomputer.microsoft.com/api/stac/v1",
     "earth-search": "https://earth-search.aws.element84.com/v1",
+    "nasa-lpcloud": "https://cmr.earthdata.nasa.gov/stac/LPCLOUD",
 }
 #: Names of the embedded offline demo world (:func:`xsits.demo.demo_catalog_path`).
 DEMO_NAMES = frozenset({"demo", "xsits-demo"})
 
-#: Sentinel-2 L2A band ids -> Earth Search v1 asset keys.
-EARTH_SEARCH_KEYS: dict[str, str] = {
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-    "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-    "B11": "swir16", "B12": "swir22", "SCL": "scl", "AOT": "aot", "WVP": "wvp",
-}
+#: Sentinel-2 L2A band ids -> Earth Search v1 asset keys (from the registry's entry).
+EARTH_SEARCH_KEYS: dict[str, str] = {b.name: b.keys["earth-search"]
+                                     for b in SENTINEL_2_L2A.bands}
 #: Collections of Sentinel-2 L2A scenes (their bands are checked before searching).
-L2A_COLLECTIONS = frozenset({"sentinel-2-l2a", "sentinel-2-c1-l2a", "sentinel-s2-l2a-cogs"})
+L2A_COLLECTIONS = frozenset(SENTINEL_2_L2A.ids)
 #: Sentinel-2 L2A surface-reflectance bands: the only bands carrying the +1000 offset of
 #: baseline >= 04.00 (never AOT, WVP, SCL or any class / QA band). L2A has no B10.
-REFLECTANCE_BANDS = frozenset({"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-                               "B09", "B11", "B12"})
+REFLECTANCE_BANDS = SENTINEL_2_L2A.names("reflectance")
 
 Naming = Literal["band-id", "earth-search"]
 #: Item dialects: where a provider keeps the baseline, tile, platform and offset flag.
@@ -66,9 +67,11 @@ _HOSTS: dict[str, Naming] = {
     "earth-search.aws.element84.com": "earth-search",
     "planetarycomputer.microsoft.com": "band-id",
 }
-#: Collections whose provider names the bands one way wherever they are served.
-_COLLECTIONS: dict[str, Naming] = {"sentinel-2-c1-l2a": "earth-search",
-                                   "sentinel-s2-l2a-cogs": "band-id"}
+#: Collections whose provider names the bands one way wherever they are served (an id
+#: only one source of the registry serves).
+_COLLECTIONS: dict[str, Naming] = {
+    s.collection: s.naming for s in SENTINEL_2_L2A.sources.values()  # type: ignore[misc]
+    if sum(o.collection == s.collection for o in SENTINEL_2_L2A.sources.values()) == 1}
 
 
 def band_id(name: Hashable) -> str | None:
