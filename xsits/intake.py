@@ -51,8 +51,9 @@ from intake.source.base import DataSource, Schema
 
 from xsits._version import __version__
 from xsits.cube.aoi import read_aoi
+from xsits.cube.dates import solar_groups
 from xsits.cube.grid import feature_geoboxes, footprints_4326
-from xsits.cube.load import Cubes, open_cubes, solar_groups
+from xsits.cube.load import Cubes, open_cubes
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps

@@ -33,7 +33,8 @@ import pandas as pd
 import xarray as xr
 
 from xsits._common import CLASS_BANDS, as_float
-from xsits.cube.load import GroupPlan, time_coords
+from xsits.cube.dates import time_coords
+from xsits.cube.load import GroupPlan
 from xsits.cube.plan import band_attrs
 from xsits.cube.points import Batch
 from xsits.errors import SampleError
