@@ -61,35 +61,17 @@ def catalog_items(path: str) -> tuple[dict, ...]:
 
 
 def catalog_naming(path: str, collection: str) -> providers.Naming | None:
-    """The band naming of the local catalog at ``path``: that of its first ``collection`` item.
+    """The band naming of the catalog at ``path``: its first ``collection`` item's, or None.
 
-    Parameters
-    ----------
-    path
-        An existing local file.
-    collection
-        Collection id.
-
-    Returns
-    -------
-    xsits.stac.providers.Naming or None
+    As :func:`xsits.stac.providers.naming_of_assets` tells it from the item's asset keys.
     """
     return _naming(path, os.path.getmtime(path), collection)
 
 
 def catalog_dialect(path: str, collection: str) -> providers.Dialect | None:
-    """The item dialect of the local catalog at ``path`` (Sentinel-2 L2A collections only).
+    """The item dialect of the catalog at ``path``: its first ``collection`` item's, or None.
 
-    Parameters
-    ----------
-    path
-        An existing local file.
-    collection
-        Collection id.
-
-    Returns
-    -------
-    xsits.stac.providers.Dialect or None
+    As :func:`xsits.stac.providers.item_dialect` tells it (Sentinel-2 L2A collections only).
     """
     return _dialect(path, os.path.getmtime(path), collection)
 
