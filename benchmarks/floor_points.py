@@ -17,7 +17,7 @@ as the contender ``floor``:
 3. per file, on ``--threads`` threads (default 2): open it with rasterio (its header); for
    each point the level odc-loader reads (``compute_reproject_roi(...).read_shrink`` of its
    1x1 grid, vectorized in :func:`read_shrinks`, and odc-loader's overview pick, as
-   :func:`xsits.io.reader.pick_overview`); move the pixel centres to the file's CRS with GDAL's
+   :func:`xsits.io.fast.pick_overview`); move the pixel centres to the file's CRS with GDAL's
    PROJ (``rasterio.warp.transform``), take the source pixel that contains each (GDAL's
    nearest: the floor of the fractional pixel position), read each needed block once (a
    windowed read of exactly that block, last block first) and pick the pixels;
@@ -183,7 +183,7 @@ def search_tiles(stac: str, groups: dict, footprints, open_kwargs: dict):
 
 
 def _pick_overview(read_shrink: int, factors) -> int | None:
-    """odc-loader's overview for a shrink factor (as xsits.io.reader._pick_overview)."""
+    """odc-loader's overview for a shrink factor (as xsits.io.fast.pick_overview)."""
     if not factors or read_shrink < factors[0]:
         return None
     best = 0

@@ -60,7 +60,7 @@ _IN_VENV = textwrap.dedent('''
             assert '"pt_id"' in f.read(), name
     demo = cat.demo(mask=True, gapfill="linear")
     info = demo.discover()
-    assert info["npartitions"] == 6, info["npartitions"]
+    assert info["npartitions"] == 6, (info["npartitions"], info["metadata"].get("missing"))
     cube = demo.read_partition("7")
     assert cube.sizes["y"] == cube.sizes["x"] == 128, dict(cube.sizes)
     print(f"intake.cat.xsits: {names}; demo: {info['npartitions']} features")

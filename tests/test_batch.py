@@ -18,6 +18,7 @@ from xsits.batch import AoiSource, compute_all, summary_line
 from xsits.batch import run as batch_run
 from xsits.errors import BatchError
 from xsits.ops import steps
+from xsits.stac.search import NoItems
 from xsits.testing.cubes import make_cube
 
 PIPELINE = [steps.harmonize(), steps.scl_mask(), steps.gapfill("linear")]
@@ -134,8 +135,9 @@ def test_rerun_skips_everything_and_touches_nothing(tmp_path):
 
 def test_manifest_records_query_steps_and_statuses(tmp_path):
     cubes = _cubes(("a", "b"))
-    cubes.missing.update({"sea": "no sentinel-2-l2a item between 2024-01-01 and 2024-02-01 "
-                                 "matches the query here", "x": "STAC search failed: boom"})
+    cubes.missing.update({"sea": NoItems("no sentinel-2-l2a item between 2024-01-01 and "
+                                         "2024-02-01 matches the query here"),
+                          "x": "STAC search failed: no item was read"})  # text decides nothing
     report = compute_all(cubes, PIPELINE, out_dir=tmp_path, progress=False, format="netcdf")
     assert report.set_index("feature_id").status.to_dict() == {
         "a": "written", "b": "written", "sea": "empty", "x": "failed"}
@@ -148,7 +150,7 @@ def test_manifest_records_query_steps_and_statuses(tmp_path):
     assert doc["features"]["a"] == {
         "status": "written", "path": "fid-a_image_2024-01-01_2024-02-20.nc", "n_dates": 6,
         "seconds": doc["features"]["a"]["seconds"], "error": None}
-    assert doc["features"]["x"]["error"] == "STAC search failed: boom"
+    assert doc["features"]["x"]["error"] == "STAC search failed: no item was read"
     assert report.attrs["manifest"] == str(tmp_path / "manifest.json")
     assert summary_line(report) == (
         f"written 2, skipped 0, empty 1, failed 1 → {tmp_path / 'manifest.json'}")
@@ -187,7 +189,7 @@ def test_source_opens_cubes_batch_by_batch_and_not_again(tmp_path, monkeypatch):
         cubes = xsits.Cubes()
         for fid in sub.feature_id:
             if fid == "r":
-                cubes.missing[fid] = "no item found"
+                cubes.missing[fid] = NoItems("no item found")
             else:
                 cubes[fid] = make_cube(feature_id=fid, chunks={"time": 1}).assign_attrs(
                     start=kwargs["spec"].query.start, end=kwargs["spec"].query.end,
@@ -251,7 +253,8 @@ def test_duck_typed_sources(tmp_path):
         steps = [steps.harmonize()]  # used when steps=None, like the Intake source's
 
         def to_cubes_batches(self, batch_size):
-            yield xsits.Cubes({"a": make_cube(feature_id="a")}, missing={"z": "no item found"})
+            yield xsits.Cubes({"a": make_cube(feature_id="a")},
+                              missing={"z": NoItems("nothing here")})
             yield xsits.Cubes({"b": make_cube(feature_id="b")})
 
     report = compute_all(Batches(), out_dir=tmp_path, progress=False)
@@ -469,7 +472,7 @@ def test_options_scope_is_context_local_and_set_options_inside_changes_the_scope
 
 def test_progress_bar_on_off_and_auto(tmp_path, capsys):
     cubes = _cubes(("a", "b"))
-    cubes.missing["z"] = "no item found"
+    cubes.missing["z"] = NoItems("no item found")
     compute_all(cubes, [], out_dir=tmp_path / "1", progress=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "feature" in err

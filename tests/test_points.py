@@ -64,7 +64,7 @@ def test_points_equal_their_patch_cubes(stac_url, crs, res, size):
 
 @pytest.mark.parametrize("crs", ["EPSG:3035", "EPSG:4326"])
 def test_vectorised_picks_equal_gdal_picks(world, crs):
-    """pick() against each window planned alone by reader.plan_read (GDAL's warp)."""
+    """pick() against each window planned alone by fast.plan_read (GDAL's warp)."""
     path = next(p for p in sorted(world.root.rglob("*B04*.tif")))
     (head,) = headers([str(path)])
     base = head.levels[0].geobox

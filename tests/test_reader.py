@@ -20,7 +20,7 @@ from shapely.geometry import Point
 
 import xsits
 from xsits.cube.load import band_config
-from xsits.io import fetch, reader
+from xsits.io import fetch, reader, tiff
 
 from conftest import WORLD_END, WORLD_POINTS, WORLD_START
 
@@ -109,7 +109,7 @@ def test_layout_off_the_allow_list_goes_to_gdal(tmp_path):
                        count=1, dtype="uint8", crs="EPSG:32631", transform=gbox.transform,
                        compress="jpeg", tiled=True) as dst:
         dst.write(data, 1)
-    (head,) = reader.headers([str(path)])
+    (head,) = tiff.headers([str(path)])
     assert head.refusal == "compression JPEG"
     driver = reader.CogDriver([(str(path), True)])
     cfg = RasterLoadParams(dtype="uint8", resampling="nearest")
@@ -127,7 +127,7 @@ def test_missing_or_forbidden_file_fails_at_once_naming_the_href(cog_server, sta
     if status == 403:
         href = cog_server.url + "../outside.tif?sig=SECRET"
     t0 = time.monotonic()
-    (err,) = reader.headers([href])
+    (err,) = tiff.headers([href])
     assert isinstance(err, xsits.errors.LoadError)
     assert time.monotonic() - t0 < 2  # no retries
     assert "missing.tif" in str(err) or "outside.tif" in str(err)
@@ -138,7 +138,7 @@ def test_signed_href_keeps_its_query(world, cog_server, world_items):
     href = world_items[0]["assets"]["SCL"]["href"] + "?sig=abc"
     assert fetch.locate(href) == (href, "")  # a store of its own keeps the query string
     reader.clear_cache()
-    (head,) = reader.headers([href])
+    (head,) = tiff.headers([href])
     assert head.refusal is None and head.dtype == "uint8"
 
 
@@ -154,7 +154,7 @@ def test_header_of_many_levels_and_band_interleave(tmp_path):
         dst.write(data)
     with rasterio.open(path, "r+") as dst:
         dst.build_overviews([2, 4, 8, 16])  # gdaladdo-style: IFDs after the image data
-    (head,) = reader.headers([str(path)])
+    (head,) = tiff.headers([str(path)])
     with rasterio.open(path) as src:
         assert head.factors == src.overviews(1)
         assert head.levels[0].geobox.transform == src.transform

@@ -2,7 +2,8 @@
 
 Also :class:`ContextThreadPool`: the thread pool of every xsits module, whose tasks run in
 their submitter's :mod:`contextvars` context (so a run's own options, see
-:func:`xsits.options.options_scope`, follow its work into pool threads).
+:func:`xsits.options.options_scope`, follow its work into pool threads); and :class:`Lru`,
+the bounded, thread-safe mapping every process-wide cache of xsits is.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import gc
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -284,3 +286,68 @@ def cap_malloc_arenas() -> bool:
 
 
 cap_malloc_arenas()  # before any thread of xsits' starts: see its docstring
+
+
+_T = TypeVar("_T")
+
+
+class Lru(Generic[_T]):
+    """A thread-safe least-recently-used mapping, bounded by entries and by bytes.
+
+    Examples
+    --------
+    >>> cache = Lru(keep=2)
+    >>> for k in "abc":
+    ...     _ = cache.put(k, k.upper())
+    >>> cache.get("a"), cache.get("c")
+    (None, 'C')
+    """
+
+    def __init__(self, keep: int | None = None, max_bytes: Callable[[], int] | None = None,
+                 ) -> None:
+        self.keep, self.max_bytes = keep, max_bytes
+        self._items: OrderedDict[Any, tuple[_T, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> _T | None:
+        """The value of ``key`` (None if absent), now the most recently used."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: Any, value: _T, nbytes: int = 0) -> _T:
+        """Keep ``value`` under ``key`` (``nbytes``: its size, for the byte bound)."""
+        limit = self.max_bytes() if self.max_bytes is not None else None
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes -= old[1] if old is not None else 0
+            self._items[key] = (value, nbytes)
+            self._bytes += nbytes
+            while len(self._items) > 1 and (
+                    (self.keep is not None and len(self._items) > self.keep)
+                    or (limit is not None and self._bytes > limit)):
+                _, (_, size) = self._items.popitem(last=False)
+                self._bytes -= size
+        return value
+
+    def pop(self, key: Any) -> _T | None:
+        """Forget ``key``; its value (None if absent)."""
+        with self._lock:
+            hit = self._items.pop(key, None)
+            if hit is None:
+                return None
+            self._bytes -= hit[1]
+            return hit[0]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0

@@ -34,9 +34,11 @@ from xsits.cube.load import dry_run as run_dry
 from xsits.cube.spec import OPTIONS, SPEC_ARGS, CubeSpec, default
 from xsits.demo import run_demo
 from xsits.errors import XsitsError
+from xsits.ops.smooth import METHODS as SMOOTH_METHODS
 from xsits.ops.steps import build_steps
-from xsits.sample import POINT_GRID, point_spec
+from xsits.sample import POINT_GRID, REDUCES, SCHEDULERS, point_spec
 from xsits.sample import sample as run_sample
+from xsits.sampling.read import ReadFailed
 from xsits.stac.collections import COMMON_BANDS
 
 #: Interpolation methods offered by ``--gapfill`` (see :func:`xsits.ops.gapfill.gapfill`).
@@ -186,6 +188,60 @@ def _dry_runs(gdf: Any, spec: CubeSpec, several: dict[str, Any]) -> None:
         click.echo(("" if c is None else f"{c}: ") + str(run_dry(gdf, spec=each)))
 
 
+def step_options(*, per_point: bool = False) -> Any:
+    """Click options of the cleaning steps (:func:`xsits.ops.steps.build_steps`' arguments).
+
+    ``per_point`` (``xsits sample``): masked fractions are of each point's window, and the
+    composite and smoothing steps are offered too.
+    """
+    where = " in the window" if per_point else ""
+    options = [
+        click.option("--harmonize/--no-harmonize", default=False,
+                     help="Undo the +1000 offset of processing baseline >= 04.00."),
+        click.option("--mask/--no-mask", default=False,
+                     help="Mask clouds/shadows/nodata by the collection's rule (SCL, QA bits)."),
+        click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None,
+                     metavar="FRACTION",
+                     help=f"Drop dates with more than this fraction of masked pixels{where}."),
+        click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
+                     flag_value="linear", default=None,
+                     help="Fill masked values along time (alone: linear)."),
+    ]
+    if per_point:
+        options += [
+            click.option("--composite", "composite_freq", default=None, metavar="FREQ",
+                         help="Median composites on a regular axis (pandas alias: 1MS, 10D...)."),
+            click.option("--smooth", type=click.Choice(SMOOTH_METHODS), default=None,
+                         help="Smooth each series (R sits' defaults), after the other steps."),
+        ]
+    return _all_of(options)
+
+
+def run_options() -> Any:
+    """Click options every command that reads an AOI has: ids, progress, logging, dry run."""
+    return _all_of([
+        click.option("--id-column", default=None,
+                     help="AOI column with the feature ids (default: feature_id, id, or row "
+                          "number)."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Log retries and failures as they happen."),
+        click.option("--dry-run", is_flag=True,
+                     help="Search and plan, read the files' headers, print the cost; read no "
+                          "pixel."),
+    ])
+
+
+def _all_of(options: list[Any]) -> Any:
+    """One decorator applying click ``options`` in their order (as if stacked in it)."""
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def _spec_of(kwargs: dict[str, Any], **fixed: Any) -> CubeSpec:
     """The :class:`~xsits.CubeSpec` of the spec options in ``kwargs`` (taken out of it)."""
     return CubeSpec.from_kwargs(**{k: kwargs.pop(k) for k in SPEC_ARGS if k in kwargs}, **fixed)
@@ -200,15 +256,7 @@ def main() -> None:
 @main.command(context_settings={"show_default": True})
 @click.argument("aoi", type=click.Path(exists=True, dir_okay=False))
 @spec_options()
-@click.option("--harmonize/--no-harmonize", default=False,
-              help="Undo the +1000 offset of processing baseline >= 04.00.")
-@click.option("--mask/--no-mask", default=False,
-              help="Mask clouds/shadows/nodata by the collection's rule (SCL, QA bits).")
-@click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
-              help="Drop dates with more than this fraction of masked pixels.")
-@click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
-              flag_value="linear", default=None,
-              help="Fill masked pixels along time (alone: linear).")
+@step_options()
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="netcdf",
               help="Output format.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out",
@@ -224,12 +272,7 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Recompute features already written.")
 @click.option("--compress", is_flag=True,
               help="Compress NetCDF outputs (zlib: ~3x smaller, ~3x slower to write).")
-@click.option("--id-column", default=None,
-              help="AOI column with the feature ids (default: feature_id, id, or row number).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
-@click.option("--dry-run", is_flag=True,
-              help="Search and plan, read the files' headers, print the cost; read no pixel.")
+@run_options()
 @several_options
 def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
           gapfill: str | None, fmt: str, out_dir: str, workers: int | None, scheduler: str,
@@ -285,34 +328,17 @@ def fetch(aoi: str, harmonize: bool, mask: bool, drop_cloudy: float | None,
 @spec_options(skip=POINT_GRID)
 @click.option("--window", type=click.IntRange(min=1), default=1,
               help="Odd window size in pixels around each point (1: the point's pixel).")
-@click.option("--reduce", type=click.Choice(["mean", "median"]), default="mean",
+@click.option("--reduce", type=click.Choice(REDUCES), default=REDUCES[0],
               help="Reduction of the window's valid pixels.")
-@click.option("--harmonize/--no-harmonize", default=False,
-              help="Undo the +1000 offset of processing baseline >= 04.00.")
-@click.option("--mask/--no-mask", default=False,
-              help="Mask clouds/shadows/nodata by the collection's rule (SCL, QA bits).")
-@click.option("--drop-cloudy", type=click.FloatRange(0, 1), default=None, metavar="FRACTION",
-              help="Drop dates with more than this fraction of masked pixels in the window.")
-@click.option("--gapfill", type=click.Choice(GAPFILL_METHODS), is_flag=False,
-              flag_value="linear", default=None,
-              help="Fill masked dates along time (alone: linear).")
-@click.option("--composite", "composite_freq", default=None, metavar="FREQ",
-              help="Median composites on a regular axis (pandas alias: 1MS, 10D...).")
-@click.option("--smooth", type=click.Choice(["savgol", "whittaker"]), default=None,
-              help="Smooth each series (R sits' defaults), after the other steps.")
+@step_options(per_point=True)
 @click.option("--indices", default="", help="Comma-separated spectral indices (e.g. NDVI).")
 @click.option("--geometry", is_flag=True, help="Keep the points as a geometry column.")
-@click.option("--scheduler", type=click.Choice(["threads", "processes"]), default="threads",
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default=SCHEDULERS[0],
               help="Read the points in this process, or in a pool of processes.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes, with --scheduler processes only (default: one per core).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--id-column", default=None,
-              help="AOI column with the feature ids (default: feature_id, id, or row number).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("-v", "--verbose", is_flag=True, help="Log retries and failures as they happen.")
-@click.option("--dry-run", is_flag=True,
-              help="Search and plan, read the files' headers, print the cost; read no pixel.")
+@run_options()
 @several_options
 def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, mask: bool,
            drop_cloudy: float | None, gapfill: str | None, composite_freq: str | None,
@@ -349,7 +375,7 @@ def sample(aoi: str, out_path: str, window: int, reduce: str, harmonize: bool, m
     except XsitsError as err:
         raise click.ClickException(one_line(err)) from err
     missing = table.attrs["missing"]
-    failed = {f: r for f, r in missing.items() if r.startswith("read failed")}
+    failed = {f: r for f, r in missing.items() if isinstance(r, ReadFailed)}
     for fid, reason in list(missing.items())[:_MAX_LISTED]:
         click.echo(f"no row for {fid}: {reason}", err=True)
     if len(missing) > _MAX_LISTED:

@@ -33,7 +33,17 @@ class SearchError(XsitsError, RuntimeError):
     """The STAC search failed (server unreachable after retries, bad answer)."""
 
 
-class StacRequestError(SearchError):
+class _HttpStatus:
+    """Mixin of the errors that carry the HTTP status of a refused request (``.status``)."""
+
+    status: int
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StacRequestError(_HttpStatus, SearchError):
     """The STAC API refused the request itself (HTTP 400, 401, 403, 404, 422...): not retried.
 
     The message carries the server's own explanation (without query strings or tokens).
@@ -43,10 +53,6 @@ class StacRequestError(SearchError):
     status
         The HTTP status code.
     """
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class NoItemsError(SearchError):
@@ -138,7 +144,7 @@ class TransientError(XsitsError, OSError):
         self.retry_after = retry_after
 
 
-class ClientFaultError(XsitsError, OSError):
+class ClientFaultError(_HttpStatus, XsitsError, OSError):
     """The server refused the request itself (HTTP 4xx other than 408 / 425 / 429).
 
     Attributes
@@ -146,10 +152,6 @@ class ClientFaultError(XsitsError, OSError):
     status
         The HTTP status code.
     """
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class SampleError(XsitsError, ValueError):

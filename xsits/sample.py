@@ -47,7 +47,7 @@ from xsits.ops import steps as steps_mod
 from xsits.options import get_options
 from xsits.out.atomic import atomic_path, ensure_dir
 from xsits.sampling.combined import merge_rows, series_rows
-from xsits.sampling.read import Reader, is_client, parts
+from xsits.sampling.read import Reader, ReadFailed, is_client, parts
 from xsits.sampling.rows import Rows, assemble
 from xsits.stac.collections import COMMON_BANDS, lookup
 
@@ -420,7 +420,10 @@ def _sample_combined(aoi: gpd.GeoDataFrame, collections: Sequence[str],
                     missing[c], _ = _read_parts(aoi, reader, cspec, rest)
                 missing[c].update(reader.missing)
                 per.append(reader.rows)
-        rows, more = series_rows(merge_rows(per), steps, reduce, indices, {"collection": ids})
+        merged = merge_rows(per)  # a point one collection could not read: no row (as a cube)
+        failed = {f for m in missing.values() for f, r in m.items() if isinstance(r, ReadFailed)}
+        rows, more = series_rows({f: r for f, r in merged.items() if f not in failed}, steps,
+                                 reduce, indices, {"collection": ids})
     else:  # through the combined cubes: every step on each point's window
         first = next(iter(specs.values()))
         with _progress_bar(progress, len(aoi)) as bar, \
@@ -435,8 +438,13 @@ def _sample_combined(aoi: gpd.GeoDataFrame, collections: Sequence[str],
         rows = reader.rows
         more.update(reader.missing)
     df = assemble(aoi, columns, rows, geometry)
-    why = {f: "; ".join(f"{c}: {m[f]}" for c, m in missing.items() if f in m) for f in
-           aoi["feature_id"] if f not in rows}
+    why: dict[str, str] = {}
+    for f in aoi["feature_id"]:
+        reasons = [(c, m[f]) for c, m in missing.items() if f in m]
+        text = "; ".join(f"{c}: {r}" for c, r in reasons)
+        if f not in rows:
+            why[f] = ReadFailed(text) if any(isinstance(r, ReadFailed) for _, r in reasons) \
+                else text
     why.update({f: r for f, r in more.items() if f not in rows})
     df.attrs["missing"] = {f: why[f] or "no item" for f in aoi["feature_id"] if f in why}
     df.attrs["xsits"] = {"query": {c: s.query.describe() for c, s in specs.items()},

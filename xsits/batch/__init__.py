@@ -27,6 +27,7 @@ import collections
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +169,11 @@ def compute_all(
         (the broken files that cost a written feature a date: item, href, reason;
         :mod:`xsits.io.tolerate`), one row per feature in
         input order. ``status`` is ``written``, ``skipped`` (output already there),
-        ``empty`` (no item, or no date left after the steps: nothing is written) or
-        ``failed`` (``error`` says why; nothing is written). ``seconds`` is the feature's
-        task time, ``n_dates`` the dates written (the previous run's count for ``skipped``
-        when the manifest has it).
+        ``empty`` (no item: its reason in ``missing`` is a
+        :class:`~xsits.stac.search.NoItems`; or no date left after the steps: nothing is
+        written) or ``failed`` (``error`` says why; nothing is written). ``seconds`` is the
+        feature's task time, ``n_dates`` the dates written (the previous run's count for
+        ``skipped`` when the manifest has it).
 
     Raises
     ------
@@ -197,6 +199,49 @@ def compute_all(
     install_log_redaction()
     if steps is None:  # e.g. the Intake source's post-processing
         steps = getattr(cubes_or_source, "steps", None)
+    outputs = _check_args(steps, out_dir, format, batch_size, retries, io_threads, overwrite,
+                          compress)
+    plan = plan_batches(cubes_or_source, batch_size, outputs.out, format, overwrite,
+                        list(outputs.steps))
+    manifest = Manifest(outputs.out, format, [describe(s) for s in outputs.steps],
+                        plan.source_info)
+    runner = Runner(scheduler, workers)
+    reporter = _Reporter(manifest, _progress_bar(progress, len(plan.ids)))
+    complete = False
+    # this run's options hold in its own work only (its threads and pools copy this context;
+    # worker processes take them from each job); other threads keep the process's
+    scope = options_scope(retries=retries + 1, retry_delay=retry_delay)
+    try:
+        with scope, relaxed_gc(), single_threaded_blas(), runner.ticking(reporter.bar):
+            _run_batches(plan.batches, outputs, runner, reporter)  # (relaxed_gc...: docstrings)
+        complete = True
+    finally:
+        reporter.bar.close()
+        runner.close()
+        if reporter.rows or complete:
+            manifest.write(complete=complete)
+    report = report_frame(reporter.rows, plan.ids)
+    report.attrs["manifest"] = str(manifest.path)
+    report.attrs["catalog"] = write_catalog(report, outputs.out)
+    return report
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where and how each feature of a run is processed and written."""
+
+    steps: tuple[Callable, ...]
+    out: Path
+    format: str | None
+    overwrite: bool
+    compress: bool
+    io_threads: int
+
+
+def _check_args(steps: Iterable[Callable] | Callable | None, out_dir: str | os.PathLike,
+                format: str | None, batch_size: Any, retries: int, io_threads: Any,
+                overwrite: bool, compress: bool) -> _Outputs:
+    """Check :func:`compute_all`'s arguments and create ``out_dir``, before any search or read."""
     steps_list = _check_steps(steps)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise BatchError(f"batch_size={batch_size!r} must be a positive integer")
@@ -213,70 +258,84 @@ def compute_all(
         raise BatchError(f"out_dir '{out}' cannot be created ({short_reason(error_text(err))}); "
                          "choose another directory") from err
     planned_path({k: "x" for k in NAME_ATTRS}, [], out, format)  # unknown format: raise now
-    plan = plan_batches(cubes_or_source, batch_size, out, format, overwrite, steps_list)
+    return _Outputs(tuple(steps_list), out, format, overwrite, compress, io_threads)
 
-    manifest = Manifest(out, format, [describe(s) for s in steps_list], plan.source_info)
-    runner = Runner(scheduler, workers)
+
+def _progress_bar(progress: bool | None, total: int) -> Any:
+    """A tqdm bar over ``total`` features (shown by :func:`xsits.batch.run.want_progress`)."""
     if want_progress(progress):
         from tqdm.auto import tqdm
     else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
         from tqdm import tqdm
-    bar = tqdm(total=len(plan.ids) or None, unit="feature", desc="xsits",
-               disable=not want_progress(progress), dynamic_ncols=True)
-    rows: dict[str, Row] = {}
-    complete = False
+    return tqdm(total=total or None, unit="feature", desc="xsits",
+                disable=not want_progress(progress), dynamic_ncols=True)
+
+
+class _Reporter:
+    """The rows of a run so far, in its manifest (written after each batch) and progress bar."""
+
+    def __init__(self, manifest: Manifest, bar: Any) -> None:
+        self.manifest = manifest
+        self.bar = bar
+        self.rows: dict[str, Row] = {}
+
+    def report(self, done: list[Row]) -> None:
+        """File the rows of a finished batch; rewrite the manifest."""
+        for r in done:
+            if r.status is Status.SKIPPED and r.n_dates is None:
+                r.n_dates = self.manifest.previous.get(r.feature_id, {}).get("n_dates")
+            self.rows[r.feature_id] = r
+        self.manifest.add(done)
+        self.manifest.write()
+        self.bar.set_postfix({s[0]: sum(r.status == s for r in self.rows.values())
+                              for s in STATUSES}, refresh=False)
+
+
+def _jobs(batch: Batch, outputs: _Outputs, caller: Caller) -> list[Job]:
+    """The jobs of a batch's features to compute; the others' rows go to ``batch.rows``.
+
+    A feature is ``skipped`` when its output exists (unless ``overwrite``), ``failed`` when it
+    has no safe output path (unsafe id, attributes missing).
+    """
+    jobs = []
+    for fid, ds in batch.cubes.items():
+        try:
+            path = planned_path({**ds.attrs, "feature_id": str(fid)}, list(outputs.steps),
+                                outputs.out, outputs.format)
+        except XsitsError as err:  # unsafe id, unknown format, attrs missing
+            batch.rows.append(row(str(fid), Status.FAILED, error=error_text(err)))
+            continue
+        if path.exists() and not outputs.overwrite:
+            batch.rows.append(row(str(fid), Status.SKIPPED, path))
+        else:
+            jobs.append(Job(str(fid), ds, list(outputs.steps), path, outputs.overwrite,
+                            outputs.compress, outputs.io_threads, caller))
+    return jobs
+
+
+def _run_batches(batches: Iterable[Batch], outputs: _Outputs, runner: Runner,
+                 reporter: _Reporter) -> None:
+    """Submit each batch as it comes and report the finished ones in order.
+
+    At most :data:`BATCHES_IN_FLIGHT` batches run at once; for sources, taking the next
+    batch blocks until more cubes are found.
+    """
+    caller = Caller.here()  # inside the run's options scope
     running: collections.deque[tuple[Batch, Future]] = collections.deque()
 
-    def collect(wait: bool) -> None:
-        """Report the batches that are done, in order (``wait``: the oldest one at least)."""
+    def collect(wait: bool) -> None:  # the batches that are done, in order (wait: one at least)
         while running and (wait or running[0][1].done()):
             batch, fut = running.popleft()
             wait = False
-            done = batch.rows + fut.result()
-            for r in done:
-                if r.status is Status.SKIPPED and r.n_dates is None:
-                    r.n_dates = manifest.previous.get(r.feature_id, {}).get("n_dates")
-                rows[r.feature_id] = r
-            manifest.add(done)
-            manifest.write()
-            bar.set_postfix({s[0]: sum(r.status == s for r in rows.values())
-                             for s in STATUSES}, refresh=False)
+            reporter.report(batch.rows + fut.result())
 
-    # this run's options hold in its own work only (its threads and pools copy this context;
-    # worker processes take them from each job); other threads keep the process's
-    scope = options_scope(retries=retries + 1, retry_delay=retry_delay)
-    try:
-        with scope, relaxed_gc(), single_threaded_blas(), runner.ticking(bar):  # docstrings
-            caller = Caller.here()
-            for batch in plan.batches:  # for sources: blocks until more cubes are found
-                manifest.note_query(batch.cubes)
-                jobs = []
-                for fid, ds in batch.cubes.items():
-                    try:
-                        path = planned_path({**ds.attrs, "feature_id": str(fid)}, steps_list,
-                                             out, format)
-                    except XsitsError as err:  # unsafe id, unknown format, attrs missing
-                        batch.rows.append(row(str(fid), Status.FAILED, error=error_text(err)))
-                        continue
-                    if path.exists() and not overwrite:
-                        batch.rows.append(row(str(fid), Status.SKIPPED, path))
-                    else:
-                        jobs.append(Job(str(fid), ds, steps_list, path, overwrite, compress,
-                                         io_threads, caller))
-                bar.update(len(batch.rows))
-                running.append((batch, runner.submit(jobs, bar)))
-                collect(wait=len(running) > BATCHES_IN_FLIGHT)
-            while running:
-                collect(wait=True)
-        complete = True
-    finally:
-        bar.close()
-        runner.close()
-        if rows or complete:
-            manifest.write(complete=complete)
-    report = report_frame(rows, plan.ids)
-    report.attrs["manifest"] = str(manifest.path)
-    report.attrs["catalog"] = write_catalog(report, out)
-    return report
+    for batch in batches:
+        reporter.manifest.note_query(batch.cubes)
+        jobs = _jobs(batch, outputs, caller)
+        reporter.bar.update(len(batch.rows))
+        running.append((batch, runner.submit(jobs, reporter.bar)))
+        collect(wait=len(running) > BATCHES_IN_FLIGHT)
+    while running:
+        collect(wait=True)
 
 

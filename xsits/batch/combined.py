@@ -21,6 +21,7 @@ from xsits.cube.load import Cubes, open_cubes
 from xsits.errors import QueryError
 from xsits.ops.combine import combine
 from xsits.stac.collections import COMMON_BANDS, lookup
+from xsits.stac.search import NoItems
 
 
 def combined_bands(collection: str, bands: Sequence[str] = COMMON_BANDS) -> tuple[str, ...]:
@@ -98,8 +99,11 @@ def open_combined(aoi: gpd.GeoDataFrame | str, collections: Sequence[str], *,
     for fid in aoi["feature_id"]:
         cubes = [c[fid] for c in per.values() if fid in c]
         if not cubes:
-            out.missing[fid] = "; ".join(f"{k}: {c.missing.get(fid, 'no item')}"
-                                         for k, c in per.items())
+            why = {k: c.missing.get(fid, NoItems("no item")) for k, c in per.items()}
+            text = "; ".join(f"{k}: {r}" for k, r in why.items())
+            # empty (not failed) when no collection has an item for it
+            empty = all(isinstance(r, NoItems) for r in why.values())
+            out.missing[fid] = NoItems(text) if empty else text
             continue
         out[fid] = combine(cubes, bandpass=bandpass, dilate=dilate)
     return out

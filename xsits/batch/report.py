@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -32,6 +31,7 @@ from xsits.cube.spec import split_kwargs
 from xsits.errors import XsitsError
 from xsits.out.atomic import atomic_path
 from xsits.out.catalog import write_results_catalog
+from xsits.stac.search import NoItems
 
 __all__ = ["MANIFEST_NAME", "REDACTED_LOGGERS", "REPORT_COLUMNS", "STATUSES", "Row", "Status",
            "summary_line"]
@@ -188,17 +188,21 @@ def row(fid: str, status: Status, path: Any = None, n_dates: int | None = None,
     return Row(fid, status, path, n_dates, seconds, error, failed_reads)
 
 
-def _is_empty_reason(reason: str) -> bool:
-    """``cubes.missing`` reasons meaning 'no item here' (empty) rather than an error (failed)."""
-    return bool(re.search(r"\bno\b.*\bitems?\b", reason, re.I)) and "failed" not in reason
-
-
 def missing_row(fid: str, reason: str) -> Row:
-    """The row of a feature without a cube (``cubes.missing``): ``empty`` or ``failed``."""
-    reason = shorten(redact(str(reason)), _ERROR_FULL_CHARS)
-    if _is_empty_reason(reason):
-        return row(fid, Status.EMPTY, n_dates=0, error=reason)
-    return row(fid, Status.FAILED, error=reason)
+    """The row of a feature without a cube (``cubes.missing``): ``empty`` or ``failed``.
+
+    ``empty`` when the reason is a :class:`~xsits.stac.search.NoItems` (nothing matched the
+    feature), ``failed`` for any other reason; its text is the row's ``error``.
+
+    Examples
+    --------
+    >>> from xsits.stac.search import NoItems
+    >>> missing_row("7", NoItems("no item here")).status, missing_row("8", "boom").status
+    (<Status.EMPTY: 'empty'>, <Status.FAILED: 'failed'>)
+    """
+    status = Status.EMPTY if isinstance(reason, NoItems) else Status.FAILED
+    text = shorten(redact(str(reason)), _ERROR_FULL_CHARS)
+    return row(fid, status, n_dates=0 if status is Status.EMPTY else None, error=text)
 
 
 def short_reason(text: str | None) -> str | None:

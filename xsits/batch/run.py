@@ -98,8 +98,6 @@ class Job:
 # one I/O pool per size, shared by every feature of the process (see docs/architecture.md).
 _GDAL_READY = False
 _NETCDF_LOCK = threading.Lock()
-_IO_POOLS: dict[int, Any] = {}
-_IO_POOLS_LOCK = threading.Lock()
 #: Threads reading chunks (COG range requests) for all features of a process: sized for
 #: network latency, not for cores (reads wait on the network with the GIL released).
 IO_THREADS = 16
@@ -111,12 +109,41 @@ FEATURE_THREADS = 4
 BATCHES_IN_FLIGHT = 4
 
 
-def _io_pool(n: int) -> Any:
-    """The process-wide I/O thread pool of ``n`` threads (created once, shared by features)."""
-    with _IO_POOLS_LOCK:
-        if n not in _IO_POOLS:
-            _IO_POOLS[n] = ContextThreadPool(n, thread_name_prefix="xsits-io")
-        return _IO_POOLS[n]
+class IoPools:
+    """The process-wide I/O thread pools, one per size (``io_threads``), shared by features.
+
+    A pool is made on first use of its size and kept (runs ask for a handful of sizes);
+    :meth:`clear` shuts them down. Its one object is :data:`IO_POOLS`.
+
+    Examples
+    --------
+    >>> pools = IoPools()
+    >>> pools.get(2) is pools.get(2), pools.get(2) is pools.get(3)
+    (True, False)
+    >>> pools.clear()
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[int, ContextThreadPool] = {}
+
+    def get(self, n: int) -> ContextThreadPool:
+        """The pool of ``n`` threads (made once)."""
+        with self._lock:
+            if n not in self._pools:
+                self._pools[n] = ContextThreadPool(n, thread_name_prefix="xsits-io")
+            return self._pools[n]
+
+    def clear(self) -> None:
+        """Shut every pool down (after the reads under way); the next ``get`` makes a new one."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=True)
+
+
+#: This process's I/O pools.
+IO_POOLS = IoPools()
 
 
 def prepare_process(caller: Caller) -> None:
@@ -192,7 +219,7 @@ def _run_feature(job: Job, t0: float) -> Row:
         # requests were retried by xsits.io.retry inside the read
 
         forget(job.ds)
-        ds = job.ds.compute(scheduler=dask.threaded.get, pool=_io_pool(job.io_threads))
+        ds = job.ds.compute(scheduler=dask.threaded.get, pool=IO_POOLS.get(job.io_threads))
         lost = _failed_reads(ds)  # broken files that cost a date (xsits.io.tolerate)
         for step in job.steps:
             ds = step(ds)

@@ -16,8 +16,8 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 
 from xsits.cube.plan import ItemsPlan
-from xsits.io import fetch, reader, tiff
-from xsits.io.reader import grid_key
+from xsits.io import fast, fetch, tiff
+from xsits.io.fast import grid_key
 
 #: Block side assumed for files whose header is not read (real Sentinel-2 COGs: 1024).
 BLOCK_GUESS = 1024
@@ -135,7 +135,7 @@ def cost(plan: ItemsPlan, positions: Mapping[str, Sequence[int]],
             out_res = min(abs(geoboxes[fids[ks[0]]].resolution.x), 1e300)
             shrink = max(1, int(out_res / abs(grid.resolution.x) + 1e-3)) \
                 if str(grid.crs) == str(geoboxes[fids[ks[0]]].crs) else 1
-            ovr = reader.pick_overview(shrink, head.factors)
+            ovr = fast.pick_overview(shrink, head.factors)
             level = head.levels[0 if ovr is None else ovr + 1]
             grid = level.geobox
         elif grid is None:

@@ -52,7 +52,7 @@ from xsits.io.fetch import gdal_s3_env
 from xsits.io.tiff import headers
 from xsits.stac import collections
 from xsits.stac.query import StacQuery
-from xsits.stac.search import SearchResult, iter_search, merge_results
+from xsits.stac.search import NoItems, SearchResult, iter_search, merge_results
 
 #: GDAL settings for the reads GDAL does (many small HTTP range reads). Retries are
 #: xsits.io.retry's, around each read.
@@ -64,6 +64,7 @@ GDAL_HTTP_DEFAULTS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
     "GDAL_HTTP_VERSION": 2,
 }
+
 
 class Cubes(dict):
     """``{feature_id: xr.Dataset}`` plus why the other features have no cube.
@@ -491,7 +492,7 @@ def open_cubes(
         if fid in built:
             cubes[fid] = built[fid]
         elif fid not in taken:
-            cubes.missing[fid] = missing.get(fid, "no item found")
+            cubes.missing[fid] = missing.get(fid, NoItems("no item found"))
     return cubes
 
 

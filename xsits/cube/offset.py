@@ -45,14 +45,13 @@ Examples
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pystac
 
-from xsits._common import ContextThreadPool
+from xsits._common import ContextThreadPool, Lru
 from xsits.errors import HarmonizeWarning
 from xsits.io import retry, signing
 from xsits.options import get_options
@@ -71,8 +70,11 @@ GUARD_THREADS = 8
 
 _VISIBLE = ("B02", "B03", "B04")
 log = logging.getLogger(__name__)
-_cache: dict[tuple[str, str | None, str], bool] = {}
-_lock = threading.Lock()
+#: Decisions kept per process (the least recently used are forgotten).
+KEEP_DECISIONS = 100_000
+#: This process's data-guard decisions, by (item id, collection, lowest baseline with the
+#: offset): True when the item's DN still carry the offset (:func:`clear_cache`).
+DECISIONS: Lru[bool] = Lru(keep=KEEP_DECISIONS)
 
 
 def _href(item: pystac.Item, key: str) -> str:
@@ -174,8 +176,8 @@ def item_offsets(items: Sequence[pystac.Item], min_baseline: str = "04.00") -> d
         key = (item.id, item.collection_id, min_baseline)
         if not said or not _checked(item, scope):
             out[item.id] = said
-        elif key in _cache:
-            out[item.id] = _cache[key]
+        elif (kept := DECISIONS.get(key)) is not None:
+            out[item.id] = kept
         elif visible_hrefs(item):
             todo.append(item)
         else:
@@ -191,8 +193,7 @@ def item_offsets(items: Sequence[pystac.Item], min_baseline: str = "04.00") -> d
                     f"carries the +1000 offset, but {share:.0%} of its valid blue/green/red "
                     f"DN are below {GUARD_DN}: the offset was removed already, so harmonize "
                     "leaves it as it is", HarmonizeWarning, stacklevel=2)
-            with _lock:
-                _cache[(item.id, item.collection_id, min_baseline)] = not removed
+            DECISIONS.put((item.id, item.collection_id, min_baseline), not removed)
             out[item.id] = not removed
     return out
 
@@ -238,5 +239,4 @@ def clear_cache() -> None:
     --------
     >>> clear_cache()
     """
-    with _lock:
-        _cache.clear()
+    DECISIONS.clear()

@@ -3,7 +3,7 @@
 Owns: :func:`read_points`, the pixels that ``open_cubes(mode="patch", size=(w, w))`` would
 give every point of a search group, without a cube per point: for each file, the source
 pixel of every output pixel of every window at once (GDAL's nearest pick), each block
-fetched and decoded once (:func:`xsits.io.reader.read_pixels`), the items of a date fused as
+fetched and decoded once (:func:`xsits.io.fast.read_pixels`), the items of a date fused as
 odc-loader fuses them (the first valid value in time, id order), the dates grouped by
 :mod:`xsits.cube.plan`. Points with the same dates come back side by side in one array.
 
@@ -16,11 +16,11 @@ transformer, as odc-geo estimates it), the centres by GDAL's own PROJ
 :data:`EDGE` of a pixel edge, a scale within :data:`SCALE_GUARD` of odc-loader's
 threshold, a window near the file's edge, or a file grid in another CRS than the points
 with a window wider than :data:`MAX_WINDOW`), the point is planned exactly by
-:func:`xsits.io.reader.plan_read`, as its cube's read would be. ``tests/test_points.py``
+:func:`xsits.io.fast.plan_read`, as its cube's read would be. ``tests/test_points.py``
 proves the values equal to the cubes'.
 
 Must not: search, choose grids or dates (:mod:`xsits.cube.plan`), decode bytes
-(:mod:`xsits.io.reader`), or serve what the fast reader does not (the caller then reads cubes).
+(:mod:`xsits.io.fast`), or serve what the fast reader does not (the caller then reads cubes).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from odc.geo.overlap import get_scale_from_linear_transform
 from odc.loader import resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata
 
 from xsits.cube.plan import ItemsPlan, consistent_groups, group_dates, solar_lon
-from xsits.io import fetch, reader, signing
+from xsits.io import fast, fetch, signing
 from xsits.io.tiff import Header, headers
 from xsits.options import get_options
 
@@ -115,7 +115,7 @@ class Picks:
     level: np.ndarray  # (n,)
     rows: np.ndarray  # (n, size, size)
     cols: np.ndarray
-    exact: int = 0  # windows planned one by one (reader.plan_read)
+    exact: int = 0  # windows planned one by one (fast.plan_read)
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,15 +166,15 @@ def _read_shrink(scale: np.ndarray) -> np.ndarray:
 
 
 def _level_of(shrink: int, factors: Sequence[int]) -> int:
-    ovr = reader.pick_overview(shrink, factors)
+    ovr = fast.pick_overview(shrink, factors)
     return 0 if ovr is None else ovr + 1
 
 
 def _exact(head: Header, cfg: Any, windows: Windows, k: int) -> tuple[int, np.ndarray,
                                                                          np.ndarray] | None:
-    """One window's picks as its cube's read makes them (:func:`xsits.io.reader.plan_read`)."""
+    """One window's picks as its cube's read makes them (:func:`xsits.io.fast.plan_read`)."""
     gbox = windows.geobox(k)
-    plan = reader.plan_read(head, cfg, gbox)
+    plan = fast.plan_read(head, cfg, gbox)
     if plan is None:
         return None
     size = windows.size
@@ -293,7 +293,7 @@ def _lons(windows: Windows) -> np.ndarray:
 def _footprint_key(plan: ItemsPlan, i: int) -> tuple:
     """Items with equal keys have one footprint (odc-stac's: their image grid's)."""
     grids = [g for g in plan.parsed[i].geoboxes() if g.crs is not None]
-    return reader.grid_key(grids[0]) if grids else (i,)
+    return fast.grid_key(grids[0]) if grids else (i,)
 
 
 def _meets(plan: ItemsPlan, i: int, windows: Windows, ks: np.ndarray) -> np.ndarray:
@@ -336,7 +336,7 @@ def _serves(head: Any, src: Any, cfg: Any) -> bool:
     if not 1 <= src.band <= head.count:
         return False
     dst = resolve_dst_dtype(head.dtype, cfg)
-    return reader.exact_cast(np.dtype(head.dtype), dst) and reader.warp_nodata_ok(head, cfg)
+    return fast.exact_cast(np.dtype(head.dtype), dst) and fast.warp_nodata_ok(head, cfg)
 
 
 def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
@@ -407,7 +407,7 @@ def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
         ks = np.flatnonzero(member[i])
         out = np.full((len(ks), windows.size, windows.size), fills[band], dtype=dst_dtype)
         if len(ks):
-            key = (tuple(reader.grid_key(lv.geobox) for lv in head.levels), cfg.use_overviews)
+            key = (tuple(fast.grid_key(lv.geobox) for lv in head.levels), cfg.use_overviews)
             if key not in picks_of:
                 every = pick(head, cfg, windows, np.arange(n))
                 if every is None:
@@ -417,8 +417,8 @@ def read_points(plan: ItemsPlan, positions: Sequence[Sequence[int]],
             rows, cols, lev = p.rows[ks], p.cols[ks], p.level[ks]
             for level in np.unique(lev):
                 sel = (lev == level)[:, None, None] & (rows >= 0)
-                pix = reader.read_pixels(head, int(level), src.band, rows[sel], cols[sel])
-                keep = ~reader.nodata_mask(pix, src_nodata) if src_nodata is not None else \
+                pix = fast.read_pixels(head, int(level), src.band, rows[sel], cols[sel])
+                keep = ~fast.nodata_mask(pix, src_nodata) if src_nodata is not None else \
                     np.ones(pix.shape, dtype=bool)
                 dst_nodata = resolve_dst_nodata(dst_dtype, cfg, src_nodata)
                 conv = pix.astype(dst_dtype)
@@ -457,7 +457,7 @@ def _fuse(plan: ItemsPlan, point_groups: list[tuple[tuple[int, ...], ...]],
                 for i in group:
                     got = values.get((i, band))
                     if got is not None:
-                        np.copyto(dst, got[idx], where=reader.nodata_mask(dst, fill))
+                        np.copyto(dst, got[idx], where=fast.nodata_mask(dst, fill))
             # (time, point, y, x) -> (time, y, point * x): windows side by side along x
             out[band] = arr.transpose(0, 2, 1, 3).reshape(len(groups), size, len(idx) * size)
         batches.append(Batch(tuple(ks), groups, out))

@@ -29,10 +29,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from xsits._common import ContextThreadPool, redact
+from xsits._common import ContextThreadPool, Lru, redact
 from xsits.errors import LoadError, TransientError
 from xsits.io import earthdata, retry
 from xsits.options import S3_KEYS, get_options
@@ -46,56 +46,6 @@ SMALL_FILE_BYTES = 2**20
 #: Once a host's first files were all small, a file's first request asks for
 #: :data:`SMALL_FILE_BYTES` (a small file comes whole, in one request) when ``whole_files``.
 SMALL_FILES_SEEN = 16
-
-
-class Lru(Generic[T]):
-    """A thread-safe least-recently-used mapping, bounded by entries and by bytes.
-
-    Examples
-    --------
-    >>> cache = Lru(keep=2)
-    >>> for k in "abc":
-    ...     _ = cache.put(k, k.upper())
-    >>> cache.get("a"), cache.get("c")
-    (None, 'C')
-    """
-
-    def __init__(self, keep: int | None = None, max_bytes: Callable[[], int] | None = None,
-                 ) -> None:
-        self.keep, self.max_bytes = keep, max_bytes
-        self._items: OrderedDict[Any, tuple[T, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> T | None:
-        """The value of ``key`` (None if absent), now the most recently used."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None:
-                return None
-            self._items.move_to_end(key)
-            return hit[0]
-
-    def put(self, key: Any, value: T, nbytes: int = 0) -> T:
-        """Keep ``value`` under ``key`` (``nbytes``: its size, for the byte bound)."""
-        limit = self.max_bytes() if self.max_bytes is not None else None
-        with self._lock:
-            old = self._items.pop(key, None)
-            self._bytes -= old[1] if old is not None else 0
-            self._items[key] = (value, nbytes)
-            self._bytes += nbytes
-            while len(self._items) > 1 and (
-                    (self.keep is not None and len(self._items) > self.keep)
-                    or (limit is not None and self._bytes > limit)):
-                _, (_, size) = self._items.popitem(last=False)
-                self._bytes -= size
-        return value
-
-    def clear(self) -> None:
-        """Forget everything."""
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
 
 
 def per_process(factory: Callable[[], T]) -> Callable[[], T]:
@@ -229,7 +179,10 @@ def reason(err: BaseException) -> str:
 
 #: Seconds a ``Retry-After`` learnt of a host is reused before it is asked again.
 RETRY_AFTER_REUSE = 1.0
-_retry_after_seen: dict[str, tuple[float, float | None]] = {}
+#: Hosts whose ``Retry-After`` is kept per process (the least recently used are forgotten).
+KEEP_HOSTS = 1024
+#: The last ``Retry-After`` learnt of each throttling host: host -> (when, seconds or None).
+RETRY_AFTER_SEEN: Lru[tuple[float, float | None]] = Lru(keep=KEEP_HOSTS)
 
 
 def _retry_after(uri: str) -> float | None:
@@ -243,7 +196,7 @@ def _retry_after(uri: str) -> float | None:
 
     host = urlparse(uri).netloc
     now = time.monotonic()
-    seen = _retry_after_seen.get(host)
+    seen = RETRY_AFTER_SEEN.get(host)
     if seen is not None and now - seen[0] < RETRY_AFTER_REUSE:
         return seen[1] if seen[1] is None else max(0.0, seen[1] - (now - seen[0]))
     if urlparse(uri).scheme not in ("http", "https"):
@@ -258,7 +211,7 @@ def _retry_after(uri: str) -> float | None:
         wait = retry.parse_retry_after(err.headers.get("Retry-After"))
     except OSError:
         pass
-    _retry_after_seen[host] = (time.monotonic(), wait)
+    RETRY_AFTER_SEEN.put(host, (time.monotonic(), wait))
     return wait
 
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 import time
 from urllib.parse import urlsplit
 
+from xsits._common import Lru
 from xsits.errors import LoadError, TransientError
 from xsits.io import retry
 from xsits.options import get_options
@@ -46,9 +46,11 @@ PUBLIC_ACCOUNTS = frozenset({"ai4edatasetspublicassets"})
 #: A token is refreshed once less than this many seconds (or a quarter of its life) is left.
 REFRESH_MARGIN = 60.0
 
-_lock = threading.Lock()
-#: (endpoint, account, container) -> (token, expiry as epoch seconds, fetched at)
-_tokens: dict[tuple[str, str, str], tuple[str, float, float]] = {}
+#: Containers whose tokens are kept per process (the least recently used are forgotten).
+KEEP_TOKENS = 1024
+#: This process's SAS tokens: (endpoint, account, container) -> (token, expiry as epoch
+#: seconds, fetched at) (:func:`clear`).
+TOKENS: Lru[tuple[str, float, float]] = Lru(keep=KEEP_TOKENS)
 
 
 def blob_container(href: str) -> tuple[str, str] | None:
@@ -127,15 +129,13 @@ def token(account: str, container: str, *, fresh: bool = False) -> str:
     endpoint = sas_endpoint()
     key = (endpoint, account, container)
     now = time.time()
-    with _lock:
-        held = _tokens.get(key)
+    held = TOKENS.get(key)
     if held is not None and not fresh:
         value, expiry, fetched = held
         if expiry - now > min(REFRESH_MARGIN, (expiry - fetched) / 4):
             return value
     value, expiry = _fetch_token(endpoint, account, container)
-    with _lock:
-        _tokens[key] = (value, expiry, now)
+    TOKENS.put(key, (value, expiry, now))
     return value
 
 
@@ -179,5 +179,4 @@ def clear() -> None:
     --------
     >>> clear()
     """
-    with _lock:
-        _tokens.clear()
+    TOKENS.clear()

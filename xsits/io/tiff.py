@@ -18,6 +18,7 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from xsits._common import Lru
 from xsits.errors import LoadError
 from xsits.io import fetch
 
@@ -29,7 +30,7 @@ FAST_COMPRESSIONS = {1: "none", 5: "LZW", 8: "DEFLATE", 32946: "DEFLATE", 50000:
 FAST_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 
 # Parsed headers of this process, by href: features of one tile share their files.
-_HEADERS: fetch.Lru[Any] = fetch.Lru(keep=8192)
+_HEADERS: Lru[Any] = Lru(keep=8192)
 
 
 class _RangeFile:

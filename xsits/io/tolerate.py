@@ -48,8 +48,70 @@ KEEP_LOADS = 4096
 BROKEN_STATUSES = frozenset({404, 410, 416})
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_records: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+
+class LoadRecords:
+    """Each load's reads in this process: the files that failed, the items read.
+
+    Bounded: the records of the ``keep`` most recently used loads are kept. Its one object
+    is :data:`RECORDS`.
+
+    Examples
+    --------
+    >>> records = LoadRecords(keep=2)
+    >>> records.note_failure("load-1", "item-a", "https://h/a.tif", "HTTP 404", {"item-a"})
+    True
+    >>> records.failed("load-1"), records.failed("load-2")
+    ({('item-a', 'https://h/a.tif'): 'HTTP 404'}, {})
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def _record(self, token: str) -> dict[str, Any]:  # under the lock
+        rec = self._records.get(token)
+        if rec is None:
+            rec = self._records[token] = {"failed": {}, "ok": set()}
+            while len(self._records) > self.keep:
+                self._records.popitem(last=False)
+        else:
+            self._records.move_to_end(token)
+        return rec
+
+    def note_failure(self, token: str, item: str, href: str, reason: str,
+                     items: set[str]) -> bool:
+        """Record a failed read; whether every one of ``items`` failed and none was read."""
+        with self._lock:
+            rec = self._record(token)
+            rec["failed"][(item, href)] = reason
+            return {i for i, _ in rec["failed"]} >= items and not rec["ok"]
+
+    def note_read(self, token: str, item: str) -> None:
+        """Record a read of ``item`` that succeeded."""
+        with self._lock:
+            self._record(token)["ok"].add(item)
+
+    def failed(self, token: str) -> dict[tuple[str, str], str]:
+        """``{(item, href): reason}`` of a load (a copy; empty when none is recorded)."""
+        with self._lock:
+            rec = self._records.get(token)
+            return dict(rec["failed"]) if rec else {}
+
+    def forget(self, token: str) -> None:
+        """Forget one load's record."""
+        with self._lock:
+            self._records.pop(token, None)
+
+    def clear(self) -> None:
+        """Forget every load's record."""
+        with self._lock:
+            self._records.clear()
+
+
+#: This process's load records (:func:`failed_reads`, :func:`forget`).
+RECORDS = LoadRecords(KEEP_LOADS)
 
 
 def _redact(href: str) -> str:
@@ -75,18 +137,6 @@ def is_broken_file(err: BaseException) -> bool:
     return not retry.is_transient(err) and not isinstance(err, (MemoryError, KeyboardInterrupt))
 
 
-def _record(token: str) -> dict[str, Any]:
-    with _lock:
-        rec = _records.get(token)
-        if rec is None:
-            rec = _records[token] = {"failed": {}, "ok": set()}
-            while len(_records) > KEEP_LOADS:
-                _records.popitem(last=False)
-        else:
-            _records.move_to_end(token)
-        return rec
-
-
 def failed_reads(ds: Any) -> list[dict[str, str]]:
     """The failed reads of a cube computed in this process: item, href (no query) and reason.
 
@@ -104,9 +154,7 @@ def failed_reads(ds: Any) -> list[dict[str, str]]:
     token = attrs.get(READS_ATTR) if isinstance(attrs, Mapping) else None
     if not token:
         return []
-    with _lock:
-        rec = _records.get(str(token))
-        failed = dict(rec["failed"]) if rec else {}
+    failed = RECORDS.failed(str(token))
     return [{"item": item, "href": href, "reason": why}
             for (item, href), why in sorted(failed.items())]
 
@@ -121,8 +169,7 @@ def forget(ds: Any) -> None:
     attrs = getattr(ds, "attrs", ds)
     token = attrs.get(READS_ATTR) if isinstance(attrs, Mapping) else None
     if token:
-        with _lock:
-            _records.pop(str(token), None)
+        RECORDS.forget(str(token))
 
 
 class _TolerantReader:
@@ -155,21 +202,16 @@ class _TolerantReader:
         except Exception as err:
             if get_options().on_missing_item == "raise" or not is_broken_file(err):
                 raise
-            rec = _record(driver.token)
-            with _lock:
-                rec["failed"][(item, _redact(self.uri))] = f"{type(err).__name__}: " + \
-                    _redact(str(err)).split("\n")[0][:300]
-                failed_items = {i for i, _ in rec["failed"]}
-                every = failed_items >= set(driver.items.values()) and not rec["ok"]
+            reason = f"{type(err).__name__}: " + _redact(str(err)).split("\n")[0][:300]
+            every = RECORDS.note_failure(driver.token, item, _redact(self.uri), reason,
+                                         set(driver.items.values()))
             if every:
                 raise  # nothing of the load could be read: the feature fails, as before
             log.warning("item %s: cannot read %s (%s); its pixels are nodata on its date",
                         item, _redact(self.uri), type(err).__name__)
             empty = dst[0:0, 0:0] if dst is not None else np.ndarray((0, 0), dtype=cfg.dtype)
             return np.s_[0:0, 0:0], empty
-        rec = _record(driver.token)
-        with _lock:
-            rec["ok"].add(item)
+        RECORDS.note_read(driver.token, item)
         return out
 
 

@@ -44,9 +44,26 @@ from xsits.sampling.rows import (
 from xsits.stac.search import group_features
 
 __all__ = ["POINTS_PER_COMPUTE", "POINTS_PER_OPEN", "READ_THREADS", "WORKER_CACHE_MIN",
-           "ReadSpec", "Reader", "is_client", "parts"]
+           "ReadFailed", "ReadSpec", "Reader", "is_client", "parts"]
 
 log = logging.getLogger(__name__)
+
+
+class ReadFailed(str):
+    """Why a point has no row: its pixels could not be read (after the retries).
+
+    A ``str`` (equal to its text) in :func:`xsits.sample`'s ``attrs["missing"]``; ``xsits
+    sample`` exits with 1 when a point has one.
+
+    Examples
+    --------
+    >>> why = ReadFailed("read failed: HTTP 404")
+    >>> isinstance(why, str), why == "read failed: HTTP 404"
+    (True, True)
+    """
+
+    __slots__ = ()
+
 
 #: Points of one tile read by one ``dask.compute`` call (their cubes share the tile's files).
 POINTS_PER_COMPUTE = 256
@@ -124,7 +141,7 @@ def _read_part(cubes: dict[str, xr.Dataset],
             try:
                 loaded.update(_compute({fid: cube}))
             except (LoadError, OSError) as err:
-                missing[fid] = f"read failed: {one_line(err)}"
+                missing[fid] = ReadFailed(f"read failed: {one_line(err)}")
                 log.warning("sample: feature %s not read: %s", fid, one_line(err))
     batches: dict[Any, list[str]] = {}  # pixelwise steps: cubes of one date set at once
     for fid, raw in loaded.items():

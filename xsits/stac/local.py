@@ -33,7 +33,10 @@ from xsits._common import one_line
 from xsits.errors import QueryError
 from xsits.stac import providers
 
-__all__ = ["catalog_dialect", "catalog_items", "catalog_naming"]
+__all__ = ["catalog_dialect", "catalog_items", "catalog_naming", "clear"]
+
+#: Local catalogs kept read per process (by path and modification time).
+KEEP_CATALOGS = 8
 
 
 def catalog_items(path: str) -> tuple[dict, ...]:
@@ -58,40 +61,22 @@ def catalog_items(path: str) -> tuple[dict, ...]:
 
 
 def catalog_naming(path: str, collection: str) -> providers.Naming | None:
-    """The band naming of the local catalog at ``path``: that of its first ``collection`` item.
+    """The band naming of the catalog at ``path``: its first ``collection`` item's, or None.
 
-    Parameters
-    ----------
-    path
-        An existing local file.
-    collection
-        Collection id.
-
-    Returns
-    -------
-    xsits.stac.providers.Naming or None
+    As :func:`xsits.stac.providers.naming_of_assets` tells it from the item's asset keys.
     """
     return _naming(path, os.path.getmtime(path), collection)
 
 
 def catalog_dialect(path: str, collection: str) -> providers.Dialect | None:
-    """The item dialect of the local catalog at ``path`` (Sentinel-2 L2A collections only).
+    """The item dialect of the catalog at ``path``: its first ``collection`` item's, or None.
 
-    Parameters
-    ----------
-    path
-        An existing local file.
-    collection
-        Collection id.
-
-    Returns
-    -------
-    xsits.stac.providers.Dialect or None
+    As :func:`xsits.stac.providers.item_dialect` tells it (Sentinel-2 L2A collections only).
     """
     return _dialect(path, os.path.getmtime(path), collection)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=KEEP_CATALOGS)
 def _items(path: str, mtime: float) -> tuple[dict, ...]:
     """Item dicts of a local ItemCollection or static catalog (cached while unchanged)."""
     p = Path(path)
@@ -111,7 +96,7 @@ def _items(path: str, mtime: float) -> tuple[dict, ...]:
                      f"is {kind!r}); give an ItemCollection, a catalog.json or an API URL")
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=KEEP_CATALOGS)
 def _naming(path: str, mtime: float, collection: str) -> providers.Naming | None:
     """The band naming of a local catalog: that of its first item of ``collection``."""
     for d in _items(path, mtime):
@@ -120,7 +105,7 @@ def _naming(path: str, mtime: float, collection: str) -> providers.Naming | None
     return None
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=KEEP_CATALOGS)
 def _dialect(path: str, mtime: float, collection: str) -> providers.Dialect | None:
     """The item dialect of a local catalog: that of its first item of ``collection``."""
     if collection not in providers.L2A_COLLECTIONS:
@@ -129,3 +114,14 @@ def _dialect(path: str, mtime: float, collection: str) -> providers.Dialect | No
         if d.get("collection", collection) == collection:
             return providers.item_dialect(d.get("properties") or {}, collection)
     return None
+
+
+def clear() -> None:
+    """Forget the local catalogs read by this process (their items, naming and dialect).
+
+    Examples
+    --------
+    >>> clear()
+    """
+    for cached in (_items, _naming, _dialect):
+        cached.cache_clear()

@@ -53,6 +53,24 @@ log = logging.getLogger(__name__)
 SEARCH_THREADS = 8
 
 
+class NoItems(str):
+    """Why a feature has no item: nothing matched it, an outcome rather than a failure.
+
+    A reason of this type in ``missing`` (:attr:`SearchResult.missing`, ``Cubes.missing``)
+    makes the feature ``empty`` in :func:`xsits.compute_all`'s report; any other reason (a
+    failed search, items without the bands, a cube that cannot be built) makes it ``failed``.
+    It is a ``str``: equal to, and shown as, its text.
+
+    Examples
+    --------
+    >>> why = NoItems("no sentinel-2-l2a item between 2024-01-01 and 2024-01-05 matches here")
+    >>> isinstance(why, str), why == str(why)
+    (True, True)
+    """
+
+    __slots__ = ()
+
+
 @dataclass
 class SearchResult:
     """Items found per feature.
@@ -66,7 +84,8 @@ class SearchResult:
         From an API with the fields extension, items carry only the bands' assets and no
         links (:data:`ITEM_FIELDS`).
     missing
-        ``{feature_id: reason}`` for features without items (or a failed group search).
+        ``{feature_id: reason}`` for features without items (a :class:`NoItems`) or whose
+        group search failed (a plain ``str``).
     n_searches
         Number of searches made (one per group of nearby features).
 
@@ -445,7 +464,7 @@ def iter_search(
                 fut.cancel()
 
 
-#: ``cubes.missing`` reasons of features no item matched, that :func:`_explain` can refine.
+#: The reason of a feature no item matched (a :class:`NoItems`; :func:`_explain` refines it).
 _NO_MATCH = "no {collection} item between {start} and {end} matches the query here"
 
 
@@ -459,8 +478,7 @@ def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
     values the filtered properties take on those items (the provider's own spelling).
     """
     expr = provider_cql2(q)
-    prefix = _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
-    todo = [fid for fid, why in missing.items() if why.startswith(prefix)]
+    todo = [fid for fid, why in missing.items() if isinstance(why, NoItems)]
     if expr is None or not todo:
         return
     try:
@@ -473,18 +491,19 @@ def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
     for fid in todo:
         hits = [found[i] for i in tree.query(footprints.loc[fid], predicate="intersects")]
         if not hits:
-            missing[fid] = (f"no {q.collection} item covers this feature between {q.start} "
-                            f"and {q.end} (outside every tile of those dates); check the "
-                            "place, the dates and the collection")
+            missing[fid] = NoItems(
+                f"no {q.collection} item covers this feature between {q.start} and {q.end} "
+                "(outside every tile of those dates); check the place, the dates and the "
+                "collection")
             continue
         seen = []
         for prop in props:
             values = sorted({json.dumps(it.properties.get(prop)) for it in hits})
             seen.append(f"{prop} is {', '.join(values[:6])}{' ...' if len(values) > 6 else ''}")
-        missing[fid] = (f"{len(hits)} {q.collection} items cover this feature between {q.start} "
-                        f"and {q.end}, but none matches the query "
-                        f"{shorten(json.dumps(expr), 160)}; on them {'; '.join(seen)}; widen "
-                        "the query (or max_cloud)")
+        missing[fid] = NoItems(
+            f"{len(hits)} {q.collection} items cover this feature between {q.start} and "
+            f"{q.end}, but none matches the query {shorten(json.dumps(expr), 160)}; on them "
+            f"{'; '.join(seen)}; widen the query (or max_cloud)")
 
 
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
@@ -508,7 +527,7 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
                 f"{shorten(', '.join(have), 200)}); ask for bands by those names"
             )
         else:
-            missing[fid] = (
+            missing[fid] = NoItems(
                 _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
                 + " (outside every tile, or all too cloudy); widen the dates or raise max_cloud"
             )

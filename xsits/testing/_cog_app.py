@@ -440,6 +440,18 @@ class Handler(RangeRequestHandler):
             for k in (key, "max_inflight"):
                 self.stats.counts[k] = max(self.stats.counts.get(k, 0), n)
 
+    def _send_text(self, method: str, status: int, body: bytes,
+                   headers: dict[str, str] | None = None) -> None:
+        """Answer ``status`` with a plain-text ``body`` (sent for GET only) and ``headers``."""
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if method == "GET":
+            self.wfile.write(body)
+
     def _serve_counted(self, method: str) -> None:
         if self.latency_s:
             time.sleep(self.latency_s)
@@ -447,25 +459,12 @@ class Handler(RangeRequestHandler):
         if hit is not None:
             self.stats.add("throttled")
             status, value = hit
-            body = b"slow down"
-            self.send_response(status)
-            self.send_header("Retry-After", value)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if method == "GET":
-                self.wfile.write(body)
+            self._send_text(method, status, b"slow down", {"Retry-After": value})
             return
         self.fault = self.path_faults.take(self.path.split("?", 1)[0]) or self.faults.next()
         if self.fault is not None and self.fault.isdigit():
             self.stats.add("faults")
-            body = f"injected HTTP {self.fault}".encode()
-            self.send_response(int(self.fault))
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if method == "GET":
-                self.wfile.write(body)
+            self._send_text(method, int(self.fault), f"injected HTTP {self.fault}".encode())
             return
         if self.fault == "drop":
             self.stats.add("faults")
