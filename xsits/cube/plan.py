@@ -37,7 +37,6 @@ from odc.geo.xr import xr_coords
 from odc.loader import chunked_load, resolve_chunk_shape, resolve_load_cfg
 
 from xsits.cube.offset import consistent_dates, item_offsets
-from xsits.io import fast, fetch, tiff
 from xsits.io.fast import grid_key
 from xsits.io.reader import CogDriver
 from xsits.io.tolerate import READS_ATTR, TolerantDriver
