@@ -140,3 +140,33 @@ def test_a_refused_token_names_the_variable_never_the_token(lpdaac, monkeypatch,
                  json.dumps(report.attrs, default=str)):
         assert WRONG not in text and TOKEN not in text and "Bearer" not in text
 
+
+
+def test_the_token_of_a_gdal_read_on_the_main_thread_stays_its_own(monkeypatch):
+    """rasterio sets the main thread's GDAL options for the whole process: the read moves."""
+    import threading
+
+    from rasterio._env import get_gdal_config
+    from rasterio.env import getenv
+
+    from xsits.io.earthdata import with_gdal_token
+
+    monkeypatch.setenv("EARTHDATA_TOKEN", TOKEN)
+    href = "https://data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected/a/B04.tif"
+    assert threading.current_thread() is threading.main_thread()
+    seen: dict[str, object] = {}
+
+    def read() -> str:
+        seen["reader"] = getenv().get("GDAL_HTTP_HEADERS")
+        other = threading.Thread(target=lambda: seen.update(
+            other=get_gdal_config("GDAL_HTTP_HEADERS")))
+        other.start()
+        other.join()
+        return "read"
+
+    assert with_gdal_token(href, read) == "read"
+    assert seen["reader"] == f"Authorization: Bearer {TOKEN}"
+    assert seen["other"] is None  # another thread's GDAL reads never see the token
+    # a read without a token stays on the calling thread
+    assert with_gdal_token("https://example.com/a.tif", threading.current_thread) is \
+        threading.main_thread()

@@ -143,9 +143,11 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
             import rasterio
 
-            with rasterio.Env(**GDAL_HTTP_DEFAULTS, **earthdata.gdal_env(uri)), \
-                    rasterio.open(uri) as f:
-                dtype, nodata = f.dtypes[0], f.nodata
+            def gdal_header(uri: str = uri) -> tuple[str, Any]:
+                with rasterio.Env(**GDAL_HTTP_DEFAULTS), rasterio.open(uri) as f:
+                    return f.dtypes[0], f.nodata
+
+            dtype, nodata = earthdata.with_gdal_token(uri, gdal_header)
         else:
             dtype, nodata = head.dtype, head.nodata
         if nodata is not None and np.dtype(dtype).kind in "iu" and float(nodata).is_integer():

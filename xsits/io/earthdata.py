@@ -14,7 +14,8 @@ redirect to another host; S3 refuses a request that carries both).
 Owns: which hrefs get the token (:func:`is_earthdata`: hosts of the option
 ``earthdata_hosts``, default :data:`xsits.options.EARTHDATA_HOSTS`), the token
 (:func:`token`, ``$EARTHDATA_TOKEN``, read when a file is opened), the headers of xsits' own
-requests (:func:`headers`) and GDAL's settings for its reads (:func:`gdal_env`).
+requests (:func:`headers`) and GDAL's settings for its reads (:func:`gdal_env`), entered
+only where they stay one thread's own (:func:`with_gdal_token`).
 Must not: put the token in any message, log or attribute (hrefs carry no token; errors name
 the variable, never its value).
 
@@ -29,11 +30,17 @@ False
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+from xsits._common import ContextThreadPool
 from xsits.options import get_options
 
-__all__ = ["TOKEN_ENV", "gdal_env", "headers", "is_earthdata", "token"]
+__all__ = ["TOKEN_ENV", "gdal_env", "headers", "is_earthdata", "token", "with_gdal_token"]
+
+T = TypeVar("T")
 
 #: The environment variable holding the Earthdata Login bearer token.
 TOKEN_ENV = "EARTHDATA_TOKEN"
@@ -94,3 +101,32 @@ def gdal_env(href: str) -> dict[str, str]:
         return {}
     return {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {value}",
             "CPL_VSIL_CURL_AUTHORIZATION_HEADER_ALLOWED_IF_REDIRECT": "IF_SAME_HOST"}
+
+
+def with_gdal_token(href: str, read: Callable[[], T]) -> T:
+    """``read()`` (a GDAL read of ``href``) with :func:`gdal_env`'s settings, for this read only.
+
+    rasterio keeps the GDAL settings of a ``rasterio.Env`` entered on a worker thread that
+    thread's own, but sets those of the main thread for the whole process, where any other
+    thread's GDAL read would send the token to its own host. On the main thread, a read that
+    needs the token therefore runs on a thread of its own; without a token it runs here.
+
+    Examples
+    --------
+    >>> with_gdal_token("https://example.com/a.tif", lambda: "read")
+    'read'
+    """
+    env = gdal_env(href)
+    if not env:
+        return read()
+
+    def run() -> T:
+        import rasterio
+
+        with rasterio.Env(**env):
+            return read()
+
+    if threading.current_thread() is not threading.main_thread():
+        return run()
+    with ContextThreadPool(1, thread_name_prefix="xsits-earthdata") as pool:
+        return pool.submit(run).result()

@@ -152,15 +152,17 @@ class _Reader:
                 return fast_read(head, plan, self.src, cfg, dst_geobox, dst)
         state.stats.count(False)
         ctx = self.ctx
-        import rasterio
 
-        with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx, \
-                rasterio.Env(**earthdata.gdal_env(uri)):  # Earthdata hosts: their token
-            reader = RioReader(self.src, rio_ctx)
-            return retry.call(lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
-                              what=f"reading {redact(uri)} with GDAL",
-                              transient=_gdal_transient, host=urlparse(uri).netloc or None,
-                              before_retry=lambda _err: clear_gdal_cache())
+        def gdal_read() -> Any:
+            with ctx.rio.restore_env(ctx.env, state.rio_state) as rio_ctx:
+                reader = RioReader(self.src, rio_ctx)
+                return retry.call(
+                    lambda: _gdal_read(reader, uri, cfg, dst_geobox, dst, selection),
+                    what=f"reading {redact(uri)} with GDAL", transient=_gdal_transient,
+                    host=urlparse(uri).netloc or None,
+                    before_retry=lambda _err: clear_gdal_cache())
+
+        return earthdata.with_gdal_token(uri, gdal_read)  # Earthdata hosts: their token
 
 
 def _gdal_read(reader: RioReader, uri: str, cfg: RasterLoadParams, dst_geobox: GeoBox,
