@@ -1,8 +1,8 @@
-"""The reader conformance suite (tests/conformance.py): every case equal to odc-stac + GDAL.
+"""The reader conformance suite (tests/conformance*.py): every case equal to odc-stac + GDAL.
 
 Each case is one test, named after it; the suite's files, server and loads are made once per
-module (``Suite.prepare`` / ``Suite.run``) on the session STAC API. ``python -m
-tests.conformance --table`` prints the table of cases per axis.
+module (``Suite.prepare`` / ``Suite.run``) on the session STAC API. ``python
+tests/conformance.py --table`` prints the table of cases per axis.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import conformance_cases
 import pytest
 
 import conformance
 from conftest import _need_servers
 
-CASES = conformance.cases()
+CASES = conformance_cases.cases()
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +59,14 @@ def test_suite_has_the_cases_of_issue_19():
     assert {lay.bands for lay in layouts} == {1, 2, 3, 4}
     assert {lay.interleave for lay in layouts} == {"pixel", "band"}
     assert {lay.endian for lay in layouts} == {"little", "big"}
-    assert {r.resampling for r in requests} == set(conformance.RESAMPLING)
+    assert {r.resampling for r in requests} == set(conformance_cases.RESAMPLING)
     assert {r.meta for r in requests} >= {"pc", "raster_bands", "proj_code", "no_transform",
                                           "epsg_only"}
     assert {r.fault for r in requests} >= {None, "500", "truncate", "404", "403"}
     assert {r.api for r in requests} == {None, "image", "patch"}
     from xsits.cube.grid import RESAMPLING
 
-    assert set(conformance.RESAMPLING) == set(RESAMPLING)  # every method xsits accepts
+    assert set(conformance_cases.RESAMPLING) == set(RESAMPLING)  # every method xsits accepts
 
 
 def test_suite_covers_the_dtypes_beyond_sentinel_2():

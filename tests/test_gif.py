@@ -15,7 +15,7 @@ from PIL import Image, ImageSequence
 import xsits  # noqa: F401  (registers .sits)
 from xsits.errors import BandError, ExportError
 from xsits.ops.mask import scl_mask
-from xsits.out.gif import frames, to_gif, to_png
+from xsits.out.gif import FrameStyle, frames, to_gif, to_png
 from xsits.testing.cubes import make_cube
 
 from helpers import raise_if_dask_computes
@@ -143,6 +143,34 @@ def test_errors():
         to_gif(ds, bands=("B04", "B03"))
     with pytest.raises(ExportError, match="no dates"):
         to_gif(ds.isel(time=slice(0, 0)))
+
+
+def test_style_object_and_keywords_draw_the_same_frames(tmp_path):
+    ds = cube()
+    style = FrameStyle(bands="B08", cmap="Greens", size=64)
+    by_keywords = [np.asarray(im) for im in frames(ds, bands=["B08"], cmap="Greens", size=64)]
+    by_style = [np.asarray(im) for im in frames(ds, style=style)]
+    assert all(np.array_equal(a, b) for a, b in zip(by_keywords, by_style, strict=True))
+    # a keyword changes that field of the style only; the accessor forwards both
+    reds = frames(ds, style=style, cmap="Reds")
+    assert reds[0].size == (64, 64)
+    assert not np.array_equal(np.asarray(reds[0]), by_style[0])
+    path = ds.sits.to_gif(tmp_path / "b08.gif", style=style, fps=2)
+    with Image.open(path) as im:
+        assert im.info["duration"] == 500
+        assert np.array_equal(np.asarray(im.convert("RGB")), by_style[0])
+    assert FrameStyle(bands=["B04", "B03", "B02"]) == FrameStyle()  # a list becomes a tuple
+    assert hash(FrameStyle(bands=["B08"])) == hash(FrameStyle(bands=("B08",)))
+
+
+def test_style_rejects_bad_keywords_before_reading(tmp_path):
+    ds = cube(chunks={"time": 2})
+    with raise_if_dask_computes():
+        with pytest.raises(TypeError, match=r"\['fsp'\]; known: bands, robust"):
+            to_gif(ds, tmp_path / "f.gif", fsp=4)
+        with pytest.raises(ExportError, match="size=0 must be a positive"):
+            to_gif(ds, tmp_path / "f.gif", size=0)
+    assert os.listdir(tmp_path) == []
 
 
 def test_inline_image_when_no_path():

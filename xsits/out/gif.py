@@ -1,5 +1,10 @@
 """Timelapses of a cube: animated GIF, PNG frames and MP4 video, drawn with Pillow.
 
+Owns: :class:`FrameStyle` (how every frame is drawn: bands, stretch, colormap, date label,
+size; made from keywords once by each public function, each default written once) and the
+one rendering path of :func:`to_gif`, :func:`frames`, :func:`to_png` and :func:`to_video`.
+Must not: compute a cube outside the one delayed render; import ``batch`` or anything above.
+
 One rendering path: the bands are picked and stacked (:func:`_stack`), small patches are
 enlarged with nearest-neighbour sampling, stretched to 8 bits (robust percentiles or
 ``vmin``/``vmax``; one band through a matplotlib colormap), labelled with their date and
@@ -26,11 +31,13 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
 import warnings
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +54,92 @@ from xsits.stac.providers import find_band
 #: Long side (pixels) small rasters are enlarged to, at least, when ``size`` is None.
 MIN_SIDE = 256
 
+#: Frames per second of :func:`to_gif` and :func:`to_video`.
+FPS = 8
+
 Bands = str | Sequence[Hashable]
+
+
+@dataclass(frozen=True)
+class FrameStyle:
+    """How each frame of a timelapse is drawn, as one frozen value.
+
+    Every output (:func:`to_gif`, :func:`frames`, :func:`to_png`, :func:`to_video`) takes one
+    as ``style=`` and its fields as keywords (:meth:`from_kwargs`).
+
+    Parameters
+    ----------
+    bands
+        Three bands for RGB, or one band name (rendered with ``cmap``). Ignored for a
+        DataArray (its ``band`` dimension, or the array itself, is drawn).
+    robust
+        Stretch between the 2nd and 98th percentiles of all frames (else min/max).
+    date_labels
+        Print the date (``%Y-%m-%d``) in the upper-left corner of each frame.
+    vmin, vmax
+        Fixed stretch (data values mapped to black / white), overriding ``robust``.
+    cmap
+        Matplotlib colormap (name or object) for a single band (None: ``"viridis"``);
+        ignored for RGB.
+    size
+        Long side of the frames in pixels (nearest-neighbour). None: small rasters are
+        enlarged by a whole factor until the long side is at least :data:`MIN_SIDE` pixels.
+
+    Raises
+    ------
+    ExportError
+        ``size`` is not a positive number of pixels.
+
+    Examples
+    --------
+    >>> FrameStyle(bands=["B08"], size=64).bands
+    ('B08',)
+    >>> FrameStyle(size=0)
+    Traceback (most recent call last):
+    ...
+    xsits.errors.ExportError: size=0 must be a positive number of pixels, e.g. size=512
+    """
+
+    bands: Bands = ("B04", "B03", "B02")
+    robust: bool = True
+    date_labels: bool = True
+    vmin: float | None = None
+    vmax: float | None = None
+    cmap: Any = None
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bands, str):
+            object.__setattr__(self, "bands", tuple(self.bands))
+        if self.size is not None and self.size < 1:
+            raise ExportError(f"size={self.size} must be a positive number of pixels, "
+                              "e.g. size=512")
+
+    @classmethod
+    def from_kwargs(cls, style: FrameStyle | None = None, /, **kwargs: Any) -> FrameStyle:
+        """``style`` (default: the defaults) with the fields named in ``kwargs`` changed.
+
+        Raises
+        ------
+        TypeError
+            A keyword that is no field of :class:`FrameStyle`.
+
+        Examples
+        --------
+        >>> FrameStyle.from_kwargs(FrameStyle(size=64), cmap="Greens")
+        FrameStyle(bands=('B04', 'B03', 'B02'), robust=True, date_labels=True, vmin=None, \
+vmax=None, cmap='Greens', size=64)
+        >>> FrameStyle.from_kwargs(fsp=4)
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown argument(s) ['fsp']; known: bands, robust, date_labels, vmin, \
+vmax, cmap, size
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            raise TypeError(f"unknown argument(s) {unknown}; known: {', '.join(known)}")
+        return dataclasses.replace(style or cls(), **kwargs)
 
 
 def _fid(obj: xr.Dataset | xr.DataArray) -> str:
@@ -101,8 +193,6 @@ def _target_shape(ny: int, nx: int, size: int | None) -> tuple[int, int]:
     if size is None:
         factor = math.ceil(MIN_SIDE / long_side) if long_side < MIN_SIDE else 1
         return ny * factor, nx * factor
-    if size < 1:
-        raise ExportError(f"size={size} must be a positive number of pixels, e.g. size=512")
     scale = size / long_side
     return max(1, round(ny * scale)), max(1, round(nx * scale))
 
@@ -122,15 +212,14 @@ def _resize(stack: xr.DataArray, size: int | None) -> xr.DataArray:
     return stack.isel(y=iy, x=ix)
 
 
-def _stretch(
-    data: np.ndarray, robust: bool, vmin: float | None, vmax: float | None
-) -> tuple[float, float]:
+def _stretch(data: np.ndarray, style: FrameStyle) -> tuple[float, float]:
     """Data values mapped to black and white: 2nd/98th percentiles (robust) or min/max."""
+    vmin, vmax = style.vmin, style.vmax
     if vmin is None or vmax is None:
         finite = data[np.isfinite(data)]
         if finite.size == 0:
             low, high = 0.0, 1.0
-        elif robust:
+        elif style.robust:
             low, high = (float(v) for v in np.percentile(finite, [2, 98]))
         else:
             low, high = float(finite.min()), float(finite.max())
@@ -155,27 +244,20 @@ def _label(img: Any, label: str, font: Any) -> None:
 
 
 def _render(
-    stack: xr.DataArray,
-    *,
-    fps: int,
-    robust: bool,
-    vmin: float | None,
-    vmax: float | None,
-    cmap: Any,
-    date_format: str | None,
-    size: int | None,
+    stack: xr.DataArray, style: FrameStyle, *, fps: int, cmap: Any, date_format: str | None
 ) -> bytes:
     """GIF bytes of a numpy-backed ``(time, band, y, x)`` stack, drawn with Pillow.
 
     Values are stretched linearly from ``vmin`` (black) to ``vmax`` (white), a single band
-    through ``cmap``; NaN pixels are set below the stretch (RGB) or to the colormap's black
-    "bad" colour, as a GIF palette keeps no alpha. Each frame gets its date label, then
-    Pillow writes the animation (``1000 / fps`` ms per frame, looping).
+    through ``cmap`` (the style's, resolved to a colormap); NaN pixels are set below the
+    stretch (RGB) or to the colormap's black "bad" colour, as a GIF palette keeps no alpha.
+    Each frame gets its date label, then Pillow writes the animation (``1000 / fps`` ms per
+    frame, looping).
     """
     from PIL import Image, ImageFont
 
-    vmin, vmax = _stretch(np.asarray(stack.data), robust, vmin, vmax)
-    stack = _resize(stack, size)
+    vmin, vmax = _stretch(np.asarray(stack.data), style)
+    stack = _resize(stack, style.size)
     data = np.asarray(stack.data, dtype="float32")
     if stack.sizes["band"] == 3:
         missing = np.isnan(data).any(axis=1, keepdims=True)
@@ -203,20 +285,10 @@ def _render(
     return buffer.getvalue()
 
 
-def _gif_bytes(
-    obj: xr.Dataset | xr.DataArray,
-    *,
-    bands: Bands,
-    fps: int,
-    robust: bool,
-    date_labels: bool,
-    vmin: float | None,
-    vmax: float | None,
-    cmap: Any,
-    size: int | None,
-) -> bytes:
+def _gif_bytes(obj: xr.Dataset | xr.DataArray, style: FrameStyle, fps: int) -> bytes:
     """The rendering shared by every output: the GIF of the prepared stack (one compute)."""
-    stack = _stack(obj, bands)
+    stack = _stack(obj, style.bands)
+    cmap = style.cmap
     if stack.sizes["band"] == 1:
         import matplotlib
 
@@ -225,38 +297,39 @@ def _gif_bytes(
     else:
         cmap = None
     is_time = np.issubdtype(stack["time"].dtype, np.datetime64)
-    options = dict(
-        fps=fps,
-        robust=robust,
-        vmin=vmin,
-        vmax=vmax,
-        cmap=cmap,
-        date_format="%Y-%m-%d" if date_labels and is_time else None,
-        size=size,
-    )
+    date_format = "%Y-%m-%d" if style.date_labels and is_time else None
+    args = (stack, style)
+    options = dict(fps=fps, cmap=cmap, date_format=date_format)
     if isinstance(stack.data, dsa.Array):  # one delayed render: only the GIF bytes come back
-        return dask.delayed(_render, pure=True)(stack, **options).compute()
-    return _render(stack, **options)
+        return dask.delayed(_render, pure=True)(*args, **options).compute()
+    return _render(*args, **options)
 
 
 def frames(
-    obj: xr.Dataset | xr.DataArray,
-    bands: Bands = ("B04", "B03", "B02"),
-    robust: bool = True,
-    date_labels: bool = True,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: Any = None,
-    size: int | None = None,
+    obj: xr.Dataset | xr.DataArray, *, style: FrameStyle | None = None, **style_kwargs: Any
 ) -> list:
     """Render the timelapse frames as RGB Pillow images, one per date (NaN pixels black).
 
-    Parameters are those of :func:`to_gif`.
+    Parameters
+    ----------
+    obj
+        A cube, or a single band / a ``(time, band, y, x)`` DataArray with 1 or 3 bands.
+    style
+        How the frames are drawn (:class:`FrameStyle`; default: its defaults), changed by
+        ``style_kwargs``.
+    **style_kwargs
+        Fields of :class:`FrameStyle` by name: ``bands``, ``robust``, ``date_labels``,
+        ``vmin``, ``vmax``, ``cmap``, ``size``.
 
     Returns
     -------
     list of PIL.Image.Image
         One ``"RGB"`` image per date.
+
+    Raises
+    ------
+    BandError, ExportError
+        As for :func:`to_gif`.
 
     Examples
     --------
@@ -267,10 +340,10 @@ def frames(
     """
     from PIL import Image, ImageSequence
 
+    style = FrameStyle.from_kwargs(style, **style_kwargs)
     # 1 frame per second: Pillow merges identical consecutive frames into one longer frame,
     # so a frame lasting k seconds stands for k dates.
-    data = _gif_bytes(obj, bands=bands, fps=1, robust=robust, date_labels=date_labels,
-                      vmin=vmin, vmax=vmax, cmap=cmap, size=size)
+    data = _gif_bytes(obj, style, fps=1)
     out = []
     with Image.open(io.BytesIO(data)) as gif:
         for frame in ImageSequence.Iterator(gif):
@@ -283,14 +356,10 @@ def frames(
 def to_gif(
     obj: xr.Dataset | xr.DataArray,
     path: str | os.PathLike | None = None,
-    bands: Bands = ("B04", "B03", "B02"),
-    fps: int = 8,
-    robust: bool = True,
-    date_labels: bool = True,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: Any = None,
-    size: int | None = None,
+    *,
+    fps: int = FPS,
+    style: FrameStyle | None = None,
+    **style_kwargs: Any,
 ) -> Path | Any:
     """Animated GIF of the cube, one frame per date, written atomically.
 
@@ -301,21 +370,14 @@ def to_gif(
     path
         Output file; an existing file is replaced. None: return an image that displays inline
         in Jupyter.
-    bands
-        Three bands for RGB, or one band name (rendered with ``cmap``). Ignored for a DataArray.
     fps
         Frames per second.
-    robust
-        Stretch between the 2nd and 98th percentiles of all frames (else min/max).
-    date_labels
-        Print the date (``%Y-%m-%d``) in the upper-left corner of each frame.
-    vmin, vmax
-        Fixed stretch (data values mapped to black / white), overriding ``robust``.
-    cmap
-        Matplotlib colormap for a single band (default ``"viridis"``); ignored for RGB.
-    size
-        Long side of the frames in pixels (nearest-neighbour). None: small rasters are
-        enlarged by a whole factor until the long side is at least 256 pixels.
+    style
+        How the frames are drawn (:class:`FrameStyle`; default: its defaults), changed by
+        ``style_kwargs``.
+    **style_kwargs
+        Fields of :class:`FrameStyle` by name: ``bands`` (three for RGB, or one drawn with
+        ``cmap``), ``robust``, ``date_labels``, ``vmin``, ``vmax``, ``cmap``, ``size``.
 
     Returns
     -------
@@ -327,7 +389,10 @@ def to_gif(
     BandError
         A band is missing, or not 1 or 3 bands.
     ExportError
-        The cube has no dates, or a band is not on the (time, y, x) grid.
+        The cube has no dates, a band is not on the (time, y, x) grid, or ``size`` is not
+        positive.
+    TypeError
+        A keyword that is no field of :class:`FrameStyle`.
 
     Examples
     --------
@@ -342,8 +407,7 @@ def to_gif(
     >>> type(to_gif(ds)).__name__
     'Image'
     """
-    data = _gif_bytes(obj, bands=bands, fps=fps, robust=robust, date_labels=date_labels,
-                      vmin=vmin, vmax=vmax, cmap=cmap, size=size)
+    data = _gif_bytes(obj, FrameStyle.from_kwargs(style, **style_kwargs), fps=fps)
     if path is None:
         try:
             from IPython.display import Image
@@ -363,13 +427,9 @@ def to_png(
     obj: xr.Dataset | xr.DataArray,
     path: str | os.PathLike,
     time: int | str | np.datetime64 = 0,
-    bands: Bands = ("B04", "B03", "B02"),
-    robust: bool = True,
-    date_labels: bool = True,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: Any = None,
-    size: int | None = None,
+    *,
+    style: FrameStyle | None = None,
+    **style_kwargs: Any,
 ) -> Path:
     """One date as a PNG, rendered like a GIF frame, written atomically.
 
@@ -378,7 +438,7 @@ def to_png(
 
     Parameters
     ----------
-    obj, bands, robust, date_labels, vmin, vmax, cmap, size
+    obj, style, **style_kwargs
         As for :func:`to_gif`.
     path
         Output ``.png`` file; an existing file is replaced.
@@ -404,8 +464,7 @@ def to_png(
         one = obj.isel(time=[int(time)])
     else:
         one = obj.sel(time=[np.datetime64(time, "ns")], method="nearest")
-    image = frames(one, bands=bands, robust=robust, date_labels=date_labels, vmin=vmin,
-                   vmax=vmax, cmap=cmap, size=size)[0]
+    image = frames(one, style=style, **style_kwargs)[0]
     path = Path(path)
     with atomic_path(path, overwrite=True) as tmp:
         image.save(tmp, format="PNG")
@@ -415,14 +474,10 @@ def to_png(
 def to_video(
     obj: xr.Dataset | xr.DataArray,
     path: str | os.PathLike,
-    bands: Bands = ("B04", "B03", "B02"),
-    fps: int = 8,
-    robust: bool = True,
-    date_labels: bool = True,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: Any = None,
-    size: int | None = None,
+    *,
+    fps: int = FPS,
+    style: FrameStyle | None = None,
+    **style_kwargs: Any,
 ) -> Path:
     """MP4 (H.264) timelapse, one frame per date, written atomically (needs ``xsits[video]``).
 
@@ -431,7 +486,7 @@ def to_video(
 
     Parameters
     ----------
-    obj, bands, fps, robust, date_labels, vmin, vmax, cmap, size
+    obj, fps, style, **style_kwargs
         As for :func:`to_gif`.
     path
         Output ``.mp4`` file; an existing file is replaced.
@@ -462,8 +517,7 @@ def to_video(
         raise MissingDependencyError(
             "to_video needs imageio and imageio-ffmpeg; pip install 'xsits[video]'"
         ) from None
-    images = frames(obj, bands=bands, robust=robust, date_labels=date_labels, vmin=vmin,
-                    vmax=vmax, cmap=cmap, size=size)
+    images = frames(obj, style=style, **style_kwargs)
     path = Path(path)
     with atomic_path(path, overwrite=True) as tmp:
         writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
@@ -474,7 +528,6 @@ def to_video(
         finally:
             writer.close()
     return path
-
 
 def _pad16(frame: np.ndarray) -> np.ndarray:
     """Pad a ``(h, w, 3)`` frame with black to multiples of 16 pixels."""

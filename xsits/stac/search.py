@@ -131,7 +131,12 @@ def search_shape(footprints: Sequence[Any]) -> Any:
     return unary_union(list(footprints))
 
 
-def group_features(footprints: gpd.GeoSeries, group_size_deg: float = 2.0) -> list[list[str]]:
+#: Side, in degrees, of the cells that group features for one search (within a UTM zone).
+GROUP_SIZE_DEG = 2.0
+
+
+def group_features(footprints: gpd.GeoSeries,
+                   group_size_deg: float = GROUP_SIZE_DEG) -> list[list[str]]:
     """Group feature ids of nearby footprints: same UTM zone and same ``group_size_deg`` cell.
 
     Examples
@@ -294,7 +299,7 @@ def search(
     stac_query: StacQuery | None = None,
     *,
     footprints: gpd.GeoSeries | None = None,
-    group_size_deg: float = 2.0,
+    group_size_deg: float = GROUP_SIZE_DEG,
     client=None,
     **query_kwargs: Any,
 ) -> SearchResult:
@@ -402,7 +407,7 @@ def iter_search(
     stac_query: StacQuery | None = None,
     *,
     footprints: gpd.GeoSeries | None = None,
-    group_size_deg: float = 2.0,
+    group_size_deg: float = GROUP_SIZE_DEG,
     client=None,
     **query_kwargs: Any,
 ) -> Iterator[SearchResult]:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from xsits.testing.items import ItemFiles
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.world import World, make_world
 
@@ -165,7 +166,7 @@ def _arrays(kind: str, s2: dict[str, np.ndarray], offset: int) -> dict[str, np.n
 
 
 @dataclasses.dataclass
-class SensorWorld:
+class SensorWorld(ItemFiles):
     """A generated Landsat or HLS world: COGs under ``root`` and their item dicts.
 
     Attributes
@@ -189,35 +190,6 @@ class SensorWorld:
     def collection(self) -> str:
         """The collection id of the items."""
         return SHAPES[self.shape][1]
-
-    def item_dicts(self, href_base: str) -> list[dict[str, Any]]:
-        """Item dicts with hrefs rebased on ``href_base`` (a ``/`` is added if missing)."""
-        base = href_base if href_base.endswith("/") else href_base + "/"
-        out = copy.deepcopy(self.items)
-        for it in out:
-            for asset in it["assets"].values():
-                if not asset["href"].startswith(("http", "s3:")):
-                    asset["href"] = base + asset["href"]
-        return out
-
-    def write_item_collection(self, path: str | os.PathLike, href_base: str) -> pathlib.Path:
-        """Write the items (rebased on ``href_base``) as a FeatureCollection file."""
-        path = pathlib.Path(path)
-        path.write_text(json.dumps({"type": "FeatureCollection",
-                                    "features": self.item_dicts(href_base)}))
-        return path
-
-    def asset_path(self, item_id: str, key: str) -> pathlib.Path:
-        """The local file of one asset."""
-        item = next(it for it in self.items if it["id"] == item_id)
-        return self.root / item["assets"][key]["href"]
-
-    def truth(self, item_id: str, key: str) -> np.ndarray:
-        """The array written to one asset's file (read back with rasterio)."""
-        import rasterio
-
-        with rasterio.open(self.asset_path(item_id, key)) as f:
-            return f.read(1)
 
 
 def _landsat_item(tmpl: dict, meta: dict, grid, arrays, n: int) -> tuple[dict, dict]:

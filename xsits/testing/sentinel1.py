@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from xsits.testing.items import ItemFiles
 from xsits.testing.scenes import Window, WorldSpec, footprint, plan_scenes, plan_windows
 
 __all__ = ["S1World", "make_s1_world", "backscatter", "NODATA", "TEMPLATE"]
@@ -151,7 +152,7 @@ def _write(path: pathlib.Path, arr: np.ndarray, epsg: int, left: float, top: flo
 
 
 @dataclasses.dataclass
-class S1World:
+class S1World(ItemFiles):
     """A generated Sentinel-1 RTC world: COGs under ``root`` and their item dicts.
 
     Attributes
@@ -185,27 +186,6 @@ class S1World:
                 "extent": {"spatial": {"bbox": [[min(lons), min(lats), max(lons),
                                                   max(lats)]]},
                            "temporal": {"interval": [[times[0], times[-1]]]}}}
-
-    def item_dicts(self, href_base: str) -> list[dict[str, Any]]:
-        """Item dicts with the files' hrefs on ``href_base`` (a ``/`` is added if missing)."""
-        base = href_base if href_base.endswith("/") else href_base + "/"
-        out = copy.deepcopy(self.items)
-        for it in out:
-            for key in ("vv", "vh"):
-                it["assets"][key]["href"] = base + it["assets"][key]["href"]
-        return out
-
-    def asset_path(self, item_id: str, key: str) -> pathlib.Path:
-        """The local file of one asset."""
-        item = next(it for it in self.items if it["id"] == item_id)
-        return self.root / item["assets"][key]["href"]
-
-    def truth(self, item_id: str, key: str) -> np.ndarray:
-        """The array written to one asset's file (read back with rasterio)."""
-        import rasterio
-
-        with rasterio.open(self.asset_path(item_id, key)) as f:
-            return f.read(1)
 
 
 def _item(tmpl: dict, *, item_id: str, start: dt.datetime, epsg: int,
