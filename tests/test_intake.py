@@ -190,6 +190,7 @@ PRESET_ENTRIES = {
 def test_preset_entries_open_their_registry_source_with_its_defaults(name):
     stac, collection, resolution = PRESET_ENTRIES[name]
     cat = packaged_catalog()
+    assert name in list(cat)  # YAMLFilesCatalog reads its files when listed
     entry = cat._entries[name]
     known = lookup(collection)
     source = source_of(known, stac, collection)
