@@ -39,11 +39,13 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import geopandas as gpd
 from intake.source.base import DataSource, Schema
 
@@ -352,8 +354,6 @@ class SitsSource(DataSource):
         >>> cubes["7"].B04.chunks is None  # in memory
         True
         """
-        import dask
-
         lazy = self.to_dask()
         (computed,) = dask.compute(dict(lazy))
         return Cubes({f: computed[f] for f in lazy}, missing=lazy.missing, search=lazy.search)
@@ -366,8 +366,6 @@ class SitsSource(DataSource):
 
 def _solar_date(group: Sequence[Any], lon: float) -> str:
     """ISO solar date of a group of items (odc-stac's: the offset in whole hours)."""
-    import datetime as dt
-
     return str((group[0].datetime + dt.timedelta(seconds=int(lon / 15) * 3600)).date())
 
 
