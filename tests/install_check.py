@@ -33,7 +33,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: Entries a release must ship whatever the clone holds (removing one fails the check).
-REQUIRED_ENTRIES = ("demo", "s2_earth_search", "s2_planetary_computer", "s2_points")
+REQUIRED_ENTRIES = ("demo", "s2_earth_search", "s2_planetary_computer", "s2_points",
+                    "landsat_planetary_computer", "landsat_earth_search",
+                    "hls_s30_planetary_computer", "hls_l30_planetary_computer", "hls_s30_nasa",
+                    "hls_l30_nasa", "s1_planetary_computer")
 
 # Runs inside the fresh environment; argv: the entries to find.
 _IN_VENV = textwrap.dedent('''

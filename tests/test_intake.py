@@ -27,6 +27,7 @@ from xsits.intake.entries import (
     packaged_catalog,
 )
 from xsits.stac import providers
+from xsits.stac.collections import lookup, source_of
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGS = sorted((REPO / "catalogs").glob("*.yaml"))
@@ -76,7 +77,10 @@ def test_every_shipped_catalog_opens_with_typed_parameters(path, monkeypatch):
     for name in cat:
         entry = cat._entries[name]
         ups = {p.name: p for p in entry._user_parameters}
-        assert {"aoi", "start", "end", "max_cloud", "bands", "mask", "gapfill"} <= set(ups)
+        assert {"aoi", "start", "end", "bands", "gapfill"} <= set(ups)
+        known = lookup(entry._open_args.get("collection", default("collection")))
+        assert ("max_cloud" in ups) is known.cloud_cover  # not for Sentinel-1 RTC
+        assert ("mask" in ups) is (known.mask is not None)
         assert all(p.type and p.description for p in ups.values())
         assert ups["mode"].allowed == ["image", "patch"]
         src = cat[name]  # default arguments: builds the source, reads and searches nothing
@@ -109,7 +113,8 @@ def _yaml_entries(path: Path) -> dict:
 
 def test_top_level_catalogs_and_points_are_the_packaged_files():
     packaged = sorted(CATALOG_DIR.glob("*.yaml"))
-    assert [p.name for p in packaged] == ["demo.yaml", "sentinel2.yaml"]
+    assert [p.name for p in packaged] == ["demo.yaml", "hls.yaml", "landsat.yaml",
+                                          "sentinel1.yaml", "sentinel2.yaml"]
     # the repository's catalogs/ and the notebooks' points are links, not copies
     assert [p.name for p in CATALOGS] == [p.name for p in packaged]
     for top, pkg in zip(CATALOGS, packaged, strict=True):
@@ -145,6 +150,9 @@ def test_entries_hold_only_what_differs_from_the_spec(path):
         overrides = kwargs.get("parameters", {})
         ups = {p.name: p for p in cat._entries[key]._user_parameters}
         fixed = set(kwargs.get("args", {}))
+        known = lookup(kwargs["args"]["collection"])  # every packaged entry fixes one
+        fixed |= set() if known.cloud_cover else {"max_cloud"}  # Sentinel-1: no such filter
+        fixed |= set() if known.mask else {"mask"}  # ... and no cloud mask
         offered = [o for o in (*OPTIONS, *ENTRY_OPTIONS) if o.name not in fixed]
         assert list(ups) == [o.name for o in offered]
         for opt in offered:
@@ -164,6 +172,78 @@ def _spec_default(name):
     if name == "size":
         return value[0]
     return list(value) if isinstance(value, tuple) else value
+
+
+#: The packaged entries of the presets beyond Sentinel-2: (stac, collection, resolution).
+PRESET_ENTRIES = {
+    "landsat_planetary_computer": ("planetary-computer", "landsat-c2-l2", 30.0),
+    "landsat_earth_search": ("earth-search", "landsat-c2-l2", 30.0),
+    "hls_s30_planetary_computer": ("planetary-computer", "hls2-s30", 30.0),
+    "hls_l30_planetary_computer": ("planetary-computer", "hls2-l30", 30.0),
+    "hls_s30_nasa": ("nasa-lpcloud", "HLSS30_2.0", 30.0),
+    "hls_l30_nasa": ("nasa-lpcloud", "HLSL30_2.0", 30.0),
+    "s1_planetary_computer": ("planetary-computer", "sentinel-1-rtc", 10.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_ENTRIES))
+def test_preset_entries_open_their_registry_source_with_its_defaults(name):
+    stac, collection, resolution = PRESET_ENTRIES[name]
+    cat = packaged_catalog()
+    assert name in list(cat)  # YAMLFilesCatalog reads its files when listed
+    entry = cat._entries[name]
+    known = lookup(collection)
+    source = source_of(known, stac, collection)
+    assert source is not None  # a provider the registry knows serves it under that id
+    kw = cat[name].open_kwargs  # every default: the spec's, the registry's bands
+    assert (kw["stac"], kw["collection"], kw["resolution"]) == (stac, collection, resolution)
+    assert kw["bands"] == known.default_bands and kw["max_cloud"] is None
+    assert (kw["start"], kw["end"], kw["mode"], kw["crs"]) == (
+        default("start"), default("end"), default("mode"), default("crs"))
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "mlist"
+    assert set(ups["bands"].allowed) == {n for b in known.bands for n in b.names}
+    # what the user must know to read the files is said where the entry is chosen
+    words = {"pc-sas": "xsits[pc]", "earthdata": "$EARTHDATA_TOKEN", None: "Earth Search"}
+    assert words[source.auth] in entry.describe()["description"]
+    assert ("requester-pays" in entry.describe()["description"]) is source.requester_pays
+    with pytest.raises(CatalogError, match=r"bands=\['SCL'\]"):  # no band of this collection
+        getattr(cat, name)(bands=["SCL"])
+    with pytest.raises(CatalogError, match="collection is fixed"):
+        getattr(cat, name)(collection="sentinel-2-l2a")
+    mine = getattr(cat, name)(bands=[known.default_bands[-1]], start="2024-05-01",
+                              end="2024-05-31", resolution=60, mode="patch", size=4)
+    kw = mine.open_kwargs
+    assert (kw["bands"], kw["start"], kw["end"], kw["resolution"], kw["size"]) == (
+        (known.default_bands[-1],), "2024-05-01", "2024-05-31", 60.0, (4, 4))
+    if known.cloud_cover:
+        assert getattr(cat, name)(max_cloud=20).open_kwargs["max_cloud"] == 20.0
+        src = getattr(cat, name)(mask=True, gapfill="linear")
+        assert [xsits.ops.steps.describe(s) for s in src.steps] == [
+            "cloud_mask()", "gapfill(method='linear')"]
+        return
+    # Sentinel-1: no cloud cover to filter on, no cloud mask; asked anyway, a typed error
+    assert {"max_cloud", "mask"}.isdisjoint(ups)
+    with pytest.raises(QueryError, match="max_cloud=20: sentinel-1-rtc items have no "
+                                         "eo:cloud_cover"):
+        getattr(cat, name)(max_cloud=20)
+    with pytest.raises(CatalogError, match=r"mask=True, but collection 'sentinel-1-rtc' "
+                                           r"\(Sentinel-1 C-SAR\) has no cloud mask"):
+        getattr(cat, name)(mask=True)
+
+
+def test_discover_dtypes_are_the_registry_bands():
+    """Without reading: Landsat uint16, HLS int16 with a uint8 Fmask, S1 float32."""
+    cat = packaged_catalog()
+    assert cat.landsat_planetary_computer._dtypes() == {
+        "green": "uint16", "red": "uint16", "nir08": "uint16", "qa_pixel": "uint16"}
+    assert cat.hls_s30_nasa(mask=True)._dtypes() == {
+        "B03": "float32", "B04": "float32", "B8A": "float32", "Fmask": "uint8"}
+    assert cat.hls_l30_planetary_computer._dtypes()["B05"] == "int16"
+    assert cat.s1_planetary_computer(gapfill="linear")._dtypes() == {"vv": "float32",
+                                                                     "vh": "float32"}
+    assert cat.s2_earth_search(bands=["red", "scl"], mask=True)._dtypes() == {
+        "red": "float32", "scl": "uint8"}
 
 
 def test_demo_entry_defaults_are_the_demo_world():

@@ -23,8 +23,9 @@ from shapely.geometry import Point
 import xsits
 from xsits.cube.dates import time_coords
 from xsits.cube.plan import group_dates, plan_items, solar_lon
-from xsits.errors import NoItemsError
+from xsits.errors import NoItemsError, QueryError
 from xsits.ops import steps
+from xsits.stac import providers
 from xsits.stac.collections import lookup
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.sentinel1 import NODATA, make_s1_world, template
@@ -123,6 +124,49 @@ def test_local_catalog_of_real_items_is_searched_by_their_datetime(tmp_path):
     with pytest.raises(NoItemsError, match="no sentinel-1-rtc item between 2024-04-20"):
         xsits.search(aoi, xsits.StacQuery(stac=str(path), collection="sentinel-1-rtc",
                                           start="2024-04-20", end="2024-04-30"))
+
+
+def _why_none(path: Path, collection: str, point: Point, **query) -> str:
+    aoi = xsits.read_aoi(gpd.GeoDataFrame(geometry=[point], crs=4326))
+    with pytest.raises(NoItemsError) as err:
+        xsits.search(aoi, xsits.StacQuery(stac=str(path), collection=collection, **query))
+    return str(err.value)
+
+
+def test_no_item_hints_follow_the_collections_cloud_cover(tmp_path):
+    """Sentinel-1 items have no eo:cloud_cover: no hint of clouds or max_cloud for them;
+    Sentinel-2's keep theirs (both from real items, searched locally)."""
+    s1 = tmp_path / "s1.json"
+    s1.write_text(REAL.read_text())
+    s2_item = json.loads((Path(xsits.testing.__file__).parent / "data" / "real"
+                          / "es-v1-sentinel-2-l2a-2023.json").read_text())
+    s2 = tmp_path / "s2.json"
+    s2.write_text(json.dumps({"type": "FeatureCollection", "features": [s2_item]}))
+    here_s1, here_s2 = Point(15.3, 30.4), Point(48.7, 18.5)
+    for item in (json.loads(REAL.read_text())["features"][0], s2_item):  # the registry's word
+        assert ("eo:cloud_cover" in item["properties"]) is lookup(item["collection"]).cloud_cover
+    # nothing on those dates
+    why = _why_none(s1, "sentinel-1-rtc", here_s1, start="2024-04-20", end="2024-04-30")
+    assert why.endswith("matches the query here (outside every tile of those dates); widen "
+                        "the dates or check the place"), why
+    assert "cloud" not in why
+    why = _why_none(s2, "sentinel-2-l2a", here_s2, start="2023-07-01", end="2023-07-31")
+    assert why.endswith("(outside every tile, or all too cloudy); widen the dates or raise "
+                        "max_cloud"), why
+    # items there, but the query drops them: the values they have, and the fix
+    why = _why_none(s1, "sentinel-1-rtc", here_s1, start="2024-04-19", end="2024-04-19",
+                    query={"sat:orbit_state": {"eq": "ascending"}})
+    assert 'sat:orbit_state is "descending"; widen the query' in why and why.endswith(
+        "widen the query"), why
+    assert "max_cloud" not in why
+    why = _why_none(s2, "sentinel-2-l2a", here_s2, start="2023-06-28", end="2023-06-28",
+                    max_cloud=1)
+    cloud = s2_item["properties"]["eo:cloud_cover"]
+    assert why.endswith(f"eo:cloud_cover is {cloud}; widen the query (or max_cloud)"), why
+    # and max_cloud itself, which would drop every Sentinel-1 item, is refused before searching
+    with pytest.raises(QueryError, match=r"max_cloud=10: sentinel-1-rtc items have no "
+                                         r"eo:cloud_cover \(radar sees through clouds\)"):
+        xsits.StacQuery(stac=str(s1), collection="sentinel-1-rtc", max_cloud=10)
 
 
 # --------------------------------------------------------------------------- the world
@@ -278,3 +322,42 @@ def test_sample_on_s1_points_equals_their_cubes(s1):
             np.testing.assert_array_equal(rows[band].to_numpy(dtype="float32"),
                                           db[band].values[:, 0, 0])
     assert (table.orbit_state == "ascending").any() and table.vv.isna().any()
+
+
+def test_packaged_entry_reads_the_world_with_one_label_per_pass(s1, monkeypatch, tmp_path):
+    """``intake.cat.xsits.s1_planetary_computer`` with its preset's URL pointed at the local
+    API serving the world's items as Planetary Computer's: discover() labels the two passes
+    of a day apart, and each date holds its own pass's pixels."""
+    import intake
+
+    world, url = s1
+    monkeypatch.setitem(providers.PRESETS, "planetary-computer", url)
+    path = tmp_path / "places.geojson"
+    gpd.GeoDataFrame({"place": ["chambery", "helsinki"]},
+                     geometry=[Point(*p) for p in PLACES], crs=4326).to_file(path)
+    src = intake.cat.xsits.s1_planetary_computer(aoi=str(path), id_column="place", start=START,
+                                                 end=END, mode="patch", size=24)
+    info = src.discover()
+    meta = info["metadata"]
+    assert info["npartitions"] == 2 and info["dtype"] == {"vv": "float32", "vh": "float32"}
+    assert meta["stac"] == url and meta["collection"] == "sentinel-1-rtc"
+    both = 0
+    for fid in ("chambery", "helsinki"):
+        items = sorted(src._search.items[fid], key=lambda it: it.datetime)
+        passes = [world.passes[it.id] for it in items]
+        labels = meta["dates"][fid]
+        assert labels == [f"{p['solar_date']} {p['orbit_state']}" for p in passes]
+        assert len(set(labels)) == len(labels) == meta["n_dates"][fid]
+        days = [label.split()[0] for label in labels]
+        both += sum(days.count(d) == 2 for d in set(days))
+    assert both >= 2  # days with both passes: once two identical labels
+    cube = src.read_partition("chambery").compute()
+    items = sorted(src._search.items["chambery"], key=lambda it: it.datetime)
+    assert cube.sizes == {"time": len(items), "y": 24, "x": 24}
+    assert cube.orbit_state.values.tolist() == [world.passes[it.id]["orbit_state"]
+                                                for it in items]
+    for t, item in enumerate(items):
+        for band in ("vv", "vh"):
+            np.testing.assert_array_equal(cube[band].values[t],
+                                          _file_window(world, item.id, band, cube))
+    assert np.isfinite(cube.vv.values).sum() > 0

@@ -1,7 +1,8 @@
 """The dates of a cube: items grouped into dates, and each date's coordinates.
 
 Owns: :func:`solar_groups` (a list of items grouped as a cube groups them:
-:func:`xsits.cube.plan.group_dates`, odc-stac's solar days, split by the collection's rule)
+:func:`xsits.cube.plan.group_dates`, odc-stac's solar days, split by the collection's rule),
+:func:`dated_groups` (the same with one distinct label per date)
 and :func:`time_coords` (the per-date coordinates, :data:`TIME_PROPERTIES` read in every
 provider's dialect, plus the collection's own from :func:`xsits.stac.collections.date_coords`
 and the +1000 offset decision of :mod:`xsits.cube.offset`).
@@ -17,7 +18,7 @@ import numpy as np
 import pystac
 
 from xsits.cube.offset import item_offsets
-from xsits.cube.plan import group_dates, plan_items
+from xsits.cube.plan import date_key, group_dates, plan_items
 from xsits.stac import providers
 from xsits.stac.collections import date_coords
 
@@ -53,11 +54,36 @@ def solar_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.I
     >>> [[it.id for it in g] for g in solar_groups([item("b", 23), item("a", 10)], lon=15)]
     [['a'], ['b']]
     """
+    return list(dated_groups(items, lon).values())
+
+
+def dated_groups(items: Sequence[pystac.Item], lon: float) -> dict[str, list[pystac.Item]]:
+    """:func:`solar_groups` by a label per date, one per date: ``{label: items}``.
+
+    The label is the ISO solar day, then the values splitting it when the collection splits
+    solar days (:func:`xsits.cube.plan.date_key`): ``"2024-05-01"``, or for Sentinel-1
+    ``"2024-05-01 descending"`` and ``"2024-05-01 ascending"``.
+
+    Examples
+    --------
+    >>> import datetime as dt, pystac
+    >>> def item(i, hour, state):
+    ...     it = pystac.Item(i, None, None, dt.datetime(2024, 5, 1, hour),
+    ...                      {"sat:orbit_state": state}, collection="sentinel-1-rtc")
+    ...     it.add_asset("vv", pystac.Asset("/data/vv.tif"))
+    ...     return it
+    >>> list(dated_groups([item("e", 17, "ascending"), item("m", 5, "descending")], lon=6))
+    ['2024-05-01 descending', '2024-05-01 ascending']
+    """
     if not items:
-        return []
+        return {}
     plan = plan_items(items, [next(iter(items[0].assets))],
                       stac_cfg={"assets": {"*": {"data_type": "uint16"}}})
-    return [[plan.items[i] for i in g] for g in group_dates(plan, range(len(items)), lon)]
+    out = {}
+    for g in group_dates(plan, range(len(items)), lon):
+        day, *split = date_key(plan, g[0], lon)
+        out[" ".join([str(day), *(v for v in split if v)])] = [plan.items[i] for i in g]
+    return out
 
 
 def time_coords(groups: list[list[pystac.Item]]) -> dict[str, tuple[str, np.ndarray]]:

@@ -9,6 +9,9 @@ Must not: search, load or compute itself (the layers below do); patch Intake.
 
 - ``discover()`` reads the AOI and runs the STAC search only (no pixel is read): number of
   features, dates and cube shape per feature, bands and dtypes, and why features are missing.
+  A date is its ISO solar day, followed by the orbit state where a collection splits days
+  (Sentinel-1: ``"2024-05-01 descending"``, ``"2024-05-01 ascending"``;
+  :func:`xsits.cube.dates.dated_groups`).
 - ``read_partition(i)`` (``i`` a partition number or a feature id) returns one lazy,
   dask-backed ``xarray.Dataset``; ``to_dask()`` returns every cube as a :class:`xsits.Cubes`
   (``{feature_id: lazy Dataset}`` plus ``.missing`` and ``.search``), the container every xsits
@@ -39,9 +42,8 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,14 @@ from intake.source.base import DataSource, Schema
 
 from xsits._version import __version__
 from xsits.cube.aoi import read_aoi
-from xsits.cube.dates import solar_groups
+from xsits.cube.dates import dated_groups
 from xsits.cube.grid import feature_geoboxes, footprints_4326
 from xsits.cube.load import Cubes, open_cubes
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
 from xsits.out.catalog import RESULTS_DRIVERS, write_results_catalog
+from xsits.stac.collections import lookup
 from xsits.stac.providers import is_demo, resolve_stac
 from xsits.stac.query import StacQuery
 from xsits.stac.search import SearchResult, search
@@ -117,7 +120,7 @@ def postprocess(
 
 
 class SitsSource(DataSource):
-    """Intake V1 driver ``sits``: one lazy Sentinel-2 time-series cube per AOI feature.
+    """Intake V1 driver ``sits``: one lazy time-series cube per AOI feature.
 
     Parameters
     ----------
@@ -146,7 +149,8 @@ class SitsSource(DataSource):
     Raises
     ------
     xsits.errors.CatalogError
-        Unknown argument or missing ``aoi``.
+        Unknown argument, missing ``aoi``, or ``mask=True`` for a collection without a cloud
+        mask (Sentinel-1).
     xsits.errors.AOIError, xsits.errors.QueryError, xsits.errors.GridError
         From the library's own validation (missing AOI file, bad dates, bad mode...).
 
@@ -206,6 +210,11 @@ class SitsSource(DataSource):
         self._query, self._grid = self._spec.query, self._spec.grid
         self._post = {"harmonize": bool(harmonize), "mask": bool(mask),
                       "gapfill": _none_if_empty(gapfill) or None}
+        entry = lookup(self._query.collection)
+        if mask and entry is not None and entry.mask is None:
+            raise CatalogError(f"sits driver: mask=True, but collection "
+                               f"{self._query.collection!r} ({entry.title}) has no cloud mask; "
+                               "leave mask out")
         self._aoi: gpd.GeoDataFrame | None = None
         self._search: SearchResult | None = None
         self.feature_ids: list[str] = []
@@ -259,8 +268,8 @@ class SitsSource(DataSource):
         for fid in self.feature_ids:
             gbox = geoboxes[fid]
             ((lon, _),) = gbox.extent.centroid.to_crs("EPSG:4326").points
-            groups = solar_groups(res.items[fid], lon)
-            dates[fid] = [_solar_date(g, lon) for g in groups]
+            groups = dated_groups(res.items[fid], lon)
+            dates[fid] = list(groups)
             shapes[fid] = (len(groups), *gbox.shape)
             crss[fid] = str(gbox.crs)
         dtypes = self._dtypes()
@@ -284,10 +293,20 @@ class SitsSource(DataSource):
                       npartitions=len(self.feature_ids), extra_metadata=meta)
 
     def _dtypes(self) -> dict[str, str]:
-        """Band dtypes per the cube data model: SCL uint8; reflectance uint16, float32 masked."""
+        """Band dtypes of the cubes: the registry's (its files'); float32 once masked or filled.
+
+        Mask and QA bands keep theirs; a collection outside the registry: SCL uint8, other
+        bands uint16.
+        """
         masked = self._post["mask"] or bool(self._post["gapfill"])
-        return {b: "uint8" if b.upper() == "SCL" else ("float32" if masked else "uint16")
-                for b in self._query.bands}
+        entry = lookup(self._query.collection)
+        out = {}
+        for name in self._query.bands:
+            band = entry.band(name) if entry is not None else None
+            dtype, keep = ((band.dtype, band.role in ("mask", "qa")) if band is not None else
+                           ("uint8", True) if name.upper() == "SCL" else ("uint16", False))
+            out[name] = dtype if keep or not masked or dtype.startswith("float") else "float32"
+        return out
 
     # ------------------------------------------------------------------ data
 
@@ -362,11 +381,6 @@ class SitsSource(DataSource):
         self._aoi = None
         self._search = None
         self._schema = None
-
-
-def _solar_date(group: Sequence[Any], lon: float) -> str:
-    """ISO solar date of a group of items (odc-stac's: the offset in whole hours)."""
-    return str((group[0].datetime + dt.timedelta(seconds=int(lon / 15) * 3600)).date())
 
 
 def _resolve_stac(stac: str) -> str:

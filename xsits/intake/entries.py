@@ -43,7 +43,7 @@ from xsits.errors import CatalogError
 from xsits.intake import SOURCE_ARGS, SitsSource
 from xsits.ops.gapfill import METHODS as GAPFILL_METHODS
 from xsits.ops.steps import build_steps
-from xsits.stac.collections import lookup
+from xsits.stac.collections import has_cloud_cover, lookup
 
 __all__ = [
     "BUNDLED_AOI",
@@ -53,6 +53,7 @@ __all__ = [
     "check_entry_arguments",
     "entry_default",
     "entry_parameters",
+    "offered_options",
     "packaged_catalog",
 ]
 
@@ -90,7 +91,7 @@ def entry_default(name: str) -> Any:
     Examples
     --------
     >>> entry_default("size"), entry_default("bands"), entry_default("mask")
-    (10, ['B03', 'B04', 'B08', 'SCL'], False)
+    (10, None, False)
     """
     if name == "aoi":
         return str(BUNDLED_AOI)
@@ -130,13 +131,36 @@ class _Parameter(UserParameter):
         return super().validate(value)
 
 
+def offered_options(args: Mapping[str, Any]) -> list[Option]:
+    """The spec fields and source options an entry offers as parameters, in order.
+
+    All of :data:`OPTIONS` and :data:`ENTRY_OPTIONS` but those fixed in ``args``; when
+    ``args`` fix a collection of the registry, but what does not apply to it: ``max_cloud``
+    when its items have no cloud cover (:func:`xsits.stac.collections.has_cloud_cover`),
+    ``mask`` when it has no cloud mask (Sentinel-1 for both).
+
+    Examples
+    --------
+    >>> names = [o.name for o in offered_options({"collection": "sentinel-1-rtc"})]
+    >>> "max_cloud" in names, "mask" in names, "collection" in names, names[:2]
+    (False, False, False, ['stac', 'bands'])
+    """
+    entry = lookup(args["collection"]) if "collection" in args else None
+    skip = set(args)
+    if entry is not None:
+        skip |= {"max_cloud"} if not has_cloud_cover(entry.id) else set()
+        skip |= {"mask"} if entry.mask is None else set()
+    return [o for o in (*OPTIONS, *ENTRY_OPTIONS) if o.name not in skip]
+
+
 def entry_parameters(
     args: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]], name: str = "?"
 ) -> list[UserParameter]:
     """The user parameters of a ``sits`` entry, made from the spec (:data:`OPTIONS`).
 
     Every spec field the command line offers and the source's own options
-    (:data:`ENTRY_OPTIONS`) are parameters, but those the entry fixes in ``args``; each takes
+    (:data:`ENTRY_OPTIONS`) are parameters, but those the entry fixes in ``args`` and those
+    that do not apply to its collection (:func:`offered_options`); each takes
     its help text as description, its kind as type and its dataclass default. ``overrides``
     holds what an entry changes: ``{parameter: {"default": ..., "allowed": [...],
     "description": ..., "min": ..., "max": ...}}``. ``bands`` of a collection of the registry
@@ -169,15 +193,15 @@ def entry_parameters(
     >>> ps["mode"].allowed, ps["size"].default, "stac" in ps
     (['image', 'patch'], 10, False)
     """
-    options = [o for o in (*OPTIONS, *ENTRY_OPTIONS) if o.name not in args]
+    collection = args.get("collection", (overrides.get("collection") or {}).get(
+        "default", default("collection")))
+    options = offered_options(args)
     names = {o.name for o in options}
     wrong = sorted(set(overrides) - names)
     if wrong:
         raise CatalogError(f"catalog entry {name!r}: parameters {wrong} cannot be set here: "
                            f"they are fixed in its args or unknown; its parameters are "
                            f"{sorted(names)}")
-    collection = args.get("collection", overrides.get("collection", {}).get(
-        "default", default("collection")))
     out = []
     for opt in options:
         limits: dict[str, Any] = {}
@@ -341,11 +365,13 @@ def packaged_catalog() -> YAMLFilesCatalog:
 
     Examples
     --------
-    >>> sorted(packaged_catalog())
-    ['demo', 's2_earth_search', 's2_planetary_computer', 's2_points']
+    >>> sorted(packaged_catalog())  # doctest: +NORMALIZE_WHITESPACE
+    ['demo', 'hls_l30_nasa', 'hls_l30_planetary_computer', 'hls_s30_nasa',
+     'hls_s30_planetary_computer', 'landsat_earth_search', 'landsat_planetary_computer',
+     's1_planetary_computer', 's2_earth_search', 's2_planetary_computer', 's2_points']
     """
     return YAMLFilesCatalog(str(CATALOG_DIR / "*.yaml"), flatten=True, name="xsits",
-                            description="xsits: Sentinel-2 cubes per AOI feature")
+                            description="xsits: satellite image time series per AOI feature")
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,8 @@ test world, see CONTRIBUTING.md).
 
 Owns: the entries (:data:`COLLECTIONS`), finding an entry by any of its collection ids at any
 provider (:func:`lookup`), a band by any of its names (:meth:`Collection.band`), an asset's
-own scale / offset (:func:`asset_scale`, from its items' ``raster:bands``).
+own scale / offset (:func:`asset_scale`, from its items' ``raster:bands``), whether its items
+say how cloudy they are (:func:`has_cloud_cover`).
 Must not: make requests or read pixels (:mod:`xsits.stac.providers` reads item
 dialects, :mod:`xsits.ops.mask` applies the mask rules).
 
@@ -207,6 +208,9 @@ class Collection:
         Per-date coordinates of its own: ``{coordinate: (item property, default)}``; the
         default's type is the coordinate's (``-1``: an integer, on dates whose items
         disagree or lack it), see :func:`xsits.cube.dates.time_coords`.
+    cloud_cover
+        Its items carry ``eo:cloud_cover`` (what ``max_cloud`` filters on); False for
+        radar, whose items have none (:func:`has_cloud_cover`).
     """
 
     id: str
@@ -220,6 +224,7 @@ class Collection:
     group_by: str = "solar_day"
     common_bands: Mapping[str, str] = field(default_factory=_frozen)
     date_coords: Mapping[str, tuple[str, object]] = field(default_factory=_frozen)
+    cloud_cover: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _frozen(self.sources))
@@ -399,8 +404,9 @@ HLS2_L30 = Collection(
 
 #: Sentinel-1 RTC (Planetary Computer): radiometrically terrain-corrected gamma naught,
 #: linear power, float32 with nodata -32768 (loaded as NaN, :func:`xsits.cube.plan.nan_fill`);
-#: no cloud mask (radar sees through clouds). An ascending and a descending pass over a
-#: place on one solar day are two dates, each with its orbit state and relative orbit.
+#: no cloud mask and no ``eo:cloud_cover`` (radar sees through clouds). An ascending and a
+#: descending pass over a place on one solar day are two dates, each with its orbit state
+#: and relative orbit.
 SENTINEL_1_RTC = Collection(
     id="sentinel-1-rtc",
     title="Sentinel-1 C-SAR",
@@ -413,6 +419,7 @@ SENTINEL_1_RTC = Collection(
     group_by="solar_day+orbit_state",
     date_coords={"orbit_state": ("sat:orbit_state", ""),
                  "relative_orbit": ("sat:relative_orbit", -1)},
+    cloud_cover=False,
 )
 
 #: Every collection xsits knows, by preset name.
@@ -503,3 +510,18 @@ def date_coords(collection: str | None) -> Mapping[str, tuple[str, object]]:
     """
     entry = lookup(collection)
     return entry.date_coords if entry is not None else _frozen()
+
+
+def has_cloud_cover(collection: str | None) -> bool:
+    """Whether the items of ``collection`` (any id) may carry ``eo:cloud_cover``.
+
+    False only for a registry collection whose items have none (Sentinel-1 RTC); a
+    collection outside the registry may have it.
+
+    Examples
+    --------
+    >>> has_cloud_cover("sentinel-1-rtc"), has_cloud_cover("HLSS30.v2.0"), has_cloud_cover("x")
+    (False, True, True)
+    """
+    entry = lookup(collection)
+    return entry is None or entry.cloud_cover

@@ -78,7 +78,9 @@ class StacQuery:
     filter
         CQL2 filter (JSON dict or CQL2 text), parsed by ``cql2`` now.
     max_cloud
-        Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``).
+        Shortcut for ``query={"eo:cloud_cover": {"lt": max_cloud}}`` (merged with ``query``);
+        refused for a collection whose items have no cloud cover (Sentinel-1 RTC,
+        :func:`xsits.stac.collections.has_cloud_cover`).
     limit
         Page size of API searches, 1..10000. Default 1000 (fewer requests).
 
@@ -149,6 +151,10 @@ class StacQuery:
                                  "0..100, e.g. max_cloud=10")
             if isinstance(self.max_cloud, str):
                 object.__setattr__(self, "max_cloud", cloud)
+            if not collections.has_cloud_cover(self.collection):
+                raise QueryError(f"max_cloud={self.max_cloud!r}: {self.collection} items "
+                                 "have no eo:cloud_cover (radar sees through clouds), so it "
+                                 "would drop them all; leave max_cloud out")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or \
                 not 1 <= self.limit <= MAX_LIMIT:
             raise QueryError(f"limit={self.limit!r} must be an int in 1..{MAX_LIMIT}")

@@ -46,6 +46,7 @@ from xsits.errors import (
 from xsits.io import retry
 from xsits.stac import local, providers
 from xsits.stac.api import REQUEST_TIMEOUT, RetryingStacApiIO
+from xsits.stac.collections import has_cloud_cover
 from xsits.stac.providers import PRESETS
 from xsits.stac.query import StacQuery
 
@@ -467,6 +468,28 @@ def iter_search(
 _NO_MATCH = "no {collection} item between {start} and {end} matches the query here"
 
 
+def _no_match(q: StacQuery) -> str:
+    """Why no item matched a feature, with the fixes that apply to the query's collection.
+
+    "Too cloudy" and ``max_cloud`` only for a collection whose items say how cloudy they are
+    (:func:`xsits.stac.collections.has_cloud_cover`: not Sentinel-1).
+
+    Examples
+    --------
+    >>> s1 = StacQuery(collection="sentinel-1-rtc", start="2024-01-01", end="2024-01-31")
+    >>> _no_match(s1).split(" here ")
+    ['no sentinel-1-rtc item between 2024-01-01 and 2024-01-31 matches the query', \
+'(outside every tile of those dates); widen the dates or check the place']
+    >>> _no_match(StacQuery()).split(" here ")[1]
+    '(outside every tile, or all too cloudy); widen the dates or raise max_cloud'
+    """
+    text = _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
+    if has_cloud_cover(q.collection):
+        return f"{text} (outside every tile, or all too cloudy); widen the dates or raise " \
+               "max_cloud"
+    return f"{text} (outside every tile of those dates); widen the dates or check the place"
+
+
 def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
              search_area) -> None:
     """Say why a filtered search found nothing for a feature: the filter, or no item at all.
@@ -502,7 +525,8 @@ def _explain(q: StacQuery, footprints: gpd.GeoSeries, missing: dict[str, str],
         missing[fid] = NoItems(
             f"{len(hits)} {q.collection} items cover this feature between {q.start} and "
             f"{q.end}, but none matches the query {shorten(json.dumps(expr), 160)}; on them "
-            f"{'; '.join(seen)}; widen the query (or max_cloud)")
+            f"{'; '.join(seen)}; widen the query"
+            f"{' (or max_cloud)' if has_cloud_cover(q.collection) else ''}")
 
 
 def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
@@ -526,7 +550,4 @@ def _assign(found: Sequence[pystac.Item], shapes: gpd.GeoSeries, q: StacQuery,
                 f"{shorten(', '.join(have), 200)}); ask for bands by those names"
             )
         else:
-            missing[fid] = NoItems(
-                _NO_MATCH.format(collection=q.collection, start=q.start, end=q.end)
-                + " (outside every tile, or all too cloudy); widen the dates or raise max_cloud"
-            )
+            missing[fid] = NoItems(_no_match(q))
