@@ -287,8 +287,12 @@ def _gif_bytes(obj: xr.Dataset | xr.DataArray, style: FrameStyle, fps: int) -> b
     stack = _stack(obj, style.bands)
     cmap = style.cmap
     if stack.sizes["band"] == 1:
-        import matplotlib  # optional: colour maps of one-band frames
-
+        try:
+            import matplotlib  # optional: colour maps of one-band frames
+        except ImportError:
+            raise MissingDependencyError(
+                "a one-band timelapse is drawn with a matplotlib colour map: pip install "
+                "matplotlib, or draw three bands (bands=('B04', 'B03', 'B02'))") from None
         cmap = matplotlib.colormaps[cmap or "viridis"] if not hasattr(cmap, "N") else cmap
         cmap = cmap.with_extremes(bad="black")
     else:
