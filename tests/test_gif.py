@@ -267,3 +267,17 @@ def test_frames_equal_the_previous_renderer(tmp_path, name):
             assert a.info["duration"] == b.info["duration"]  # centiseconds in a GIF
             assert abs(a.info["duration"] - 1000 / kwargs["fps"]) <= 10
             assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b.convert("RGBA")))
+
+
+def test_one_band_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+
+    from xsits.errors import MissingDependencyError
+
+    ds = cube(shape=(2, 8))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match="pip install matplotlib"):
+        to_gif(ds, tmp_path / "one.gif", bands=("B08",))
+    assert not list(tmp_path.iterdir())  # nothing written
+    to_gif(ds, tmp_path / "three.gif")  # three bands need no colour map
+    assert (tmp_path / "three.gif").stat().st_size > 0

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 #: Bands that hold classes or flags, never reflectance: never scaled, masked or harmonized.
 #: The registry's mask and QA bands (:mod:`xsits.stac.collections`, roles ``mask`` / ``qa``;
@@ -208,8 +209,6 @@ def single_threaded_blas() -> Iterator[None]:
     with _BLAS_LOCK:
         _BLAS_DEPTH += 1
         if _BLAS_DEPTH == 1:
-            from threadpoolctl import threadpool_limits
-
             _BLAS_LIMITS = threadpool_limits(limits=1, user_api="blas")
     try:
         yield

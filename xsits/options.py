@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from xsits.errors import OptionError
 
 #: The keys of the ``s3`` option (read by :mod:`xsits.io.fetch`).
@@ -135,7 +137,6 @@ class Options:
             return Path(self.cache_dir)
         if os.environ.get("XSITS_CACHE_DIR"):
             return Path(os.environ["XSITS_CACHE_DIR"])
-        import platformdirs
 
         return Path(platformdirs.user_cache_dir("xsits"))
 

@@ -35,6 +35,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm import tqdm
 
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.batch.combined import combined_bands, open_combined
@@ -336,10 +337,12 @@ def _progress_bar(progress: bool | None, total: int) -> Any:
     """A tqdm bar over ``total`` points, shown by the batch engine's rule for progress bars."""
     show = want_progress(progress) and (progress is not None or get_options().progress)
     if show:
-        from tqdm.auto import tqdm
-    else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
-        from tqdm import tqdm
-    return tqdm(total=total, unit="point", desc="xsits sample", disable=not show)
+        # imported on use: tqdm.auto picks the notebook front end (ipywidgets) on import
+        # and warns in a notebook without it, even for a disabled bar
+        from tqdm.auto import tqdm as bar
+    else:
+        bar = tqdm
+    return bar(total=total, unit="point", desc="xsits sample", disable=not show)
 
 
 def _read_parts(aoi: gpd.GeoDataFrame, reader: Reader, spec: CubeSpec,

@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 import xarray as xr
+from tqdm import tqdm
 
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.batch.plan import NAME_ATTRS, AoiSource, Batch, plan_batches, planned_path
@@ -264,11 +265,13 @@ def _check_args(steps: Iterable[Callable] | Callable | None, out_dir: str | os.P
 def _progress_bar(progress: bool | None, total: int) -> Any:
     """A tqdm bar over ``total`` features (shown by :func:`xsits.batch.run.want_progress`)."""
     if want_progress(progress):
-        from tqdm.auto import tqdm
-    else:  # tqdm.auto warns in notebooks without ipywidgets even when disabled
-        from tqdm import tqdm
-    return tqdm(total=total or None, unit="feature", desc="xsits",
-                disable=not want_progress(progress), dynamic_ncols=True)
+        # imported on use: tqdm.auto picks the notebook front end (ipywidgets) on import
+        # and warns in a notebook without it, even for a disabled bar
+        from tqdm.auto import tqdm as bar
+    else:
+        bar = tqdm
+    return bar(total=total or None, unit="feature", desc="xsits",
+               disable=not want_progress(progress), dynamic_ncols=True)
 
 
 class _Reporter:

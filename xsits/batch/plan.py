@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import xarray as xr
 
 from xsits._common import context_thread, redact
@@ -145,8 +146,6 @@ def _plan_mapping(cubes: Mapping[str, xr.Dataset], batch_size: int) -> Plan:
 
 def _spatial_order(aoi: Any) -> list[int]:
     """Row positions ordered so that nearby features share a batch (and a STAC search)."""
-    import geopandas as gpd
-
     if len(aoi) == 0:
         return []
     geoms = aoi.geometry.to_crs("EPSG:4326")

@@ -13,7 +13,9 @@ nor write the manifest (:mod:`xsits.batch.report`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import multiprocessing
 import os
 import re
 import sys
@@ -21,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +32,8 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 import xarray as xr
+from dask.callbacks import Callback
+from distributed import Client, as_completed
 
 from xsits._common import ContextThreadPool
 from xsits.batch.report import Row, Status, error_text, install_log_redaction, row, short_reason
@@ -177,9 +181,6 @@ def process_pool(workers: int | None = None) -> Any:
     ...     pool.submit(abs, -2).result()
     2
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
     return ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=ctx)
 
@@ -190,8 +191,6 @@ def _failed_reads(ds: xr.Dataset) -> list[dict[str, str]] | None:
     The output then says which item and href cost which date (``attrs["failed_reads"]``,
     JSON), and the load's key is dropped from it.
     """
-    import json
-
     lost = failed_reads(ds)
     ds.attrs.pop(READS_ATTR, None)
     if lost:
@@ -279,8 +278,6 @@ class Runner:
         if isinstance(scheduler, str) and scheduler in _SCHEDULER_GETS:
             self.scheduler = scheduler
         elif isinstance(scheduler, str) and re.match(r"^[a-z+]+://|^[\w.-]+:\d+$", scheduler):
-            from distributed import Client
-
             try:
                 self.client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as err:
@@ -288,7 +285,7 @@ class Runner:
                                  f"({short_reason(error_text(err))}); check the address") from err
             self.owned = True
             self.scheduler = "distributed"
-        elif type(scheduler).__name__ == "Client" and hasattr(scheduler, "compute"):
+        elif isinstance(scheduler, Client):
             self.client, self.scheduler = scheduler, "distributed"
         else:
             raise BatchError(
@@ -325,8 +322,6 @@ class Runner:
 
     def ticking(self, bar: Any) -> Any:
         """A context in which the local schedulers tick ``bar`` once per finished feature."""
-        from dask.callbacks import Callback
-
         class _Tick(Callback):
             def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D102
                 if isinstance(key, str) and key.startswith(_TASK_PREFIX):
@@ -350,8 +345,6 @@ class Runner:
         return list(dask.compute(*tasks, **kwargs))
 
     def _run_distributed(self, jobs: list[Job], tasks: list, bar: Any) -> list[Row]:
-        from distributed import as_completed
-
         futures = self.client.compute(tasks)
         rows: dict[Any, Row] = {}
         for fut in as_completed(futures):

@@ -11,6 +11,7 @@ Must not: reproject, search or read pixels.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 
 from xsits.errors import AOIError, FeatureIdError
 
@@ -61,7 +63,6 @@ def _check_crs(crs: object, name: str) -> None:
     """Raise :class:`AOIError` unless pyproj knows ``crs`` (None: nothing to check)."""
     if crs is None:
         return
-    import pyproj
 
     try:
         pyproj.CRS.from_user_input(crs)
@@ -130,8 +131,6 @@ def _read_csv(path: Path, x: str | None, y: str | None, crs: object) -> gpd.GeoD
 
 def _json_problem(path: Path) -> str | None:
     """Why a (Geo)JSON file is not UTF-8 JSON text, or None when it is."""
-    import json
-
     try:
         json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
+import dask.array as dsa
 import numpy as np
 import xarray as xr
 from odc.geo.crs import norm_crs
 from odc.geo.geom import Geometry
+from odc.geo.xr import rasterize
 from shapely import wkt
 from shapely.geometry.base import BaseGeometry
 
@@ -76,8 +79,6 @@ def _as_geometry(obj: xr.Dataset | xr.DataArray, geometry: Any, crs: Any) -> Geo
 
 def _rasterize(poly: Geometry, geobox: Any, all_touched: bool) -> np.ndarray:
     """Boolean array of ``geobox``'s shape, True inside ``poly``."""
-    from odc.geo.xr import rasterize
-
     return rasterize(poly, geobox, all_touched=all_touched).data
 
 
@@ -90,8 +91,6 @@ def _inside_mask(obj: xr.Dataset | xr.DataArray, poly: Geometry, all_touched: bo
                    None)
     if chunked is None:
         return xr.Variable((ydim, xdim), _rasterize(poly, geobox, all_touched))
-    import dask
-    import dask.array as dsa
 
     task = dask.delayed(_rasterize, pure=True)(poly, geobox, all_touched)
     data = dsa.from_delayed(task, tuple(geobox.shape), dtype=bool)

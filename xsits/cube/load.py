@@ -21,6 +21,7 @@ import geopandas as gpd
 import numpy as np
 import odc.stac
 import pystac
+import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -141,8 +142,6 @@ def band_config(items: Sequence[pystac.Item], bands: Sequence[str]) -> dict[str,
         if isinstance(head, BaseException):
             raise UnreadableGroupError(str(head), why) from head
         if head.dtype == "?":  # a file tifffile does not read: ask GDAL
-            import rasterio
-
             def gdal_header(uri: str = uri) -> tuple[str, Any]:
                 with rasterio.Env(**GDAL_HTTP_DEFAULTS), rasterio.open(uri) as f:
                     return f.dtypes[0], f.nodata

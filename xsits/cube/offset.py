@@ -50,6 +50,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pystac
+import rasterio
+from rasterio.enums import Resampling
 
 from xsits._common import ContextThreadPool, Lru
 from xsits.errors import HarmonizeWarning
@@ -115,9 +117,6 @@ def guard_share(hrefs: Sequence[str]) -> float:
     >>> round(guard_share([path]), 3)
     0.333
     """
-    import rasterio
-    from rasterio.enums import Resampling
-
     below = valid = 0
     for href in hrefs:
         def read(href: str = href) -> np.ndarray:

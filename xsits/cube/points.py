@@ -38,6 +38,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import get_scale_from_linear_transform
 from odc.loader import resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata
+from rasterio.warp import transform
 
 from xsits.cube.plan import ItemsPlan, consistent_groups, group_dates, solar_lon
 from xsits.io import fast, fetch, signing
@@ -131,8 +132,6 @@ def _transformer(src: str, dst: str) -> pyproj.Transformer:
 def _transform(src_crs: Any, dst_crs: Any, x: np.ndarray,
                y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x, y`` from ``src_crs`` to ``dst_crs`` with GDAL's PROJ (as GDAL's warp does)."""
-    from rasterio.warp import transform
-
     if str(src_crs) == str(dst_crs):
         return x, y
     xx, yy = transform(str(src_crs), str(dst_crs), x.reshape(-1), y.reshape(-1))

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
 import geopandas as gpd
 from intake.source.base import DataSource, Schema
 
@@ -372,8 +373,6 @@ class SitsSource(DataSource):
         >>> cubes["7"].B04.chunks is None  # in memory
         True
         """
-        import dask
-
         lazy = self.to_dask()
         (computed,) = dask.compute(dict(lazy))
         return Cubes({f: computed[f] for f in lazy}, missing=lazy.missing, search=lazy.search)

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import rasterio
+
 from xsits._common import ContextThreadPool
 from xsits.options import get_options
 
@@ -121,8 +123,6 @@ def with_gdal_token(href: str, read: Callable[[], T]) -> T:
         return read()
 
     def run() -> T:
-        import rasterio
-
         with rasterio.Env(**env):
             return read()
 

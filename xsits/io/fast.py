@@ -44,6 +44,8 @@ from odc.loader import (
     resolve_dst_nodata,
     resolve_src_nodata,
 )
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.warp import Resampling, reproject
 
 from xsits._common import ContextThreadPool, Lru
 from xsits.io import fetch
@@ -175,8 +177,6 @@ def _gdal_index(src: GeoBox, dst: GeoBox) -> tuple[tuple[slice, slice], np.ndarr
     hit = _INDICES.get(key)
     if hit is not None:
         return hit
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.warp import Resampling, reproject
 
     (h, w) = src.shape.yx
     rr = compute_reproject_roi(src, dst, padding=0)

@@ -26,11 +26,16 @@ import hashlib
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
+
+import obstore
+from obstore.store import HTTPStore, LocalStore, S3Store
 
 from xsits._common import ContextThreadPool, Lru, redact
 from xsits.errors import LoadError, TransientError
@@ -191,9 +196,6 @@ def _retry_after(uri: str) -> float | None:
     obstore reports a 429 / 503 without its headers; this asks the same file for one byte
     and reads the header of the answer (None when it does not throttle, or has no header).
     """
-    import urllib.error
-    import urllib.request
-
     host = urlparse(uri).netloc
     now = time.monotonic()
     seen = RETRY_AFTER_SEEN.get(host)
@@ -281,8 +283,6 @@ def gdal_s3_env() -> dict[str, str]:
 
 
 def _s3_store(bucket: str) -> Any:
-    from obstore.store import S3Store
-
     s = s3_settings()
     kwargs: dict[str, Any] = {"region": s["region"], "request_payer": s["requester_pays"],
                               "skip_signature": s["anonymous"]}
@@ -297,8 +297,6 @@ def _s3_store(bucket: str) -> Any:
 
 
 def _store(key: str) -> Any:
-    from obstore.store import HTTPStore, LocalStore
-
     st = _state()
     auth = earthdata.headers(key) if key.startswith("http") else {}
     if key.startswith("s3://"):  # one store per bucket and settings in force
@@ -325,8 +323,6 @@ def _store(key: str) -> Any:
 
 
 def _get(uri: str, start: int, end: int) -> memoryview:
-    import obstore
-
     st = _state()
     key, path = locate(uri)
 

@@ -22,15 +22,18 @@ pixels by hand or plan fast reads (:mod:`xsits.io.fast`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import rasterio
 from odc.geo.geobox import GeoBox
 from odc.loader import (
     RasterLoadParams,
@@ -39,6 +42,7 @@ from odc.loader import (
     RioReader,
     resolve_dst_dtype,
 )
+from rasterio.errors import RasterioError
 
 from xsits._common import redact
 from xsits.errors import LoadError
@@ -176,8 +180,6 @@ def _gdal_read(reader: RioReader, uri: str, cfg: RasterLoadParams, dst_geobox: G
 
 
 def _gdal_transient(err: BaseException) -> bool:
-    from rasterio.errors import RasterioError
-
     return not isinstance(err, LoadError) and isinstance(err, (RasterioError, OSError))
 
 
@@ -286,11 +288,6 @@ def last_load_stats() -> dict[str, int]:
 @functools.lru_cache(maxsize=1)
 def _gdal_lib() -> Any:
     """The libgdal that rasterio uses, through ctypes (None if not found)."""
-    import ctypes
-    from pathlib import Path
-
-    import rasterio
-
     base = Path(rasterio.__file__).parent
     candidates = [str(p) for d in (base.parent / "rasterio.libs", base / ".dylibs")
                   if d.is_dir() for p in d.glob("libgdal*")]

@@ -36,6 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from xsits.errors import ClientFaultError, TransientError
@@ -93,7 +94,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     text = str(value).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
-    from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(text)

@@ -32,6 +32,8 @@ import os
 import time
 from urllib.parse import urlsplit
 
+import requests
+
 from xsits._common import Lru
 from xsits.errors import LoadError, TransientError
 from xsits.io import retry
@@ -93,8 +95,6 @@ def sas_endpoint() -> str:
 
 
 def _fetch_token(endpoint: str, account: str, container: str) -> tuple[str, float]:
-    import requests
-
     url = f"{endpoint}/{account}/{container}"
     key = os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
     headers = {"Ocp-Apim-Subscription-Key": key} if key else {}

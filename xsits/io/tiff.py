@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tifffile
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
@@ -203,8 +204,6 @@ def fast_refusal(tif: Any) -> str | None:
 
 
 def _parse(uri: str, first: memoryview) -> Header:
-    import tifffile
-
     with tifffile.TiffFile(_RangeFile(uri, first)) as tif:
         pages = [p for p in tif.pages if not int(p.subfiletype) & 4]
         page0 = pages[0]

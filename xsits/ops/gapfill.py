@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 
+import bottleneck
 import dask.array
 import numpy as np
 import pandas as pd
@@ -37,8 +38,6 @@ def _fillable(var: xr.DataArray, dim: str) -> bool:
 
 def _ffill(a: np.ndarray, axis: int) -> np.ndarray:
     """Forward fill of NaNs along ``axis`` (bottleneck, as xarray's ``ffill``)."""
-    import bottleneck
-
     return bottleneck.push(a, axis=axis)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import dask
+import dask.array as dsa
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -134,9 +136,6 @@ def labels(
     args = (shapes, tuple(geobox.shape), geobox.affine, fill, all_touched, dtype)
     chunks = _spatial_chunks(obj, ydim, xdim)
     if chunks:
-        import dask
-        import dask.array as dsa
-
         data = dsa.from_delayed(dask.delayed(_burn)(*args), tuple(geobox.shape), dtype=dtype)
         data = data.rechunk(chunks)
     else:

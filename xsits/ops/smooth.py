@@ -18,7 +18,9 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import xarray as xr
+from scipy.sparse.linalg import splu
 
 from xsits._common import CLASS_BANDS, append_history, as_float
 from xsits.errors import GridError
@@ -36,7 +38,7 @@ def _savgol_kernel(values: np.ndarray, window: int, polyorder: int, mode: str) -
     filtered twice, with the NaN as 0 and as 1, and the values that differ (those whose
     window holds a NaN, ends included) are NaN.
     """
-    from scipy.signal import savgol_filter
+    from scipy.signal import savgol_filter  # heavy: imported on use (+0.5 s to import xsits)
 
     flat = values.reshape(-1, values.shape[-1]).astype("float64")
     holes = np.isnan(flat)
@@ -54,8 +56,6 @@ def _savgol_kernel(values: np.ndarray, window: int, polyorder: int, mode: str) -
 
 def _difference_penalty(n: int, order: int):
     """``D'D`` of the ``order``-th differences of ``n`` equally spaced values (sparse CSC)."""
-    import scipy.sparse as sp
-
     coefs = np.diff(np.eye(order + 1), order, axis=0)[0]  # order 2: [1, -2, 1]
     d = sp.diags(list(coefs), offsets=list(range(order + 1)), shape=(n - order, n))
     return (d.T @ d).tocsc()
@@ -69,9 +69,6 @@ def _whittaker_kernel(values: np.ndarray, lam: float, order: int) -> np.ndarray:
     (:func:`scipy.sparse.linalg.splu`), solved for all of them at once. A series with fewer
     than ``order`` valid values has no unique solution: it stays NaN.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import splu
-
     n = values.shape[-1]
     if n <= order:  # nothing to penalise
         return values.copy()

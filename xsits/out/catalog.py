@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from xsits._version import __version__
 from xsits.errors import ExportError
 from xsits.out.atomic import atomic_path, ensure_dir
@@ -105,7 +107,6 @@ def write_results_catalog(
         "metadata": {"version": 1, "description": description, "creator": f"xsits {__version__}"},
         "sources": sources,
     }
-    import yaml
 
     target = out_dir / name
     with atomic_path(target, overwrite=True) as tmp:

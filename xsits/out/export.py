@@ -65,6 +65,11 @@ from typing import Any
 import dask
 import dask.array as dsa
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers .odc)
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyproj
 import xarray as xr
 
 from xsits.errors import ExportError, UnsafePathError
@@ -231,7 +236,6 @@ def _is_projected(ds: xr.Dataset) -> bool:
     wkt = ds.coords["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
     if not wkt:
         return False
-    import pyproj
 
     return bool(pyproj.CRS.from_wkt(wkt).is_projected)
 
@@ -355,12 +359,9 @@ def _write_zarr(ds: xr.Dataset, tmp: Path) -> None:
 
 def _lonlat(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
     """Longitude/latitude of every (y, x) pixel centre, or None without a CRS."""
-    import odc.geo.xr  # noqa: F401  (registers .odc)
-
     crs = ds.odc.crs
     if crs is None:
         return None
-    import pyproj
 
     xx, yy = np.meshgrid(ds["x"].values, ds["y"].values)
     transformer = pyproj.Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
@@ -426,8 +427,6 @@ def _table_blocks(ds: xr.Dataset) -> Iterator[dict[str, np.ndarray]]:
 
 
 def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
-    import pandas as pd
-
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         for i, cols in enumerate(_table_blocks(ds)):
             pd.DataFrame(cols).to_csv(
@@ -436,17 +435,12 @@ def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
 
 
 def _arrow_type(values: np.ndarray):
-    import pyarrow as pa
-
     if values.dtype.kind in "OUS":
         return pa.string()
     return pa.from_numpy_dtype(values.dtype)
 
 
 def _write_parquet(ds: xr.Dataset, tmp: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     meta = {"attrs": _clean_attrs(ds.attrs)}
     if "spatial_ref" in ds.coords:
         meta["crs_wkt"] = ds.coords["spatial_ref"].attrs.get("crs_wkt")

@@ -45,6 +45,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 import xarray as xr
+from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 from xsits._common import as_float
 from xsits.errors import BandError, ExportError, MissingDependencyError
@@ -232,8 +233,6 @@ def _stretch(data: np.ndarray, style: FrameStyle) -> tuple[float, float]:
 
 def _label(img: Any, label: str, font: Any) -> None:
     """Draw ``label`` in white on a black box in the upper-left corner of ``img``."""
-    from PIL import ImageDraw
-
     draw = ImageDraw.Draw(img)
     left, top, right, bottom = font.getbbox(label)
     width, height = right - left, bottom - top
@@ -254,8 +253,6 @@ def _render(
     Each frame gets its date label, then Pillow writes the animation (``1000 / fps`` ms per
     frame, looping).
     """
-    from PIL import Image, ImageFont
-
     vmin, vmax = _stretch(np.asarray(stack.data), style)
     stack = _resize(stack, style.size)
     data = np.asarray(stack.data, dtype="float32")
@@ -290,8 +287,12 @@ def _gif_bytes(obj: xr.Dataset | xr.DataArray, style: FrameStyle, fps: int) -> b
     stack = _stack(obj, style.bands)
     cmap = style.cmap
     if stack.sizes["band"] == 1:
-        import matplotlib
-
+        try:
+            import matplotlib  # optional: colour maps of one-band frames
+        except ImportError:
+            raise MissingDependencyError(
+                "a one-band timelapse is drawn with a matplotlib colour map: pip install "
+                "matplotlib, or draw three bands (bands=('B04', 'B03', 'B02'))") from None
         cmap = matplotlib.colormaps[cmap or "viridis"] if not hasattr(cmap, "N") else cmap
         cmap = cmap.with_extremes(bad="black")
     else:
@@ -338,8 +339,6 @@ def frames(
     >>> [im.size for im in frames(ds, bands="B08", cmap="Greens", size=64)]
     [(64, 32), (64, 32)]
     """
-    from PIL import Image, ImageSequence
-
     style = FrameStyle.from_kwargs(style, **style_kwargs)
     # 1 frame per second: Pillow merges identical consecutive frames into one longer frame,
     # so a frame lasting k seconds stands for k dates.

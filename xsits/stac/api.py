@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
@@ -105,8 +106,6 @@ class RetryingStacApiIO(StacApiIO):
                 return StacApiIO.request(self, href, method, headers, parameters)
             except APIError as err:
                 raise _request_error(err, href) from err
-
-        from urllib.parse import urlsplit
 
         return retry.call(once, what=f"STAC request {redact(href)}",
                           transient=lambda e: isinstance(e, TransientError),

@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import cql2
+
 from xsits.errors import QueryError
 
 #: Comparison operators of the STAC Query extension and their CQL2 equivalent.
@@ -162,8 +164,6 @@ def parse_filter(filter: Any) -> dict[str, Any] | None:
     ...
     xsits.errors.QueryError: filter='eo:cloud_cover <' is not valid CQL2 (at character 17: ...
     """
-    import cql2
-
     if filter is None:
         return None
     if isinstance(filter, str):

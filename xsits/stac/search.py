@@ -24,11 +24,13 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from typing import Any
 
+import cql2
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pystac
 import shapely
+from pystac_client import Client, ConformanceClasses
 from shapely import STRtree
 from shapely.geometry import shape
 from shapely.ops import unary_union
@@ -179,8 +181,6 @@ def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
 
 def _search_local(q: StacQuery, area, *, filtered: bool = True) -> list[pystac.Item]:
     """Filter a local ItemCollection / catalog like a STAC API would (the same CQL2)."""
-    import cql2
-
     path = q.endpoint
     expr = provider_cql2(q) if filtered else None
     match = cql2.Expr(expr).matches if expr is not None else None
@@ -227,8 +227,6 @@ def open_client(q: StacQuery, *, modifier=None):
 
     >>> client = open_client(StacQuery(stac="http://127.0.0.1:1"))  # doctest: +SKIP
     """
-    from pystac_client import Client
-
     io = RetryingStacApiIO(timeout=REQUEST_TIMEOUT)
     try:
         return Client.open(PRESETS.get(q.stac, q.stac), stac_io=io,
@@ -250,8 +248,6 @@ ITEM_FIELDS = ("id", "type", "stac_version", "stac_extensions", "geometry", "bbo
 
 def _fields(q: StacQuery, client) -> dict[str, list[str]] | None:
     """The ``fields`` of a search when the API conforms to the fields extension."""
-    from pystac_client import ConformanceClasses
-
     if not client.conforms_to(ConformanceClasses.FIELDS):
         return None
     assets = dict.fromkeys(a.split(".")[0] for a in q.assets.values())  # "visual.2": "visual"
@@ -265,8 +261,6 @@ def _filters(q: StacQuery, client) -> dict[str, Any]:
     The same CQL2 a local catalog evaluates: APIs implement the Query extension's string
     and ``in`` operators unevenly (stac-fastapi-pgstac only its comparisons).
     """
-    from pystac_client import ConformanceClasses
-
     expr = provider_cql2(q)
     if expr is None:
         return {}

@@ -28,6 +28,9 @@ Used by :class:`xsits.testing.servers.CogServer`.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -35,9 +38,11 @@ import socket
 import threading
 import time
 from collections import Counter
+from email.utils import formatdate
 from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from RangeHTTPServer import RangeRequestHandler
 
@@ -69,15 +74,10 @@ class Sas:
         self.secret = os.urandom(16)
 
     def _sig(self, se: str) -> str:
-        import hashlib
-        import hmac
-
         return hmac.new(self.secret, se.encode(), hashlib.sha256).hexdigest()[:32]
 
     def token(self) -> dict[str, str]:
         """A new token and its expiry, as Planetary Computer's SAS API answers."""
-        import datetime as dt
-
         expiry = time.time() + self.lifetime
         se = f"{expiry:.3f}"
         when = dt.datetime.fromtimestamp(expiry, dt.UTC).isoformat().replace("+00:00", "Z")
@@ -85,8 +85,6 @@ class Sas:
 
     def valid(self, query: str) -> bool:
         """Whether a request's query carries a token of ours that has not expired."""
-        from urllib.parse import parse_qs
-
         q = {k: v[0] for k, v in parse_qs(query).items()}
         se, sig = q.get("se", ""), q.get("sig", "")
         try:
@@ -129,9 +127,6 @@ class Bearer:
 
     def signature(self, path: str) -> str:
         """The signature of a redirect to ``path``."""
-        import hashlib
-        import hmac
-
         return hmac.new(self.secret, path.encode(), hashlib.sha256).hexdigest()[:32]
 
     def signed_ok(self, path: str, signature: str) -> bool:
@@ -281,8 +276,6 @@ class Throttle:
             status = 429 if self.n % 2 else 503
         value = self.retry_after
         if value.startswith("date"):
-            from email.utils import formatdate
-
             value = formatdate(time.time() + float(value[4:] or 2), usegmt=True)
         return status, value
 
@@ -328,8 +321,6 @@ class Handler(RangeRequestHandler):
         return True
 
     def _faults_endpoint(self) -> bool:
-        from urllib.parse import parse_qs, urlsplit
-
         parts = urlsplit(self.path)
         if parts.path not in (FAULTS_PATH, FAULTS_PATH + "/clear"):
             return False
@@ -368,8 +359,6 @@ class Handler(RangeRequestHandler):
 
     def _bearer_refused(self) -> bool:
         """LP DAAC's checks (see the module docstring): True when answered here."""
-        from urllib.parse import parse_qs
-
         b = self.bearer
         if b is None:
             return False

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
 
+    # the test extra, imported in the server's own process only
     import uvicorn
     from stac_fastapi.pgstac.app import create_app
 

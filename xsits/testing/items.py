@@ -26,6 +26,7 @@ import pathlib
 from typing import Any
 
 import numpy as np
+import rasterio
 
 
 class ItemFiles:
@@ -63,7 +64,5 @@ class ItemFiles:
 
     def truth(self, item_id: str, key: str) -> np.ndarray:
         """The array written to one asset's file (read back with rasterio)."""
-        import rasterio
-
         with rasterio.open(self.asset_path(item_id, key)) as f:
             return f.read(1)

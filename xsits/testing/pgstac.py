@@ -117,7 +117,7 @@ def postgres_available() -> tuple[bool, str]:
         except ImportError:
             return False, f"Python package {mod!r} missing; pip install -e '.[test]'"
     if _is_root():
-        import pwd
+        import pwd  # POSIX only
 
         try:
             pwd.getpwnam(_PG_USER)
@@ -249,7 +249,7 @@ class PgstacServer(StatsMixin):
         sockdir = self._dir / "sock"
         sockdir.mkdir()
         if _is_root():
-            import pwd
+            import pwd  # POSIX only
 
             pw = pwd.getpwnam(_PG_USER)
             for p in (self._dir, sockdir):
@@ -282,7 +282,7 @@ class PgstacServer(StatsMixin):
         else:
             assert last is not None
             raise last
-        import psycopg
+        import psycopg  # the test extra
 
         admin = f"postgresql://{_PG_USER}@127.0.0.1:{self._port}/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -290,7 +290,7 @@ class PgstacServer(StatsMixin):
         self.dsn = f"postgresql://{_PG_USER}:{_PG_USER}@127.0.0.1:{self._port}/pgstac"
 
     def _migrate(self) -> None:
-        from pypgstac.db import PgstacDB
+        from pypgstac.db import PgstacDB  # the test extra
         from pypgstac.migrate import Migrate
 
         db = PgstacDB(dsn=self.dsn)
@@ -378,7 +378,7 @@ class PgstacServer(StatsMixin):
         ...     api.url.startswith("http://127.0.0.1:"), collection
         (True, 'sentinel-2-l2a')
         """
-        import psycopg
+        import psycopg  # the test extra
 
         if not self.dsn:
             raise ServerError("PgstacServer.load called before start(); use a with block")

@@ -48,6 +48,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pyproj import Transformer
+
 __all__ = [
     "ALL_BANDS",
     "BANDS_10M",
@@ -222,8 +224,6 @@ def plan_windows(spec: WorldSpec) -> list[Window]:
     >>> [(w.tile, w.epsg, w.points) for w in ws]
     [('32UPU', 32632, (0, 1)), ('13TDE', 32613, (2,))]
     """
-    from pyproj import Transformer
-
     half = (spec.window_m // 40) * 20
     margin = spec.window_m / 4.0
     raw: list[dict[str, Any]] = []
@@ -316,8 +316,6 @@ def footprint(w: Window) -> tuple[dict[str, Any], list[float]]:
     >>> len(geom["coordinates"][0]), bbox[0] < 11.35 < bbox[2]
     (17, True)
     """
-    from pyproj import Transformer
-
     tr = Transformer.from_crs(w.epsg, 4326, always_xy=True)
     n = 4
     xs: list[float] = []

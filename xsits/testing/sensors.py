@@ -49,6 +49,8 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import rasterio
+from affine import Affine
 
 from xsits.testing.items import ItemFiles
 from xsits.testing.scenes import WorldSpec
@@ -120,9 +122,6 @@ def _ring(mask: np.ndarray) -> np.ndarray:
 
 
 def _write(path: pathlib.Path, arr: np.ndarray, epsg: int, grid, nodata, blocksize: int) -> None:
-    import rasterio
-    from affine import Affine
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.tif")
     with rasterio.open(tmp, "w", driver="COG", width=arr.shape[1], height=arr.shape[0],

@@ -53,6 +53,8 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import rasterio
+from affine import Affine
 
 from xsits.testing.items import ItemFiles
 from xsits.testing.scenes import Window, WorldSpec, footprint, plan_scenes, plan_windows
@@ -137,9 +139,6 @@ def _holes(shape: tuple[int, int], k: int, state: str, keep: list[tuple[int, int
 
 def _write(path: pathlib.Path, arr: np.ndarray, epsg: int, left: float, top: float,
            blocksize: int) -> None:
-    import rasterio
-    from affine import Affine
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.tif")
     with rasterio.open(tmp, "w", driver="COG", width=arr.shape[1], height=arr.shape[0],

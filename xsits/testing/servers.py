@@ -43,6 +43,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from xsits.testing.launch import ServerError, StatsMixin, free_port, http_json
 
@@ -170,8 +171,6 @@ class CogServer(StatsMixin):
         --------
         >>> cogs.set_fault("T31UFQ/B04.tif", 500, times=1)  # doctest: +SKIP
         """
-        from urllib.parse import urlencode
-
         query = urlencode({"path": "/" + path.lstrip("/"), "kind": str(kind), "times": times})
         http_json(self._base() + "/__faults?" + query)
 
@@ -359,7 +358,7 @@ class S3Server:
 
     def client(self) -> Any:
         """A boto3 S3 client of this server."""
-        import boto3
+        import boto3  # the test extra (moto[server])
 
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -38,6 +38,8 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import rasterio
+from affine import Affine
 
 from xsits.out.atomic import atomic_path
 from xsits.testing.pixels import Landscape, scene_arrays
@@ -193,9 +195,6 @@ def _overview_count(n: int, blocksize: int) -> int:
 
 
 def _write_cog(path: pathlib.Path, arr: np.ndarray, w: Window, res: int, spec: WorldSpec) -> None:
-    import rasterio
-    from affine import Affine
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.tif")
     is_scl = arr.dtype == np.uint8
@@ -471,8 +470,6 @@ class World:
         >>> world.truth(world.items_meta[0]["id"], "SCL").dtype
         dtype('uint8')
         """
-        import rasterio
-
         with rasterio.open(self.asset_path(item_id, band)) as ds:
             return ds.read(1)
 
