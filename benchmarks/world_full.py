@@ -131,33 +131,10 @@ def _refl(sc, band: str, scl20: np.ndarray, n10: int) -> np.ndarray:
 
 
 def _stats(sc, scl: np.ndarray) -> dict:
+    from xsits.testing.pixels import scl_properties
     from xsits.testing.scenes import solar_angles
 
-    counts = np.bincount(scl.ravel(), minlength=12)
-    total = int(scl.size)
-    valid = total - int(counts[0])
-
-    def pct(*classes: int) -> float:
-        return 100.0 * float(sum(int(counts[c]) for c in classes)) / valid if valid else 0.0
-
-    zen, az = solar_angles(sc.window.lat, sc.solar_date)
-    return {
-        "eo:cloud_cover": pct(8, 9, 10),
-        "s2:nodata_pixel_percentage": 100.0 * float(counts[0]) / total,
-        "s2:saturated_defective_pixel_percentage": pct(1),
-        "s2:dark_features_percentage": pct(2),
-        "s2:cloud_shadow_percentage": pct(3),
-        "s2:vegetation_percentage": pct(4),
-        "s2:not_vegetated_percentage": pct(5),
-        "s2:water_percentage": pct(6),
-        "s2:unclassified_percentage": pct(7),
-        "s2:medium_proba_clouds_percentage": pct(8),
-        "s2:high_proba_clouds_percentage": pct(9),
-        "s2:thin_cirrus_percentage": pct(10),
-        "s2:snow_ice_percentage": pct(11),
-        "s2:mean_solar_zenith": round(zen, 6),
-        "s2:mean_solar_azimuth": round(az, 6),
-    }
+    return scl_properties(scl, *solar_angles(sc.window.lat, sc.solar_date))
 
 
 def _write(path: Path, arr: np.ndarray, w, res: int) -> None:

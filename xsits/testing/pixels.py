@@ -45,7 +45,7 @@ import numpy as np
 
 from xsits.testing.scenes import BANDS_10M, Scene, Window, WorldSpec, solar_angles
 
-__all__ = ["Landscape", "scene_arrays"]
+__all__ = ["Landscape", "scene_arrays", "scl_properties"]
 
 _REFL_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
@@ -294,16 +294,37 @@ def scene_arrays(
         dn[mk["nodata"]] = 0
         out[band] = dn
 
+    stats = scl_properties(scl, zen, az)
+    return out, stats
+
+
+# --------------------------------------------------------------------------- items
+
+
+def scl_properties(scl: np.ndarray, zen: float, az: float) -> dict[str, float]:
+    """A Sentinel-2 item's SCL statistics (``eo:cloud_cover``, ``s2:*_percentage``) and sun.
+
+    Class percentages are relative to the valid (non-zero) SCL pixels, as ESA's; the nodata
+    percentage to all pixels.
+
+    Examples
+    --------
+    >>> scl = np.array([[0, 4], [9, 4]], dtype="uint8")
+    >>> p = scl_properties(scl, 30.0, 150.0)
+    >>> [round(p[k], 2) for k in ("eo:cloud_cover", "s2:nodata_pixel_percentage",
+    ...                           "s2:vegetation_percentage")]
+    [33.33, 25.0, 66.67]
+    """
     counts = np.bincount(scl.ravel(), minlength=12)
-    total_px = int(scl.size)
-    valid = total_px - int(counts[0])
+    total = int(scl.size)
+    valid = total - int(counts[0])
 
     def pct(*classes: int) -> float:
         return 100.0 * float(sum(int(counts[c]) for c in classes)) / valid if valid else 0.0
 
-    stats = {
+    return {
         "eo:cloud_cover": pct(8, 9, 10),
-        "s2:nodata_pixel_percentage": 100.0 * float(counts[0]) / total_px,
+        "s2:nodata_pixel_percentage": 100.0 * float(counts[0]) / total,
         "s2:saturated_defective_pixel_percentage": pct(1),
         "s2:dark_features_percentage": pct(2),
         "s2:cloud_shadow_percentage": pct(3),
@@ -318,7 +339,3 @@ def scene_arrays(
         "s2:mean_solar_zenith": round(zen, 6),
         "s2:mean_solar_azimuth": round(az, 6),
     }
-    return out, stats
-
-
-# --------------------------------------------------------------------------- items
