@@ -170,3 +170,20 @@ def test_the_token_of_a_gdal_read_on_the_main_thread_stays_its_own(monkeypatch):
     # a read without a token stays on the calling thread
     assert with_gdal_token("https://example.com/a.tif", threading.current_thread) is \
         threading.main_thread()
+
+
+def test_the_throttle_probe_sends_the_token_to_lp_daac_only(lpdaac, monkeypatch):
+    """The one-byte request that reads a throttling host's Retry-After (urllib, not obstore)
+    carries the token to LP DAAC and not on to the host LP DAAC redirects to."""
+    from xsits.io import fetch
+
+    monkeypatch.setenv("EARTHDATA_TOKEN", TOKEN)
+    item = json.loads(open(lpdaac["path"]).read())["features"][0]
+    href = item["assets"]["B04"]["href"]
+    assert "lp-prod-protected/" in href
+    fetch.RETRY_AFTER_SEEN.clear()
+    with xsits.set_options(earthdata_hosts=lpdaac["hosts"]):
+        assert fetch._retry_after(href) is None  # answered: no throttling, no header
+    served = lpdaac["cogs"].stats()
+    assert served["authorized"] == 1 and served["redirected_requests"] == 1
+    assert served.get("unauthorized", 0) == 0 and served.get("auth_after_redirect", 0) == 0

@@ -205,8 +205,9 @@ def _retry_after(uri: str) -> float | None:
         return None
     wait = None
     try:
-        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0",
-                                                   **earthdata.headers(uri)})
+        req = urllib.request.Request(uri, headers={"Range": "bytes=0-0"})
+        for key, value in earthdata.headers(uri).items():  # never on to a redirect's host
+            req.add_unredirected_header(key, value)
         with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - http(s) only
             pass
     except urllib.error.HTTPError as err:
