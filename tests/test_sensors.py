@@ -408,3 +408,20 @@ def _upload(s3, root: Path) -> None:
                                       RequestPaymentConfiguration={"Payer": "Requester"})
     for path in sorted((root / "collection02").rglob("*.TIF")):
         client.upload_file(str(path), "usgs-landsat", path.relative_to(root).as_posix())
+
+
+def test_combine_masks_a_cube_converted_before_and_refuses_shifted_grids():
+    """Each sensor is masked by its own rule even when converted first; grids must match."""
+    from xsits.ops.reflectance import to_reflectance
+    from xsits.testing.cubes import make_cube
+
+    raw = make_cube(bands=("B03", "B04", "B08", "SCL"))
+    raw.attrs["collection"] = "sentinel-2-l2a"
+    raw["SCL"][1, 0, 0] = 9  # a cloud
+    for cube in (raw, to_reflectance(raw)):
+        out = xsits.combine([cube])
+        assert np.isnan(float(out.red[1, 0, 0]))
+        assert np.isfinite(float(out.red[0, 0, 0]))
+    shifted = raw.assign_coords(x=raw.x + 4.0)
+    with pytest.raises(xsits.errors.BandError, match="different grids"):
+        xsits.combine([raw, shifted])

@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers .odc)
 import xarray as xr
 
 from xsits._common import append_history
 from xsits.errors import BandError
 from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import REFLECTANCE_ATTR, collection_of, to_reflectance
-from xsits.stac.collections import COMMON_BANDS
+from xsits.stac.collections import COMMON_BANDS, Collection
 
 #: MSI -> OLI bandpass adjustment ``(slope, intercept)`` per platform and cross-sensor band:
 #: HLS v1.4 User Guide (Claverie et al. 2018). Sentinel-2C / 2D: Sentinel-2B's coefficients.
@@ -39,6 +40,12 @@ BANDPASS: dict[str, dict[str, tuple[float, float]]] = {
                     "red": (0.9761, 0.001), "nir": (0.9966, 0.0),
                     "swir16": (1.0, -0.0003), "swir22": (0.9867, 0.0004)},
 }
+
+
+def _crs(ds: xr.Dataset) -> str | None:
+    """The CRS a cube is on (odc-geo's ``.odc.crs``), as text; None when it has none."""
+    crs = ds.odc.crs
+    return None if crs is None else str(crs)
 
 
 def _fid(cubes: Sequence[xr.Dataset]) -> str:
@@ -60,10 +67,20 @@ def _bandpass(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def _has_mask_band(ds: xr.Dataset, entry: Collection) -> bool:
+    """Whether ``ds`` still holds its collection's mask band (under any of its names)."""
+    if entry.mask is None:
+        return False
+    band = entry.band(entry.mask.band)
+    names = {n.lower() for n in (band.names if band else (entry.mask.band,))}
+    return any(str(v).lower() in names for v in ds.data_vars)
+
+
 def _common(ds: xr.Dataset, *, dilate: int, bandpass: bool) -> xr.Dataset:
     entry = collection_of(ds)
-    if not ds.attrs.get(REFLECTANCE_ATTR):
-        ds = to_reflectance(cloud_mask(ds, dilate=dilate))
+    if not ds.attrs.get(REFLECTANCE_ATTR) or _has_mask_band(ds, entry):
+        ds = cloud_mask(ds, dilate=dilate)  # also a cube converted before: its own rule
+    ds = to_reflectance(ds)  # (a converted cube is returned as it is)
     names = {}
     lowered = {str(v).lower(): v for v in ds.data_vars}
     for name in COMMON_BANDS:
@@ -138,7 +155,9 @@ def combine(cubes: Sequence[xr.Dataset], *, bandpass: bool = False,
     first = parts[0]
     for i, ds in enumerate(parts[1:], 1):
         if ds.sizes.get("x") != first.sizes.get("x") or ds.sizes.get("y") != first.sizes.get(
-                "y") or not (np.allclose(ds.x, first.x) and np.allclose(ds.y, first.y)):
+                "y") or not (np.allclose(ds.x, first.x, rtol=0, atol=1e-6)
+                             and np.allclose(ds.y, first.y, rtol=0, atol=1e-6)) \
+                or _crs(ds) != _crs(first):
             raise BandError(f"feature {_fid(cubes)}: the cubes are on different grids; open "
                             "them with the same crs, resolution, mode and size")
         parts[i] = ds.assign_coords(x=first.x, y=first.y)
