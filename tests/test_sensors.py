@@ -425,3 +425,22 @@ def test_combine_masks_a_cube_converted_before_and_refuses_shifted_grids():
     shifted = raw.assign_coords(x=raw.x + 4.0)
     with pytest.raises(xsits.errors.BandError, match="different grids"):
         xsits.combine([raw, shifted])
+
+
+def test_a_collection_that_fails_for_a_feature_leaves_no_partial_series(served, tmp_path):
+    """HLS files whose headers cannot be read: the feature fails, not a Sentinel-2 series."""
+    host = served["opts"]["pc_blob_hosts"][0]
+    broken = served["hls-nasa"].write_item_collection(tmp_path / "broken.json",
+                                                      f"http://{host}/nowhere/")
+    stac = {"sentinel-2-l2a": served["paths"]["s2"], "HLSS30.v2.0": str(broken)}
+    kw = dict(stac=stac, bands=["red", "nir"], start=S2.start, end=S2.end, resolution=30,
+              mode="patch", size=(3, 3), crs="EPSG:32632")
+    with xsits.set_options(**served["opts"]):
+        cubes = xsits.open_combined(_aoi(), ["sentinel-2-l2a", "HLSS30.v2.0"], **kw)
+        alone = xsits.open_combined(_aoi(), ["sentinel-2-l2a"], **kw)
+    assert sorted(alone) == ["p0", "p1", "p2"]
+    assert not list(cubes)  # no Sentinel-2-only cube passed off as the combined series
+    assert sorted(cubes.missing) == ["p0", "p1", "p2"]
+    for why in cubes.missing.values():
+        assert not isinstance(why, xsits.stac.search.NoItems), why  # failed, not empty
+        assert why.startswith("HLSS30.v2.0: ") and "nowhere/" in why, why

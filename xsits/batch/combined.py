@@ -73,7 +73,8 @@ def open_combined(aoi: gpd.GeoDataFrame | str, collections: Sequence[str], *,
     -------
     xsits.cube.load.Cubes
         ``{feature_id: Dataset}`` with ``time``-sorted dates of all sensors (``sensor`` and
-        ``platform`` per date); ``.missing`` holds features no collection covers.
+        ``platform`` per date); ``.missing`` holds the features no collection covers, and those
+        a collection failed to search or read the headers of (never a partial series).
 
     Examples
     --------
@@ -98,13 +99,14 @@ def open_combined(aoi: gpd.GeoDataFrame | str, collections: Sequence[str], *,
     out = Cubes(missing={})
     for fid in aoi["feature_id"]:
         cubes = [c[fid] for c in per.values() if fid in c]
-        if not cubes:
-            why = {k: c.missing.get(fid, NoItems("no item")) for k, c in per.items()}
-            text = "; ".join(f"{k}: {r}" for k, r in why.items())
-            # empty (not failed) when no collection has an item for it
-            empty = all(isinstance(r, NoItems) for r in why.values())
-            out.missing[fid] = NoItems(text) if empty else text
+        why = {k: c.missing.get(fid, NoItems("no item")) for k, c in per.items() if fid not in c}
+        failed = {k: r for k, r in why.items() if not isinstance(r, NoItems)}
+        if cubes and not failed:
+            out[fid] = combine(cubes, bandpass=bandpass, dilate=dilate)
             continue
-        out[fid] = combine(cubes, bandpass=bandpass, dilate=dilate)
+        # a collection that failed here leaves no partial series: the feature fails;
+        # empty (not failed) when no collection has an item for it
+        text = "; ".join(f"{k}: {r}" for k, r in (failed or why).items())
+        out.missing[fid] = text if failed else NoItems(text)
     return out
 
