@@ -85,3 +85,18 @@ def test_to_db_without_a_backscatter_band_names_the_feature_and_the_fix():
         to_db(ds)
     with pytest.raises(BandError, match="band 'vv' is missing"):
         to_db(ds, bands=["vv"])
+
+
+def test_radar_indices_take_the_backscatter_as_it_is():
+    """A Sentinel-1 cube has no reflectance band: indices use its linear backscatter."""
+    from xsits.ops.indices import indices
+
+    ds = _cube()
+    ds = ds.where(ds != -32768.0)  # as loaded: missing pixels are NaN
+    for v in ("vv", "vh"):
+        ds[v].attrs = {"nodata": np.nan}
+    ds.attrs["collection"] = "sentinel-1-rtc"
+    out = indices(ds, "DPDD", mapping={"vv": "VV", "vh": "VH"})
+    want = (ds.vv.values + ds.vh.values) / np.float32(2.0 ** 0.5)
+    np.testing.assert_allclose(out.DPDD.values, want, rtol=1e-6, equal_nan=True)
+    assert np.isnan(out.DPDD.values[0, 0, 0])  # the nodata pixel

@@ -92,7 +92,9 @@ def _band_reflectance(var: xr.DataArray, scale: float | None,
         return var if np.issubdtype(var.dtype, np.floating) else _reflectance(var, 1.0)
     factors = scale_of(var, entry)
     if factors is None:  # a band the registry does not know: its surface reflectance scale
-        ref = next(b for b in entry.bands if b.role == "reflectance")
+        ref = next((b for b in entry.bands if b.role == "reflectance"), None)
+        if ref is None:  # no reflectance at all (radar backscatter): the values as they are
+            return var if np.issubdtype(var.dtype, np.floating) else _reflectance(var, 1.0)
         factors = (ref.scale, ref.offset)
     return physical(var, *factors)
 
