@@ -91,13 +91,15 @@ def physical(var: xr.DataArray, scale: float, offset: float) -> xr.DataArray:
 
 
 def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
-    """Bands in physical values: surface reflectance 0..1, kelvin, degrees (``float32``).
+    """Bands in physical values: surface reflectance 0..1, temperature, degrees (``float32``).
 
     Per band ``DN * scale + offset`` (:func:`scale_of`: the items' ``raster:bands``, else the
     registry): Landsat Collection 2 SR ``DN * 2.75e-05 - 0.2``, HLS ``DN * 1e-4``;
     Sentinel-2 is harmonized first (the +1000 offset of baseline >= 04.00 removed where the
-    date carries it) then ``DN * 1e-4``. Nodata becomes NaN; class / QA bands, bands the
-    registry does not know and float bands already converted are kept. Lazy on dask input.
+    date carries it) then ``DN * 1e-4``; temperatures as their collection gives them
+    (Landsat ``lwir11`` in kelvin, HLS L30 ``B10`` / ``B11`` in degrees Celsius). Nodata
+    becomes NaN; class / QA bands and bands the registry does not know are kept; a cube
+    converted before is returned as it is. Lazy on dask input.
 
     Parameters
     ----------

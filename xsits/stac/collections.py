@@ -60,7 +60,7 @@ class Band:
     dtype, nodata
         The files' data type and nodata value.
     scale, offset
-        Physical value = DN * scale + offset (surface reflectance 0..1, kelvin, degrees),
+        Physical value = DN * scale + offset (surface reflectance 0..1, temperature, degrees),
         used when the items' ``raster:bands`` say nothing.
     role
         ``reflectance`` (scaled and masked), ``mask`` (the mask band, never converted),
