@@ -444,3 +444,15 @@ def test_a_collection_that_fails_for_a_feature_leaves_no_partial_series(served, 
     for why in cubes.missing.values():
         assert not isinstance(why, xsits.stac.search.NoItems), why  # failed, not empty
         assert why.startswith("HLSS30.v2.0: ") and "nowhere/" in why, why
+
+
+def test_landsat_dates_are_labelled_by_their_own_sensor():
+    from xsits.testing.cubes import make_cube
+
+    ls = make_cube(bands=("red", "nir08", "qa_pixel"))
+    ls["qa_pixel"][:] = 21824  # clear
+    ls.attrs["collection"] = "landsat-c2-l2"
+    n = ls.sizes["time"]
+    ls = ls.assign_coords(platform=("time", (["landsat-7", "landsat-9"] * n)[:n]))
+    out = xsits.combine([ls])
+    assert out.sensor.values.tolist() == (["Landsat ETM+", "Landsat OLI"] * n)[:n]

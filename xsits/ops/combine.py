@@ -4,7 +4,8 @@ Each cube is cloud-masked by its own collection's rule (:func:`xsits.ops.mask.cl
 converted to surface reflectance (:func:`xsits.ops.reflectance.to_reflectance`), and its bands
 standing for the cross-sensor names (the registry's ``common_bands``: ``blue``, ``green``,
 ``red``, ``nir``, ``swir16``, ``swir22``) are kept under those names; the dates of all cubes
-are then one time axis, each with its ``platform`` and ``sensor`` (the registry's title).
+are then one time axis, each with its ``platform`` and ``sensor`` (the registry's label of
+that platform, else its title).
 
 Optionally (``bandpass=True``) Sentinel-2 MSI reflectance is made OLI-like with the linear
 bandpass adjustment of HLS: ``OLI = slope * MSI + intercept`` per band and platform
@@ -96,7 +97,9 @@ def _common(ds: xr.Dataset, *, dilate: int, bandpass: bool) -> xr.Dataset:
     out = ds[list(names)].rename(names)
     if bandpass and entry.harmonize == "s2-boa-offset":
         out = _bandpass(out)
-    sensor = np.full(out.sizes["time"], entry.title)
+    platforms = np.asarray(out["platform"].values).ravel() if "platform" in out.coords else \
+        np.full(out.sizes["time"], "")
+    sensor = np.array([entry.sensors.get(str(p).lower(), entry.title) for p in platforms])
     keep = [c for c in ("platform", "cloud_cover") if c in out.coords]
     out = out.reset_coords([c for c in out.coords if c not in (*keep, "time", "x", "y",
                                                                 "spatial_ref")], drop=True)

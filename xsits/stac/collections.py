@@ -211,6 +211,9 @@ class Collection:
     cloud_cover
         Its items carry ``eo:cloud_cover`` (what ``max_cloud`` filters on); False for
         radar, whose items have none (:func:`has_cloud_cover`).
+    sensors
+        ``{platform (lower case): sensor label}`` where one collection holds several sensors
+        (Landsat TM, ETM+, OLI); other platforms' dates are labelled :attr:`title`.
     """
 
     id: str
@@ -225,9 +228,11 @@ class Collection:
     common_bands: Mapping[str, str] = field(default_factory=_frozen)
     date_coords: Mapping[str, tuple[str, object]] = field(default_factory=_frozen)
     cloud_cover: bool = True
+    sensors: Mapping[str, str] = field(default_factory=_frozen)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _frozen(self.sources))
+        object.__setattr__(self, "sensors", _frozen(self.sensors))
         object.__setattr__(self, "common_bands", _frozen(self.common_bands))
         object.__setattr__(self, "date_coords", _frozen(self.date_coords))
         first, *keys = self.group_by.split("+")
@@ -319,6 +324,8 @@ LANDSAT_QA_PIXEL = (
 LANDSAT_C2_L2 = Collection(
     id="landsat-c2-l2",
     title="Landsat OLI",
+    sensors={"landsat-4": "Landsat TM", "landsat-5": "Landsat TM",
+             "landsat-7": "Landsat ETM+"},
     bands=(
         Band("coastal", "coastal", **_L_SR), Band("blue", "blue", **_L_SR),
         Band("green", "green", **_L_SR), Band("red", "red", **_L_SR),
