@@ -17,7 +17,7 @@ import xsits
 from xsits import demo
 from xsits.cube.spec import OPTIONS, default
 from xsits.errors import AOIError, CatalogError, ExportError, QueryError, XsitsError
-from xsits.intake import SitsSource, postprocess, write_results_catalog
+from xsits.intake import SitsSource, postprocess
 from xsits.intake.entries import (
     BUNDLED_AOI,
     CATALOG_DIR,
@@ -26,6 +26,7 @@ from xsits.intake.entries import (
     entry_default,
     packaged_catalog,
 )
+from xsits.out.catalog import write_results_catalog
 from xsits.stac import providers
 from xsits.stac.collections import lookup, source_of
 
@@ -60,6 +61,9 @@ def _search_for(src: SitsSource) -> xsits.SearchResult:
 
 def test_driver_registered_under_entry_point():
     assert intake.source.registry["sits"] is SitsSource
+    # the driver's names only: the results catalog is xsits.out.catalog's (no re-export)
+    assert xsits.intake.__all__ == ["SitsSource", "postprocess"]
+    assert not hasattr(xsits.intake, "write_results_catalog")
     assert SitsSource.container == "xarray" and SitsSource.partition_access
     text = (REPO / "pyproject.toml").read_text()
     assert 'sits = "xsits.intake:SitsSource"' in text

@@ -1,4 +1,4 @@
-"""Intake V1 driver ``sits`` and the results catalog of a batch export.
+"""Intake V1 driver ``sits``: one lazy cube per AOI feature, from the one spec.
 
 Owns: :class:`SitsSource`, the driver: a facade over :func:`xsits.search` and
 :func:`xsits.open_cubes` that takes the same arguments, makes one partition per feature (the
@@ -24,10 +24,6 @@ Bad input (unknown parameter, missing AOI file, unknown preset) raises
 :class:`xsits.errors.CatalogError` (or the library's own typed error, e.g.
 :class:`~xsits.errors.AOIError`), not an Intake traceback; catalog entries check their
 parameters' types and allowed values first (:class:`xsits.intake.entries.SitsEntry`).
-
-:func:`write_results_catalog` writes ``catalog.yaml`` beside batch outputs so that
-``intake.open_catalog("out/catalog.yaml")`` reopens them (intake-xarray ``netcdf`` / ``zarr``,
-Intake ``csv``, intake-parquet ``parquet`` drivers).
 
 Examples
 --------
@@ -59,13 +55,12 @@ from xsits.cube.load import Cubes, open_cubes
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
 from xsits.ops.steps import build_steps
-from xsits.out.catalog import RESULTS_DRIVERS, write_results_catalog
 from xsits.stac.collections import lookup
 from xsits.stac.providers import is_demo, resolve_stac
 from xsits.stac.query import StacQuery
 from xsits.stac.search import SearchResult, search
 
-__all__ = ["RESULTS_DRIVERS", "SitsSource", "postprocess", "write_results_catalog"]
+__all__ = ["SitsSource", "postprocess"]
 
 #: Keyword arguments of :class:`SitsSource`: the spec's fields and its own (Intake also
 #: passes ``metadata``).
@@ -386,8 +381,3 @@ class SitsSource(DataSource):
 def _resolve_stac(stac: str) -> str:
     """``"demo"`` -> the embedded demo ItemCollection (generated on first use)."""
     return resolve_stac(stac) if is_demo(stac) else stac
-
-
-# --------------------------------------------------------------------------- results catalog
-
-
