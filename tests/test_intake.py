@@ -341,6 +341,25 @@ def test_bad_catalog_input_gives_typed_one_line_errors(kwargs, error, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+SIGNED = "https://u:pw@example.com/stac?sig=SECRET"
+
+
+@pytest.mark.parametrize("call", ["allowed", "type", "fixed"])
+def test_catalog_errors_show_no_secret(call):
+    """A signed URL in a catalog error: the message names it without its secret."""
+    cat = intake.open_catalog(str(REPO / "catalogs" / "sentinel2.yaml"))
+    with pytest.raises(CatalogError) as info:
+        if call == "allowed":  # a value outside the entry's allowed stac values
+            cat.s2_points(stac=SIGNED)
+        elif call == "type":  # not a number; Intake's own error text quotes the value too
+            cat.s2_points(resolution=SIGNED)
+        else:  # the entry fixes a signed URL
+            SitsEntry("mine", args={"stac": SIGNED})(stac="earth-search")
+    text = str(info.value)
+    assert "SECRET" not in text and "sig=" not in text
+    assert "example.com/stac?<redacted>" in text  # the value is still named
+
+
 def test_geodataframe_aoi_through_catalog_points_to_the_driver():
     cat = intake.open_catalog(str(REPO / "catalogs" / "sentinel2.yaml"))
     with pytest.raises(CatalogError, match="open_sits"):

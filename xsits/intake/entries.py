@@ -38,6 +38,7 @@ from typing import Any
 import geopandas as gpd
 from intake.catalog.local import LocalCatalogEntry, UserParameter, YAMLFilesCatalog
 
+from xsits._common import redact
 from xsits.cube.spec import OPTIONS, SPEC_ARGS, Option, default
 from xsits.errors import CatalogError
 from xsits.intake import SOURCE_ARGS, SitsSource
@@ -300,7 +301,8 @@ def check_entry_arguments(entry: LocalCatalogEntry, user_inputs: Mapping[str, An
 
     Checks what Intake would otherwise report with a bare ``ValueError`` from deep inside:
     unknown parameter names, arguments the entry fixes, values of the wrong type, values
-    outside ``allowed`` or ``min``/``max``.
+    outside ``allowed`` or ``min``/``max``. Messages quote values through
+    :func:`xsits._common.redact`: a signed URL's secret never shows.
 
     Parameters
     ----------
@@ -321,8 +323,9 @@ def check_entry_arguments(entry: LocalCatalogEntry, user_inputs: Mapping[str, An
     name = entry.name
     fixed = dict(entry._open_args or {})
     for key in sorted(set(user_inputs) & set(fixed)):
-        raise CatalogError(f"catalog entry {name!r}: {key} is fixed to {fixed[key]!r} here; "
-                           f"choose another entry or use intake.open_sits({key}=...)")
+        raise CatalogError(redact(f"catalog entry {name!r}: {key} is fixed to {fixed[key]!r} "
+                                  f"here; choose another entry or use "
+                                  f"intake.open_sits({key}=...)"))
     known = set(params) | set(SOURCE_ARGS)
     unknown = sorted(set(user_inputs) - known)
     if unknown:
@@ -347,9 +350,9 @@ def check_entry_arguments(entry: LocalCatalogEntry, user_inputs: Mapping[str, An
                 want += f" in {list(p.allowed)}"
             if p.min is not None or p.max is not None:
                 want += f" within [{p.min}, {p.max}]"
-            raise CatalogError(
+            raise CatalogError(redact(
                 f"catalog entry {name!r}: {key}={value!r} is not {want} ({err}); fix the value"
-            ) from None
+            )) from None
 
 
 _WANT = {"mlist": "a list of values", "list": "a list", "int": "an int (whole number)",
