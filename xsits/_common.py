@@ -86,6 +86,8 @@ def append_history(obj: xr.Dataset | xr.DataArray, entry: str) -> xr.Dataset | x
 
 
 _URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]+")
+#: ``user:password@`` (or ``token@``) in a URL's authority.
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"<>]+@")
 _SECRET_KEYS = re.compile(
     r"(?i)\b((?:sig|se|sv|sp|sr|st|skoid|sktid|skt|ske|sks|skv|token|access_token|api_key|"
     r"apikey|key|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s'\"]+"
@@ -93,7 +95,7 @@ _SECRET_KEYS = re.compile(
 
 
 def redact(text: str) -> str:
-    """Remove URL query strings and ``token=``-like values from ``text``.
+    """Remove URL query strings, URL credentials and ``token=``-like values from ``text``.
 
     Signed hrefs (Planetary Computer SAS tokens, S3 presigned URLs) carry their secret in the
     query string; error messages from GDAL quote the whole URL. Everything xsits records
@@ -103,12 +105,15 @@ def redact(text: str) -> str:
     --------
     >>> redact("HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?st=2024&sig=SECRET%3D ok")
     'HTTP 404 on /vsicurl/https://x.blob/a/B04.tif?<redacted> ok'
+    >>> redact("https://user:pw@stac.example.com/v1/search?token=S failed")
+    'https://***@stac.example.com/v1/search?<redacted> failed'
     >>> redact("bad sig=SECRET in config")
     'bad sig=*** in config'
     >>> redact(redact("https://h/a.tif?sig=S"))  # redacting twice changes nothing
     'https://h/a.tif?<redacted>'
     """
     text = _URL_QUERY.sub(r"\1?<redacted>", text)
+    text = _URL_USERINFO.sub(r"\1***@", text)
     return _SECRET_KEYS.sub(r"\1***", text)
 
 
