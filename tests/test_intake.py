@@ -356,8 +356,8 @@ def test_catalog_errors_show_no_secret(call):
         else:  # the entry fixes a signed URL
             SitsEntry("mine", args={"stac": SIGNED})(stac="earth-search")
     text = str(info.value)
-    assert "SECRET" not in text and "sig=" not in text
-    assert "example.com/stac?<redacted>" in text  # the value is still named
+    assert "SECRET" not in text and "sig=" not in text and "u:pw" not in text
+    assert "https://***@example.com/stac?<redacted>" in text  # the value is still named
 
 
 def test_geodataframe_aoi_through_catalog_points_to_the_driver():
