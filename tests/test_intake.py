@@ -298,6 +298,14 @@ def test_entry_bands_are_the_registry_names_of_its_collection():
         entry(bands=["B04"])
 
 
+def test_entry_bands_take_comma_separated_text():
+    cat = packaged_catalog()
+    assert cat.s2_points(bands="B04,B08").open_kwargs["bands"] == ("B04", "B08")
+    assert cat.s2_points(bands="B04, SCL").open_kwargs["bands"] == ("B04", "SCL")
+    assert cat.landsat_earth_search(bands="red,qa_pixel").open_kwargs["bands"] == (
+        "red", "qa_pixel")
+
+
 def test_entry_of_an_unknown_collection_takes_any_band_list():
     entry = SitsEntry("mine", args={"stac": "demo", "collection": "my-collection"},
                       parameters={"bands": {"default": ["a", "b"]}})
@@ -324,7 +332,7 @@ def test_intake_itself_is_not_patched():
         ({"max_cloud": "lots"}, CatalogError, "max_cloud='lots'"),
         ({"max_cloud": 120}, CatalogError, "max_cloud=120"),
         ({"size": "big"}, CatalogError, "size='big'"),
-        ({"bands": "B04"}, CatalogError, "bands='B04'"),
+        ({"bands": "B04,B99"}, CatalogError, "bands='B04,B99'"),
         ({"bands": ["B99"]}, CatalogError, "bands=['B99']"),
         ({"mode": "tile"}, CatalogError, "mode='tile'"),
         ({"stac": "my-stac"}, CatalogError, "stac='my-stac'"),

@@ -122,12 +122,14 @@ class _Parameter(UserParameter):
             self.default = self.expanded_default = None
 
     def validate(self, value: Any) -> Any:
-        """Intake's check, but for values passed on as they are.
+        """Intake's check, after splitting the text of a list on commas.
 
-        An ``other`` value (CQL2 text or JSON) and the text of a ``list`` (``"red,nir08"``,
-        which :class:`~xsits.stac.search.StacQuery` splits) are the source's to check.
+        ``"red, nir08"`` is ``["red", "nir08"]`` for a ``list`` or ``mlist``; an ``other``
+        value (CQL2 text or JSON) is the source's to check.
         """
-        if self.type == "other" or (self.type == "list" and isinstance(value, str)):
+        if self.type in ("list", "mlist") and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if self.type == "other":
             return value
         return super().validate(value)
 
