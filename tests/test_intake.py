@@ -306,6 +306,20 @@ def test_entry_bands_take_comma_separated_text():
         "red", "qa_pixel")
 
 
+def test_entry_with_an_open_collection_takes_the_chosen_collections_bands():
+    entry = SitsEntry("x", args={"stac": "planetary-computer"})
+    ups = {p.name: p for p in entry._user_parameters}
+    assert ups["bands"].type == "list" and ups["bands"].allowed is None
+    src = entry(collection="landsat-c2-l2", bands=["qa_pixel"])
+    assert src.open_kwargs["collection"] == "landsat-c2-l2"
+    assert src.open_kwargs["bands"] == ("qa_pixel",)
+    assert entry(bands="B04,SCL").open_kwargs["bands"] == ("B04", "SCL")
+    # the query checks the names: a typed error naming the value and the fix
+    with pytest.raises(QueryError, match=r"bands=\['B99'\]: band 'B99' is not a Sentinel-2 "
+                                         r"L2A band; use B01"):
+        entry(bands=["B99"])
+
+
 def test_entry_of_an_unknown_collection_takes_any_band_list():
     entry = SitsEntry("mine", args={"stac": "demo", "collection": "my-collection"},
                       parameters={"bands": {"default": ["a", "b"]}})

@@ -166,9 +166,10 @@ def entry_parameters(
     that do not apply to its collection (:func:`offered_options`); each takes
     its help text as description, its kind as type and its dataclass default. ``overrides``
     holds what an entry changes: ``{parameter: {"default": ..., "allowed": [...],
-    "description": ..., "min": ..., "max": ...}}``. ``bands`` of a collection of the registry
-    (:mod:`xsits.stac.collections`) allow every name of its bands; of another collection,
-    any list.
+    "description": ..., "min": ..., "max": ...}}``. ``bands`` of an entry that fixes a
+    collection of the registry (:mod:`xsits.stac.collections`) allow every name of its bands;
+    of another collection, or where the user chooses it, any list
+    (:class:`~xsits.stac.query.StacQuery` checks the names).
 
     Parameters
     ----------
@@ -196,9 +197,8 @@ def entry_parameters(
     >>> ps["mode"].allowed, ps["size"].default, "stac" in ps
     (['image', 'patch'], 10, False)
     """
-    collection = args.get("collection", (overrides.get("collection") or {}).get(
-        "default", default("collection")))
     options = offered_options(args)
+    fixed = lookup(args["collection"]) if "collection" in args else None
     names = {o.name for o in options}
     wrong = sorted(set(overrides) - names)
     if wrong:
@@ -212,7 +212,7 @@ def entry_parameters(
             limits["allowed"] = list(opt.choices)
         if opt.kind == "percent":
             limits.update(min=0, max=100)
-        known = lookup(collection) if opt.name == "bands" else None
+        known = fixed if opt.name == "bands" else None
         if known is not None:  # every name of its bands (xsits.stac.collections)
             limits["allowed"] = list(dict.fromkeys(n for b in known.bands for n in b.names))
         given = dict(overrides.get(opt.name) or {})
