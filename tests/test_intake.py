@@ -320,6 +320,21 @@ def test_entry_with_an_open_collection_takes_the_chosen_collections_bands():
         entry(bands=["B99"])
 
 
+@pytest.mark.parametrize(("size", "expected"), [
+    (12, (12, 12)), ([12, 8], (12, 8)), ((12, 8), (12, 8)), ("12x8", (12, 8)),
+    ("12 X 8", (12, 8)), ("12", (12, 12))])
+def test_entry_size_takes_an_int_a_pair_or_wxh_text(size, expected):
+    src = packaged_catalog().s2_points(mode="patch", size=size)
+    assert src.open_kwargs["size"] == expected
+
+
+@pytest.mark.parametrize("size", ["12x", "0x8", "big", [12], [12, 8, 3], 2.5, True])
+def test_entry_size_refuses_what_is_no_size(size):
+    with pytest.raises(CatalogError, match=r"size=.*is not a patch size: an int, \[w, h\] "
+                                           r"or 'WxH' text"):
+        packaged_catalog().s2_points(mode="patch", size=size)
+
+
 def test_entry_of_an_unknown_collection_takes_any_band_list():
     entry = SitsEntry("mine", args={"stac": "demo", "collection": "my-collection"},
                       parameters={"bands": {"default": ["a", "b"]}})

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ BUNDLED_AOI = CATALOG_DIR / "data" / "rand_pts.geojson"
 
 #: Intake parameter type of each kind of spec field (:class:`xsits.cube.spec.Option`).
 _TYPES = {"text": "str", "bands": "mlist", "percent": "float", "json": "dict", "cql2": "other",
-          "positive": "float", "metres": "float", "size": "int", "choice": "str", "flag": "bool"}
+          "positive": "float", "metres": "float", "size": "other", "choice": "str", "flag": "bool"}
 _STEP_DEFAULTS = {name: p.default for name, p in
                   inspect.signature(build_steps).parameters.items()}
 #: The entry parameters of the source itself, after the spec's (:data:`OPTIONS`).
@@ -108,6 +109,26 @@ def entry_default(name: str) -> Any:
     return None
 
 
+def _patch_size(value: Any) -> int | tuple[int, int]:
+    """A patch size as :class:`~xsits.cube.grid.GridSpec` takes it: an int or ``(w, h)``.
+
+    Takes an int (a square), ``[w, h]`` or ``"WxH"`` text; raises ValueError otherwise.
+
+    Examples
+    --------
+    >>> _patch_size(10), _patch_size([12, 8]), _patch_size("12x8"), _patch_size("12")
+    (10, (12, 8), (12, 8), (12, 12))
+    """
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", value)
+        value = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else None
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    parts = tuple(value) if pair else (value,)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in parts):
+        raise ValueError("give whole numbers of pixels >= 1, e.g. 10, [12, 8] or '12x8'")
+    return parts if pair else parts[0]
+
+
 class _Parameter(UserParameter):
     """A :class:`~intake.catalog.local.UserParameter` whose absent default stays absent.
 
@@ -116,17 +137,21 @@ class _Parameter(UserParameter):
     """
 
     def __init__(self, name: str, description: str, type: str, default: Any = None,
-                 **limits: Any) -> None:
+                 kind: str = "text", **limits: Any) -> None:
         super().__init__(name, description=description, type=type, default=default, **limits)
+        self.kind = kind  # of its spec field (xsits.cube.spec.Option)
         if default is None:
             self.default = self.expanded_default = None
 
     def validate(self, value: Any) -> Any:
         """Intake's check, after splitting the text of a list on commas.
 
-        ``"red, nir08"`` is ``["red", "nir08"]`` for a ``list`` or ``mlist``; an ``other``
-        value (CQL2 text or JSON) is the source's to check.
+        ``"red, nir08"`` is ``["red", "nir08"]`` for a ``list`` or ``mlist``; a ``size`` is
+        :func:`_patch_size`'s; another ``other`` value (CQL2 text or JSON) is the source's to
+        check.
         """
+        if self.kind == "size":
+            return _patch_size(value)
         if self.type in ("list", "mlist") and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if self.type == "other":
@@ -225,7 +250,8 @@ def entry_parameters(
         if kind == "mlist" and not limits.get("allowed"):
             kind = "list"
         out.append(_Parameter(opt.name, given.get("description", opt.help), kind,
-                              given.get("default", entry_default(opt.name)), **limits))
+                              given.get("default", entry_default(opt.name)), opt.kind,
+                              **limits))
     return out
 
 
@@ -347,7 +373,7 @@ def check_entry_arguments(entry: LocalCatalogEntry, user_inputs: Mapping[str, An
         try:
             p.validate(value)
         except (ValueError, TypeError, SyntaxError, KeyError) as err:
-            want = _WANT.get(p.type, f"a {p.type}")
+            want = _WANT.get(getattr(p, "kind", ""), _WANT.get(p.type, f"a {p.type}"))
             if p.allowed:
                 want += f" in {list(p.allowed)}"
             if p.min is not None or p.max is not None:
@@ -357,7 +383,8 @@ def check_entry_arguments(entry: LocalCatalogEntry, user_inputs: Mapping[str, An
             )) from None
 
 
-_WANT = {"mlist": "a list of values", "list": "a list", "int": "an int (whole number)",
+_WANT = {"size": "a patch size: an int, [w, h] or 'WxH' text",
+         "mlist": "a list of values", "list": "a list", "int": "an int (whole number)",
          "float": "a number", "str": "a text", "dict": "a mapping", "bool": "true or false"}
 
 
