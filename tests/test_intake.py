@@ -260,6 +260,26 @@ def test_demo_entry_defaults_are_the_demo_world():
     assert src._post["harmonize"] is True
 
 
+def test_step_defaults_are_the_step_options():
+    """harmonize / mask / gapfill: one default each, the same for every facade."""
+    import dataclasses
+    import inspect
+
+    from xsits.ops.steps import StepOptions, build_steps
+
+    defaults = {f.name: f.default for f in dataclasses.fields(StepOptions)}
+    assert defaults == {"harmonize": False, "mask": False, "gapfill": None}
+    for facade in (build_steps, postprocess, SitsSource):
+        params = inspect.signature(facade).parameters
+        assert {k: params[k].default for k in defaults} == defaults, facade
+    cat = packaged_catalog()
+    assert "s2_points" in list(cat)  # YAMLFilesCatalog reads its files when listed
+    ups = {p.name: p.default for p in cat._entries["s2_points"]._user_parameters}
+    assert (ups["harmonize"], ups["mask"], ups["gapfill"]) == (False, False, "none")
+    src = cat.s2_points()
+    assert src._post == defaults and src.steps == []
+
+
 def test_optional_spec_fields_keep_the_sources_default():
     """Intake would turn an absent float into 0.0: ``max_cloud`` stays None (no filter)."""
     cat = packaged_catalog()

@@ -54,7 +54,7 @@ from xsits.cube.grid import feature_geoboxes, footprints_4326
 from xsits.cube.load import Cubes, open_cubes
 from xsits.cube.spec import SPEC_ARGS, CubeSpec, default
 from xsits.errors import AOIError, CatalogError
-from xsits.ops.steps import build_steps
+from xsits.ops.steps import StepOptions, build_steps
 from xsits.stac.collections import lookup
 from xsits.stac.providers import is_demo, resolve_stac
 from xsits.stac.query import StacQuery
@@ -80,9 +80,9 @@ def _none_if_empty(value: Any) -> Any:
 def postprocess(
     ds,
     *,
-    harmonize: bool = False,
-    mask: bool = False,
-    gapfill: str | None = None,
+    harmonize: bool = StepOptions.harmonize,
+    mask: bool = StepOptions.mask,
+    gapfill: str | None = StepOptions.gapfill,
 ):
     """Apply the optional steps of a catalog entry: harmonize, then cloud mask, then gap-fill.
 
@@ -173,9 +173,9 @@ class SitsSource(DataSource):
         aoi: str | os.PathLike | gpd.GeoDataFrame | None = None,
         *,
         id_column: str | None = None,
-        harmonize: bool = False,
-        mask: bool = False,
-        gapfill: str | bool | None = None,
+        harmonize: bool = StepOptions.harmonize,
+        mask: bool = StepOptions.mask,
+        gapfill: str | bool | None = StepOptions.gapfill,
         metadata: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:

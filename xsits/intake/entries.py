@@ -29,8 +29,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import inspect
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +44,7 @@ from xsits.cube.spec import OPTIONS, SPEC_ARGS, Option, default
 from xsits.errors import CatalogError
 from xsits.intake import SOURCE_ARGS, SitsSource
 from xsits.ops.gapfill import METHODS as GAPFILL_METHODS
-from xsits.ops.steps import build_steps
+from xsits.ops.steps import StepOptions
 from xsits.stac.collections import has_cloud_cover, lookup
 
 __all__ = [
@@ -67,8 +67,7 @@ BUNDLED_AOI = CATALOG_DIR / "data" / "rand_pts.geojson"
 #: Intake parameter type of each kind of spec field (:class:`xsits.cube.spec.Option`).
 _TYPES = {"text": "str", "bands": "mlist", "percent": "float", "json": "dict", "cql2": "other",
           "positive": "float", "metres": "float", "size": "other", "choice": "str", "flag": "bool"}
-_STEP_DEFAULTS = {name: p.default for name, p in
-                  inspect.signature(build_steps).parameters.items()}
+_STEP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StepOptions)}
 #: The entry parameters of the source itself, after the spec's (:data:`OPTIONS`).
 ENTRY_OPTIONS: tuple[Option, ...] = (
     Option("aoi", "AOI file: GeoJSON, GPKG, Shapefile, or CSV with lon/lat columns (default: "
@@ -85,7 +84,9 @@ ENTRY_OPTIONS: tuple[Option, ...] = (
 
 
 def entry_default(name: str) -> Any:
-    """The default of an entry parameter, each written once: the spec's, ``build_steps``'.
+    """The default of an entry parameter, each written once: the spec's or the steps'.
+
+    The steps' are :class:`xsits.ops.steps.StepOptions`' (``gapfill``: ``"none"`` for None).
 
     ``aoi`` defaults to the bundled points (:data:`BUNDLED_AOI`); ``size`` is one int for a
     square patch; a default of None means "the source's own".

@@ -40,6 +40,7 @@ from xsits.ops import smooth as _smooth
 
 __all__ = [
     "Step",
+    "StepOptions",
     "build_steps",
     "clip",
     "cloud_mask",
@@ -447,9 +448,29 @@ _HARMONIZE, _DROP_CLOUDY, _GAPFILL = harmonize, drop_cloudy, gapfill
 _COMPOSITE, _SMOOTH = composite, smooth
 
 
-def build_steps(*, harmonize: bool = False, mask: bool = False, dilate: int = 0,
-                drop_cloudy: float | None = None,
-                gapfill: str | None = None, composite: str | None = None,
+@dataclass(frozen=True)
+class StepOptions:
+    """The optional steps a catalog entry offers, with their defaults (written here only).
+
+    :func:`build_steps`, :func:`xsits.intake.postprocess`, :class:`xsits.intake.SitsSource`
+    and the Intake entries' parameters take their defaults from here.
+
+    Examples
+    --------
+    >>> StepOptions()
+    StepOptions(harmonize=False, mask=False, gapfill=None)
+    >>> build_steps(**dataclasses.asdict(StepOptions(mask=True)))
+    [xsits.ops.steps.cloud_mask()]
+    """
+
+    harmonize: bool = False
+    mask: bool = False
+    gapfill: str | None = None
+
+
+def build_steps(*, harmonize: bool = StepOptions.harmonize, mask: bool = StepOptions.mask,
+                dilate: int = 0, drop_cloudy: float | None = None,
+                gapfill: str | None = StepOptions.gapfill, composite: str | None = None,
                 smooth: str | None = None) -> list[Step]:
     """The usual pipeline from flags, in order: harmonize, mask, drop cloudy, gap-fill...
 
