@@ -52,8 +52,6 @@ nb_execution_show_tb = True
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
-# docs/architecture.md (kept as it is written) steps from H1 to H3
-suppress_warnings = ["myst.header"]
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"xsits {release}"

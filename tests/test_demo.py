@@ -141,3 +141,16 @@ def test_demo_gif_has_one_frame_per_date_and_catalog_reopens(run):
     with xr.open_dataset(table.set_index("feature_id").loc["7", "path"],
                          mask_and_scale=False) as ref:
         xr.testing.assert_identical(got.load(), ref.load())
+
+
+def test_reading_a_query_endpoint_never_builds_the_demo_world(tmp_path):
+    """Issue 29: a property read (the manifest, describe) must not generate the demo world."""
+    import xsits
+    from xsits.stac.query import StacQuery
+
+    with xsits.set_options(cache_dir=str(tmp_path)):
+        q = StacQuery(stac="demo", start="2024-04-01", end="2024-04-30")
+        assert q.endpoint == "demo"
+        assert not list(tmp_path.iterdir())  # nothing generated
+        assert q.locate().endswith(".geojson")  # made when the items are needed
+        assert (tmp_path / "demo-world").is_dir()

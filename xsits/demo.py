@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: The 24 random points of the seed notebook (``pt_id: (lon, lat)``, EPSG:4326), also shipped
-#: as ``notebooks/data/rand_pts.geojson``. 1..10 are the seed's; 11..24 were added.
+#: as ``notebooks/data/rand_pts.geojson``. 1..10 are the seed's points; 11..24 are xsits' own.
 BUNDLED_POINTS: dict[int, tuple[float, float]] = {
     1: (8.49138, 49.85437), 2: (8.41277, 53.14555), 3: (11.17678, 50.01380),
     4: (23.79724, 40.06894), 5: (16.80020, 48.98809), 6: (22.49204, 42.36324),

@@ -38,9 +38,6 @@ from tqdm import tqdm
 from xsits._common import relaxed_gc, single_threaded_blas
 from xsits.batch.plan import NAME_ATTRS, AoiSource, Batch, plan_batches, planned_path
 from xsits.batch.report import (
-    MANIFEST_NAME,
-    REDACTED_LOGGERS,
-    REPORT_COLUMNS,
     STATUSES,
     Manifest,
     Row,
@@ -71,9 +68,6 @@ __all__ = [
     "BATCHES_IN_FLIGHT",
     "FEATURE_THREADS",
     "IO_THREADS",
-    "MANIFEST_NAME",
-    "REDACTED_LOGGERS",
-    "REPORT_COLUMNS",
     "STATUSES",
     "AoiSource",
     "Row",

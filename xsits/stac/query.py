@@ -188,6 +188,17 @@ class StacQuery:
     def endpoint(self) -> str:
         """The API URL (or local path) without any query string, user info or token.
 
+        A catalog made on first use (``stac="demo"``, :func:`xsits.stac.providers.register_catalog`)
+        is named, not made: reading this property never generates it (:meth:`locate` does).
+        """
+        name = self.stac.strip().lower()
+        if name in providers.CATALOGS:
+            return name
+        return self.locate()
+
+    def locate(self) -> str:
+        """Where the items are: :attr:`endpoint`, with a catalog made on first use made now.
+
         ``stac="demo"`` is the demo world's ItemCollection, generated here on first use.
         """
         url = providers.resolve_stac(self.stac)

@@ -174,14 +174,14 @@ def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
     if expr is None:
         return None
     dialect = providers.provider_dialect(q.stac, q.collection)
-    if dialect is None and q.is_local and os.path.exists(q.endpoint):
-        dialect = local.catalog_dialect(q.endpoint, q.collection)
+    if dialect is None and q.is_local and os.path.exists(q.locate()):
+        dialect = local.catalog_dialect(q.locate(), q.collection)
     return providers.normalise_cql2(expr, dialect)  # type: ignore[return-value]
 
 
 def _search_local(q: StacQuery, area, *, filtered: bool = True) -> list[pystac.Item]:
     """Filter a local ItemCollection / catalog like a STAC API would (the same CQL2)."""
-    path = q.endpoint
+    path = q.locate()
     expr = provider_cql2(q) if filtered else None
     match = cql2.Expr(expr).matches if expr is not None else None
     t0, t1 = pd.Timestamp(q.start, tz="UTC"), pd.Timestamp(q.end, tz="UTC") + pd.Timedelta("1D")
