@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from shapely.geometry import Point
 
 import xsits
-from xsits._common import CLASS_BANDS
 from xsits.cli import main as cli_main
 from xsits.cube.spec import CubeSpec
 from xsits.errors import QueryError
@@ -29,7 +28,7 @@ from xsits.intake import SitsSource
 from xsits.io import reader, signing
 from xsits.ops.mask import cloud_mask
 from xsits.ops.reflectance import to_reflectance
-from xsits.stac.collections import COLLECTIONS, LANDSAT_QA_PIXEL, lookup
+from xsits.stac.collections import CLASS_BANDS, COLLECTIONS, LANDSAT_QA_PIXEL, lookup
 from xsits.stac.query import StacQuery
 from xsits.testing.scenes import WorldSpec
 from xsits.testing.sensors import make_sensor_world
@@ -130,10 +129,12 @@ def test_hls_entry_names_every_band_of_nasa_items():
         b.name for b in entry.bands}
 
 
-def test_class_bands_hold_every_mask_and_qa_band():
-    names = {n for c in COLLECTIONS.values() for b in c.bands if b.role in ("mask", "qa")
-             for n in b.names}
-    assert names <= CLASS_BANDS
+def test_class_bands_are_the_mask_qa_and_label_bands():
+    assert CLASS_BANDS == {"SCL", "scl", "qa_pixel", "qa_radsat", "qa_aerosol", "Fmask",
+                           "fmask", "mask", "label", "labels"}
+    reflectance = {n for c in COLLECTIONS.values() for b in c.bands
+                   if b.role == "reflectance" for n in b.names}
+    assert not reflectance & CLASS_BANDS
 
 
 # --------------------------------------------------------------------------- Landsat

@@ -17,33 +17,13 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
-
-#: Bands that hold classes or flags, never reflectance: never scaled, masked or harmonized.
-#: The registry's mask and QA bands (:mod:`xsits.stac.collections`, roles ``mask`` / ``qa``;
-#: ``tests/test_collections.py`` checks they are all here) and the label bands.
-CLASS_BANDS: frozenset[str] = frozenset({"SCL", "scl", "mask", "label", "labels", "qa_pixel",
-                                         "qa_radsat", "qa_aerosol", "Fmask", "fmask"})
-
-
-def reflectance_vars(ds: xr.Dataset, exclude: Iterable[Hashable] = ()) -> list[Hashable]:
-    """Names of the data variables that hold reflectance (every band but the class bands).
-
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr
-    >>> ds = xr.Dataset({"B04": ("x", np.ones(2)), "SCL": ("x", np.ones(2, "uint8"))})
-    >>> reflectance_vars(ds)
-    ['B04']
-    """
-    skip = set(exclude) | CLASS_BANDS
-    return [name for name in ds.data_vars if name not in skip]
 
 
 def as_float(var: xr.DataArray) -> xr.DataArray:

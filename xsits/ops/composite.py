@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, append_history, as_float
+from xsits._common import append_history, as_float
 from xsits.errors import GridError
+from xsits.stac.collections import CLASS_BANDS
 
 #: Reductions accepted by :func:`composite`.
 HOWS: tuple[str, ...] = ("median", "mean", "max", "min", "count")

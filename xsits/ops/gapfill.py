@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, append_history
+from xsits._common import append_history
 from xsits.errors import GapfillError
+from xsits.stac.collections import CLASS_BANDS
 
 #: Interpolation methods and the valid dates a pixel needs for each (fewer: linear).
 METHODS: dict[str, int] = {"linear": 1, "nearest": 1, "zero": 1, "slinear": 1,

@@ -22,9 +22,9 @@ from collections.abc import Hashable, Iterable
 import numpy as np
 import xarray as xr
 
-from xsits._common import append_history, reflectance_vars
+from xsits._common import append_history
 from xsits.errors import BandError
-from xsits.stac.collections import MaskRule, lookup
+from xsits.stac.collections import CLASS_BANDS, MaskRule, lookup
 from xsits.stac.providers import find_band
 
 #: SCL classes masked by default: nodata, saturated, shadow, cloud medium/high, cirrus.
@@ -134,7 +134,7 @@ def _apply(ds: xr.Dataset, bad: xr.DataArray, band: Hashable | None, keep_band: 
     """NaN where ``bad`` (and at each band's nodata) in every band but class / QA bands."""
     bad = bad.variable  # the bands share the cube's coordinates: no alignment per band
     updates = {}
-    for name in reflectance_vars(ds, exclude=[band]):
+    for name in (v for v in ds.data_vars if v != band and v not in CLASS_BANDS):
         var = ds[name].variable
         nodata = var.attrs.get("nodata")
         values = var if np.issubdtype(var.dtype, np.floating) else var.astype("float32")

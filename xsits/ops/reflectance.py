@@ -16,10 +16,10 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, append_history
+from xsits._common import append_history
 from xsits.errors import BandError
 from xsits.ops.harmonize import harmonize
-from xsits.stac.collections import Collection, lookup
+from xsits.stac.collections import CLASS_BANDS, Collection, lookup
 
 #: Attribute set on cubes in physical values (a second call is a no-op; indices do not scale).
 REFLECTANCE_ATTR = "xsits_reflectance"

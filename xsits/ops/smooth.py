@@ -22,8 +22,9 @@ import scipy.sparse as sp
 import xarray as xr
 from scipy.sparse.linalg import splu
 
-from xsits._common import CLASS_BANDS, append_history, as_float
+from xsits._common import append_history, as_float
 from xsits.errors import GridError
+from xsits.stac.collections import CLASS_BANDS
 
 #: Smoothing methods of :func:`smooth`.
 METHODS: tuple[str, ...] = ("savgol", "whittaker")

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xsits._common import CLASS_BANDS, as_float
+from xsits._common import as_float
 from xsits.cube.dates import time_coords
 from xsits.cube.load import GroupPlan
 from xsits.cube.plan import band_attrs
@@ -41,7 +41,7 @@ from xsits.errors import SampleError
 from xsits.ops import steps as steps_mod
 from xsits.ops.indices import indices as compute_indices
 from xsits.ops.mask import DEFAULT_CLASSES
-from xsits.stac.collections import asset_scale
+from xsits.stac.collections import CLASS_BANDS, asset_scale
 
 __all__ = ["Rows", "assemble", "batch_cube", "batch_rows", "dates_key", "keep_rows",
            "scl_classes", "side_by_side"]

@@ -448,6 +448,14 @@ def register(entry: Collection) -> None:
     COLLECTIONS[entry.id] = entry
 
 
+#: Bands that hold classes or flags, never reflectance: never scaled, masked or harmonized.
+#: Every collection's mask and QA bands (each of their names, as written and lower case) and
+#: the label bands.
+CLASS_BANDS: frozenset[str] = frozenset(
+    {n for c in COLLECTIONS.values() for b in c.bands if b.role in ("mask", "qa")
+     for name in b.names for n in (name, name.lower())} | {"mask", "label", "labels"})
+
+
 def lookup(collection: str | None) -> Collection | None:
     """The entry of a collection id at any provider (``HLSS30_2.0`` -> ``hls2-s30``), else None.
 
