@@ -100,3 +100,12 @@ def assert_numpy_dask_equal(
         actual = lazy.compute()
     assert_same(expected, actual)
     return expected
+
+
+def written_values(report) -> dict[str, dict[str, object]]:
+    """``{feature_id: {variable: raw values}}`` of the NetCDF files a batch report lists."""
+    out = {}
+    for r in report.itertuples():
+        with xr.open_dataset(r.path, mask_and_scale=False) as ds:
+            out[r.feature_id] = {k: ds[k].values.copy() for k in ds.data_vars}
+    return out

@@ -24,6 +24,8 @@ from xsits.testing.scenes import WorldSpec
 from xsits.testing.servers import CogServer
 from xsits.testing.world import make_world
 
+from helpers import written_values
+
 POINTS = ((11.35, 48.05), (11.352, 48.051), (11.348, 48.049), (11.351, 48.0495))
 SPEC = dict(points=POINTS[:1], start="2024-05-01", end="2024-05-30", revisit_days=5,
             bands=("B04", "B08", "SCL"), window_m=1280, blocksize=128)
@@ -64,15 +66,6 @@ def _options(sas):
     return dict(pc_sas_url=sas.sas_url, pc_blob_hosts=(urlsplit(sas.url).netloc,))
 
 
-def _values(report):
-    import xarray as xr
-
-    out = {}
-    for r in report.itertuples():
-        with xr.open_dataset(r.path, mask_and_scale=False) as ds:
-            out[r.feature_id] = {k: ds[k].values.copy() for k in ds.data_vars}
-    return out
-
 
 def _slowly(ds):
     """A step that takes most of a token's life."""
@@ -104,7 +97,7 @@ def test_a_run_outlives_three_token_lifetimes(served, tmp_path):
     assert took >= 3 * LIFETIME
     assert got.status.tolist() == ["written"] * len(POINTS), got.to_string()
     assert stats["tokens"] >= 3, stats  # refreshed before each expiry
-    a, b = _values(want), _values(got)
+    a, b = written_values(want), written_values(got)
     for fid in a:
         for name in a[fid]:
             want_values = a[fid][name]
@@ -133,6 +126,6 @@ def test_revoked_token_is_replaced_once(served, tmp_path, fast_reader):
     stats = sas.stats()
     assert first.status.tolist() == second.status.tolist() == ["written"], second.to_string()
     assert stats["forbidden"] >= 1 and stats["tokens"] > tokens, stats
-    a, b = _values(first), _values(second)
+    a, b = written_values(first), written_values(second)
     for name in a["f0"]:
         np.testing.assert_array_equal(b["f0"][name], a["f0"][name])

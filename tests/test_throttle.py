@@ -24,6 +24,8 @@ from xsits.testing.scenes import WorldSpec
 from xsits.testing.servers import CogServer
 from xsits.testing.world import make_world
 
+from helpers import written_values
+
 POINTS = ((11.35, 48.05), (11.352, 48.051), (11.348, 48.049))
 SPEC = dict(points=POINTS[:1], start="2024-05-01", end="2024-06-29", revisit_days=5,
             bands=("B03", "B04", "B08", "SCL"), window_m=1280, blocksize=128)
@@ -52,15 +54,6 @@ def _source(world, url, tmp_path, query=""):
     return xsits.batch.AoiSource(_aoi(), kw)
 
 
-def _values(report):
-    import xarray as xr
-
-    out = {}
-    for r in report.itertuples():
-        with xr.open_dataset(r.path, mask_and_scale=False) as ds:
-            out[r.feature_id] = {k: ds[k].values.copy() for k in ds.data_vars}
-    return out
-
 
 @pytest.mark.parametrize("retry_after", ["2", "date2"])
 def test_throttling_is_waited_out(world, tmp_path, retry_after):
@@ -79,7 +72,7 @@ def test_throttling_is_waited_out(world, tmp_path, retry_after):
     # wall time depends on which requests are throttled, so it is not asserted here)
     assert got.status.tolist() == ["written"] * 3, got.to_string()
     assert stats["throttled"] >= 10, stats
-    a, b = _values(want), _values(got)
+    a, b = written_values(want), written_values(got)
     for fid in a:
         for name in a[fid]:
             np.testing.assert_array_equal(b[fid][name], a[fid][name])
