@@ -174,8 +174,10 @@ def provider_cql2(q: StacQuery) -> dict[str, Any] | None:
     if expr is None:
         return None
     dialect = providers.provider_dialect(q.stac, q.collection)
-    if dialect is None and q.is_local and os.path.exists(q.locate()):
-        dialect = local.catalog_dialect(q.locate(), q.collection)
+    if dialect is None and q.is_local:
+        path = q.locate()
+        if os.path.exists(path):
+            dialect = local.catalog_dialect(path, q.collection)
     return providers.normalise_cql2(expr, dialect)  # type: ignore[return-value]
 
 
